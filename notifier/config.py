@@ -1,0 +1,159 @@
+"""The TOML configuration of SPEC.md, turned into one frozen, typed object.
+
+Every key is optional; an unknown section or key, a value of the wrong type or
+out of range, or an endpoint Twisted cannot parse refuses to start with a
+message naming the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+from attrs import field, fields, frozen
+from twisted.internet import endpoints
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+def _endpoint(key: str, value: str) -> None:
+    try:
+        # The reactor is only stored by the endpoint constructors, never
+        # used, so this parses without listening.
+        endpoints.serverFromString(_NO_REACTOR, value)
+    except Exception as e:
+        raise ConfigError(f"{key}: cannot parse endpoint {value!r}: {e}") from None
+
+
+class _NoReactor:
+    """Stands in for the reactor while an endpoint description is parsed."""
+
+
+_NO_REACTOR: Any = _NoReactor()
+
+
+def _store_url(key: str, value: str) -> None:
+    if not value.startswith("sqlite:") or value == "sqlite:":
+        raise ConfigError(f"{key}: expected 'sqlite:PATH' or 'sqlite::memory:', got {value!r}")
+
+
+def _origins(key: str, value: list[Any]) -> None:
+    for origin in value:
+        if not isinstance(origin, str) or not origin:
+            raise ConfigError(f"{key}: every origin must be a non-empty string")
+
+
+def _at_least(minimum: int | float):
+    def check(key: str, value: int | float) -> None:
+        if value < minimum:
+            raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+
+    return check
+
+
+def _between(low: int | float, high: int | float):
+    def check(key: str, value: int | float) -> None:
+        if not low <= value <= high:
+            raise ConfigError(f"{key}: must be between {low} and {high}, got {value}")
+
+    return check
+
+
+def _key(default: Any, kind: type | tuple[type, ...], check: Any = None) -> Any:
+    return field(default=default, metadata={"kind": kind, "check": check})
+
+
+@frozen
+class PublicConfig:
+    endpoint: str = _key("tcp:8080", str, _endpoint)
+    allowed_origins: tuple[str, ...] = _key(("*",), list, _origins)
+
+
+@frozen
+class ApiConfig:
+    endpoint: str = _key("tcp:8081:interface=127.0.0.1", str, _endpoint)
+    admin_token: str = _key("", str)
+
+
+@frozen
+class StoreConfig:
+    url: str = _key("sqlite:notifier.db", str, _store_url)
+
+
+@frozen
+class CentersConfig:
+    history: int = _key(100, int, _between(0, 100_000))
+    max_message_bytes: int = _key(65536, int, _between(1, 64 * 1024 * 1024))
+    auto_create: bool = _key(False, bool)
+    idle_ttl: int = _key(0, int, _at_least(0))
+
+
+@frozen
+class SubscribersConfig:
+    longpoll_timeout: int = _key(30, int, _between(0, 120))
+    ping_interval: float = _key(25, (int, float), _at_least(0.05))
+    drain_seconds: float = _key(2, (int, float), _between(0, 600))
+    max_per_center: int = _key(0, int, _at_least(0))
+    send_buffer_bytes: int = _key(1_048_576, int, _at_least(1024))
+
+
+@frozen
+class Config:
+    public: PublicConfig = PublicConfig()
+    api: ApiConfig = ApiConfig()
+    store: StoreConfig = StoreConfig()
+    centers: CentersConfig = CentersConfig()
+    subscribers: SubscribersConfig = SubscribersConfig()
+
+
+def _section(name: str, cls: type, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}]: must be a table")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        qualified = f"{name}.{key}"
+        if key not in known:
+            raise ConfigError(f"{qualified}: unknown key (known: {', '.join(known)})")
+        kind = known[key].metadata["kind"]
+        # bool is an int to Python, never to a configuration file.
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            names = kind if isinstance(kind, tuple) else (kind,)
+            expected = " or ".join({list: "array"}.get(k, k.__name__) for k in names)
+            raise ConfigError(f"{qualified}: expected {expected}, got {type(value).__name__}")
+        check = known[key].metadata["check"]
+        if check is not None:
+            check(qualified, value)
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+def parse_config(text: str) -> Config:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}") from None
+    sections = {f.name: f.type for f in fields(Config)}
+    classes = {f.name: f.default.__class__ for f in fields(Config)}
+    values = {}
+    for name, table in document.items():
+        if name not in sections:
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(sections)})")
+        values[name] = _section(name, classes[name], table)
+    return Config(**values)
+
+
+def load_config(path: str | None) -> Config:
+    """Read the file at *path*; ``None`` gives every default."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_config(text)

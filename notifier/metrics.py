@@ -1,0 +1,86 @@
+"""``/admin/v1/stats`` and ``/metrics``: one snapshot of the node, two renderings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.internet.interfaces import IReactorTime
+
+from notifier.registry import HubRegistry
+
+TRANSPORTS = ("websocket", "sse", "longpoll")
+
+
+class _Snapshot:
+    """A collector that yields metrics gathered before the scrape."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+class Metrics:
+    def __init__(self, registry: HubRegistry, clock: IReactorTime) -> None:
+        self.registry = registry
+        self.clock = clock
+
+    def connections(self) -> Counter[tuple[str, str]]:
+        """Live subscribers by ``(transport, publisher)``."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for hub in self.registry.hubs():
+            for subscriber in tuple(hub.subscribers):
+                counts[subscriber.transport_name, hub.center.publisher] += 1
+        return counts
+
+    async def stats(self) -> dict[str, Any]:
+        stats = self.registry.stats
+        publishers = await self.registry.list_publishers()
+        by_transport = Counter[str]()
+        for (transport, _), n in self.connections().items():
+            by_transport[transport] += n
+        return {
+            "connections": {t: by_transport[t] for t in TRANSPORTS},
+            "publishers": len(publishers),
+            "centers": sum(count for _, count in publishers),
+            "centers_live": sum(1 for _ in self.registry.hubs()),
+            "messages_in": sum(stats.messages_in.values()),
+            "messages_out": sum(stats.messages_out.values()),
+            "dropped_subscribers": sum(stats.drops.values()),
+            "uptime": self.clock.seconds() - stats.started,
+        }
+
+    async def exposition(self) -> tuple[bytes, str]:
+        stats = self.registry.stats
+        publishers = await self.registry.list_publishers()
+        connections = GaugeMetricFamily(
+            "notifier_connections", "Subscribers connected to this node.", labels=["transport", "publisher"])
+        for (transport, publisher), n in sorted(self.connections().items()):
+            connections.add_metric([transport, publisher], n)
+        centers = GaugeMetricFamily("notifier_centers", "Notification centers.", labels=["publisher"])
+        for publisher, count in publishers:
+            centers.add_metric([publisher.name], count)
+        families: list[Metric] = [connections, centers]
+        for name, doc, counter in (
+            ("notifier_messages_in", "Messages published through this node.", stats.messages_in),
+            ("notifier_messages_out", "Deliveries to subscribers of this node.", stats.messages_out),
+            ("notifier_dropped_subscribers", "Subscribers dropped as too slow.", stats.drops),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["publisher"])
+            for publisher, n in sorted(counter.items()):
+                family.add_metric([publisher], n)
+            families.append(family)
+        families.append(GaugeMetricFamily("notifier_publishers", "Publishers.", value=len(publishers)))
+        families.append(GaugeMetricFamily(
+            "notifier_uptime_seconds", "Seconds since the node started.", value=self.clock.seconds() - stats.started))
+        collectors = CollectorRegistry(auto_describe=False)
+        collectors.register(_Snapshot(families))
+        return generate_latest(collectors), CONTENT_TYPE_LATEST

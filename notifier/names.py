@@ -1,0 +1,28 @@
+"""The naming rules of SPEC.md (Words) for publishers and centers."""
+
+from __future__ import annotations
+
+import re
+
+from notifier.errors import BadRequest
+
+PUBLISHER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
+CENTER_NAME = re.compile(r"[A-Za-z0-9._:@~-]{1,200}\Z")
+
+
+def check_publisher_name(name: str) -> str:
+    if not isinstance(name, str) or not PUBLISHER_NAME.match(name):
+        raise BadRequest(
+            "a publisher name is 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit",
+            code="invalid_publisher_name",
+        )
+    return name
+
+
+def check_center_name(name: str) -> str:
+    if not isinstance(name, str) or not CENTER_NAME.match(name):
+        raise BadRequest(
+            "a center name is 1 to 200 of A-Z, a-z, 0-9 and . _ : @ ~ -",
+            code="invalid_center_name",
+        )
+    return name

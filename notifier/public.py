@@ -1,0 +1,158 @@
+"""The public listener: subscribing on every transport, ``/last``, health."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+
+from notifier.config import Config
+from notifier.errors import BadRequest, NotFound, Unauthorized, Unavailable
+from notifier.hub import Hub
+from notifier.names import CENTER_NAME, PUBLISHER_NAME
+from notifier.registry import HubRegistry
+from notifier.transports import longpoll, websocket
+from notifier.web import install_error_handlers, json_answer
+
+CALLBACK = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII)
+MAX_LONGPOLL_TIMEOUT = 120
+
+
+def _arg(request: IRequest, name: bytes) -> str | None:
+    values = request.args.get(name)
+    if not values:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"query parameter {name.decode()!r} is not UTF-8") from None
+
+
+def _callback(request: IRequest) -> str | None:
+    callback = _arg(request, b"callback")
+    if callback is not None and not CALLBACK.match(callback):
+        raise BadRequest("callback must be a JavaScript identifier path", code="invalid_callback")
+    return callback
+
+
+def _jsonp(request: IRequest, callback: str, payload: bytes) -> bytes:
+    request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
+    return b"/**/" + callback.encode() + b"(" + payload + b");"
+
+
+class PublicApp:
+    app = Klein()
+    install_error_handlers(app)
+
+    def __init__(self, registry: HubRegistry, config: Config, clock: IReactorTime,
+                 websockets: WebSocketServerFactory) -> None:
+        self.registry = registry
+        self.config = config
+        self.clock = clock
+        self.websockets = websockets
+        self.closing = False
+        origins = config.public.allowed_origins
+        self._any_origin = "*" in origins
+        self._origins = frozenset(o.encode() for o in origins)
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # CORS
+
+    def _cors(self, request: IRequest) -> None:
+        origin = request.getHeader(b"origin")
+        if origin is None:
+            return
+        request.setHeader(b"vary", b"Origin")
+        if self._any_origin or origin in self._origins:
+            request.setHeader(b"access-control-allow-origin", origin)
+            request.setHeader(b"access-control-allow-headers", b"Last-Event-ID, Cache-Control")
+            request.setHeader(b"access-control-max-age", b"600")
+
+    async def _hub(self, publisher: str, center: str) -> Hub:
+        if self.closing:
+            raise Unavailable("the server is shutting down", code="shutting_down")
+        if not PUBLISHER_NAME.match(publisher) or not CENTER_NAME.match(center):
+            raise NotFound(f"no center {center!r}", code="no_such_center")
+        hub = await self.registry.hub(publisher, center)
+        if hub.center.private:
+            raise Unauthorized("this center needs a subscriber token", code="token_required")
+        return hub
+
+    # routes
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request: IRequest) -> bytes:
+        return json_answer(request, {"status": "ok"})
+
+    @app.route("/sub/<publisher>/<center>", methods=["OPTIONS"])
+    def preflight(self, request: IRequest, publisher: str, center: str) -> bytes:
+        self._cors(request)
+        request.setHeader(b"access-control-allow-methods", b"GET, HEAD, OPTIONS")
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/sub/<publisher>/<center>", methods=["GET"])
+    async def subscribe(self, request: IRequest, publisher: str, center: str) -> Any:
+        self._cors(request)
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if upgrade == b"websocket":
+            fmt = _arg(request, b"format") or "raw"
+            if fmt not in websocket.FORMATS:
+                raise BadRequest("format must be raw or json", code="invalid_format")
+            hub = await self._hub(publisher, center)
+            request.channel.setTimeout(None)  # the connection is the subscriber's now
+            return websocket.upgrade(self.websockets, hub, fmt)
+        return await self._longpoll(request, publisher, center)
+
+    async def _longpoll(self, request: IRequest, publisher: str, center: str) -> bytes:
+        callback = _callback(request)
+        since = _arg(request, b"since")
+        timeout = self._timeout(request)
+        hub = await self._hub(publisher, center)
+        request.setHeader(b"cache-control", b"no-store")
+        messages, recovered = hub.retained_after(since)
+        if messages or not recovered:
+            last_id = messages[-1].id if messages else hub.position
+            payload = longpoll.body(messages, last_id, recovered)
+        elif timeout == 0:
+            payload = longpoll.body([], since, True)
+        else:
+            payload = await longpoll.LongPoll(hub, since, timeout, self.clock).answer
+        if callback is not None:
+            return _jsonp(request, callback, payload)
+        request.setHeader(b"content-type", b"application/json")
+        return payload
+
+    def _timeout(self, request: IRequest) -> float:
+        value = _arg(request, b"timeout")
+        if value is None:
+            return self.config.subscribers.longpoll_timeout
+        try:
+            timeout = float(value)
+        except ValueError:
+            timeout = -1.0
+        if not 0 <= timeout <= MAX_LONGPOLL_TIMEOUT:  # also refuses nan
+            raise BadRequest(f"timeout must be 0 to {MAX_LONGPOLL_TIMEOUT} seconds", code="invalid_timeout")
+        return timeout
+
+    @app.route("/sub/<publisher>/<center>/last", methods=["GET"])
+    async def last(self, request: IRequest, publisher: str, center: str) -> bytes:
+        self._cors(request)
+        callback = _callback(request)
+        hub = await self._hub(publisher, center)
+        request.setHeader(b"cache-control", b"no-store")
+        text = hub.latest.data if hub.latest is not None else None
+        if callback is not None:
+            return _jsonp(request, callback, json.dumps(text).encode())
+        if text is None:
+            request.setResponseCode(204)
+            return b""
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return text.encode()

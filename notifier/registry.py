@@ -1,0 +1,176 @@
+"""The hub registry: publishers, their centers, and the live hubs of both.
+
+Everything the HTTP handlers do goes through here: ownership (a publisher
+only ever reaches ``{its name}/{center}``), auto-create, and the store.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Callable, Iterator
+
+from attrs import define, field
+from twisted.internet.interfaces import IReactorTime
+
+from notifier.broker import Broker
+from notifier.config import CentersConfig
+from notifier.errors import Conflict, NotFound, Unauthorized
+from notifier.hub import Hub, Subscriber
+from notifier.model import Center, Message, Publisher
+from notifier.names import check_center_name, check_publisher_name
+from notifier.stats import Stats
+from notifier.store import Store
+
+#: How long a publisher read from the store is trusted before it is read
+#: again, so that the offline CLI's changes reach a running daemon.
+PUBLISHER_TTL = 2.0
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+@define(slots=True, eq=False)
+class HubRegistry:
+    store: Store
+    broker: Broker
+    config: CentersConfig
+    clock: IReactorTime
+    stats: Stats = field()
+    make_secret: Callable[[], str] = new_secret
+    make_epoch: Callable[[], str] = new_epoch
+    _hubs: dict[tuple[str, str], Hub] = field(factory=dict)
+    _publishers: dict[str, tuple[Publisher, float]] = field(factory=dict)
+
+    @stats.default
+    def _stats(self) -> Stats:
+        return Stats(started=self.clock.seconds())
+
+    # publishers
+
+    async def add_publisher(self, name: str) -> Publisher:
+        check_publisher_name(name)
+        publisher = Publisher(name, self.make_secret(), self.clock.seconds())
+        if not await self.store.add_publisher(publisher):
+            raise Conflict(f"publisher {name!r} exists", code="publisher_exists")
+        return publisher
+
+    async def list_publishers(self) -> list[tuple[Publisher, int]]:
+        return await self.store.list_publishers()
+
+    async def rotate_secret(self, name: str) -> Publisher:
+        secret = self.make_secret()
+        if not await self.store.set_secret(name, secret):
+            raise self._no_publisher(name)
+        self._publishers.pop(name, None)
+        publisher = await self.store.get_publisher(name)
+        if publisher is None:
+            raise self._no_publisher(name)
+        return publisher
+
+    async def remove_publisher(self, name: str) -> None:
+        if not await self.store.remove_publisher(name):
+            raise self._no_publisher(name)
+        self._publishers.pop(name, None)
+        for key in [key for key in self._hubs if key[0] == name]:
+            self._hubs.pop(key).close("deleted")
+
+    async def authenticate(self, name: str, secret: str) -> Publisher:
+        """The publisher whose secret is *secret*, else ``Unauthorized``."""
+        now = self.clock.seconds()
+        cached = self._publishers.get(name)
+        if cached is not None and now - cached[1] < PUBLISHER_TTL:
+            publisher = cached[0]
+        else:
+            found = await self.store.get_publisher(name)
+            if found is None:
+                self._publishers.pop(name, None)
+                raise Unauthorized("unknown publisher or wrong secret", code="bad_credentials")
+            publisher = found
+            self._publishers[name] = (publisher, now)
+        if not secrets.compare_digest(publisher.secret.encode(), secret.encode()):
+            raise Unauthorized("unknown publisher or wrong secret", code="bad_credentials")
+        return publisher
+
+    @staticmethod
+    def _no_publisher(name: str) -> NotFound:
+        return NotFound(f"no publisher {name!r}", code="no_such_publisher")
+
+    # centers
+
+    async def create_center(
+        self, publisher: str, name: str, *, private: bool = False,
+        history: int | None = None, ttl: int | None = None,
+    ) -> tuple[Center, bool]:
+        check_center_name(name)
+        center = Center(publisher, name, private, history, ttl, self.clock.seconds())
+        return await self.store.add_center(center)
+
+    async def list_centers(self, publisher: str) -> list[Center]:
+        return await self.store.list_centers(publisher)
+
+    def loaded(self, publisher: str, name: str) -> Hub | None:
+        """The hub of a center if it is live on this node."""
+        return self._hubs.get((publisher, name))
+
+    async def hub(self, publisher: str, name: str) -> Hub:
+        """The live hub of ``publisher/name``; ``NotFound`` if no such center."""
+        hub = self._hubs.get((publisher, name))
+        if hub is not None:
+            return hub
+        center = await self.store.get_center(publisher, name)
+        if center is None:
+            raise NotFound(f"no center {name!r}", code="no_such_center")
+        return self._load(center)
+
+    def _load(self, center: Center) -> Hub:
+        key = (center.publisher, center.name)
+        hub = self._hubs.get(key)
+        if hub is None:  # nobody loaded it while the store answered
+            history = self.config.history if center.history is None else center.history
+            hub = self._hubs[key] = Hub(center, self.make_epoch(), history, self.clock.seconds)
+        return hub
+
+    async def delete_center(self, publisher: str, name: str) -> None:
+        if not await self.store.remove_center(publisher, name):
+            raise NotFound(f"no center {name!r}", code="no_such_center")
+        hub = self._hubs.pop((publisher, name), None)
+        if hub is not None:
+            hub.close("deleted")
+
+    # messages
+
+    async def publish(self, publisher: str, name: str, data: str) -> tuple[Message, int]:
+        """Publish *data* to ``publisher/name``: the message and how many it reached here."""
+        try:
+            hub = await self.hub(publisher, name)
+        except NotFound:
+            if not self.config.auto_create or not _valid_center(name):
+                raise
+            center, _ = await self.create_center(publisher, name)
+            hub = self._load(center)
+        message, reached = await self.broker.publish(hub, data)
+        self.stats.messages_in[publisher] += 1
+        self.stats.messages_out[publisher] += reached
+        return message, reached
+
+    # the whole node
+
+    def hubs(self) -> Iterator[Hub]:
+        return iter(tuple(self._hubs.values()))
+
+    def subscribers(self) -> Iterator[Subscriber]:
+        for hub in self.hubs():
+            yield from tuple(hub.subscribers)
+
+
+def _valid_center(name: str) -> bool:
+    try:
+        check_center_name(name)
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,49 @@
+"""Durable state: publishers and their centers.
+
+``Store`` is the interface every backend implements; ``open_store`` picks one
+from ``[store] url``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from notifier.model import Center, Publisher
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Make the store ready (create the schema)."""
+
+    async def close(self) -> None:
+        """Release the store; nothing is lost that was acknowledged."""
+
+    async def add_publisher(self, publisher: Publisher) -> bool:
+        """Add *publisher*; ``False`` (and nothing changed) if the name exists."""
+
+    async def get_publisher(self, name: str) -> Publisher | None: ...
+
+    async def list_publishers(self) -> list[tuple[Publisher, int]]:
+        """Every publisher by name, with its number of centers."""
+
+    async def set_secret(self, name: str, secret: str) -> bool:
+        """Replace the secret; ``False`` if there is no such publisher."""
+
+    async def remove_publisher(self, name: str) -> bool:
+        """Remove the publisher and its centers; ``False`` if unknown."""
+
+    async def add_center(self, center: Center) -> tuple[Center, bool]:
+        """Add *center* unless it exists; the stored center and whether it is new."""
+
+    async def get_center(self, publisher: str, name: str) -> Center | None: ...
+
+    async def list_centers(self, publisher: str) -> list[Center]: ...
+
+    async def remove_center(self, publisher: str, name: str) -> bool: ...
+
+
+def open_store(url: str, reactor: object) -> Store:
+    """The store for *url* (already validated by the configuration)."""
+    from notifier.store.sqlite import SQLiteStore
+
+    return SQLiteStore(url.removeprefix("sqlite:"), reactor)

@@ -1,0 +1,151 @@
+"""The embedded default store: one SQLite file, reached through adbapi.
+
+Every query runs on adbapi's single worker thread, never on the reactor. The
+file is created readable by its owner only: it holds the publishers' secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+
+from twisted.enterprise import adbapi
+
+from notifier.model import Center, Publisher
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS publishers (
+    name    TEXT PRIMARY KEY,
+    secret  TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS centers (
+    publisher TEXT NOT NULL REFERENCES publishers(name) ON DELETE CASCADE,
+    name      TEXT NOT NULL,
+    private   INTEGER NOT NULL,
+    history   INTEGER,
+    ttl       INTEGER,
+    created   REAL NOT NULL,
+    PRIMARY KEY (publisher, name)
+);
+"""
+
+MEMORY = ":memory:"
+
+
+def _prepare(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA busy_timeout = 5000")
+
+
+def _center(row: tuple[Any, ...]) -> Center:
+    publisher, name, private, history, ttl, created = row
+    return Center(publisher, name, bool(private), history, ttl, created)
+
+
+class SQLiteStore:
+    def __init__(self, path: str, reactor: Any) -> None:
+        self.path = path
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3",
+            path,
+            check_same_thread=False,
+            cp_min=1,
+            cp_max=1,  # one connection: ":memory:" is per connection, and writes serialise anyway
+            cp_openfun=_prepare,
+            cp_reactor=reactor,
+        )
+
+    async def open(self) -> None:
+        await self._pool.runInteraction(self._create)
+
+    def _create(self, cursor: sqlite3.Cursor) -> None:
+        if self.path != MEMORY:
+            # The connection has the file open already; narrow it to its owner
+            # before anything secret is written.
+            os.chmod(self.path, 0o600)
+        cursor.executescript(SCHEMA)
+        if self.path != MEMORY:
+            cursor.execute("PRAGMA journal_mode = WAL")
+
+    async def close(self) -> None:
+        self._pool.close()
+
+    async def add_publisher(self, publisher: Publisher) -> bool:
+        rows = await self._pool.runInteraction(
+            self._rowcount,
+            "INSERT OR IGNORE INTO publishers (name, secret, created) VALUES (?, ?, ?)",
+            (publisher.name, publisher.secret, publisher.created),
+        )
+        return rows == 1
+
+    async def get_publisher(self, name: str) -> Publisher | None:
+        rows = await self._pool.runQuery(
+            "SELECT name, secret, created FROM publishers WHERE name = ?", (name,)
+        )
+        return Publisher(*rows[0]) if rows else None
+
+    async def list_publishers(self) -> list[tuple[Publisher, int]]:
+        rows = await self._pool.runQuery(
+            "SELECT p.name, p.secret, p.created, COUNT(c.name) FROM publishers p"
+            " LEFT JOIN centers c ON c.publisher = p.name GROUP BY p.name ORDER BY p.name"
+        )
+        return [(Publisher(name, secret, created), count) for name, secret, created, count in rows]
+
+    async def set_secret(self, name: str, secret: str) -> bool:
+        rows = await self._pool.runInteraction(
+            self._rowcount, "UPDATE publishers SET secret = ? WHERE name = ?", (secret, name)
+        )
+        return rows == 1
+
+    async def remove_publisher(self, name: str) -> bool:
+        rows = await self._pool.runInteraction(
+            self._rowcount, "DELETE FROM publishers WHERE name = ?", (name,)
+        )
+        return rows == 1
+
+    async def add_center(self, center: Center) -> tuple[Center, bool]:
+        return await self._pool.runInteraction(self._add_center, center)
+
+    def _add_center(self, cursor: sqlite3.Cursor, center: Center) -> tuple[Center, bool]:
+        cursor.execute(
+            "INSERT OR IGNORE INTO centers (publisher, name, private, history, ttl, created)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (center.publisher, center.name, int(center.private), center.history, center.ttl, center.created),
+        )
+        if cursor.rowcount == 1:
+            return center, True
+        cursor.execute(
+            "SELECT publisher, name, private, history, ttl, created FROM centers"
+            " WHERE publisher = ? AND name = ?",
+            (center.publisher, center.name),
+        )
+        return _center(cursor.fetchone()), False
+
+    async def get_center(self, publisher: str, name: str) -> Center | None:
+        rows = await self._pool.runQuery(
+            "SELECT publisher, name, private, history, ttl, created FROM centers"
+            " WHERE publisher = ? AND name = ?",
+            (publisher, name),
+        )
+        return _center(rows[0]) if rows else None
+
+    async def list_centers(self, publisher: str) -> list[Center]:
+        rows = await self._pool.runQuery(
+            "SELECT publisher, name, private, history, ttl, created FROM centers"
+            " WHERE publisher = ? ORDER BY name",
+            (publisher,),
+        )
+        return [_center(row) for row in rows]
+
+    async def remove_center(self, publisher: str, name: str) -> bool:
+        rows = await self._pool.runInteraction(
+            self._rowcount, "DELETE FROM centers WHERE publisher = ? AND name = ?", (publisher, name)
+        )
+        return rows == 1
+
+    @staticmethod
+    def _rowcount(cursor: sqlite3.Cursor, sql: str, args: tuple[Any, ...]) -> int:
+        cursor.execute(sql, args)
+        return cursor.rowcount

@@ -1,0 +1,1 @@
+"""The subscriber side of each transport: WebSocket, long-poll."""
