@@ -2,12 +2,13 @@
 
 A published message is appended once, wrapped once in a ``Prepared`` that
 caches each wire form the first time a transport asks for it, and the same
-``Prepared`` goes to every subscriber.
+``Prepared`` goes to every subscriber, live or catching up from history.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import Callable, Protocol, TypeVar
 
 from attrs import define, field
@@ -60,48 +61,57 @@ class Hub:
 
     ``epoch`` changes whenever retained history could have been lost (a new
     hub is a new epoch), so ids from before never pass for current ones.
+    ``touched`` is when it last had a publish or lost its last subscriber.
     """
 
     center: Center
     epoch: str
     history: int
     clock: Callable[[], float]
+    #: Seconds without a publish or a subscriber before the center expires; 0: never.
+    ttl: int = 0
     subscribers: set[Subscriber] = field(factory=set)
-    _retained: deque[Message] = field(init=False)
+    touched: float = field()
+    _retained: deque[Prepared] = field(init=False)
     _seq: int = 0
+
+    @touched.default
+    def _now(self) -> float:
+        return self.clock()
 
     def __attrs_post_init__(self) -> None:
         self._retained = deque(maxlen=self.history)
 
     @property
     def latest(self) -> Message | None:
-        return self._retained[-1] if self._retained else None
+        return self._retained[-1].message if self._retained else None
 
     @property
     def last_id(self) -> str | None:
-        return self._retained[-1].id if self._retained else None
+        return self._retained[-1].message.id if self._retained else None
 
     @property
     def position(self) -> str:
         """A cursor for "after everything published so far"."""
         return f"{self.epoch}-{self._seq}"
 
-    def append(self, data: str) -> Message:
+    def append(self, data: str) -> Prepared:
+        """Give *data* the next id and retain it."""
         self._seq += 1
-        message = Message(f"{self.epoch}-{self._seq}", self.center.name, data, self.clock())
-        self._retained.append(message)
-        return message
+        now = self.touched = self.clock()
+        prepared = Prepared(Message(f"{self.epoch}-{self._seq}", self.center.name, data, now))
+        self._retained.append(prepared)
+        return prepared
 
-    def deliver(self, message: Message) -> int:
-        """Hand *message* to every subscriber; how many there were."""
-        prepared = Prepared(message)
+    def deliver(self, prepared: Prepared) -> int:
+        """Hand *prepared* to every subscriber; how many there were."""
         # A copy: a subscriber may leave while delivered to (long-poll answers).
         subscribers = tuple(self.subscribers)
         for subscriber in subscribers:
             subscriber.deliver(prepared)
         return len(subscribers)
 
-    def retained_after(self, cursor: str | None) -> tuple[list[Message], bool]:
+    def retained_after(self, cursor: str | None) -> tuple[list[Prepared], bool]:
         """Retained messages after *cursor*, and whether none were missed.
 
         ``None`` asks for nothing retained. A cursor of another epoch, from
@@ -114,16 +124,34 @@ class Hub:
         if parsed is None or parsed[0] != self.epoch or parsed[1] > self._seq:
             return list(self._retained), False
         seq = parsed[1]
-        oldest = self._seq - len(self._retained) + 1  # seq of the oldest retained
+        oldest = self._seq - len(self._retained) + 1  # the seq of the oldest retained
         if seq < oldest - 1:
             return list(self._retained), False
-        return list(self._retained)[len(self._retained) - (self._seq - seq):], True
+        return list(islice(self._retained, seq - oldest + 1, None)), True
+
+    def attach(self, subscriber: Subscriber, cursor: str | None) -> tuple[list[Prepared], bool]:
+        """Subscribe and return the backlog after *cursor*, in one step.
+
+        Nothing can be published between the two, so the backlog and the live
+        messages that follow meet with no gap and no duplicate.
+        """
+        backlog = self.retained_after(cursor)
+        self.subscribers.add(subscriber)
+        return backlog
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.add(subscriber)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self.subscribers.discard(subscriber)
+        subscribers = self.subscribers
+        if subscriber in subscribers:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                self.touched = self.clock()
+
+    def idle(self, now: float) -> bool:
+        """Whether the center has outlived its ``ttl`` unused."""
+        return self.ttl > 0 and not self.subscribers and now - self.touched >= self.ttl
 
     def close(self, reason: str) -> None:
         for subscriber in tuple(self.subscribers):

@@ -16,7 +16,7 @@ from notifier.errors import BadRequest, NotFound, Unauthorized, Unavailable
 from notifier.hub import Hub
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
-from notifier.transports import longpoll, websocket
+from notifier.transports import longpoll, sse, websocket
 from notifier.web import install_error_handlers, json_answer
 
 CALLBACK = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII)
@@ -106,10 +106,25 @@ class PublicApp:
             fmt = _arg(request, b"format") or "raw"
             if fmt not in websocket.FORMATS:
                 raise BadRequest("format must be raw or json", code="invalid_format")
+            since = _arg(request, b"since")
             hub = await self._hub(publisher, center)
             request.channel.setTimeout(None)  # the connection is the subscriber's now
-            return websocket.upgrade(self.websockets, hub, fmt)
+            return websocket.upgrade(self.websockets, hub, fmt, since)
+        if b"text/event-stream" in (request.getHeader(b"accept") or b""):
+            return await self._event_stream(request, publisher, center)
         return await self._longpoll(request, publisher, center)
+
+    async def _event_stream(self, request: IRequest, publisher: str, center: str) -> bytes:
+        # A browser reconnecting by itself sends the last id it saw in
+        # Last-Event-ID, on the same URL: that is newer than any since= in it.
+        last_event_id = request.getHeader(b"last-event-id")
+        since = last_event_id.decode("utf-8", "replace") if last_event_id else _arg(request, b"since")
+        hub = await self._hub(publisher, center)
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        request.channel.setTimeout(None)
+        return await sse.EventStream(hub, request).start(since)
 
     async def _longpoll(self, request: IRequest, publisher: str, center: str) -> bytes:
         callback = _callback(request)
@@ -117,8 +132,9 @@ class PublicApp:
         timeout = self._timeout(request)
         hub = await self._hub(publisher, center)
         request.setHeader(b"cache-control", b"no-store")
-        messages, recovered = hub.retained_after(since)
-        if messages or not recovered:
+        backlog, recovered = hub.retained_after(since)
+        if backlog or not recovered:
+            messages = [prepared.message for prepared in backlog]
             last_id = messages[-1].id if messages else hub.position
             payload = longpoll.body(messages, last_id, recovered)
         elif timeout == 0:

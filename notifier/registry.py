@@ -108,7 +108,10 @@ class HubRegistry:
     ) -> tuple[Center, bool]:
         check_center_name(name)
         center = Center(publisher, name, private, history, ttl, self.clock.seconds())
-        return await self.store.add_center(center)
+        center, created = await self.store.add_center(center)
+        if self._ttl(center):
+            self._load(center)  # its idle time counts from now
+        return center, created
 
     async def list_centers(self, publisher: str) -> list[Center]:
         return await self.store.list_centers(publisher)
@@ -132,8 +135,31 @@ class HubRegistry:
         hub = self._hubs.get(key)
         if hub is None:  # nobody loaded it while the store answered
             history = self.config.history if center.history is None else center.history
-            hub = self._hubs[key] = Hub(center, self.make_epoch(), history, self.clock.seconds)
+            hub = Hub(center, self.make_epoch(), history, self.clock.seconds, self._ttl(center))
+            self._hubs[key] = hub
         return hub
+
+    def _ttl(self, center: Center) -> int:
+        return self.config.idle_ttl if center.ttl is None else center.ttl
+
+    async def load_expiring(self) -> None:
+        """Load every center that can expire, so that its idle time counts from now."""
+        for center in await self.store.all_centers():
+            if self._ttl(center):
+                self._load(center)
+
+    async def expire_idle(self) -> list[Center]:
+        """Remove the centers idle past their ``ttl``, closing them as a delete does."""
+        now = self.clock.seconds()
+        expired = []
+        for hub in self.hubs():
+            if hub.idle(now):
+                try:
+                    await self.delete_center(hub.center.publisher, hub.center.name)
+                except NotFound:
+                    continue  # deleted meanwhile
+                expired.append(hub.center)
+        return expired
 
     async def delete_center(self, publisher: str, name: str) -> None:
         if not await self.store.remove_center(publisher, name):

@@ -7,7 +7,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -23,6 +23,9 @@ from notifier.transports.websocket import websocket_factory
 from notifier.web import QuietSite
 
 log = Logger()
+
+#: How often idle centers are looked for, in seconds.
+EXPIRY_SWEEP = 1.0
 
 #: After the last close of a drain, how long close handshakes get to finish.
 CLOSE_GRACE = 0.5
@@ -50,15 +53,16 @@ class NotifierService(Service):
         self.api_port: IListeningPort | None = None
         self._public: PublicApp | None = None
         self._heartbeat: Heartbeat | None = None
+        self._expiry: LoopingCall | None = None
         self.ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
         super().startService()
         config, reactor = self.config, self.reactor
         self.store = open_store(config.store.url, reactor)
-        # The store's first task on its own thread: queries queue behind it.
-        opened = defer.Deferred.fromCoroutine(self.store.open())
         self.registry = HubRegistry(self.store, LocalBroker(), config.centers, reactor)
+        # The store's first task on its own thread: queries queue behind it.
+        opened = defer.Deferred.fromCoroutine(self._open())
         self._public = PublicApp(self.registry, config, reactor, websocket_factory())
         api = ApiApp(self.registry, config, reactor, Metrics(self.registry, reactor))
         self.api_port = _listen(reactor, config.api.endpoint, QuietSite(api.resource()))
@@ -66,6 +70,20 @@ class NotifierService(Service):
         self._heartbeat = Heartbeat(self.registry, reactor, config.subscribers.ping_interval)
         self._heartbeat.start()
         opened.addCallbacks(self.ready.callback, self._fatal)
+
+    async def _open(self) -> None:
+        assert self.store is not None and self.registry is not None
+        await self.store.open()
+        await self.registry.load_expiring()
+        self._expiry = LoopingCall(self._expire)
+        self._expiry.clock = self.reactor
+        self._expiry.start(EXPIRY_SWEEP, now=False)
+
+    def _expire(self) -> defer.Deferred[Any]:
+        assert self.registry is not None
+        d = defer.Deferred.fromCoroutine(self.registry.expire_idle())
+        # A failing sweep is logged, and the next one tries again.
+        return d.addErrback(lambda f: log.failure("expiring idle centers failed", f))
 
     def _fatal(self, failure: Failure) -> None:
         log.failure("the store could not be opened; stopping", failure)
@@ -84,6 +102,8 @@ class NotifierService(Service):
                 await port.stopListening()
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        if self._expiry is not None and self._expiry.running:
+            self._expiry.stop()
         await self._drain()
         await self.store.close()
 

@@ -25,5 +25,5 @@ class LocalBroker:
     """One node: ids and history live in the hub itself."""
 
     async def publish(self, hub: Hub, data: str) -> tuple[Message, int]:
-        message = hub.append(data)
-        return message, hub.deliver(message)
+        prepared = hub.append(data)
+        return prepared.message, hub.deliver(prepared)

@@ -39,6 +39,9 @@ class Store(Protocol):
 
     async def list_centers(self, publisher: str) -> list[Center]: ...
 
+    async def all_centers(self) -> list[Center]:
+        """Every center of every publisher."""
+
     async def remove_center(self, publisher: str, name: str) -> bool: ...
 
 

@@ -139,6 +139,12 @@ class SQLiteStore:
         )
         return [_center(row) for row in rows]
 
+    async def all_centers(self) -> list[Center]:
+        rows = await self._pool.runQuery(
+            "SELECT publisher, name, private, history, ttl, created FROM centers ORDER BY publisher, name"
+        )
+        return [_center(row) for row in rows]
+
     async def remove_center(self, publisher: str, name: str) -> bool:
         rows = await self._pool.runInteraction(
             self._rowcount, "DELETE FROM centers WHERE publisher = ? AND name = ?", (publisher, name)

@@ -6,6 +6,7 @@ is the connection handed to Autobahn, bound to that hub.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from autobahn.twisted.resource import WebSocketResource
@@ -27,15 +28,29 @@ def json_frame(message: Message) -> PreparedMessage:
     return PreparedMessage(envelope_json(message).encode(), False, False, True)
 
 
+RECOVERY = {
+    recovered: PreparedMessage(json.dumps({"recovered": recovered}).encode(), False, False, True)
+    for recovered in (True, False)
+}
+
+
 class WebSocketSubscriber(WebSocketServerProtocol):
     transport_name = "websocket"
     encode: Callable[[Message], PreparedMessage] = staticmethod(raw_frame)
+    #: Whether a first ``{"recovered": ...}`` frame fits the format.
+    tells_recovery = False
     hub: Hub | None = None
+    cursor: str | None = None
     _awaiting_pong = False
 
     def onOpen(self) -> None:
         assert self.hub is not None
-        self.hub.subscribe(self)
+        backlog, recovered = self.hub.attach(self, self.cursor)
+        if self.cursor is not None and self.tells_recovery:
+            self.sendPreparedMessage(RECOVERY[recovered])
+        encode = self.encode
+        for prepared in backlog:
+            self.sendPreparedMessage(prepared.form(encode))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """Client frames carry nothing for us."""
@@ -73,6 +88,7 @@ class WebSocketSubscriber(WebSocketServerProtocol):
 
 class JsonSubscriber(WebSocketSubscriber):
     encode = staticmethod(json_frame)
+    tells_recovery = True
 
 
 FORMATS: dict[str, type[WebSocketSubscriber]] = {"raw": WebSocketSubscriber, "json": JsonSubscriber}
@@ -94,16 +110,19 @@ def websocket_factory(max_frame_bytes: int = 4096) -> WebSocketServerFactory:
 class _BoundFactory:
     """Builds one protocol of *cls*, bound to *hub*, for Autobahn's resource."""
 
-    def __init__(self, factory: WebSocketServerFactory, cls: type[WebSocketSubscriber], hub: Hub) -> None:
-        self.factory, self.cls, self.hub = factory, cls, hub
+    def __init__(self, factory: WebSocketServerFactory, cls: type[WebSocketSubscriber],
+                 hub: Hub, cursor: str | None) -> None:
+        self.factory, self.cls, self.hub, self.cursor = factory, cls, hub, cursor
 
     def buildProtocol(self, addr: Any) -> WebSocketSubscriber:
         protocol = self.cls()
         protocol.factory = self.factory
         protocol.hub = self.hub
+        protocol.cursor = self.cursor
         return protocol
 
 
-def upgrade(factory: WebSocketServerFactory, hub: Hub, fmt: str) -> WebSocketResource:
-    """The resource that hands the request's connection to a subscriber of *hub*."""
-    return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hub))
+def upgrade(factory: WebSocketServerFactory, hub: Hub, fmt: str, cursor: str | None) -> WebSocketResource:
+    """The resource that hands the request's connection to a subscriber of *hub*,
+    resuming after *cursor* (``None``: live messages only)."""
+    return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hub, cursor))

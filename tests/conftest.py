@@ -1,0 +1,12 @@
+import pytest_twisted
+
+from tests.support import start_daemon
+
+
+@pytest_twisted.async_yield_fixture
+async def daemon(tmp_path):
+    """A daemon on free loopback ports with its SQLite store in a temporary folder."""
+    running = await start_daemon(f"sqlite:{tmp_path / 'notifier.db'}")
+    yield running
+    if running.service.running:
+        await running.service.stopService()

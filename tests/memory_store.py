@@ -1,0 +1,69 @@
+"""A dict-backed Store whose calls complete at once: for in-memory HTTP tests.
+
+It passes the same contract tests as the real stores (tests/test_store.py).
+"""
+
+from __future__ import annotations
+
+from notifier.model import Center, Publisher
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.publishers: dict[str, Publisher] = {}
+        self.centers: dict[tuple[str, str], Center] = {}
+        self.closed = False
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def add_publisher(self, publisher: Publisher) -> bool:
+        if publisher.name in self.publishers:
+            return False
+        self.publishers[publisher.name] = publisher
+        return True
+
+    async def get_publisher(self, name: str) -> Publisher | None:
+        return self.publishers.get(name)
+
+    async def list_publishers(self) -> list[tuple[Publisher, int]]:
+        return [
+            (p, sum(1 for owner, _ in self.centers if owner == p.name))
+            for _, p in sorted(self.publishers.items())
+        ]
+
+    async def set_secret(self, name: str, secret: str) -> bool:
+        publisher = self.publishers.get(name)
+        if publisher is None:
+            return False
+        self.publishers[name] = Publisher(name, secret, publisher.created)
+        return True
+
+    async def remove_publisher(self, name: str) -> bool:
+        if self.publishers.pop(name, None) is None:
+            return False
+        for key in [key for key in self.centers if key[0] == name]:
+            del self.centers[key]
+        return True
+
+    async def add_center(self, center: Center) -> tuple[Center, bool]:
+        key = (center.publisher, center.name)
+        if key in self.centers:
+            return self.centers[key], False
+        self.centers[key] = center
+        return center, True
+
+    async def get_center(self, publisher: str, name: str) -> Center | None:
+        return self.centers.get((publisher, name))
+
+    async def list_centers(self, publisher: str) -> list[Center]:
+        return [c for (owner, _), c in sorted(self.centers.items()) if owner == publisher]
+
+    async def all_centers(self) -> list[Center]:
+        return [c for _, c in sorted(self.centers.items())]
+
+    async def remove_center(self, publisher: str, name: str) -> bool:
+        return self.centers.pop((publisher, name), None) is not None

@@ -1,0 +1,131 @@
+"""Hub: ids, retained history, cursors, and one encoding per wire form."""
+
+from __future__ import annotations
+
+from notifier.hub import Hub, Prepared, parse_id
+from notifier.model import Center, Message
+
+
+class Recorder:
+    transport_name = "test"
+
+    def __init__(self, hub: Hub | None = None, leave_on_delivery: bool = False) -> None:
+        self.got: list[Prepared] = []
+        self.closed: list[str] = []
+        self.hub = hub
+        self.leave = leave_on_delivery
+
+    def deliver(self, prepared: Prepared) -> None:
+        self.got.append(prepared)
+        if self.leave and self.hub is not None:
+            self.hub.unsubscribe(self)
+
+    def close(self, reason: str) -> None:
+        self.closed.append(reason)
+
+
+def make_hub(history: int = 3, epoch: str = "e1") -> Hub:
+    now = iter(range(1000, 2000))
+    return Hub(Center("pub", "news", False, None, None, 1.0), epoch, history, lambda: float(next(now)))
+
+
+def test_ids_carry_the_epoch_and_increase():
+    hub = make_hub()
+    ids = [hub.append(str(i)).message.id for i in range(5)]
+    assert ids == ["e1-1", "e1-2", "e1-3", "e1-4", "e1-5"]
+    assert [parse_id(i) for i in ids] == [("e1", n) for n in range(1, 6)]
+
+
+def test_parse_id_refuses_what_is_not_an_id():
+    for bad in ("", "abc", "-1", "e1-", "e1-x", "e1-1.5", "e1-" + "9" * 30):
+        assert parse_id(bad) is None, bad
+    assert parse_id("a-b-7") == ("a-b", 7)
+
+
+def test_history_keeps_exactly_the_last_n():
+    hub = make_hub(history=3)
+    for i in range(5):
+        hub.append(str(i))
+    messages, recovered = hub.retained_after(hub.position.replace("-5", "-0"))
+    assert [p.message.data for p in messages] == ["2", "3", "4"]
+    assert recovered is False
+    assert hub.latest is not None and hub.latest.data == "4"
+    assert hub.last_id == "e1-5"
+
+
+def test_retained_after_cursors():
+    hub = make_hub(history=3)
+    for i in range(1, 6):
+        hub.append(str(i))  # retained: 3, 4, 5
+    cases = {
+        None: ([], True),
+        "e1-5": ([], True),
+        "e1-4": (["5"], True),
+        "e1-2": (["3", "4", "5"], True),  # the message after the cursor is retained
+        "e1-1": (["3", "4", "5"], False),  # 2 was lost
+        "e1-0": (["3", "4", "5"], False),
+        "e1-6": (["3", "4", "5"], False),  # a cursor from the future
+        "e0-4": (["3", "4", "5"], False),  # another epoch
+        "junk": (["3", "4", "5"], False),
+    }
+    for cursor, (data, recovered) in cases.items():
+        messages, ok = hub.retained_after(cursor)
+        assert ([p.message.data for p in messages], ok) == (data, recovered), cursor
+
+
+def test_position_of_an_empty_hub_resumes_from_the_start():
+    hub = make_hub()
+    cursor = hub.position
+    assert hub.retained_after(cursor) == ([], True)
+    hub.append("a")
+    messages, recovered = hub.retained_after(cursor)
+    assert [p.message.data for p in messages] == ["a"] and recovered
+
+
+def test_no_history_retains_nothing():
+    hub = make_hub(history=0)
+    hub.append("a")
+    assert hub.latest is None
+    assert hub.retained_after("e1-0") == ([], False)
+    assert hub.retained_after("e1-1") == ([], True)
+
+
+def test_deliver_prepares_each_form_once_for_all_subscribers():
+    hub = make_hub()
+    subscribers = [Recorder() for _ in range(3)]
+    for s in subscribers:
+        hub.subscribe(s)
+    calls: list[Message] = []
+
+    def encode(message: Message) -> bytes:
+        calls.append(message)
+        return message.data.encode()
+
+    prepared = hub.append("x")
+    assert hub.deliver(prepared) == 3
+    forms = [s.got[0].form(encode) for s in subscribers]
+    assert forms == [b"x"] * 3
+    assert calls == [prepared.message]  # encoded once
+    assert all(s.got[0] is subscribers[0].got[0] for s in subscribers)
+
+
+def test_a_subscriber_may_leave_while_delivered_to():
+    hub = make_hub()
+    leaving = [Recorder(hub, leave_on_delivery=True) for _ in range(3)]
+    staying = Recorder(hub)
+    for s in [*leaving, staying]:
+        hub.subscribe(s)
+    assert hub.deliver(hub.append("a")) == 4
+    assert hub.deliver(hub.append("b")) == 1
+    assert [len(s.got) for s in leaving] == [1, 1, 1]
+    assert len(staying.got) == 2
+
+
+def test_close_tells_every_subscriber_why_and_forgets_them():
+    hub = make_hub()
+    subscribers = [Recorder() for _ in range(2)]
+    for s in subscribers:
+        hub.subscribe(s)
+    hub.close("deleted")
+    assert [s.closed for s in subscribers] == [["deleted"], ["deleted"]]
+    assert not hub.subscribers
