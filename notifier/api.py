@@ -9,16 +9,25 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from notifier.auth import basic_credentials, check_admin
+from notifier.auth import check_admin, publisher_credentials
 from notifier.config import Config
-from notifier.errors import BadRequest, TooLarge, UnsupportedMediaType
+from notifier.errors import BadRequest, NotifierError, TooLarge, Unauthorized, UnsupportedMediaType
+from notifier.idempotency import IdempotencyKeys
 from notifier.metrics import Metrics
 from notifier.model import Center
+from notifier.names import check_center_name
 from notifier.registry import HubRegistry
 from notifier.web import install_error_handlers, json_answer
 
 TEXT_TYPES = (b"application/json", b"application/xml")
 MAX_JSON_BODY = 64 * 1024  # request bodies other than messages
+MAX_BATCH = 10_000  # messages in one batch
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def max_body_bytes(config: Config) -> int:
+    """The largest body the api listener keeps: a batch of large messages."""
+    return max(16 * 1024 * 1024, 4 * config.centers.max_message_bytes + MAX_JSON_BODY)
 
 
 def _is_text(content_type: bytes | None) -> bool:
@@ -31,19 +40,17 @@ def _is_text(content_type: bytes | None) -> bool:
     )
 
 
-def _read(request: IRequest, limit: int) -> bytes:
-    """The request body, refused with 413 past *limit* bytes."""
-    length = request.getHeader(b"content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise TooLarge(f"the body is larger than {limit} bytes")
-    data = request.content.read(limit + 1)
+def _read(request: IRequest) -> bytes:
+    """The whole request body; 413 if the site discarded it as too large."""
+    if getattr(request, "body_too_large", False):
+        raise TooLarge("the request body is too large")
+    request.content.seek(0)
+    return request.content.read()
+
+
+def _json_object(data: bytes, *, required: bool, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
     if len(data) > limit:
         raise TooLarge(f"the body is larger than {limit} bytes")
-    return data
-
-
-def _json_object(request: IRequest, *, required: bool) -> dict[str, Any]:
-    data = _read(request, MAX_JSON_BODY)
     if not data.strip():
         if required:
             raise BadRequest("a JSON object is required", code="invalid_json")
@@ -83,13 +90,38 @@ class ApiApp:
         self.config = config
         self.clock = clock
         self.metrics = metrics
+        self.idempotency = IdempotencyKeys(clock)
 
     def resource(self) -> Any:
         return self.app.resource()
 
-    async def _publisher(self, request: IRequest) -> str:
-        name, secret = basic_credentials(request)
-        return (await self.registry.authenticate(name, secret)).name
+    async def _publisher(self, request: IRequest) -> tuple[str, bytes]:
+        """The authenticated publisher's name, and the request body it signed."""
+        credentials = publisher_credentials(request)
+        body = _read(request)
+        publisher = await self.registry.publisher(credentials.publisher)
+        if publisher is None:
+            raise Unauthorized("unknown publisher or wrong secret", code="bad_credentials")
+        credentials.verify(publisher, request, body, self.clock.seconds())
+        return publisher.name, body
+
+    def _text(self, data: bytes) -> str:
+        limit = self.config.centers.max_message_bytes
+        if len(data) > limit:
+            raise TooLarge(f"a message is at most {limit} bytes")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the message is not UTF-8 text", code="invalid_encoding") from None
+
+    async def _once(self, request: IRequest, publisher: str, action: Any) -> tuple[Any, bool]:
+        """Run *action*, once per ``Idempotency-Key`` if the request has one."""
+        key = request.getHeader(b"idempotency-key")
+        if key is None:
+            return await action(), True
+        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise BadRequest(f"Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} bytes", code="invalid_idempotency_key")
+        return await self.idempotency.once(publisher, key.decode("latin-1"), action)
 
     def _admin(self, request: IRequest) -> None:
         check_admin(request, self.config.api.admin_token)
@@ -115,49 +147,87 @@ class ApiApp:
 
     @app.route("/api/v1/centers", methods=["GET"])
     async def list_centers(self, request: IRequest) -> bytes:
-        publisher = await self._publisher(request)
+        publisher, _ = await self._publisher(request)
         centers = await self.registry.list_centers(publisher)
         return json_answer(request, {"centers": [self._center(c) for c in centers]})
 
     @app.route("/api/v1/centers/<center>", methods=["PUT"])
     async def create_center(self, request: IRequest, center: str) -> bytes:
-        publisher = await self._publisher(request)
-        options = _center_options(_json_object(request, required=False))
+        publisher, body = await self._publisher(request)
+        options = _center_options(_json_object(body, required=False))
         created_center, created = await self.registry.create_center(publisher, center, **options)
         return json_answer(request, self._center(created_center), 201 if created else 200)
 
     @app.route("/api/v1/centers/<center>", methods=["GET"])
     async def get_center(self, request: IRequest, center: str) -> bytes:
-        publisher = await self._publisher(request)
+        publisher, _ = await self._publisher(request)
         hub = await self.registry.hub(publisher, center)
         return json_answer(request, self._center(hub.center))
 
     @app.route("/api/v1/centers/<center>", methods=["DELETE"])
     async def delete_center(self, request: IRequest, center: str) -> bytes:
-        publisher = await self._publisher(request)
+        publisher, _ = await self._publisher(request)
         await self.registry.delete_center(publisher, center)
         request.setResponseCode(204)
         return b""
 
     @app.route("/api/v1/centers/<center>/messages", methods=["POST"])
     async def publish(self, request: IRequest, center: str) -> bytes:
-        publisher = await self._publisher(request)
+        publisher, body = await self._publisher(request)
         if not _is_text(request.getHeader(b"content-type")):
             raise UnsupportedMediaType("messages are text: text/*, application/json or application/xml")
-        data = _read(request, self.config.centers.max_message_bytes)
+        text = self._text(body)
+
+        async def publish() -> tuple[str, int]:
+            message, reached = await self.registry.publish(publisher, center, text)
+            return message.id, reached
+
+        (message_id, reached), now = await self._once(request, publisher, publish)
+        if not now:  # a retry: told the first publish's id, and nothing is delivered
+            return json_answer(request, {"id": message_id, "subscribers": 0}, 200)
+        return json_answer(request, {"id": message_id, "subscribers": reached}, 201)
+
+    @app.route("/api/v1/messages", methods=["POST"])
+    async def publish_batch(self, request: IRequest) -> bytes:
+        publisher, body = await self._publisher(request)
+        document = _json_object(body, required=True, limit=len(body))
+        entries = document.get("messages")
+        if set(document) != {"messages"} or not isinstance(entries, list) or not entries:
+            raise BadRequest('the body must be {"messages": [{"center": ..., "data": ...}, ...]}',
+                             code="invalid_batch")
+        if len(entries) > MAX_BATCH:
+            raise TooLarge(f"a batch holds at most {MAX_BATCH} messages")
+        batch = [self._batch_entry(i, entry) for i, entry in enumerate(entries)]
+
+        async def publish() -> list[str]:
+            return [message.id for message in await self.registry.publish_batch(publisher, batch)]
+
+        ids, now = await self._once(request, publisher, publish)
+        return json_answer(request, {"ids": ids}, 201 if now else 200)
+
+    def _batch_entry(self, index: int, entry: Any) -> tuple[str, str]:
+        if not isinstance(entry, dict) or set(entry) != {"center", "data"}:
+            raise BadRequest(f'messages[{index}] must be {{"center": ..., "data": ...}}', code="invalid_batch")
+        center, data = entry["center"], entry["data"]
+        if not isinstance(center, str) or not isinstance(data, str):
+            raise BadRequest(f"messages[{index}]: center and data are strings", code="invalid_batch")
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest("the message is not UTF-8 text", code="invalid_encoding") from None
-        message, reached = await self.registry.publish(publisher, center, text)
-        return json_answer(request, {"id": message.id, "subscribers": reached}, 201)
+            check_center_name(center)
+            encoded = data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(f"messages[{index}]: data is not valid text", code="invalid_encoding") from None
+        except NotifierError as e:
+            raise BadRequest(f"messages[{index}]: {e.message}", code=e.code) from None
+        if len(encoded) > self.config.centers.max_message_bytes:
+            raise TooLarge(f"messages[{index}] is larger than {self.config.centers.max_message_bytes} bytes")
+        return center, data
 
     # operator API
 
     @app.route("/admin/v1/publishers", methods=["POST"])
     async def add_publisher(self, request: IRequest) -> bytes:
         self._admin(request)
-        body = _json_object(request, required=True)
+        body = _json_object(_read(request), required=True)
         name = body.get("name")
         if set(body) != {"name"} or not isinstance(name, str):
             raise BadRequest('the body must be {"name": "<publisher name>"}', code="invalid_publisher")

@@ -1,39 +1,161 @@
-"""Reading credentials off requests: publisher Basic auth and the admin token."""
+"""Credentials: publisher Basic auth and request signing, the admin token,
+and subscriber tokens (JWT) for private centers.
+
+Every comparison of a secret, a signature or a token is constant-time.
+"""
 
 from __future__ import annotations
 
 import binascii
+import hashlib
+import hmac
+import re
 import secrets
 from base64 import b64decode
+from typing import Any
 
+import jwt
+from attrs import frozen
 from twisted.web.iweb import IRequest
 
 from notifier.errors import Unauthorized
+from notifier.model import Publisher
+
+HMAC_SCHEME = b"notifier-hmac-sha256"
+#: How far a signed request's timestamp may be from the server's clock.
+SIGNATURE_WINDOW = 300
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
-def _authorization(request: IRequest) -> bytes:
-    return request.getHeader(b"authorization") or b""
+def _bad(message: str, code: str = "bad_credentials") -> Unauthorized:
+    return Unauthorized(message, code=code)
 
 
-def basic_credentials(request: IRequest) -> tuple[str, str]:
-    """``(publisher, secret)`` from ``Authorization: Basic``, else ``Unauthorized``."""
-    scheme, _, value = _authorization(request).partition(b" ")
-    if scheme.lower() != b"basic":
-        raise Unauthorized("publisher credentials required (Authorization: Basic)", code="missing_credentials")
+@frozen
+class BasicCredentials:
+    publisher: str
+    secret: str
+
+    def verify(self, publisher: Publisher, request: IRequest, body: bytes, now: float) -> None:
+        if not secrets.compare_digest(publisher.secret.encode(), self.secret.encode()):
+            raise _bad("unknown publisher or wrong secret")
+
+
+@frozen
+class SignedRequest:
+    publisher: str
+    timestamp: int
+    signature: str
+
+    def verify(self, publisher: Publisher, request: IRequest, body: bytes, now: float) -> None:
+        if abs(now - self.timestamp) > SIGNATURE_WINDOW:
+            raise _bad(f"the signature's timestamp is more than {SIGNATURE_WINDOW} s from the server's clock",
+                       code="stale_signature")
+        expected = signature(publisher.secret, request.method, request.uri, self.timestamp, body)
+        if not hmac.compare_digest(expected, self.signature):
+            raise _bad("unknown publisher or wrong signature")
+
+
+def signature(secret: str, method: bytes, path_with_query: bytes, timestamp: int, body: bytes) -> str:
+    """SPEC.md's request signature, as lowercase hex."""
+    signed = b"\n".join((
+        method, path_with_query, str(timestamp).encode(), hashlib.sha256(body).hexdigest().encode(),
+    ))
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def publisher_credentials(request: IRequest) -> BasicCredentials | SignedRequest:
+    """What the request claims, before anything is checked against the store."""
+    header = request.getHeader(b"authorization") or b""
+    scheme, _, value = header.partition(b" ")
+    scheme = scheme.lower()
+    if scheme == b"basic":
+        return _basic(value)
+    if scheme == HMAC_SCHEME:
+        return _signed(value)
+    raise _bad("publisher credentials required (Basic or Notifier-HMAC-SHA256)", code="missing_credentials")
+
+
+def _basic(value: bytes) -> BasicCredentials:
     try:
         decoded = b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
-        raise Unauthorized("malformed Basic credentials", code="bad_credentials") from None
+        raise _bad("malformed Basic credentials") from None
     name, colon, secret = decoded.partition(":")
     if not colon:
-        raise Unauthorized("malformed Basic credentials", code="bad_credentials")
-    return name, secret
+        raise _bad("malformed Basic credentials")
+    return BasicCredentials(name, secret)
+
+
+def _signed(value: bytes) -> SignedRequest:
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        raise _bad("malformed signature header") from None
+    params: dict[str, str] = {}
+    for part in text.split(","):
+        name, eq, param = part.strip().partition("=")
+        if not eq or name in params:
+            raise _bad("malformed signature header")
+        params[name] = param
+    if set(params) != {"publisher", "timestamp", "signature"}:
+        raise _bad("the signature header needs publisher, timestamp and signature")
+    timestamp = params["timestamp"]
+    if not timestamp.isdigit() or len(timestamp) > 12 or not _HEX64.match(params["signature"]):
+        raise _bad("malformed signature header")
+    return SignedRequest(params["publisher"], int(timestamp), params["signature"])
 
 
 def check_admin(request: IRequest, token: str) -> None:
     """Pass only ``Authorization: Bearer <token>``; an empty token refuses all."""
-    scheme, _, value = _authorization(request).partition(b" ")
+    scheme, _, value = (request.getHeader(b"authorization") or b"").partition(b" ")
     if not token:
-        raise Unauthorized("the admin API is disabled (no admin_token configured)", code="admin_disabled")
+        raise _bad("the admin API is disabled (no admin_token configured)", code="admin_disabled")
     if scheme.lower() != b"bearer" or not secrets.compare_digest(value.strip(), token.encode()):
-        raise Unauthorized("admin token required (Authorization: Bearer)", code="bad_credentials")
+        raise _bad("admin token required (Authorization: Bearer)")
+
+
+def check_subscriber_token(token: str | None, publisher: Publisher, center: str, now: float) -> None:
+    """Pass a JWT (HS256, the publisher's secret) that grants *center* and has not expired."""
+    if not token:
+        raise _bad("this center needs a subscriber token (token=)", code="token_required")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, publisher.secret.encode(), algorithms=["HS256"],
+            # Time is checked below against the server's clock.
+            options={"require": ["exp"], "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+        )
+    except jwt.PyJWTError:
+        raise _bad("invalid subscriber token", code="invalid_token") from None
+    exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+    if not _number(exp) or not _number(nbf):
+        raise _bad("invalid subscriber token", code="invalid_token")
+    if now >= exp:
+        raise _bad("the subscriber token has expired", code="expired_token")
+    if now < nbf:
+        raise _bad("the subscriber token is not valid yet", code="invalid_token")
+    if not grants(claims, center):
+        raise _bad("the subscriber token is for another center", code="invalid_token")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def grants(claims: dict[str, Any], center: str) -> bool:
+    """Whether ``sub`` or ``centers`` names *center* (a ``*`` suffix is a prefix)."""
+    patterns: list[Any] = []
+    if "sub" in claims:
+        patterns.append(claims["sub"])
+    centers = claims.get("centers")
+    if isinstance(centers, list):
+        patterns.extend(centers)
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            continue
+        if pattern.endswith("*"):
+            if center.startswith(pattern[:-1]):
+                return True
+        elif secrets.compare_digest(pattern.encode(), center.encode()):
+            return True
+    return False

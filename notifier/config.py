@@ -19,6 +19,12 @@ class ConfigError(Exception):
 
 
 def _endpoint(key: str, value: str) -> None:
+    if value.startswith("systemd:"):
+        # Its sockets exist only under socket activation: check the words only.
+        args = dict(part.partition("=")[::2] for part in value.split(":")[1:])
+        if set(args) != {"domain", "index"} or not args["index"].isdigit():
+            raise ConfigError(f"{key}: expected 'systemd:domain=INET|INET6|UNIX:index=N', got {value!r}")
+        return
     try:
         # The reactor is only stored by the endpoint constructors, never
         # used, so this parses without listening.
@@ -47,7 +53,7 @@ def _origins(key: str, value: list[Any]) -> None:
 
 def _at_least(minimum: int | float):
     def check(key: str, value: int | float) -> None:
-        if value < minimum:
+        if not value >= minimum:  # also refuses nan
             raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
 
     return check

@@ -6,13 +6,13 @@ import json
 import re
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from notifier.config import Config
-from notifier.errors import BadRequest, NotFound, Unauthorized, Unavailable
+from notifier.auth import check_subscriber_token
+from notifier.errors import BadRequest, Forbidden, NotFound, Unavailable
 from notifier.hub import Hub
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
@@ -50,7 +50,7 @@ class PublicApp:
     install_error_handlers(app)
 
     def __init__(self, registry: HubRegistry, config: Config, clock: IReactorTime,
-                 websockets: WebSocketServerFactory) -> None:
+                 websockets: websocket.NotifierFactory) -> None:
         self.registry = registry
         self.config = config
         self.clock = clock
@@ -65,24 +65,36 @@ class PublicApp:
 
     # CORS
 
+    def _origin_allowed(self, origin: bytes | None) -> bool:
+        """Requests without ``Origin`` come from no browser: they are allowed."""
+        return origin is None or self._any_origin or origin in self._origins
+
     def _cors(self, request: IRequest) -> None:
         origin = request.getHeader(b"origin")
         if origin is None:
             return
         request.setHeader(b"vary", b"Origin")
-        if self._any_origin or origin in self._origins:
+        if self._origin_allowed(origin):
             request.setHeader(b"access-control-allow-origin", origin)
             request.setHeader(b"access-control-allow-headers", b"Last-Event-ID, Cache-Control")
             request.setHeader(b"access-control-max-age", b"600")
 
-    async def _hub(self, publisher: str, center: str) -> Hub:
+    async def _hub(self, request: IRequest, publisher: str, center: str, *, subscribing: bool = True) -> Hub:
+        """The hub to read from, once the request may read it."""
         if self.closing:
             raise Unavailable("the server is shutting down", code="shutting_down")
         if not PUBLISHER_NAME.match(publisher) or not CENTER_NAME.match(center):
             raise NotFound(f"no center {center!r}", code="no_such_center")
         hub = await self.registry.hub(publisher, center)
         if hub.center.private:
-            raise Unauthorized("this center needs a subscriber token", code="token_required")
+            owner = await self.registry.publisher(publisher)
+            if owner is None:
+                raise NotFound(f"no center {center!r}", code="no_such_center")
+            check_subscriber_token(_arg(request, b"token"), owner, center, self.clock.seconds())
+        limit = self.config.subscribers.max_per_center
+        if subscribing and limit and len(hub.subscribers) >= limit:
+            request.setHeader(b"retry-after", b"10")
+            raise Unavailable(f"this center has its {limit} subscribers already", code="center_full")
         return hub
 
     # routes
@@ -106,8 +118,10 @@ class PublicApp:
             fmt = _arg(request, b"format") or "raw"
             if fmt not in websocket.FORMATS:
                 raise BadRequest("format must be raw or json", code="invalid_format")
+            if not self._origin_allowed(request.getHeader(b"origin")):
+                raise Forbidden("this origin may not subscribe", code="origin_not_allowed")
             since = _arg(request, b"since")
-            hub = await self._hub(publisher, center)
+            hub = await self._hub(request, publisher, center)
             request.channel.setTimeout(None)  # the connection is the subscriber's now
             return websocket.upgrade(self.websockets, hub, fmt, since)
         if b"text/event-stream" in (request.getHeader(b"accept") or b""):
@@ -119,18 +133,19 @@ class PublicApp:
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
         since = last_event_id.decode("utf-8", "replace") if last_event_id else _arg(request, b"since")
-        hub = await self._hub(publisher, center)
+        hub = await self._hub(request, publisher, center)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         request.channel.setTimeout(None)
-        return await sse.EventStream(hub, request).start(since)
+        stream = sse.EventStream(hub, request, self.config.subscribers.send_buffer_bytes, self.registry.dropped)
+        return await stream.start(since)
 
     async def _longpoll(self, request: IRequest, publisher: str, center: str) -> bytes:
         callback = _callback(request)
         since = _arg(request, b"since")
         timeout = self._timeout(request)
-        hub = await self._hub(publisher, center)
+        hub = await self._hub(request, publisher, center)
         request.setHeader(b"cache-control", b"no-store")
         backlog, recovered = hub.retained_after(since)
         if backlog or not recovered:
@@ -162,7 +177,7 @@ class PublicApp:
     async def last(self, request: IRequest, publisher: str, center: str) -> bytes:
         self._cors(request)
         callback = _callback(request)
-        hub = await self._hub(publisher, center)
+        hub = await self._hub(request, publisher, center, subscribing=False)
         request.setHeader(b"cache-control", b"no-store")
         text = hub.latest.data if hub.latest is not None else None
         if callback is not None:

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from notifier.broker import Broker
 from notifier.config import CentersConfig
-from notifier.errors import Conflict, NotFound, Unauthorized
+from notifier.errors import Conflict, NotFound
 from notifier.hub import Hub, Subscriber
 from notifier.model import Center, Message, Publisher
 from notifier.names import check_center_name, check_publisher_name
@@ -79,21 +79,18 @@ class HubRegistry:
         for key in [key for key in self._hubs if key[0] == name]:
             self._hubs.pop(key).close("deleted")
 
-    async def authenticate(self, name: str, secret: str) -> Publisher:
-        """The publisher whose secret is *secret*, else ``Unauthorized``."""
+    async def publisher(self, name: str) -> Publisher | None:
+        """The publisher called *name*, read again from the store once the
+        copy held is ``PUBLISHER_TTL`` old."""
         now = self.clock.seconds()
         cached = self._publishers.get(name)
         if cached is not None and now - cached[1] < PUBLISHER_TTL:
-            publisher = cached[0]
+            return cached[0]
+        publisher = await self.store.get_publisher(name)
+        if publisher is None:
+            self._publishers.pop(name, None)
         else:
-            found = await self.store.get_publisher(name)
-            if found is None:
-                self._publishers.pop(name, None)
-                raise Unauthorized("unknown publisher or wrong secret", code="bad_credentials")
-            publisher = found
             self._publishers[name] = (publisher, now)
-        if not secrets.compare_digest(publisher.secret.encode(), secret.encode()):
-            raise Unauthorized("unknown publisher or wrong secret", code="bad_credentials")
         return publisher
 
     @staticmethod
@@ -170,19 +167,38 @@ class HubRegistry:
 
     # messages
 
-    async def publish(self, publisher: str, name: str, data: str) -> tuple[Message, int]:
-        """Publish *data* to ``publisher/name``: the message and how many it reached here."""
+    async def _publishable(self, publisher: str, name: str) -> Hub:
         try:
-            hub = await self.hub(publisher, name)
+            return await self.hub(publisher, name)
         except NotFound:
             if not self.config.auto_create or not _valid_center(name):
                 raise
             center, _ = await self.create_center(publisher, name)
-            hub = self._load(center)
+            return self._load(center)
+
+    async def publish(self, publisher: str, name: str, data: str) -> tuple[Message, int]:
+        """Publish *data* to ``publisher/name``: the message and how many it reached here."""
+        hub = await self._publishable(publisher, name)
+        return await self._publish(hub, data)
+
+    async def publish_batch(self, publisher: str, batch: list[tuple[str, str]]) -> list[Message]:
+        """Publish ``(center, data)`` pairs in order, or none if a center is missing."""
+        hubs = {}
+        for name, _ in batch:
+            if name not in hubs:
+                hubs[name] = await self._publishable(publisher, name)
+        return [(await self._publish(hubs[name], data))[0] for name, data in batch]
+
+    async def _publish(self, hub: Hub, data: str) -> tuple[Message, int]:
         message, reached = await self.broker.publish(hub, data)
+        publisher = hub.center.publisher
         self.stats.messages_in[publisher] += 1
         self.stats.messages_out[publisher] += reached
         return message, reached
+
+    def dropped(self, hub: Hub) -> None:
+        """Count a subscriber of *hub* dropped as too slow."""
+        self.stats.drops[hub.center.publisher] += 1
 
     # the whole node
 

@@ -11,7 +11,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from notifier.api import ApiApp
+from notifier.api import ApiApp, max_body_bytes
 from notifier.broker import LocalBroker
 from notifier.config import Config
 from notifier.heartbeat import Heartbeat
@@ -23,6 +23,9 @@ from notifier.transports.websocket import websocket_factory
 from notifier.web import QuietSite
 
 log = Logger()
+
+#: Subscribers send no bodies.
+PUBLIC_MAX_BODY = 4096
 
 #: How often idle centers are looked for, in seconds.
 EXPIRY_SWEEP = 1.0
@@ -63,10 +66,13 @@ class NotifierService(Service):
         self.registry = HubRegistry(self.store, LocalBroker(), config.centers, reactor)
         # The store's first task on its own thread: queries queue behind it.
         opened = defer.Deferred.fromCoroutine(self._open())
-        self._public = PublicApp(self.registry, config, reactor, websocket_factory())
+        websockets = websocket_factory(config.subscribers.send_buffer_bytes, self.registry.dropped)
+        self._public = PublicApp(self.registry, config, reactor, websockets)
         api = ApiApp(self.registry, config, reactor, Metrics(self.registry, reactor))
-        self.api_port = _listen(reactor, config.api.endpoint, QuietSite(api.resource()))
-        self.public_port = _listen(reactor, config.public.endpoint, QuietSite(self._public.resource()))
+        api_site = QuietSite(api.resource(), max_body_bytes=max_body_bytes(config), reactor=reactor)
+        public_site = QuietSite(self._public.resource(), max_body_bytes=PUBLIC_MAX_BODY, reactor=reactor)
+        self.api_port = _listen(reactor, config.api.endpoint, api_site)
+        self.public_port = _listen(reactor, config.public.endpoint, public_site)
         self._heartbeat = Heartbeat(self.registry, reactor, config.subscribers.ping_interval)
         self._heartbeat.start()
         opened.addCallbacks(self.ready.callback, self._fatal)

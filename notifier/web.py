@@ -9,6 +9,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
@@ -58,11 +59,71 @@ def install_error_handlers(app: Klein) -> None:
         return _error(request, NotifierError("the server failed to answer", code="internal_error", status=500))
 
 
+class BoundedRequest(server.Request):
+    """A request whose body is kept only up to the site's ``max_body_bytes``.
+
+    Past it the rest is discarded as it arrives and ``body_too_large`` is set,
+    for the handler to answer 413: nothing unbounded is buffered.
+    """
+
+    body_too_large = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        limit = self.channel.site.max_body_bytes
+        if length is not None and length > limit:
+            self.body_too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body_too_large:
+            return
+        self._received += len(data)
+        if self._received > self.channel.site.max_body_bytes:
+            self.body_too_large = True
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+
+_BAD_REQUEST = json.dumps({"error": "bad_request", "message": "malformed HTTP request"}).encode()
+
+
+class Channel(HTTPChannel):
+    """HTTP/1.1 whose refusals of malformed requests are JSON too."""
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BAD_REQUEST), _BAD_REQUEST)
+        )
+        self.loseConnection()
+
+
 class QuietSite(server.Site):
-    """A Site that keeps no access log (URLs may carry subscriber tokens) and
-    never shows a traceback."""
+    """The Site of both listeners.
+
+    It keeps no access log (URLs may carry subscriber tokens), never shows a
+    traceback, bounds request bodies, and cuts connections idle (or sending
+    a request slowly) for ``timeout`` seconds; a request being answered, a
+    long-poll say, is not idle.
+    """
 
     displayTracebacks = False
+    requestFactory = BoundedRequest
+    protocol = Channel
+
+    def __init__(self, resource: Any, *, max_body_bytes: int = 64 * 1024, timeout: float = 60,
+                 **kwargs: Any) -> None:
+        # Bodies are opaque: Twisted would parse a POSTed form into
+        # request.args and answer a malformed multipart body with a bare 400,
+        # before our handlers could refuse it as JSON (415).
+        kwargs.setdefault("parsePOSTFormSubmission", False)
+        super().__init__(resource, timeout=timeout, **kwargs)
+        self.max_body_bytes = max_body_bytes
+        self.noisy = False
 
     def log(self, request: server.Request) -> None:
         pass

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
 from notifier.hub import Hub, Prepared
 from notifier.model import Message
+from notifier.transports.pacing import Paced
 
 #: How long a browser waits before reconnecting, in milliseconds.
 RETRY_MS = 2000
@@ -27,36 +29,58 @@ def recovery(recovered: bool) -> bytes:
     return b"event: recovery\ndata: " + json.dumps({"recovered": recovered}).encode() + b"\n\n"
 
 
-class EventStream:
-    """A subscriber whose messages are written to a streaming response."""
+class EventStream(Paced):
+    """A subscriber whose messages are written to a streaming response; the
+    streaming producer of that response (notifier.transports.pacing)."""
 
     transport_name = "sse"
-    __slots__ = ("hub", "request", "done")
 
-    def __init__(self, hub: Hub, request: IRequest) -> None:
+    def __init__(self, hub: Hub, request: IRequest, send_buffer_bytes: int,
+                 dropped: Callable[[Hub], None]) -> None:
         self.hub = hub
         self.request = request
+        self.send_buffer_bytes = send_buffer_bytes
+        self.dropped = dropped
         # Fires (ending the response) when the hub closes the stream; cancelled
         # by Klein when the client goes away.
         self.done: Deferred[bytes] = Deferred(lambda _: self.hub.unsubscribe(self))
 
     def start(self, cursor: str | None) -> Deferred[bytes]:
         """Write the stream's head and backlog, then follow the hub live."""
+        self.request.registerProducer(self, True)
         backlog, recovered = self.hub.attach(self, cursor)
-        chunks = [f"retry: {RETRY_MS}\n\n".encode()]
+        head = [f"retry: {RETRY_MS}\n\n".encode()]
         if cursor is not None:
-            chunks.append(recovery(recovered))
-        chunks.extend(prepared.form(event) for prepared in backlog)
-        self.request.write(b"".join(chunks))
+            head.append(recovery(recovered))
+        self._send(b"".join(head))
+        for prepared in backlog:
+            self._send(prepared.form(event))
         return self.done
 
     def deliver(self, prepared: Prepared) -> None:
-        self.request.write(prepared.form(event))
+        self._send(prepared.form(event))
 
     def heartbeat(self) -> None:
-        self.request.write(HEARTBEAT)
+        if self._waiting is None:  # a stream that is behind needs no keep-alive
+            self.request.write(HEARTBEAT)
 
     def close(self, reason: str) -> None:
         self.hub.unsubscribe(self)
         if not self.done.called:
+            self.request.unregisterProducer()
             self.done.callback(b"")
+
+    def _write(self, data: bytes) -> None:
+        self.request.write(data)
+
+    def _size(self, data: bytes) -> int:
+        return len(data)
+
+    def _limit(self) -> int:
+        return self.send_buffer_bytes
+
+    def _drop_slow(self) -> None:
+        self.hub.unsubscribe(self)
+        self.dropped(self.hub)
+        # Nothing more can reach a client this far behind: cut the connection.
+        self.request.channel.transport.abortConnection()

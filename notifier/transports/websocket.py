@@ -16,8 +16,10 @@ from autobahn.websocket.protocol import PreparedMessage
 from notifier.envelope import envelope_json
 from notifier.hub import Hub, Prepared
 from notifier.model import Message
+from notifier.transports.pacing import Paced
 
 GOING_AWAY = 1001
+SLOW_CONSUMER = 4408
 
 
 def raw_frame(message: Message) -> PreparedMessage:
@@ -34,8 +36,20 @@ RECOVERY = {
 }
 
 
-class WebSocketSubscriber(WebSocketServerProtocol):
+class NotifierFactory(WebSocketServerFactory):
+    """Autobahn's factory, with what every subscriber shares."""
+
+    send_buffer_bytes: int = 1_048_576
+    #: Called with the hub of each subscriber dropped as too slow.
+    dropped: Callable[[Hub], None] = staticmethod(lambda hub: None)
+
+
+class WebSocketSubscriber(Paced, WebSocketServerProtocol):
+    """A subscriber, and the streaming producer of its own connection
+    (notifier.transports.pacing); dropped with 4408 when too far behind."""
+
     transport_name = "websocket"
+    factory: NotifierFactory
     encode: Callable[[Message], PreparedMessage] = staticmethod(raw_frame)
     #: Whether a first ``{"recovered": ...}`` frame fits the format.
     tells_recovery = False
@@ -45,35 +59,71 @@ class WebSocketSubscriber(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         assert self.hub is not None
+        # The connection was HTTP's: from now on it pauses and resumes us.
+        self.unregisterProducer()
+        self.registerProducer(self, True)
         backlog, recovered = self.hub.attach(self, self.cursor)
         if self.cursor is not None and self.tells_recovery:
-            self.sendPreparedMessage(RECOVERY[recovered])
+            self._send(RECOVERY[recovered])
         encode = self.encode
         for prepared in backlog:
-            self.sendPreparedMessage(prepared.form(encode))
+            self._send(prepared.form(encode))
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        """Client frames carry nothing for us."""
+    # Client frames carry nothing for us: their data is dropped as it comes,
+    # never gathered into messages (their frames are capped in size).
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        pass
+
+    def onMessageFrameEnd(self) -> None:
+        self.frame_data = None
+
+    def onMessageEnd(self) -> None:
+        pass
 
     def onPong(self, payload: bytes) -> None:
         self._awaiting_pong = False
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if self.hub is not None:
-            self.hub.unsubscribe(self)
-            self.hub = None
+        self._leave()
+        self._waiting = None
 
     # Subscriber
 
     def deliver(self, prepared: Prepared) -> None:
-        self.sendPreparedMessage(prepared.form(self.encode))
+        self._send(prepared.form(self.encode))
+
+    def _write(self, frame: PreparedMessage) -> None:
+        self.sendPreparedMessage(frame)
+
+    def _size(self, frame: PreparedMessage) -> int:
+        return len(frame.payloadHybi)
+
+    def _limit(self) -> int:
+        return self.factory.send_buffer_bytes
+
+    def _drop_slow(self) -> None:
+        hub = self.hub
+        self._leave()
+        if hub is not None:
+            self.factory.dropped(hub)
+        # The close frame waits behind what the peer has not read; Autobahn's
+        # close handshake timeout cuts the connection if it never does.
+        self.sendClose(code=SLOW_CONSUMER, reason="slow consumer: too many unsent messages")
 
     def close(self, reason: str) -> None:
+        self._leave()
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=GOING_AWAY, reasonUtf8=reason.encode(), isReply=False)
+
+    def _leave(self) -> None:
         if self.hub is not None:
             self.hub.unsubscribe(self)
             self.hub = None
-        if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=GOING_AWAY, reasonUtf8=reason.encode(), isReply=False)
+
+    def stopProducing(self) -> None:
+        super().stopProducing()
+        self._leave()
 
     def heartbeat(self) -> None:
         """Called every ping interval: drop a peer that did not answer the last ping."""
@@ -94,8 +144,11 @@ class JsonSubscriber(WebSocketSubscriber):
 FORMATS: dict[str, type[WebSocketSubscriber]] = {"raw": WebSocketSubscriber, "json": JsonSubscriber}
 
 
-def websocket_factory(max_frame_bytes: int = 4096) -> WebSocketServerFactory:
-    factory = WebSocketServerFactory(server="notifier")
+def websocket_factory(send_buffer_bytes: int, dropped: Callable[[Hub], None],
+                      max_frame_bytes: int = 4096) -> NotifierFactory:
+    factory = NotifierFactory(server="notifier")
+    factory.send_buffer_bytes = send_buffer_bytes
+    factory.dropped = dropped
     factory.setProtocolOptions(
         maxFramePayloadSize=max_frame_bytes,
         maxMessagePayloadSize=0,  # never limit what we send; frames are capped above
@@ -110,7 +163,7 @@ def websocket_factory(max_frame_bytes: int = 4096) -> WebSocketServerFactory:
 class _BoundFactory:
     """Builds one protocol of *cls*, bound to *hub*, for Autobahn's resource."""
 
-    def __init__(self, factory: WebSocketServerFactory, cls: type[WebSocketSubscriber],
+    def __init__(self, factory: NotifierFactory, cls: type[WebSocketSubscriber],
                  hub: Hub, cursor: str | None) -> None:
         self.factory, self.cls, self.hub, self.cursor = factory, cls, hub, cursor
 
@@ -122,7 +175,7 @@ class _BoundFactory:
         return protocol
 
 
-def upgrade(factory: WebSocketServerFactory, hub: Hub, fmt: str, cursor: str | None) -> WebSocketResource:
+def upgrade(factory: NotifierFactory, hub: Hub, fmt: str, cursor: str | None) -> WebSocketResource:
     """The resource that hands the request's connection to a subscriber of *hub*,
     resuming after *cursor* (``None``: live messages only)."""
     return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hub, cursor))

@@ -1,0 +1,64 @@
+"""Backpressure shared by the streaming transports.
+
+A subscriber is the streaming producer of its own connection: while Twisted
+has paused it (the connection's buffer is full), what it would send waits as
+references to the bytes every subscriber shares; past ``send_buffer_bytes``
+of them the subscriber is dropped, so one stuck client never grows the
+daemon's memory. While the client keeps up this costs one ``is None`` test.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+
+class Paced:
+    _waiting: deque[Any] | None = None
+    _waiting_bytes = 0
+
+    # what a transport provides
+
+    def _write(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def _size(self, item: Any) -> int:
+        raise NotImplementedError
+
+    def _limit(self) -> int:
+        raise NotImplementedError
+
+    def _drop_slow(self) -> None:
+        """Leave the hub and end the connection: it fell too far behind."""
+        raise NotImplementedError
+
+    # sending
+
+    def _send(self, item: Any) -> None:
+        if self._waiting is None:
+            self._write(item)
+            return
+        self._waiting.append(item)
+        self._waiting_bytes += self._size(item)
+        if self._waiting_bytes > self._limit():
+            self._waiting = None
+            self._drop_slow()
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        if self._waiting is None:
+            self._waiting = deque()
+            self._waiting_bytes = 0
+
+    def resumeProducing(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        while waiting:
+            self._write(waiting.popleft())
+            if self._waiting is not None:  # paused again: the rest waits
+                self._waiting.extendleft(reversed(waiting))
+                self._waiting_bytes = sum(self._size(item) for item in self._waiting)
+                return
+
+    def stopProducing(self) -> None:
+        self._waiting = None
