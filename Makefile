@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= run/notifier.toml
 
 # command -> Debian package, installed by `make test` when the command is missing
-TEST_TOOLS :=
+TEST_TOOLS := chromium=chromium
 
 .PHONY: venv run test test-tools clean
 

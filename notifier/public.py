@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from importlib.resources import files
 from typing import Any
 
 from klein import Klein
@@ -59,6 +61,9 @@ class PublicApp:
         origins = config.public.allowed_origins
         self._any_origin = "*" in origins
         self._origins = frozenset(o.encode() for o in origins)
+        # Read once, while the service is made, never on a request.
+        self._script = files("notifier").joinpath("static/notifier.js").read_bytes()
+        self._script_etag = b'"' + hashlib.sha256(self._script).hexdigest()[:32].encode() + b'"'
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -77,6 +82,7 @@ class PublicApp:
         if self._origin_allowed(origin):
             request.setHeader(b"access-control-allow-origin", origin)
             request.setHeader(b"access-control-allow-headers", b"Last-Event-ID, Cache-Control")
+            request.setHeader(b"access-control-expose-headers", b"Notifier-Cursor")
             request.setHeader(b"access-control-max-age", b"600")
 
     async def _hub(self, request: IRequest, publisher: str, center: str, *, subscribing: bool = True) -> Hub:
@@ -102,6 +108,18 @@ class PublicApp:
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
         return json_answer(request, {"status": "ok"})
+
+    @app.route("/notifier.js", methods=["GET"])
+    def script(self, request: IRequest) -> bytes:
+        """The browser client (README.rst: In the browser)."""
+        request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
+        request.setHeader(b"cache-control", b"public, max-age=3600")
+        request.setHeader(b"access-control-allow-origin", b"*")
+        request.setHeader(b"etag", self._script_etag)
+        if request.getHeader(b"if-none-match") == self._script_etag:
+            request.setResponseCode(304)
+            return b""
+        return self._script
 
     @app.route("/sub/<publisher>/<center>", methods=["OPTIONS"])
     def preflight(self, request: IRequest, publisher: str, center: str) -> bytes:
@@ -156,6 +174,9 @@ class PublicApp:
             payload = longpoll.body([], since, True)
         else:
             payload = await longpoll.LongPoll(hub, since, timeout, self.clock).answer
+        # Where to go on from, even when the body's last_id is null (a
+        # timeout without since): nothing published after this answer is lost.
+        request.setHeader(b"notifier-cursor", hub.position.encode())
         if callback is not None:
             return _jsonp(request, callback, payload)
         request.setHeader(b"content-type", b"application/json")

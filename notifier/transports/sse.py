@@ -49,7 +49,12 @@ class EventStream(Paced):
         """Write the stream's head and backlog, then follow the hub live."""
         self.request.registerProducer(self, True)
         backlog, recovered = self.hub.attach(self, cursor)
-        head = [f"retry: {RETRY_MS}\n\n".encode()]
+        head = [f"retry: {RETRY_MS}\n".encode()]
+        if not backlog:
+            # An id with no data sets a browser's Last-Event-ID without an
+            # event: its own reconnection then resumes from here.
+            head.append(f"id: {self.hub.position}\n".encode())
+        head.append(b"\n")
         if cursor is not None:
             head.append(recovery(recovered))
         self._send(b"".join(head))
