@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= run/notifier.toml
 
 # command -> Debian package, installed by `make test` when the command is missing
-TEST_TOOLS := chromium=chromium
+TEST_TOOLS := chromium=chromium php=php-cli redis-server=redis-server
 
 .PHONY: venv run test test-tools clean
 
@@ -30,6 +30,8 @@ test-tools:
 	  cmd=$${pair%%=*}; pkg=$${pair#*=}; \
 	  if ! command -v $$cmd >/dev/null 2>&1; then missing="$$missing $$pkg"; fi; \
 	done; \
+	if command -v php >/dev/null 2>&1 && ! php -m 2>/dev/null | grep -qx curl; then missing="$$missing php-curl"; fi; \
+	if ! command -v php >/dev/null 2>&1; then missing="$$missing php-curl"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -1,0 +1,468 @@
+"""The PHP publisher client (clients/php) against a real daemon.
+
+A daemon runs in this process on free loopback ports; each PHP run is a
+subprocess (clients/php/tests/call.php) that performs client calls described
+by a JSON file and prints their outcomes as JSON, which the tests assert on.
+The reactor keeps running meanwhile, so WebSocket and long-poll subscribers
+in this process see what PHP publishes. Needs ``php`` with the curl
+extension (Debian: php-cli, php-curl).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import jwt
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import endpoints, reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
+
+from tests.support import Daemon, sleep, start_daemon, websocket
+
+PHP_CLIENT = Path(__file__).resolve().parent.parent / "clients" / "php"
+CALL = PHP_CLIENT / "tests" / "call.php"
+
+NOTIFIER_EXCEPTION = "Notifier\\NotifierException"
+TRANSPORT_EXCEPTION = "Notifier\\TransportException"
+INVALID_ARGUMENT = "InvalidArgumentException"
+#: Every notice, warning and deprecation goes to stderr, which the tests want empty.
+STRICT = ["-d", "error_reporting=-1", "-d", "display_errors=stderr", "-d", "log_errors=0"]
+
+
+def php_path() -> str:
+    path = shutil.which("php")
+    if path is None:
+        raise RuntimeError("php is required (Debian: php-cli and php-curl): `make test` installs them")
+    modules = subprocess.run([path, "-m"], capture_output=True, text=True, check=True).stdout.split()
+    if "curl" not in modules:
+        raise RuntimeError("php's curl extension is required (Debian: php-curl): `make test` installs it")
+    return path
+
+
+@attrs.frozen
+class Run:
+    """What one PHP run printed: one outcome per call, and how the client dumps."""
+
+    outcomes: list[dict[str, Any]]
+    debug: str
+
+    def result(self, index: int) -> Any:
+        outcome = self.outcomes[index]
+        assert "exception" not in outcome, outcome
+        return outcome["result"]
+
+    def exception(self, index: int) -> dict[str, Any]:
+        outcome = self.outcomes[index]
+        assert "exception" in outcome, outcome
+        return outcome["exception"]
+
+    @property
+    def results(self) -> list[Any]:
+        return [self.result(i) for i in range(len(self.outcomes))]
+
+
+@attrs.define
+class Php:
+    """Runs Notifier\\Client calls as one publisher, in a PHP subprocess."""
+
+    php: str
+    tmp_path: Path
+    daemon: Daemon
+    url: str
+    publisher: str
+    secret: str
+    runs: int = 0
+
+    async def run(self, *calls: list[Any], url: str | None = None, publisher: str | None = None,
+                  secret: str | None = None, **options: Any) -> Run:
+        self.runs += 1
+        program = self.tmp_path / f"program-{self.runs}.json"
+        program.write_text(json.dumps({
+            "url": url or self.url,
+            "publisher": publisher or self.publisher,
+            "secret": secret or self.secret,
+            "options": options,
+            "calls": [list(call) for call in calls],
+        }))
+        out, err, code = await getProcessOutputAndValue(
+            self.php, [*STRICT, str(CALL), str(program)], env=dict(os.environ), reactor=reactor)
+        assert code == 0 and not err, (code, out, err)
+        printed = json.loads(out)
+        assert len(printed["outcomes"]) == len(calls), printed
+        return Run(printed["outcomes"], printed["debug"])
+
+    async def result(self, *call: Any, **options: Any) -> Any:
+        return (await self.run(list(call), **options)).result(0)
+
+    async def exception(self, *call: Any, **options: Any) -> dict[str, Any]:
+        return (await self.run(list(call), **options)).exception(0)
+
+
+@pytest_twisted.async_yield_fixture
+async def php(tmp_path):
+    """PHP calling, as the publisher ``site``, a daemon of its own (``php.daemon``)."""
+    executable = php_path()
+    daemon = await start_daemon(f"sqlite:{tmp_path / 'notifier.db'}")
+    secret = await daemon.add_publisher("site")
+    yield Php(executable, tmp_path, daemon, daemon.api, "site", secret)
+    if daemon.service.running:
+        await daemon.service.stopService()
+
+
+async def longpoll(daemon: Daemon, center: str, **params: str) -> tuple[int, Any]:
+    response = await treq.get(f"{daemon.public}/sub/site/{center}", params={"timeout": "5", **params},
+                              persistent=False)
+    return response.code, json.loads(await response.content())
+
+
+def assert_refusal(exception: dict[str, Any], status: int, error: str) -> None:
+    assert exception["class"] == NOTIFIER_EXCEPTION, exception
+    assert exception["status"] == exception["code"] == status, exception
+    assert exception["error"] == error, exception
+    assert exception["error_message"] and exception["error_message"] in exception["message"], exception
+
+
+# centers
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_get_list_and_delete_centers(php):
+    name = "room:1@home~x"  # ':' and '@' are percent-encoded in the signed request target
+    run = await php.run(
+        ["createCenter", "news"],
+        ["createCenter", "news", {"private": True}],
+        ["createCenter", name, {"private": True, "history": 5, "ttl": 60}],
+        ["getCenter", "news"],
+        ["getCenter", name],
+        ["listCenters"],
+    )
+    created, existed, private, news, room, listed = run.results
+    assert created["created"] is True
+    assert created["center"]["name"] == "news"
+    assert created["center"]["path"] == "site/news"
+    assert created["center"]["private"] is False
+    assert existed["created"] is False
+    assert existed["center"]["private"] is False  # an existing center keeps its options
+    assert private["created"] is True
+    assert private["center"] | {"created": None} == {
+        "name": name, "path": f"site/{name}", "private": True, "history": 5, "ttl": 60,
+        "subscribers": 0, "last_id": None, "created": None,
+    }
+    assert news == created["center"]
+    assert room == private["center"]
+    assert sorted(center["name"] for center in listed) == sorted(["news", name])
+
+    run = await php.run(
+        ["deleteCenter", "news"], ["getCenter", "news"], ["listCenters"], ["deleteCenter", "news"],
+    )
+    assert run.result(0) is None
+    assert_refusal(run.exception(1), 404, "no_such_center")
+    assert [center["name"] for center in run.result(2)] == [name]
+    assert_refusal(run.exception(3), 404, "no_such_center")
+
+
+# publishing
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_signed_publish_reaches_a_websocket_subscriber(php):
+    daemon = php.daemon
+    await php.result("createCenter", "news")
+    ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
+    text = 'héllo\nwörld {"json": true} ✓'
+    run = await php.run(["publish", "news", text], ["getCenter", "news"])
+    message_id, center = run.results
+    assert isinstance(message_id, str) and message_id
+    assert await ws.next() == text
+    assert center["last_id"] == message_id
+    assert center["subscribers"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_basic_auth_publishes_too(php):
+    daemon = php.daemon
+    run = await php.run(["createCenter", "news"], ["listCenters"], auth="basic")
+    assert run.result(0)["created"] is True
+    assert [center["name"] for center in run.result(1)] == ["news"]
+    ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
+    message_id = await php.result("publish", "news", "over Basic", auth="basic")
+    assert await ws.next() == "over Basic"
+    assert (await php.result("getCenter", "news"))["last_id"] == message_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_reaches_each_center_in_order(php):
+    daemon = php.daemon
+    await php.run(["createCenter", "a"], ["createCenter", "b"])
+    ws_a = await websocket(f"{daemon.ws}/sub/site/a?format=json", daemon.public_port)
+    ws_b = await websocket(f"{daemon.ws}/sub/site/b?format=json", daemon.public_port)
+    batch = [{"center": "a", "data": "a1"}, {"center": "b", "data": "b1"}, {"center": "a", "data": "a2"}]
+    ids = await php.result("publishBatch", batch)
+    assert len(ids) == 3 and len(set(ids)) == 3
+    received_a = [json.loads(await ws_a.next()) for _ in range(2)]
+    received_b = json.loads(await ws_b.next())
+    assert [(m["id"], m["data"]) for m in received_a] == [(ids[0], "a1"), (ids[2], "a2")]
+    assert (received_b["id"], received_b["data"]) == (ids[1], "b1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retried_publish_with_an_idempotency_key_is_delivered_once(php):
+    daemon = php.daemon
+    await php.run(["createCenter", "news"], ["createCenter", "other"])
+    ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
+    batch = [{"center": "news", "data": "batched"}, {"center": "other", "data": "elsewhere"}]
+    run = await php.run(
+        ["publish", "news", "once", "publish-17"],
+        ["publish", "news", "once", "publish-17"],  # the retry: same key
+        ["publishBatch", batch, "batch-17"],
+        ["publishBatch", batch, "batch-17"],
+        ["publish", "news", "after"],
+    )
+    first, retried, batch_ids, batch_retried, after = run.results
+    assert retried == first
+    assert batch_retried == batch_ids
+    assert after not in (first, *batch_ids)
+    # Delivery is in publish order, so nothing delivered twice can hide before "after".
+    assert [await ws.next() for _ in range(3)] == ["once", "batched", "after"]
+    await sleep(0.2)
+    assert ws.messages.pending == []
+
+
+# subscriber tokens
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_minted_by_php_opens_its_private_center_only(php):
+    daemon = php.daemon
+    center = "user.17.inbox"
+    run = await php.run(
+        ["createCenter", center, {"private": True}],
+        ["publish", center, "first"],
+        ["publish", center, "second"],
+        ["subscriberToken", center],
+        ["subscriberToken", "user.99.inbox"],
+        ["subscriberToken", ["user.99.*", "user.17.*"], 120],
+        ["token", php.secret, center, 60, int(time.time()) - 3600],
+    )
+    _, first, second, token, other, glob, expired = run.results
+
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header == {"alg": "HS256", "typ": "JWT"}
+    claims = jwt.decode(token, php.secret.encode(), algorithms=["HS256"])
+    assert set(claims) == {"sub", "iat", "exp"}
+    assert claims["sub"] == center
+    assert claims["exp"] - claims["iat"] == 3600
+    assert abs(claims["iat"] - time.time()) < 60
+    claims = jwt.decode(glob, php.secret.encode(), algorithms=["HS256"])
+    assert set(claims) == {"centers", "iat", "exp"}
+    assert claims["centers"] == ["user.99.*", "user.17.*"]
+    assert claims["exp"] - claims["iat"] == 120
+
+    for granting in (token, glob):
+        status, body = await longpoll(daemon, center, since=first, token=granting)
+        assert status == 200, body
+        assert [(m["id"], m["data"]) for m in body["messages"]] == [(second, "second")]
+    ws = await websocket(f"{daemon.ws}/sub/site/{center}?token={token}", daemon.public_port)
+    ws.close()
+
+    status, body = await longpoll(daemon, center, since=first, token=other)
+    assert (status, body["error"]) == (401, "invalid_token")
+    status, body = await longpoll(daemon, center, since=first, token=expired)
+    assert (status, body["error"]) == (401, "expired_token")
+    status, body = await longpoll(daemon, center, since=first)
+    assert (status, body["error"]) == (401, "token_required")
+    with pytest.raises(ConnectionError):
+        await websocket(f"{daemon.ws}/sub/site/{center}?token={other}", daemon.public_port)
+
+
+# failures
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_secret_is_refused_with_bad_credentials(php):
+    await php.result("createCenter", "news")
+    wrong = php.secret[::-1]
+    for auth in ("hmac", "basic"):
+        run = await php.run(["publish", "news", "x"], ["listCenters"], secret=wrong, auth=auth)
+        for index in (0, 1):
+            exception = run.exception(index)
+            assert_refusal(exception, 401, "bad_credentials")
+            assert wrong not in json.dumps(exception) and php.secret not in json.dumps(exception)
+        assert wrong not in run.debug
+        exception = await php.exception("listCenters", publisher="nobody", auth=auth)
+        assert_refusal(exception, 401, "bad_credentials")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_center_is_404(php):
+    run = await php.run(
+        ["publish", "nowhere", "x"],
+        ["getCenter", "nowhere"],
+        ["deleteCenter", "nowhere"],
+        ["publishBatch", [{"center": "nowhere", "data": "x"}]],
+    )
+    for index in range(4):
+        assert_refusal(run.exception(index), 404, "no_such_center")
+        assert "nowhere" in run.exception(index)["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_oversize_message_is_413_and_publishes_nothing(php):
+    daemon = php.daemon
+    limit = daemon.service.config.centers.max_message_bytes
+    run = await php.run(
+        ["createCenter", "news"],
+        ["publish", "news", "x" * limit],
+        ["publish", "news", "x" * (limit + 1)],
+        ["publishBatch", [{"center": "news", "data": "small"}, {"center": "news", "data": "é" * limit}]],
+        ["getCenter", "news"],
+    )
+    accepted = run.result(1)
+    assert_refusal(run.exception(2), 413, "too_large")
+    assert_refusal(run.exception(3), 413, "too_large")
+    assert run.result(4)["last_id"] == accepted
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_daemon_that_is_not_listening_is_a_transport_exception(php):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exception = await php.exception("publish", "news", "x", url=f"http://127.0.0.1:{port}")
+    assert exception["class"] == TRANSPORT_EXCEPTION
+    assert (exception["status"], exception["error"], exception["timeout"]) == (0, "transport_error", False)
+    assert "cannot connect" in exception["message"] and f"127.0.0.1:{port}" in exception["message"]
+    assert php.secret not in exception["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_daemon_that_does_not_answer_is_a_timeout(php):
+    silent = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(Protocol))
+    try:
+        url = f"http://127.0.0.1:{silent.getHost().port}"
+        started = time.monotonic()
+        exception = await php.exception("getCenter", "news", url=url, timeout=0.5)
+        assert time.monotonic() - started < 5
+    finally:
+        await silent.stopListening()
+    assert exception["class"] == TRANSPORT_EXCEPTION
+    assert (exception["status"], exception["error"], exception["timeout"]) == (0, "timeout", True)
+    assert "within the timeout" in exception["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_arguments_raise_invalid_argument(php):
+    assert (await php.exception("listCenters", auth="digest"))["class"] == INVALID_ARGUMENT
+    assert (await php.exception("listCenters", url="ftp://127.0.0.1/"))["class"] == INVALID_ARGUMENT
+    run = await php.run(
+        ["publishBatch", []],
+        ["publishBatch", [{"center": "news"}]],
+        ["publish", "news", "x", ""],
+        ["subscriberToken", "news", 0],
+        ["subscriberToken", []],
+    )
+    assert [outcome["exception"]["class"] for outcome in run.outcomes] == [INVALID_ARGUMENT] * 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dumped_client_shows_no_secret(php):
+    run = await php.run(["listCenters"])
+    assert run.result(0) == []
+    assert "(hidden)" in run.debug
+    assert php.secret not in run.debug
+
+
+# the Drupal example
+
+
+async def run_drupal_example(php: Php, api_url: str, public_url: str) -> dict[str, Any]:
+    settings = php.tmp_path / "settings.json"
+    settings.write_text(json.dumps({
+        "api_url": api_url, "public_url": public_url, "publisher": php.publisher, "secret": php.secret,
+    }))
+    out, err, code = await getProcessOutputAndValue(
+        php.php, [*STRICT, str(PHP_CLIENT / "tests" / "drupal_example.php"), str(settings)],
+        env=dict(os.environ), reactor=reactor)
+    assert code == 0 and not err, (code, out, err)
+    return json.loads(out)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_drupal_example_publishes_saved_nodes_after_the_response(php):
+    daemon = php.daemon
+    await php.result("createCenter", "content")  # what the module's hook_install does
+    content = await websocket(f"{daemon.ws}/sub/site/content", daemon.public_port)
+
+    printed = await run_drupal_example(php, daemon.api, daemon.public)
+    assert printed["logs"] == []
+    # Only the published node reaches the public center.
+    assert json.loads(await content.next()) == {
+        "op": "insert", "type": "article", "id": 1, "title": "Node 1", "url": "https://site.example/node/1",
+    }
+    await sleep(0.2)
+    assert content.messages.pending == []
+    # The author's private center was made on the way, private, and got both.
+    inbox = await php.result("getCenter", "user.7")
+    assert inbox["private"] is True
+    browser = printed["browser"]
+    assert browser["url"] == daemon.public and browser["publisher"] == "site"
+    assert browser["centers"][0] == {"name": "content"}
+    assert browser["centers"][1]["name"] == "user.7"
+    # A cursor from no epoch of this center: everything retained, recovered false.
+    status, body = await longpoll(daemon, "user.7", since="0-0", token=browser["centers"][1]["token"])
+    assert status == 200, body
+    assert body["recovered"] is False
+    assert [json.loads(m["data"])["id"] for m in body["messages"]] == [1, 2]
+    assert body["messages"][-1]["id"] == inbox["last_id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_drupal_example_logs_when_the_daemon_is_down(php):
+    daemon = php.daemon
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    printed = await run_drupal_example(php, f"http://127.0.0.1:{port}", daemon.public)
+    [line] = printed["logs"]
+    assert line.startswith("Could not publish 3 message(s): notifier: transport_error: cannot connect")
+    assert php.secret not in line
+
+
+# the package itself
+
+
+def test_every_php_file_parses():
+    php = php_path()
+    patterns = ("*.php", "*.module", "*.install")
+    files = sorted(path for pattern in patterns for path in PHP_CLIENT.rglob(pattern))
+    names = {path.name for path in files}
+    assert {"autoload.php", "Client.php", "notifier_example.module", "NotifierPublisher.php"} <= names
+    for path in files:
+        checked = subprocess.run([php, "-l", str(path)], capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, (path, checked.stdout, checked.stderr)
+
+
+def test_composer_autoload_maps_each_class_to_its_file():
+    composer = json.loads((PHP_CLIENT / "composer.json").read_text())
+    assert composer["autoload"]["psr-4"] == {"Notifier\\": "src/"}
+    assert set(composer["require"]) == {"php", "ext-curl", "ext-json"}
+    sources = sorted((PHP_CLIENT / "src").glob("*.php"))
+    assert {path.stem for path in sources} >= {"Client", "NotifierException", "TransportException"}
+    for path in sources:
+        text = path.read_text()
+        assert re.search(r"^namespace Notifier;$", text, re.MULTILINE), path
+        assert re.search(rf"^(final )?class {path.stem}\b", text, re.MULTILINE), path
