@@ -12,7 +12,6 @@ from twisted.web.iweb import IRequest
 from notifier.auth import check_admin, publisher_credentials
 from notifier.config import Config
 from notifier.errors import BadRequest, NotifierError, TooLarge, Unauthorized, UnsupportedMediaType
-from notifier.idempotency import IdempotencyKeys
 from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
@@ -90,7 +89,6 @@ class ApiApp:
         self.config = config
         self.clock = clock
         self.metrics = metrics
-        self.idempotency = IdempotencyKeys(clock)
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -114,14 +112,14 @@ class ApiApp:
         except UnicodeDecodeError:
             raise BadRequest("the message is not UTF-8 text", code="invalid_encoding") from None
 
-    async def _once(self, request: IRequest, publisher: str, action: Any) -> tuple[Any, bool]:
-        """Run *action*, once per ``Idempotency-Key`` if the request has one."""
+    @staticmethod
+    def _idempotency_key(request: IRequest) -> str | None:
         key = request.getHeader(b"idempotency-key")
         if key is None:
-            return await action(), True
+            return None
         if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
             raise BadRequest(f"Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} bytes", code="invalid_idempotency_key")
-        return await self.idempotency.once(publisher, key.decode("latin-1"), action)
+        return key.decode("latin-1")
 
     def _admin(self, request: IRequest) -> None:
         check_admin(request, self.config.api.admin_token)
@@ -178,14 +176,10 @@ class ApiApp:
             raise UnsupportedMediaType("messages are text: text/*, application/json or application/xml")
         text = self._text(body)
 
-        async def publish() -> tuple[str, int]:
-            message, reached = await self.registry.publish(publisher, center, text)
-            return message.id, reached
-
-        (message_id, reached), now = await self._once(request, publisher, publish)
-        if not now:  # a retry: told the first publish's id, and nothing is delivered
-            return json_answer(request, {"id": message_id, "subscribers": 0}, 200)
-        return json_answer(request, {"id": message_id, "subscribers": reached}, 201)
+        key = self._idempotency_key(request)
+        message_id, reached, fresh = await self.registry.publish(publisher, center, text, key)
+        # A retry is told the first publish's id, and nothing is delivered.
+        return json_answer(request, {"id": message_id, "subscribers": reached}, 201 if fresh else 200)
 
     @app.route("/api/v1/messages", methods=["POST"])
     async def publish_batch(self, request: IRequest) -> bytes:
@@ -199,11 +193,8 @@ class ApiApp:
             raise TooLarge(f"a batch holds at most {MAX_BATCH} messages")
         batch = [self._batch_entry(i, entry) for i, entry in enumerate(entries)]
 
-        async def publish() -> list[str]:
-            return [message.id for message in await self.registry.publish_batch(publisher, batch)]
-
-        ids, now = await self._once(request, publisher, publish)
-        return json_answer(request, {"ids": ids}, 201 if now else 200)
+        ids, fresh = await self.registry.publish_batch(publisher, batch, self._idempotency_key(request))
+        return json_answer(request, {"ids": ids}, 201 if fresh else 200)
 
     def _batch_entry(self, index: int, entry: Any) -> tuple[str, str]:
         if not isinstance(entry, dict) or set(entry) != {"center", "data"}:

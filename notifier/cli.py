@@ -16,11 +16,10 @@ from typing import Any, Sequence, TextIO
 
 from twisted.internet import defer, task
 
-from notifier.broker import LocalBroker
 from notifier.config import Config, ConfigError, load_config
 from notifier.errors import NotifierError
 from notifier.registry import HubRegistry
-from notifier.store import open_store
+from notifier.store import open_state
 
 STARTER = """\
 # notifier configuration; every key is optional (see etc/notifier.toml for all of them).
@@ -64,9 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _publisher(reactor: Any, config: Config, args: argparse.Namespace, out: TextIO) -> None:
-    store = open_store(config.store.url, reactor)
+    store, broker = open_state(config.store.url, reactor)
     await store.open()
-    registry = HubRegistry(store, LocalBroker(), config.centers, reactor)
+    # Not started: it only tells running daemons of a rotation or removal.
+    registry = HubRegistry(store, broker, config.centers, reactor)
     try:
         if args.verb == "add":
             publisher = await registry.add_publisher(args.name)

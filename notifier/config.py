@@ -41,8 +41,17 @@ _NO_REACTOR: Any = _NoReactor()
 
 
 def _store_url(key: str, value: str) -> None:
+    if value.startswith("redis:"):
+        from notifier.redis import RedisAddress
+
+        try:
+            RedisAddress.parse(value)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}, got {value!r}") from None
+        return
     if not value.startswith("sqlite:") or value == "sqlite:":
-        raise ConfigError(f"{key}: expected 'sqlite:PATH' or 'sqlite::memory:', got {value!r}")
+        raise ConfigError(f"{key}: expected 'sqlite:PATH', 'sqlite::memory:' or 'redis://host:port/db', "
+                          f"got {value!r}")
 
 
 def _origins(key: str, value: list[Any]) -> None:

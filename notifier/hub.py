@@ -95,13 +95,29 @@ class Hub:
         """A cursor for "after everything published so far"."""
         return f"{self.epoch}-{self._seq}"
 
-    def append(self, data: str) -> Prepared:
-        """Give *data* the next id and retain it."""
-        self._seq += 1
+    @property
+    def seq(self) -> int:
+        """The sequence number of the latest message (0: none yet)."""
+        return self._seq
+
+    def append(self, data: str, seq: int | None = None, ts: float | None = None) -> Prepared:
+        """Retain *data* with the next id, or with *seq* and *ts* given by a
+        shared store (which must be the next in order)."""
+        self._seq = self._seq + 1 if seq is None else seq
         now = self.touched = self.clock()
-        prepared = Prepared(Message(f"{self.epoch}-{self._seq}", self.center.name, data, now))
+        message = Message(f"{self.epoch}-{self._seq}", self.center.name, data, now if ts is None else ts)
+        prepared = Prepared(message)
         self._retained.append(prepared)
         return prepared
+
+    def restore(self, epoch: str, seq: int, retained: list[tuple[int, float, str]]) -> None:
+        """Start from a shared store's state: its epoch, its latest seq, and
+        the ``(seq, ts, data)`` it retains, oldest first."""
+        self.epoch = epoch
+        self._retained.clear()
+        for number, ts, data in retained:
+            self.append(data, number, ts)
+        self._seq = seq
 
     def deliver(self, prepared: Prepared) -> int:
         """Hand *prepared* to every subscriber; how many there were."""

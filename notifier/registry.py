@@ -10,13 +10,14 @@ import secrets
 from typing import Callable, Iterator
 
 from attrs import define, field
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from notifier.broker import Broker
 from notifier.config import CentersConfig
 from notifier.errors import Conflict, NotFound
 from notifier.hub import Hub, Subscriber
-from notifier.model import Center, Message, Publisher
+from notifier.model import Center, Publisher
 from notifier.names import check_center_name, check_publisher_name
 from notifier.stats import Stats
 from notifier.store import Store
@@ -46,9 +47,14 @@ class HubRegistry:
     _hubs: dict[tuple[str, str], Hub] = field(factory=dict)
     _publishers: dict[str, tuple[Publisher, float]] = field(factory=dict)
 
+    _loading: dict[tuple[str, str], list[Deferred[Hub]]] = field(factory=dict)
+
     @stats.default
     def _stats(self) -> Stats:
         return Stats(started=self.clock.seconds())
+
+    def __attrs_post_init__(self) -> None:
+        self.broker.bind(self)
 
     # publishers
 
@@ -67,6 +73,7 @@ class HubRegistry:
         if not await self.store.set_secret(name, secret):
             raise self._no_publisher(name)
         self._publishers.pop(name, None)
+        await self.broker.announce({"type": "publisher_changed", "publisher": name})
         publisher = await self.store.get_publisher(name)
         if publisher is None:
             raise self._no_publisher(name)
@@ -75,9 +82,15 @@ class HubRegistry:
     async def remove_publisher(self, name: str) -> None:
         if not await self.store.remove_publisher(name):
             raise self._no_publisher(name)
+        self.forget_publisher(name, removed=True)
+        await self.broker.announce({"type": "publisher_removed", "publisher": name})
+
+    def forget_publisher(self, name: str, removed: bool = False) -> None:
+        """Drop what this node holds of a publisher changed elsewhere (or here)."""
         self._publishers.pop(name, None)
-        for key in [key for key in self._hubs if key[0] == name]:
-            self._hubs.pop(key).close("deleted")
+        if removed:
+            for key in [key for key in self._hubs if key[0] == name]:
+                self._hubs.pop(key).close("deleted")
 
     async def publisher(self, name: str) -> Publisher | None:
         """The publisher called *name*, read again from the store once the
@@ -107,7 +120,7 @@ class HubRegistry:
         center = Center(publisher, name, private, history, ttl, self.clock.seconds())
         center, created = await self.store.add_center(center)
         if self._ttl(center):
-            self._load(center)  # its idle time counts from now
+            await self._loaded(center)  # its idle time counts from now
         return center, created
 
     async def list_centers(self, publisher: str) -> list[Center]:
@@ -125,15 +138,33 @@ class HubRegistry:
         center = await self.store.get_center(publisher, name)
         if center is None:
             raise NotFound(f"no center {name!r}", code="no_such_center")
-        return self._load(center)
+        return await self._loaded(center)
 
-    def _load(self, center: Center) -> Hub:
+    async def _loaded(self, center: Center) -> Hub:
+        """The live hub of *center*, made (once) and brought up to date by the broker."""
         key = (center.publisher, center.name)
         hub = self._hubs.get(key)
-        if hub is None:  # nobody loaded it while the store answered
-            history = self.config.history if center.history is None else center.history
-            hub = Hub(center, self.make_epoch(), history, self.clock.seconds, self._ttl(center))
-            self._hubs[key] = hub
+        if hub is not None:
+            return hub
+        waiting = self._loading.get(key)
+        if waiting is not None:  # being loaded: wait for that
+            waiter: Deferred[Hub] = Deferred()
+            waiting.append(waiter)
+            return await waiter
+        waiting = self._loading[key] = []
+        history = self.config.history if center.history is None else center.history
+        hub = Hub(center, self.make_epoch(), history, self.clock.seconds, self._ttl(center))
+        try:
+            await self.broker.load(hub)
+        except BaseException as e:
+            del self._loading[key]
+            for waiter in waiting:
+                waiter.errback(e)
+            raise
+        del self._loading[key]
+        self._hubs[key] = hub
+        for waiter in waiting:
+            waiter.callback(hub)
         return hub
 
     def _ttl(self, center: Center) -> int:
@@ -143,24 +174,27 @@ class HubRegistry:
         """Load every center that can expire, so that its idle time counts from now."""
         for center in await self.store.all_centers():
             if self._ttl(center):
-                self._load(center)
+                await self._loaded(center)
 
-    async def expire_idle(self) -> list[Center]:
+    async def expire_idle(self) -> list[tuple[str, str]]:
         """Remove the centers idle past their ``ttl``, closing them as a delete does."""
-        now = self.clock.seconds()
         expired = []
-        for hub in self.hubs():
-            if hub.idle(now):
-                try:
-                    await self.delete_center(hub.center.publisher, hub.center.name)
-                except NotFound:
-                    continue  # deleted meanwhile
-                expired.append(hub.center)
+        for publisher, name in await self.broker.due(self.clock.seconds()):
+            try:
+                await self.delete_center(publisher, name)
+            except NotFound:
+                continue  # deleted meanwhile
+            expired.append((publisher, name))
         return expired
 
     async def delete_center(self, publisher: str, name: str) -> None:
         if not await self.store.remove_center(publisher, name):
             raise NotFound(f"no center {name!r}", code="no_such_center")
+        self.drop_hub(publisher, name)
+        await self.broker.announce({"type": "center_deleted", "publisher": publisher, "center": name})
+
+    def drop_hub(self, publisher: str, name: str) -> None:
+        """Close this node's hub of a center deleted here or elsewhere."""
         hub = self._hubs.pop((publisher, name), None)
         if hub is not None:
             hub.close("deleted")
@@ -174,27 +208,34 @@ class HubRegistry:
             if not self.config.auto_create or not _valid_center(name):
                 raise
             center, _ = await self.create_center(publisher, name)
-            return self._load(center)
+            return await self._loaded(center)
 
-    async def publish(self, publisher: str, name: str, data: str) -> tuple[Message, int]:
-        """Publish *data* to ``publisher/name``: the message and how many it reached here."""
+    async def publish(self, publisher: str, name: str, data: str,
+                      key: str | None = None) -> tuple[str, int, bool]:
+        """Publish *data* to ``publisher/name``: its id, how many it reached
+        on this node, and whether it was published now (``False``: a retry
+        of *key*, answered with the first id)."""
         hub = await self._publishable(publisher, name)
-        return await self._publish(hub, data)
+        ids, reached, fresh = await self._publish(publisher, [(hub, data)], key)
+        return ids[0], reached, fresh
 
-    async def publish_batch(self, publisher: str, batch: list[tuple[str, str]]) -> list[Message]:
+    async def publish_batch(self, publisher: str, batch: list[tuple[str, str]],
+                            key: str | None = None) -> tuple[list[str], bool]:
         """Publish ``(center, data)`` pairs in order, or none if a center is missing."""
-        hubs = {}
+        hubs: dict[str, Hub] = {}
         for name, _ in batch:
             if name not in hubs:
                 hubs[name] = await self._publishable(publisher, name)
-        return [(await self._publish(hubs[name], data))[0] for name, data in batch]
+        ids, _, fresh = await self._publish(publisher, [(hubs[name], data) for name, data in batch], key)
+        return ids, fresh
 
-    async def _publish(self, hub: Hub, data: str) -> tuple[Message, int]:
-        message, reached = await self.broker.publish(hub, data)
-        publisher = hub.center.publisher
-        self.stats.messages_in[publisher] += 1
-        self.stats.messages_out[publisher] += reached
-        return message, reached
+    async def _publish(self, publisher: str, entries: list[tuple[Hub, str]],
+                       key: str | None) -> tuple[list[str], int, bool]:
+        ids, reached, fresh = await self.broker.publish(publisher, entries, key)
+        if fresh:
+            self.stats.messages_in[publisher] += len(ids)
+            self.stats.messages_out[publisher] += reached
+        return ids, reached, fresh
 
     def dropped(self, hub: Hub) -> None:
         """Count a subscriber of *hub* dropped as too slow."""

@@ -12,13 +12,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from notifier.api import ApiApp, max_body_bytes
-from notifier.broker import LocalBroker
+from notifier.broker import Broker
 from notifier.config import Config
 from notifier.heartbeat import Heartbeat
 from notifier.metrics import Metrics
 from notifier.public import PublicApp
 from notifier.registry import HubRegistry
-from notifier.store import Store, open_store
+from notifier.store import Store, open_state
 from notifier.transports.websocket import websocket_factory
 from notifier.web import QuietSite
 
@@ -51,6 +51,7 @@ class NotifierService(Service):
         self.config = config
         self.reactor = reactor
         self.store: Store | None = None
+        self.broker: Broker | None = None
         self.registry: HubRegistry | None = None
         self.public_port: IListeningPort | None = None
         self.api_port: IListeningPort | None = None
@@ -62,8 +63,8 @@ class NotifierService(Service):
     def startService(self) -> None:
         super().startService()
         config, reactor = self.config, self.reactor
-        self.store = open_store(config.store.url, reactor)
-        self.registry = HubRegistry(self.store, LocalBroker(), config.centers, reactor)
+        self.store, self.broker = open_state(config.store.url, reactor)
+        self.registry = HubRegistry(self.store, self.broker, config.centers, reactor)
         # The store's first task on its own thread: queries queue behind it.
         opened = defer.Deferred.fromCoroutine(self._open())
         websockets = websocket_factory(config.subscribers.send_buffer_bytes, self.registry.dropped)
@@ -78,8 +79,9 @@ class NotifierService(Service):
         opened.addCallbacks(self.ready.callback, self._fatal)
 
     async def _open(self) -> None:
-        assert self.store is not None and self.registry is not None
+        assert self.store is not None and self.broker is not None and self.registry is not None
         await self.store.open()
+        await self.broker.start()
         await self.registry.load_expiring()
         self._expiry = LoopingCall(self._expire)
         self._expiry.clock = self.reactor
@@ -102,6 +104,7 @@ class NotifierService(Service):
 
     async def _stop(self) -> None:
         assert self._public is not None and self.registry is not None and self.store is not None
+        assert self.broker is not None
         self._public.closing = True
         for port in (self.public_port, self.api_port):
             if port is not None:
@@ -111,6 +114,7 @@ class NotifierService(Service):
         if self._expiry is not None and self._expiry.running:
             self._expiry.stop()
         await self._drain()
+        await self.broker.stop()
         await self.store.close()
 
     async def _drain(self) -> None:

@@ -6,9 +6,12 @@ from ``[store] url``.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from notifier.model import Center, Publisher
+
+if TYPE_CHECKING:
+    from notifier.broker import Broker
 
 
 class Store(Protocol):
@@ -47,6 +50,20 @@ class Store(Protocol):
 
 def open_store(url: str, reactor: object) -> Store:
     """The store for *url* (already validated by the configuration)."""
+    return open_state(url, reactor)[0]
+
+
+def open_state(url: str, reactor: object) -> tuple[Store, Broker]:
+    """The store and the broker that *url* means: SQLite with delivery on
+    this node, or Redis with delivery through it to every node."""
+    if url.startswith("redis:"):
+        from notifier.broker.redis import RedisBroker
+        from notifier.redis import Redis, RedisAddress
+        from notifier.store.redis import RedisStore
+
+        store = RedisStore(Redis(RedisAddress.parse(url), reactor))
+        return store, RedisBroker(store.redis, store)
+    from notifier.broker import LocalBroker
     from notifier.store.sqlite import SQLiteStore
 
-    return SQLiteStore(url.removeprefix("sqlite:"), reactor)
+    return SQLiteStore(url.removeprefix("sqlite:"), reactor), LocalBroker()

@@ -1,0 +1,3 @@
+from notifier.reuseport import ReusePortParser
+
+reuseport = ReusePortParser()
