@@ -11,10 +11,12 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
+from werkzeug.routing import RequestRedirect as RouteRedirect
 
-from notifier.errors import MethodNotAllowed, NotFound, NotifierError
+from notifier.errors import BadRequest, MethodNotAllowed, NotFound, NotifierError
 
 log = Logger()
 
@@ -43,6 +45,11 @@ def install_error_handlers(app: Klein) -> None:
 
     @app.handle_errors(RouteNotFound)
     def no_route(_app: object, request: IRequest, failure: Failure) -> bytes:
+        return _error(request, NotFound("no such path", code="no_such_path"))
+
+    @app.handle_errors(RouteRedirect)
+    def empty_segment(_app: object, request: IRequest, failure: Failure) -> bytes:
+        # Werkzeug would redirect a path with "//" to its merged form: not ours.
         return _error(request, NotFound("no such path", code="no_such_path"))
 
     @app.handle_errors(RouteMethodNotAllowed)
@@ -87,12 +94,27 @@ class BoundedRequest(server.Request):
             return
         super().handleContentChunk(data)
 
+    def _handleStar(self) -> None:
+        # Twisted answers "OPTIONS *" itself and any other method on "*" with
+        # a bare 405: that one is a JSON error too.
+        if self.method == b"OPTIONS":
+            super()._handleStar()
+            return
+        self.setHeader(b"allow", b"OPTIONS")
+        method = self.method.decode("latin-1")
+        self.write(_error(self, MethodNotAllowed(f"{method} is not allowed on *")))
+        self.finish()
+
 
 _BAD_REQUEST = json.dumps({"error": "bad_request", "message": "malformed HTTP request"}).encode()
 
 
 class Channel(HTTPChannel):
     """HTTP/1.1 whose refusals of malformed requests are JSON too."""
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # A request line or header over MAX_LENGTH: Twisted would only hang up.
+        self._respondToBadRequestAndDisconnect()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         self.transport.write(
@@ -125,5 +147,26 @@ class QuietSite(server.Site):
         self.max_body_bytes = max_body_bytes
         self.noisy = False
 
+    def getResourceFor(self, request: server.Request) -> Any:
+        # Klein answers a path that does not decode to UTF-8 with HTML (and
+        # logs a traceback): refuse it here, as JSON.
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+        except UnicodeDecodeError:
+            request.site = self
+            return _Refusal(BadRequest("the URL path is not UTF-8 text", code="invalid_url"))
+        return super().getResourceFor(request)
+
     def log(self, request: server.Request) -> None:
         pass
+
+
+class _Refusal(Resource):
+    isLeaf = True
+
+    def __init__(self, error: NotifierError) -> None:
+        super().__init__()
+        self.error = error
+
+    def render(self, request: IRequest) -> bytes:
+        return _error(request, self.error)

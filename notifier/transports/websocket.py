@@ -12,11 +12,12 @@ from typing import Any, Callable
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
+from twisted.web.http import RESPONSES
 
 from notifier.envelope import envelope_json
 from notifier.hub import Hub, Prepared
 from notifier.model import Message
-from notifier.transports.pacing import Paced
+from notifier.transports.pacing import Paced, send_now
 
 GOING_AWAY = 1001
 SLOW_CONSUMER = 4408
@@ -57,6 +58,15 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
     cursor: str | None = None
     _awaiting_pong = False
 
+    def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
+        """A handshake Autobahn refuses (no key, an unknown version) is
+        answered with SPEC.md's JSON error too, not a bare status line."""
+        body = json.dumps({"error": "bad_handshake", "message": reason}).encode()
+        head = [f"HTTP/1.1 {code} {RESPONSES.get(code, b'Error').decode()}",
+                "Content-Type: application/json", f"Content-Length: {len(body)}", "Connection: close"]
+        head += [f"{name}: {value}" for name, value in responseHeaders or ()]
+        self.sendData("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+
     def onOpen(self) -> None:
         assert self.hub is not None
         # The connection was HTTP's: from now on it pauses and resumes us.
@@ -94,7 +104,9 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
         self._send(prepared.form(self.encode))
 
     def _write(self, frame: PreparedMessage) -> None:
-        self.sendPreparedMessage(frame)
+        # What sendPreparedMessage does with compression off, without its
+        # per-frame bookkeeping, and straight to the socket.
+        send_now(self.transport, frame.payloadHybi)
 
     def _size(self, frame: PreparedMessage) -> int:
         return len(frame.payloadHybi)
