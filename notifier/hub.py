@@ -1,8 +1,12 @@
 """One notification center's live state: retained history, ids, subscribers.
 
 A published message is appended once, wrapped once in a ``Prepared`` that
-caches each wire form the first time a transport asks for it, and the same
-``Prepared`` goes to every subscriber, live or catching up from history.
+caches each wire form the first time a transport asks for it. Fan-out is a
+step of its own: the messages published since the last one go out together
+as a ``Batch`` (one write per subscriber, its frames joined once for all),
+a slice of subscribers per reactor turn, so that publishing goes on while a
+large center is being written to, and a busy center sends fewer, larger
+writes.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ class Subscriber(Protocol):
 
     transport_name: str
 
-    def deliver(self, prepared: Prepared) -> None:
-        """Send one message, already prepared for every wire form."""
+    def deliver(self, batch: Batch) -> None:
+        """Send messages, already prepared for every wire form."""
 
     def close(self, reason: str) -> None:
         """End the subscription: ``"deleted"`` or ``"shutdown"``."""
@@ -45,6 +49,42 @@ class Prepared:
         except KeyError:
             value = self._forms[encode] = encode(self.message)
             return value
+
+
+class Batch:
+    """Messages fanned out together; what is built of them is built once."""
+
+    __slots__ = ("items", "_forms")
+
+    def __init__(self, items: list[Prepared]) -> None:
+        self.items = items
+        self._forms: dict[Callable[[Batch], object], object] = {}
+
+    @property
+    def messages(self) -> list[Message]:
+        return [prepared.message for prepared in self.items]
+
+    def joined(self, encode: Callable[[Message], bytes]) -> bytes:
+        """The messages' *encode* forms, one after the other."""
+        if len(self.items) == 1:
+            return self.items[0].form(encode)
+        return self.form(lambda batch: b"".join(prepared.form(encode) for prepared in batch.items), encode)
+
+    def form(self, build: Callable[[Batch], T], key: object = None) -> T:
+        key = build if key is None else key
+        try:
+            return self._forms[key]  # type: ignore[index, return-value]
+        except KeyError:
+            value = self._forms[key] = build(self)  # type: ignore[index]
+            return value
+
+
+def _now(call: Callable[[], object]) -> None:
+    call()
+
+
+#: Subscribers written to per reactor turn by one fan-out.
+FANOUT_SLICE = 1000
 
 
 def parse_id(message_id: str) -> tuple[str, int] | None:
@@ -70,10 +110,17 @@ class Hub:
     clock: Callable[[], float]
     #: Seconds without a publish or a subscriber before the center expires; 0: never.
     ttl: int = 0
+    #: Runs a fan-out step later (the reactor's next turn); at once by default.
+    schedule: Callable[[Callable[[], object]], object] = _now
     subscribers: set[Subscriber] = field(factory=set)
     touched: float = field()
     _retained: deque[Prepared] = field(init=False)
     _seq: int = 0
+    #: The last message handed to a fan-out; later ones are on their way.
+    _sent: int = 0
+    _outbox: list[Prepared] = field(factory=list)
+    _fanning_out: bool = False
+    _memo: dict[object, object] = field(factory=dict)
 
     @touched.default
     def _now(self) -> float:
@@ -92,8 +139,9 @@ class Hub:
 
     @property
     def position(self) -> str:
-        """A cursor for "after everything published so far"."""
-        return f"{self.epoch}-{self._seq}"
+        """A cursor for "after everything subscribers have been sent": what is
+        published after it reaches a subscriber attached now, live."""
+        return f"{self.epoch}-{self._sent}"
 
     @property
     def seq(self) -> int:
@@ -117,15 +165,47 @@ class Hub:
         self._retained.clear()
         for number, ts, data in retained:
             self.append(data, number, ts)
-        self._seq = seq
+        self._seq = self._sent = seq
+        self._memo.clear()
 
     def deliver(self, prepared: Prepared) -> int:
-        """Hand *prepared* to every subscriber; how many there were."""
-        # A copy: a subscriber may leave while delivered to (long-poll answers).
-        subscribers = tuple(self.subscribers)
-        for subscriber in subscribers:
-            subscriber.deliver(prepared)
-        return len(subscribers)
+        """Fan *prepared* (the latest appended) out to every subscriber;
+        how many there are."""
+        reached = len(self.subscribers)
+        self._outbox.append(prepared)
+        if not self._fanning_out:
+            self._fanning_out = True
+            self.schedule(self._fan_out)
+        return reached
+
+    def _fan_out(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        if not outbox:
+            self._fanning_out = False
+            return
+        self._sent = self._seq  # everything appended is in the outbox
+        self._memo.clear()
+        self._write(Batch(outbox), list(self.subscribers), 0)
+
+    def _write(self, batch: Batch, targets: list[Subscriber], start: int) -> None:
+        end = start + FANOUT_SLICE
+        subscribers = self.subscribers
+        for subscriber in targets[start:end]:
+            if subscriber in subscribers:  # it may have left meanwhile
+                subscriber.deliver(batch)
+        if end < len(targets):
+            self.schedule(lambda: self._write(batch, targets, end))
+        else:
+            self._fan_out()  # what was published meanwhile, or done
+
+    def memo(self, key: object, build: Callable[[], T]) -> T:
+        """*build()*, kept until the next fan-out: answers many subscribers
+        asking the same thing share."""
+        try:
+            return self._memo[key]  # type: ignore[return-value]
+        except KeyError:
+            value = self._memo[key] = build()
+            return value
 
     def retained_after(self, cursor: str | None) -> tuple[list[Prepared], bool]:
         """Retained messages after *cursor*, and whether none were missed.
@@ -136,14 +216,19 @@ class Hub:
         """
         if cursor is None:
             return [], True
+        # What is not sent yet is on its way to every subscriber: not here.
+        sent = self._sent
+        retained = self._retained
+        unsent = self._seq - sent
+        upto = len(retained) - unsent
         parsed = parse_id(cursor)
-        if parsed is None or parsed[0] != self.epoch or parsed[1] > self._seq:
-            return list(self._retained), False
+        if parsed is None or parsed[0] != self.epoch or parsed[1] > sent:
+            return list(islice(retained, 0, max(upto, 0))), False
         seq = parsed[1]
-        oldest = self._seq - len(self._retained) + 1  # the seq of the oldest retained
+        oldest = self._seq - len(retained) + 1  # the seq of the oldest retained
         if seq < oldest - 1:
-            return list(self._retained), False
-        return list(islice(self._retained, seq - oldest + 1, None)), True
+            return list(islice(retained, 0, max(upto, 0))), False
+        return list(islice(retained, seq - oldest + 1, max(upto, 0))), True
 
     def attach(self, subscriber: Subscriber, cursor: str | None) -> tuple[list[Prepared], bool]:
         """Subscribe and return the backlog after *cursor*, in one step.

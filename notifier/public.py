@@ -165,11 +165,10 @@ class PublicApp:
         timeout = self._timeout(request)
         hub = await self._hub(request, publisher, center)
         request.setHeader(b"cache-control", b"no-store")
-        backlog, recovered = hub.retained_after(since)
-        if backlog or not recovered:
-            messages = [prepared.message for prepared in backlog]
-            last_id = messages[-1].id if messages else hub.position
-            payload = longpoll.body(messages, last_id, recovered)
+        # Clients polling again after the same message ask the same: answered once.
+        payload = hub.memo(("longpoll", since), lambda: self._backlog_body(hub, since))
+        if payload is not None:
+            pass
         elif timeout == 0:
             payload = longpoll.body([], since, True)
         else:
@@ -181,6 +180,16 @@ class PublicApp:
             return _jsonp(request, callback, payload)
         request.setHeader(b"content-type", b"application/json")
         return payload
+
+    @staticmethod
+    def _backlog_body(hub: Hub, since: str | None) -> bytes | None:
+        """The answer to a long-poll with retained messages after *since*
+        (or a lost cursor); ``None`` if it has to wait."""
+        backlog, recovered = hub.retained_after(since)
+        if not backlog and recovered:
+            return None
+        messages = [prepared.message for prepared in backlog]
+        return longpoll.body(messages, messages[-1].id if messages else hub.position, recovered)
 
     def _timeout(self, request: IRequest) -> float:
         value = _arg(request, b"timeout")

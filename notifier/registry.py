@@ -153,7 +153,7 @@ class HubRegistry:
             return await waiter
         waiting = self._loading[key] = []
         history = self.config.history if center.history is None else center.history
-        hub = Hub(center, self.make_epoch(), history, self.clock.seconds, self._ttl(center))
+        hub = Hub(center, self.make_epoch(), history, self.clock.seconds, self._ttl(center), self._later)
         try:
             await self.broker.load(hub)
         except BaseException as e:
@@ -166,6 +166,9 @@ class HubRegistry:
         for waiter in waiting:
             waiter.callback(hub)
         return hub
+
+    def _later(self, call: Callable[[], object]) -> None:
+        self.clock.callLater(0, call)
 
     def _ttl(self, center: Center) -> int:
         return self.config.idle_ttl if center.ttl is None else center.ttl
@@ -193,11 +196,12 @@ class HubRegistry:
         self.drop_hub(publisher, name)
         await self.broker.announce({"type": "center_deleted", "publisher": publisher, "center": name})
 
-    def drop_hub(self, publisher: str, name: str) -> None:
-        """Close this node's hub of a center deleted here or elsewhere."""
+    def drop_hub(self, publisher: str, name: str, reason: str = "deleted") -> None:
+        """Close this node's hub of a center deleted here or elsewhere (or,
+        with ``"shutdown"``, one whose subscribers must come back to it)."""
         hub = self._hubs.pop((publisher, name), None)
         if hub is not None:
-            hub.close("deleted")
+            hub.close(reason)
 
     # messages
 

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from notifier.api import ApiApp, max_body_bytes
 from notifier.broker import LocalBroker
 from notifier.config import parse_config
-from notifier.hub import Hub, Prepared, parse_id
+from notifier.hub import Batch, Hub, parse_id
 from notifier.metrics import Metrics
 from notifier.model import Message
 from notifier.registry import PUBLISHER_TTL, HubRegistry
@@ -95,8 +95,8 @@ class FakeSubscriber:
         self.delivered: list[str] = []
         self.closed: list[str] = []
 
-    def deliver(self, prepared: Prepared) -> None:
-        self.delivered.append(prepared.message.data)
+    def deliver(self, batch: Batch) -> None:
+        self.delivered.extend(message.data for message in batch.messages)
 
     def close(self, reason: str) -> None:
         self.closed.append(reason)
@@ -133,6 +133,7 @@ class Api:
         response = _now(d)
         content = self.http.content(response)
         self.http.flush()
+        self.clock.advance(0)  # the fan-out of what the request published
         return Answer(response.code, response.headers, _now(content))
 
     def admin(self, method: str, path: str, body: Any = None) -> Answer:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notifier.hub import Hub, Prepared, parse_id
+from notifier.hub import Batch, Hub, Prepared, parse_id
 from notifier.model import Center, Message
 
 
@@ -10,18 +10,24 @@ class Recorder:
     transport_name = "test"
 
     def __init__(self, hub: Hub | None = None, leave_on_delivery: bool = False) -> None:
-        self.got: list[Prepared] = []
+        self.got: list[Batch] = []
         self.closed: list[str] = []
         self.hub = hub
         self.leave = leave_on_delivery
 
-    def deliver(self, prepared: Prepared) -> None:
-        self.got.append(prepared)
+    def deliver(self, batch: Batch) -> None:
+        self.got.append(batch)
         if self.leave and self.hub is not None:
             self.hub.unsubscribe(self)
 
     def close(self, reason: str) -> None:
         self.closed.append(reason)
+
+
+def publish(hub: Hub, data: str) -> Prepared:
+    prepared = hub.append(data)
+    hub.deliver(prepared)
+    return prepared
 
 
 def make_hub(history: int = 3, epoch: str = "e1") -> Hub:
@@ -31,7 +37,7 @@ def make_hub(history: int = 3, epoch: str = "e1") -> Hub:
 
 def test_ids_carry_the_epoch_and_increase():
     hub = make_hub()
-    ids = [hub.append(str(i)).message.id for i in range(5)]
+    ids = [publish(hub, str(i)).message.id for i in range(5)]
     assert ids == ["e1-1", "e1-2", "e1-3", "e1-4", "e1-5"]
     assert [parse_id(i) for i in ids] == [("e1", n) for n in range(1, 6)]
 
@@ -45,7 +51,7 @@ def test_parse_id_refuses_what_is_not_an_id():
 def test_history_keeps_exactly_the_last_n():
     hub = make_hub(history=3)
     for i in range(5):
-        hub.append(str(i))
+        publish(hub, str(i))
     messages, recovered = hub.retained_after(hub.position.replace("-5", "-0"))
     assert [p.message.data for p in messages] == ["2", "3", "4"]
     assert recovered is False
@@ -56,7 +62,7 @@ def test_history_keeps_exactly_the_last_n():
 def test_retained_after_cursors():
     hub = make_hub(history=3)
     for i in range(1, 6):
-        hub.append(str(i))  # retained: 3, 4, 5
+        publish(hub, str(i))  # retained: 3, 4, 5
     cases = {
         None: ([], True),
         "e1-5": ([], True),
@@ -77,14 +83,14 @@ def test_position_of_an_empty_hub_resumes_from_the_start():
     hub = make_hub()
     cursor = hub.position
     assert hub.retained_after(cursor) == ([], True)
-    hub.append("a")
+    publish(hub, "a")
     messages, recovered = hub.retained_after(cursor)
     assert [p.message.data for p in messages] == ["a"] and recovered
 
 
 def test_no_history_retains_nothing():
     hub = make_hub(history=0)
-    hub.append("a")
+    publish(hub, "a")
     assert hub.latest is None
     assert hub.retained_after("e1-0") == ([], False)
     assert hub.retained_after("e1-1") == ([], True)
@@ -103,7 +109,7 @@ def test_deliver_prepares_each_form_once_for_all_subscribers():
 
     prepared = hub.append("x")
     assert hub.deliver(prepared) == 3
-    forms = [s.got[0].form(encode) for s in subscribers]
+    forms = [s.got[0].joined(encode) for s in subscribers]
     assert forms == [b"x"] * 3
     assert calls == [prepared.message]  # encoded once
     assert all(s.got[0] is subscribers[0].got[0] for s in subscribers)

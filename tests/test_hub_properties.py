@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier.hub import Hub, Prepared
+from notifier.hub import Batch, Hub
 from notifier.model import Center
 
 
@@ -22,8 +22,8 @@ class Client:
         self.connected = False
         self.told_lost = 0
 
-    def deliver(self, prepared: Prepared) -> None:
-        self.received.append(prepared.message.id)
+    def deliver(self, batch: Batch) -> None:
+        self.received.extend(message.id for message in batch.messages)
 
     def close(self, reason: str) -> None:
         self.connected = False
@@ -78,8 +78,8 @@ def test_resume_is_exactly_once_and_honest(history: int, ops: list[tuple[str, in
             gone = [m for m in missed if m not in retained]
             assert recovered == (not gone), (cursor, missed, retained)
             lost_allowed[n].update(gone)
-            for prepared in backlog:
-                client.deliver(prepared)
+            if backlog:
+                client.deliver(Batch(backlog))
 
     for n, client in enumerate(clients):
         if n not in first_index:

@@ -203,6 +203,7 @@ class _InMemoryApi:
         content = self.http.content(response)
         self.http.flush()
         data = _now(content)
+        self.clock.advance(0)  # the fan-out of what the request published
         kind = response.headers.getRawHeaders(b"content-type", [b""])[0]
         return response.code, json.loads(data) if kind.startswith(b"application/json") else data
 
@@ -221,8 +222,8 @@ class _Recorder:
     def __init__(self) -> None:
         self.delivered: list[str] = []
 
-    def deliver(self, prepared: Any) -> None:
-        self.delivered.append(prepared.message.data)
+    def deliver(self, batch: Any) -> None:
+        self.delivered.extend(message.data for message in batch.messages)
 
     def close(self, reason: str) -> None:
         pass

@@ -10,7 +10,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from notifier.envelope import envelope
 from notifier.errors import NotFound
-from notifier.hub import Hub, Prepared
+from notifier.hub import Batch, Hub
 from notifier.model import Message
 
 
@@ -21,9 +21,10 @@ def body(messages: list[Message], last_id: str | None, recovered: bool) -> bytes
     ).encode()
 
 
-def live_body(message: Message) -> bytes:
-    """The answer every waiting long-poll gets for a live message: encoded once."""
-    return body([message], message.id, True)
+def live_body(batch: Batch) -> bytes:
+    """The answer every waiting long-poll gets for live messages: encoded once."""
+    messages = batch.messages
+    return body(messages, messages[-1].id, True)
 
 
 class LongPoll:
@@ -54,8 +55,8 @@ class LongPoll:
         self._timer = None
         self._respond(body([], self.cursor, True))
 
-    def deliver(self, prepared: Prepared) -> None:
-        self._respond(prepared.form(live_body))
+    def deliver(self, batch: Batch) -> None:
+        self._respond(batch.form(live_body))
 
     def close(self, reason: str) -> None:
         if reason == "deleted":

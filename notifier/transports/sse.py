@@ -9,7 +9,7 @@ from typing import Callable
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
-from notifier.hub import Hub, Prepared
+from notifier.hub import Batch, Hub
 from notifier.model import Message
 from notifier.transports.pacing import Paced
 
@@ -57,13 +57,13 @@ class EventStream(Paced):
         head.append(b"\n")
         if cursor is not None:
             head.append(recovery(recovered))
+        if backlog:
+            head.append(Batch(backlog).joined(event))
         self._send(b"".join(head))
-        for prepared in backlog:
-            self._send(prepared.form(event))
         return self.done
 
-    def deliver(self, prepared: Prepared) -> None:
-        self._send(prepared.form(event))
+    def deliver(self, batch: Batch) -> None:
+        self._send(batch.joined(event))
 
     def heartbeat(self) -> None:
         if self._waiting is None:  # a stream that is behind needs no keep-alive

@@ -15,7 +15,7 @@ from autobahn.websocket.protocol import PreparedMessage
 from twisted.web.http import RESPONSES
 
 from notifier.envelope import envelope_json
-from notifier.hub import Hub, Prepared
+from notifier.hub import Batch, Hub
 from notifier.model import Message
 from notifier.transports.pacing import Paced, send_now
 
@@ -23,18 +23,20 @@ GOING_AWAY = 1001
 SLOW_CONSUMER = 4408
 
 
-def raw_frame(message: Message) -> PreparedMessage:
-    return PreparedMessage(message.data.encode(), False, False, True)
+def _frame(payload: bytes) -> bytes:
+    """A whole unmasked text frame (Autobahn's framing, done once)."""
+    return PreparedMessage(payload, False, False, True).payloadHybi
 
 
-def json_frame(message: Message) -> PreparedMessage:
-    return PreparedMessage(envelope_json(message).encode(), False, False, True)
+def raw_frame(message: Message) -> bytes:
+    return _frame(message.data.encode())
 
 
-RECOVERY = {
-    recovered: PreparedMessage(json.dumps({"recovered": recovered}).encode(), False, False, True)
-    for recovered in (True, False)
-}
+def json_frame(message: Message) -> bytes:
+    return _frame(envelope_json(message).encode())
+
+
+RECOVERY = {recovered: _frame(json.dumps({"recovered": recovered}).encode()) for recovered in (True, False)}
 
 
 class NotifierFactory(WebSocketServerFactory):
@@ -51,7 +53,7 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
 
     transport_name = "websocket"
     factory: NotifierFactory
-    encode: Callable[[Message], PreparedMessage] = staticmethod(raw_frame)
+    encode: Callable[[Message], bytes] = staticmethod(raw_frame)
     #: Whether a first ``{"recovered": ...}`` frame fits the format.
     tells_recovery = False
     hub: Hub | None = None
@@ -75,9 +77,8 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
         backlog, recovered = self.hub.attach(self, self.cursor)
         if self.cursor is not None and self.tells_recovery:
             self._send(RECOVERY[recovered])
-        encode = self.encode
-        for prepared in backlog:
-            self._send(prepared.form(encode))
+        if backlog:
+            self._send(Batch(backlog).joined(self.encode))
 
     # Client frames carry nothing for us: their data is dropped as it comes,
     # never gathered into messages (their frames are capped in size).
@@ -100,16 +101,16 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
 
     # Subscriber
 
-    def deliver(self, prepared: Prepared) -> None:
-        self._send(prepared.form(self.encode))
+    def deliver(self, batch: Batch) -> None:
+        self._send(batch.joined(self.encode))
 
-    def _write(self, frame: PreparedMessage) -> None:
+    def _write(self, frames: bytes) -> None:
         # What sendPreparedMessage does with compression off, without its
         # per-frame bookkeeping, and straight to the socket.
-        send_now(self.transport, frame.payloadHybi)
+        send_now(self.transport, frames)
 
-    def _size(self, frame: PreparedMessage) -> int:
-        return len(frame.payloadHybi)
+    def _size(self, frames: bytes) -> int:
+        return len(frames)
 
     def _limit(self) -> int:
         return self.factory.send_buffer_bytes
