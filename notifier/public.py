@@ -1,4 +1,11 @@
-"""The public listener: subscribing on every transport, ``/last``, health."""
+"""The public listener: subscribing on every transport, ``/last``, health.
+
+Plain twisted.web resources: a long-poll or an SSE stream is a request per
+delivery, and routing it through a general-purpose framework cost more than
+everything else it does. A request for a center already live on this node
+is answered without a Deferred where it can be; anything that needs the
+store goes the asynchronous way. Every refusal is SPEC.md's JSON error.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +13,29 @@ import hashlib
 import json
 import re
 from importlib.resources import files
-from typing import Any
+from typing import Any, Callable
 
-from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 
-from notifier.config import Config
 from notifier.auth import check_subscriber_token
-from notifier.errors import BadRequest, Forbidden, NotFound, Unavailable
+from notifier.config import Config
+from notifier.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, NotifierError, Unavailable
 from notifier.hub import Hub
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
 from notifier.transports import longpoll, sse, websocket
-from notifier.web import install_error_handlers, json_answer
+from notifier.web import error_answer, json_answer
+
+log = Logger()
 
 CALLBACK = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII)
 MAX_LONGPOLL_TIMEOUT = 120
+NOT_DONE_YET: Any = server.NOT_DONE_YET
 
 
 def _arg(request: IRequest, name: bytes) -> str | None:
@@ -47,26 +60,95 @@ def _jsonp(request: IRequest, callback: str, payload: bytes) -> bytes:
     return b"/**/" + callback.encode() + b"(" + payload + b");"
 
 
-class PublicApp:
-    app = Klein()
-    install_error_handlers(app)
+def _no_center(center: str) -> NotFound:
+    return NotFound(f"no center {center!r}", code="no_such_center")
+
+
+class _Leaf(resource.Resource):
+    """A leaf answering only the methods it names, with JSON refusals."""
+
+    isLeaf = True
+    methods: tuple[bytes, ...] = (b"GET", b"HEAD")
+
+    def render(self, request: IRequest) -> Any:
+        if request.method not in self.methods:
+            request.setHeader(b"allow", b", ".join(self.methods))
+            method = request.method.decode("latin-1")
+            return error_answer(request, MethodNotAllowed(f"{method} is not allowed here"))
+        try:
+            return self.answer(request)
+        except NotifierError as e:
+            return error_answer(request, e)
+
+    def answer(self, request: IRequest) -> Any:
+        raise NotImplementedError
+
+
+class _Health(_Leaf):
+    def answer(self, request: IRequest) -> bytes:
+        return json_answer(request, {"status": "ok"})
+
+
+class _Script(_Leaf):
+    """The browser client (README.rst: In the browser), read once at start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script = files("notifier").joinpath("static/notifier.js").read_bytes()
+        self.etag = b'"' + hashlib.sha256(self.script).hexdigest()[:32].encode() + b'"'
+
+    def answer(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
+        request.setHeader(b"cache-control", b"public, max-age=3600")
+        request.setHeader(b"access-control-allow-origin", b"*")
+        request.setHeader(b"etag", self.etag)
+        if request.getHeader(b"if-none-match") == self.etag:
+            request.setResponseCode(304)
+            return b""
+        return self.script
+
+
+class _NoSuchPath(_Leaf):
+    methods = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")
+
+    def answer(self, request: IRequest) -> bytes:
+        raise NotFound("no such path", code="no_such_path")
+
+
+class PublicApp(resource.Resource):
+    """The root of the public listener."""
 
     def __init__(self, registry: HubRegistry, config: Config, clock: IReactorTime,
                  websockets: websocket.NotifierFactory) -> None:
+        super().__init__()
+        self.closing = False
+        self.putChild(b"sub", Subscriptions(self, registry, config, clock, websockets))
+        self.putChild(b"healthz", _Health())
+        self.putChild(b"notifier.js", _Script())
+
+    def getChild(self, path: bytes, request: IRequest) -> resource.Resource:
+        return _NoSuchPath()
+
+    def resource(self) -> resource.Resource:
+        return self
+
+
+class Subscriptions(_Leaf):
+    """``/sub/{publisher}/{center}`` (every transport) and ``.../last``."""
+
+    methods = (b"GET", b"HEAD", b"OPTIONS")
+
+    def __init__(self, root: PublicApp, registry: HubRegistry, config: Config, clock: IReactorTime,
+                 websockets: websocket.NotifierFactory) -> None:
+        super().__init__()
+        self.root = root
         self.registry = registry
         self.config = config
         self.clock = clock
         self.websockets = websockets
-        self.closing = False
         origins = config.public.allowed_origins
         self._any_origin = "*" in origins
         self._origins = frozenset(o.encode() for o in origins)
-        # Read once, while the service is made, never on a request.
-        self._script = files("notifier").joinpath("static/notifier.js").read_bytes()
-        self._script_etag = b'"' + hashlib.sha256(self._script).hexdigest()[:32].encode() + b'"'
-
-    def resource(self) -> Any:
-        return self.app.resource()
 
     # CORS
 
@@ -85,94 +167,140 @@ class PublicApp:
             request.setHeader(b"access-control-expose-headers", b"Notifier-Cursor")
             request.setHeader(b"access-control-max-age", b"600")
 
-    async def _hub(self, request: IRequest, publisher: str, center: str, *, subscribing: bool = True) -> Hub:
-        """The hub to read from, once the request may read it."""
-        if self.closing:
+    # dispatch
+
+    def answer(self, request: IRequest) -> Any:
+        parts = request.postpath
+        last = len(parts) == 3 and parts[2] == b"last"
+        if len(parts) != 2 and not last:
+            raise NotFound("no such path", code="no_such_path")
+        try:
+            publisher, center = parts[0].decode("utf-8"), parts[1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the URL path is not UTF-8 text", code="invalid_url") from None
+        self._cors(request)
+        if request.method == b"OPTIONS":
+            request.setHeader(b"access-control-allow-methods", b"GET, HEAD, OPTIONS")
+            request.setResponseCode(204)
+            return b""
+        if last:
+            serve: Callable[[IRequest, Hub], Any] = self._last
+        elif (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
+            serve = self._websocket_checked(request)
+        elif b"text/event-stream" in (request.getHeader(b"accept") or b""):
+            serve = self._event_stream
+        else:
+            serve = self._longpoll_checked(request)
+        if self.root.closing:
             raise Unavailable("the server is shutting down", code="shutting_down")
+        hub = self.registry.loaded(publisher, center)
+        if hub is not None and not hub.center.private:
+            return self._finish(request, self._admitted(request, hub, serve, last))
+        return self._finish(request, Deferred.fromCoroutine(self._find(request, publisher, center, serve, last)))
+
+    async def _find(self, request: IRequest, publisher: str, center: str,
+                    serve: Callable[[IRequest, Hub], Any], last: bool) -> Any:
+        """The asynchronous way: a center not live here yet, or a private one."""
         if not PUBLISHER_NAME.match(publisher) or not CENTER_NAME.match(center):
-            raise NotFound(f"no center {center!r}", code="no_such_center")
+            raise _no_center(center)
         hub = await self.registry.hub(publisher, center)
         if hub.center.private:
             owner = await self.registry.publisher(publisher)
             if owner is None:
-                raise NotFound(f"no center {center!r}", code="no_such_center")
+                raise _no_center(center)
             check_subscriber_token(_arg(request, b"token"), owner, center, self.clock.seconds())
+        result = self._admitted(request, hub, serve, last)
+        if isinstance(result, Deferred):
+            return await result
+        return result
+
+    def _admitted(self, request: IRequest, hub: Hub, serve: Callable[[IRequest, Hub], Any], last: bool) -> Any:
         limit = self.config.subscribers.max_per_center
-        if subscribing and limit and len(hub.subscribers) >= limit:
+        if not last and limit and len(hub.subscribers) >= limit:
             request.setHeader(b"retry-after", b"10")
             raise Unavailable(f"this center has its {limit} subscribers already", code="center_full")
-        return hub
+        return serve(request, hub)
 
-    # routes
+    def _finish(self, request: IRequest, result: Any) -> Any:
+        """Answer with *result*: bytes now, or a Deferred's bytes later."""
+        if not isinstance(result, Deferred):
+            return result
+        finished = [False]
 
-    @app.route("/healthz", methods=["GET"])
-    def healthz(self, request: IRequest) -> bytes:
-        return json_answer(request, {"status": "ok"})
+        def gone(failure: Failure) -> None:
+            finished[0] = True
+            result.cancel()
 
-    @app.route("/notifier.js", methods=["GET"])
-    def script(self, request: IRequest) -> bytes:
-        """The browser client (README.rst: In the browser)."""
-        request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
-        request.setHeader(b"cache-control", b"public, max-age=3600")
-        request.setHeader(b"access-control-allow-origin", b"*")
-        request.setHeader(b"etag", self._script_etag)
-        if request.getHeader(b"if-none-match") == self._script_etag:
-            request.setResponseCode(304)
-            return b""
-        return self._script
+        request.notifyFinish().addErrback(gone)
 
-    @app.route("/sub/<publisher>/<center>", methods=["OPTIONS"])
-    def preflight(self, request: IRequest, publisher: str, center: str) -> bytes:
-        self._cors(request)
-        request.setHeader(b"access-control-allow-methods", b"GET, HEAD, OPTIONS")
-        request.setResponseCode(204)
-        return b""
+        def done(body: Any) -> None:
+            if body is not NOT_DONE_YET and not finished[0]:
+                request.write(body)
+                request.finish()
 
-    @app.route("/sub/<publisher>/<center>", methods=["GET"])
-    async def subscribe(self, request: IRequest, publisher: str, center: str) -> Any:
-        self._cors(request)
-        upgrade = (request.getHeader(b"upgrade") or b"").lower()
-        if upgrade == b"websocket":
-            fmt = _arg(request, b"format") or "raw"
-            if fmt not in websocket.FORMATS:
-                raise BadRequest("format must be raw or json", code="invalid_format")
-            if not self._origin_allowed(request.getHeader(b"origin")):
-                raise Forbidden("this origin may not subscribe", code="origin_not_allowed")
-            since = _arg(request, b"since")
-            hub = await self._hub(request, publisher, center)
+        def failed(failure: Failure) -> None:
+            if finished[0] or failure.check(CancelledError):
+                return
+            if failure.check(NotifierError):
+                request.write(error_answer(request, failure.value))
+            else:
+                log.failure("unexpected error answering {path}", failure, path=request.path)
+                request.write(error_answer(request, NotifierError(
+                    "the server failed to answer", code="internal_error", status=500)))
+            request.finish()
+
+        result.addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+    # transports
+
+    def _websocket_checked(self, request: IRequest) -> Callable[[IRequest, Hub], Any]:
+        fmt = _arg(request, b"format") or "raw"
+        if fmt not in websocket.FORMATS:
+            raise BadRequest("format must be raw or json", code="invalid_format")
+        if not self._origin_allowed(request.getHeader(b"origin")):
+            raise Forbidden("this origin may not subscribe", code="origin_not_allowed")
+        since = _arg(request, b"since")
+
+        def serve(request: IRequest, hub: Hub) -> Any:
             request.channel.setTimeout(None)  # the connection is the subscriber's now
-            return websocket.upgrade(self.websockets, hub, fmt, since)
-        if b"text/event-stream" in (request.getHeader(b"accept") or b""):
-            return await self._event_stream(request, publisher, center)
-        return await self._longpoll(request, publisher, center)
+            return websocket.upgrade(self.websockets, hub, fmt, since).render(request)
 
-    async def _event_stream(self, request: IRequest, publisher: str, center: str) -> bytes:
+        return serve
+
+    def _event_stream(self, request: IRequest, hub: Hub) -> Deferred[bytes]:
         # A browser reconnecting by itself sends the last id it saw in
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
         since = last_event_id.decode("utf-8", "replace") if last_event_id else _arg(request, b"since")
-        hub = await self._hub(request, publisher, center)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         request.channel.setTimeout(None)
         stream = sse.EventStream(hub, request, self.config.subscribers.send_buffer_bytes, self.registry.dropped)
-        return await stream.start(since)
+        return stream.start(since)
 
-    async def _longpoll(self, request: IRequest, publisher: str, center: str) -> bytes:
+    def _longpoll_checked(self, request: IRequest) -> Callable[[IRequest, Hub], Any]:
         callback = _callback(request)
         since = _arg(request, b"since")
         timeout = self._timeout(request)
-        hub = await self._hub(request, publisher, center)
-        request.setHeader(b"cache-control", b"no-store")
-        # Clients polling again after the same message ask the same: answered once.
-        payload = hub.memo(("longpoll", since), lambda: self._backlog_body(hub, since))
-        if payload is not None:
-            pass
-        elif timeout == 0:
-            payload = longpoll.body([], since, True)
-        else:
-            payload = await longpoll.LongPoll(hub, since, timeout, self.clock).answer
+
+        def serve(request: IRequest, hub: Hub) -> Any:
+            request.setHeader(b"cache-control", b"no-store")
+            # Clients polling again after the same message ask the same: answered once.
+            payload = hub.memo(("longpoll", since), lambda: self._backlog_body(hub, since))
+            if payload is None:
+                if timeout == 0:
+                    payload = longpoll.body([], since, True)
+                else:
+                    waiting = longpoll.LongPoll(hub, since, timeout, self.clock).answer
+                    return waiting.addCallback(lambda payload: self._longpoll_answer(request, hub, payload, callback))
+            return self._longpoll_answer(request, hub, payload, callback)
+
+        return serve
+
+    @staticmethod
+    def _longpoll_answer(request: IRequest, hub: Hub, payload: bytes, callback: str | None) -> bytes:
         # Where to go on from, even when the body's last_id is null (a
         # timeout without since): nothing published after this answer is lost.
         request.setHeader(b"notifier-cursor", hub.position.encode())
@@ -203,11 +331,8 @@ class PublicApp:
             raise BadRequest(f"timeout must be 0 to {MAX_LONGPOLL_TIMEOUT} seconds", code="invalid_timeout")
         return timeout
 
-    @app.route("/sub/<publisher>/<center>/last", methods=["GET"])
-    async def last(self, request: IRequest, publisher: str, center: str) -> bytes:
-        self._cors(request)
+    def _last(self, request: IRequest, hub: Hub) -> bytes:
         callback = _callback(request)
-        hub = await self._hub(request, publisher, center, subscribing=False)
         request.setHeader(b"cache-control", b"no-store")
         text = hub.latest.data if hub.latest is not None else None
         if callback is not None:

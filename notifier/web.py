@@ -17,6 +17,7 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect as RouteRedirect
 
 from notifier.errors import BadRequest, MethodNotAllowed, NotFound, NotifierError
+from notifier.transports.pacing import send_now
 
 log = Logger()
 
@@ -29,7 +30,7 @@ def json_answer(request: IRequest, body: Any, status: int = 200) -> bytes:
     return json.dumps(body).encode()
 
 
-def _error(request: IRequest, error: NotifierError) -> bytes:
+def error_answer(request: IRequest, error: NotifierError) -> bytes:
     request.setResponseCode(error.status)
     request.setHeader(b"content-type", JSON)
     request.setHeader(b"cache-control", b"no-store")
@@ -41,29 +42,29 @@ def install_error_handlers(app: Klein) -> None:
 
     @app.handle_errors(NotifierError)
     def notifier_error(_app: object, request: IRequest, failure: Failure) -> bytes:
-        return _error(request, failure.value)
+        return error_answer(request, failure.value)
 
     @app.handle_errors(RouteNotFound)
     def no_route(_app: object, request: IRequest, failure: Failure) -> bytes:
-        return _error(request, NotFound("no such path", code="no_such_path"))
+        return error_answer(request, NotFound("no such path", code="no_such_path"))
 
     @app.handle_errors(RouteRedirect)
     def empty_segment(_app: object, request: IRequest, failure: Failure) -> bytes:
         # Werkzeug would redirect a path with "//" to its merged form: not ours.
-        return _error(request, NotFound("no such path", code="no_such_path"))
+        return error_answer(request, NotFound("no such path", code="no_such_path"))
 
     @app.handle_errors(RouteMethodNotAllowed)
     def wrong_method(_app: object, request: IRequest, failure: Failure) -> bytes:
         allowed = failure.value.valid_methods or []
         request.setHeader(b"allow", ", ".join(allowed).encode())
         method = request.method.decode("latin-1")
-        return _error(request, MethodNotAllowed(f"{method} is not allowed here"))
+        return error_answer(request, MethodNotAllowed(f"{method} is not allowed here"))
 
     @app.handle_errors(Exception)
     def unexpected(_app: object, request: IRequest, failure: Failure) -> bytes:
         log.failure("unexpected error answering {method} {path}", failure,
                     method=request.method, path=request.path)
-        return _error(request, NotifierError("the server failed to answer", code="internal_error", status=500))
+        return error_answer(request, NotifierError("the server failed to answer", code="internal_error", status=500))
 
 
 class BoundedRequest(server.Request):
@@ -102,7 +103,7 @@ class BoundedRequest(server.Request):
             return
         self.setHeader(b"allow", b"OPTIONS")
         method = self.method.decode("latin-1")
-        self.write(_error(self, MethodNotAllowed(f"{method} is not allowed on *")))
+        self.write(error_answer(self, MethodNotAllowed(f"{method} is not allowed on *")))
         self.finish()
 
 
@@ -110,7 +111,23 @@ _BAD_REQUEST = json.dumps({"error": "bad_request", "message": "malformed HTTP re
 
 
 class Channel(HTTPChannel):
-    """HTTP/1.1 whose refusals of malformed requests are JSON too."""
+    """HTTP/1.1 whose refusals of malformed requests are JSON too, and whose
+    answers go straight to the socket when nothing is queued (the same path
+    as the WebSocket fan-out, notifier.transports.pacing)."""
+
+    _host: Any = None
+
+    def write(self, data: bytes) -> None:
+        send_now(self.transport, data)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        send_now(self.transport, b"".join(iovec))
+
+    def getHost(self) -> Any:
+        # Asked by every request: one getsockname(2) per connection is enough.
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def lineLengthExceeded(self, line: bytes) -> None:
         # A request line or header over MAX_LENGTH: Twisted would only hang up.
@@ -169,4 +186,4 @@ class _Refusal(Resource):
         self.error = error
 
     def render(self, request: IRequest) -> bytes:
-        return _error(request, self.error)
+        return error_answer(request, self.error)
