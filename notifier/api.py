@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.web import resource
 from twisted.web.iweb import IRequest
 
 from notifier.auth import check_admin, publisher_credentials
@@ -16,7 +18,7 @@ from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
 from notifier.registry import HubRegistry
-from notifier.web import install_error_handlers, json_answer
+from notifier.web import answer_later, install_error_handlers, json_answer
 
 TEXT_TYPES = (b"application/json", b"application/xml")
 MAX_JSON_BODY = 64 * 1024  # request bodies other than messages
@@ -91,7 +93,7 @@ class ApiApp:
         self.metrics = metrics
 
     def resource(self) -> Any:
-        return self.app.resource()
+        return ApiRoot(self)
 
     async def _publisher(self, request: IRequest) -> tuple[str, bytes]:
         """The authenticated publisher's name, and the request body it signed."""
@@ -171,6 +173,11 @@ class ApiApp:
 
     @app.route("/api/v1/centers/<center>/messages", methods=["POST"])
     async def publish(self, request: IRequest, center: str) -> bytes:
+        return await self.publish_message(request, center)
+
+    async def publish_message(self, request: IRequest, center: str) -> bytes:
+        """``POST /api/v1/centers/{center}/messages``, also reached without
+        the router (ApiRoot): the one request a site makes most."""
         publisher, body = await self._publisher(request)
         if not _is_text(request.getHeader(b"content-type")):
             raise UnsupportedMediaType("messages are text: text/*, application/json or application/xml")
@@ -257,3 +264,26 @@ class ApiApp:
         body, content_type = await self.metrics.exposition()
         request.setHeader(b"content-type", content_type.encode())
         return body
+
+
+class ApiRoot(resource.Resource):
+    """The api listener's root: a publish goes straight to its handler,
+    everything else through the Klein router."""
+
+    isLeaf = True
+
+    def __init__(self, api: ApiApp) -> None:
+        super().__init__()
+        self.api = api
+        self.router = api.app.resource()
+
+    def render(self, request: IRequest) -> Any:
+        path = request.postpath
+        if (request.method == b"POST" and len(path) == 5 and path[0] == b"api" and path[1] == b"v1"
+                and path[2] == b"centers" and path[4] == b"messages"):
+            try:
+                center = path[3].decode("utf-8")
+            except UnicodeDecodeError:
+                return self.router.render(request)
+            return answer_later(request, Deferred.fromCoroutine(self.api.publish_message(request, center)))
+        return self.router.render(request)

@@ -15,10 +15,9 @@ import re
 from importlib.resources import files
 from typing import Any, Callable
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 
@@ -29,7 +28,7 @@ from notifier.hub import Hub
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
 from notifier.transports import longpoll, sse, websocket
-from notifier.web import error_answer, json_answer
+from notifier.web import answer_later, error_answer, json_answer
 
 log = Logger()
 
@@ -221,36 +220,10 @@ class Subscriptions(_Leaf):
             raise Unavailable(f"this center has its {limit} subscribers already", code="center_full")
         return serve(request, hub)
 
-    def _finish(self, request: IRequest, result: Any) -> Any:
+    @staticmethod
+    def _finish(request: IRequest, result: Any) -> Any:
         """Answer with *result*: bytes now, or a Deferred's bytes later."""
-        if not isinstance(result, Deferred):
-            return result
-        finished = [False]
-
-        def gone(failure: Failure) -> None:
-            finished[0] = True
-            result.cancel()
-
-        request.notifyFinish().addErrback(gone)
-
-        def done(body: Any) -> None:
-            if body is not NOT_DONE_YET and not finished[0]:
-                request.write(body)
-                request.finish()
-
-        def failed(failure: Failure) -> None:
-            if finished[0] or failure.check(CancelledError):
-                return
-            if failure.check(NotifierError):
-                request.write(error_answer(request, failure.value))
-            else:
-                log.failure("unexpected error answering {path}", failure, path=request.path)
-                request.write(error_answer(request, NotifierError(
-                    "the server failed to answer", code="internal_error", status=500)))
-            request.finish()
-
-        result.addCallbacks(done, failed)
-        return NOT_DONE_YET
+        return answer_later(request, result) if isinstance(result, Deferred) else result
 
     # transports
 

@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
@@ -35,6 +37,42 @@ def error_answer(request: IRequest, error: NotifierError) -> bytes:
     request.setHeader(b"content-type", JSON)
     request.setHeader(b"cache-control", b"no-store")
     return error.body()
+
+
+def answer_later(request: IRequest, result: Deferred[Any]) -> Any:
+    """Answer *request* with what *result* fires with (bytes; NOT_DONE_YET
+    when the request was handed over, to a WebSocket say), or with the JSON
+    error it fails with; cancel it if the client goes away first."""
+    finished = [False]
+
+    def gone(failure: Failure) -> None:
+        finished[0] = True
+        result.cancel()
+
+    request.notifyFinish().addErrback(gone)
+
+    def done(body: Any) -> None:
+        if body is not server.NOT_DONE_YET and not finished[0]:
+            if not request.startedWriting:  # not a stream: no chunking needed
+                request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
+            request.finish()
+
+    def failed(failure: Failure) -> None:
+        if finished[0] or failure.check(CancelledError):
+            return
+        if failure.check(NotifierError):
+            error = failure.value
+        else:
+            log.failure("unexpected error answering {path}", failure, path=request.path)
+            error = NotifierError("the server failed to answer", code="internal_error", status=500)
+        if request.startedWriting:  # a stream already begun can only be ended
+            request.finish()
+            return
+        done(error_answer(request, error))
+
+    result.addCallbacks(done, failed)
+    return server.NOT_DONE_YET
 
 
 def install_error_handlers(app: Klein) -> None:
@@ -116,12 +154,39 @@ class Channel(HTTPChannel):
     as the WebSocket fan-out, notifier.transports.pacing)."""
 
     _host: Any = None
+    #: The status line and headers, sent with the first body bytes: one send.
+    _head = b""
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        parts = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():  # Headers refuses CR and LF
+            for value in values:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        self._head = b"".join(parts)
 
     def write(self, data: bytes) -> None:
-        send_now(self.transport, data)
+        head, self._head = self._head, b""
+        send_now(self.transport, head + data if head else data)
 
     def writeSequence(self, iovec: list[bytes]) -> None:
-        send_now(self.transport, b"".join(iovec))
+        head, self._head = self._head, b""
+        send_now(self.transport, head + b"".join(iovec))
+
+    def _flush_head(self) -> None:
+        if self._head:
+            self.write(b"")
+
+    def requestDone(self, request: Any) -> None:
+        self._flush_head()  # an answer without a body
+        super().requestDone(request)
+
+    def loseConnection(self) -> None:
+        self._flush_head()
+        super().loseConnection()
 
     def getHost(self) -> Any:
         # Asked by every request: one getsockname(2) per connection is enough.
