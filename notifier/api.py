@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource
 from twisted.web.iweb import IRequest
@@ -18,7 +18,7 @@ from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
 from notifier.registry import HubRegistry
-from notifier.web import answer_later, install_error_handlers, json_answer
+from notifier.web import answer_later, install_error_handlers, json_answer, now_or_later
 
 TEXT_TYPES = (b"application/json", b"application/xml")
 MAX_JSON_BODY = 64 * 1024  # request bodies other than messages
@@ -285,5 +285,10 @@ class ApiRoot(resource.Resource):
                 center = path[3].decode("utf-8")
             except UnicodeDecodeError:
                 return self.router.render(request)
-            return answer_later(request, Deferred.fromCoroutine(self.api.publish_message(request, center)))
+            try:
+                result = now_or_later(self.api.publish_message(request, center))
+            except Exception:
+                # Answered the one way every failure is (notifier.web.answer_later).
+                return answer_later(request, fail())
+            return answer_later(request, result) if isinstance(result, Deferred) else result
         return self.router.render(request)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Coroutine, TypeVar
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
@@ -22,6 +22,7 @@ from notifier.errors import BadRequest, MethodNotAllowed, NotFound, NotifierErro
 from notifier.transports.pacing import send_now
 
 log = Logger()
+T = TypeVar("T")
 
 JSON = b"application/json"
 
@@ -37,6 +38,41 @@ def error_answer(request: IRequest, error: NotifierError) -> bytes:
     request.setHeader(b"content-type", JSON)
     request.setHeader(b"cache-control", b"no-store")
     return error.body()
+
+
+def now_or_later(coroutine: Coroutine[Any, Any, T]) -> T | Deferred[T]:
+    """Run *coroutine*: its result at once if it never has to wait (a publish
+    to a live center does not), else a Deferred of it. Exceptions it raises
+    before waiting are raised here."""
+    try:
+        awaited = coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    return Deferred.fromCoroutine(_resume(coroutine, awaited))
+
+
+async def _resume(coroutine: Coroutine[Any, Any, T], awaited: Any) -> T:
+    """Drive *coroutine* on from where it first waited for *awaited*."""
+    while True:
+        try:
+            value = await _wait(awaited)
+        except BaseException as e:
+            try:
+                awaited = coroutine.throw(e)
+            except StopIteration as done:
+                return done.value
+            continue
+        try:
+            awaited = coroutine.send(value)
+        except StopIteration as done:
+            return done.value
+
+
+async def _wait(awaited: Any) -> Any:
+    if isinstance(awaited, Deferred):
+        return await awaited
+    # A bare yield (asyncio-style futures are not used here): go on at once.
+    return awaited
 
 
 def answer_later(request: IRequest, result: Deferred[Any]) -> Any:
