@@ -42,3 +42,42 @@ test: $(STAMP) test-tools
 
 clean:
 	rm -rf $(VENV) run *.egg-info .pytest_cache .hypothesis
+
+# `make bench`: notifier against Nchan (one nginx worker) on loopback, with the
+# side-by-side harness in ../shared/bench; the goals, method and latest table
+# are in docs/performance.rst.
+#   make bench REPEAT=1 SCENARIOS="ws1k sse"   subset, one run per target
+#   make bench PYPY=1                          notifier on PyPy as a third target (bench/pypy_venv.sh)
+#   make bench UPDATE_DOCS=1                   write the table into docs/performance.rst
+#   make bench SCALE=0.1                       smoke run with a tenth of the messages
+BENCH_DIR   ?= ../shared/bench
+REPEAT      ?= 3
+SCENARIOS   ?=
+PYPY        ?=
+SCALE       ?= 1
+UPDATE_DOCS ?=
+BENCH_OUT   ?=
+BENCH_OPTS  ?=
+PYPY_VENV   := /tmp/pypy-venv
+# command or file -> Debian package, installed by `make bench` when missing
+BENCH_TOOLS := go=golang-go \
+  /usr/share/gocode/src/github.com/gorilla/websocket=golang-github-gorilla-websocket-dev \
+  nginx=nginx /usr/lib/nginx/modules/ngx_nchan_module.so=libnginx-mod-nchan
+
+.PHONY: bench
+
+bench: $(STAMP)
+	@for pair in $(BENCH_TOOLS); do \
+	  what=$${pair%%=*}; pkg=$${pair#*=}; \
+	  case $$what in /*) test -e $$what ;; *) command -v $$what >/dev/null 2>&1 ;; esac || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(if $(PYPY),bench/pypy_venv.sh $(PYPY_VENV))
+	$(BENCH_DIR)/loadgen/build.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" python3 bench/compare.py --bench-dir $(BENCH_DIR) --repeat $(REPEAT) \
+	  $(if $(SCENARIOS),--scenarios "$(SCENARIOS)") $(if $(PYPY),--pypy) \
+	  $(if $(filter-out 1,$(SCALE)),--scale $(SCALE)) $(if $(UPDATE_DOCS),--update-docs docs/performance.rst) \
+	  $(if $(BENCH_OUT),--out $(BENCH_OUT)) $(if $(BENCH_OPTS),--bench-opts "$(BENCH_OPTS)")
