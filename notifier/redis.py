@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 import txredisapi
 from attrs import frozen
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import endpoints, protocol
+from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 
 from notifier.errors import Unavailable
@@ -49,6 +49,19 @@ class RedisAddress:
         return cls(parts.hostname, parts.port or 6379, int(db), password)
 
 
+class _Pool(txredisapi.RedisFactory):
+    """txredisapi's pool, reconnecting whatever happens to a new connection.
+
+    txredisapi stops reconnecting for good when a new connection's ``AUTH``
+    or ``SELECT`` fails, a reply timeout included: a server that stalled
+    for a while (or a network that did) would leave the daemon answering
+    503 forever. Such a connection is closed, and made again with backoff.
+    """
+
+    def stopTrying(self) -> Any:
+        return defer.succeed(None)
+
+
 class Redis:
     """The command pool and the listener of one Redis server."""
 
@@ -57,7 +70,7 @@ class Redis:
         self.reactor = reactor
         self.prefix = "notifier:"
         self.channel_prefix = f"notifier:{address.db}:"
-        self._factory = txredisapi.RedisFactory(
+        self._factory = _Pool(
             f"{address.host}:{address.port}", address.db, poolsize, isLazy=True,
             handler=txredisapi.ConnectionHandler, charset="utf-8", password=address.password,
             replyTimeout=REPLY_TIMEOUT, convertNumbers=False)
@@ -87,7 +100,7 @@ class Redis:
 
         waited = 0.0
         while not self.up:
-            if waited >= timeout:
+            if waited >= timeout or not self._started:
                 raise Unavailable(f"Redis at {self.address.host}:{self.address.port} does not answer",
                                   code="store_unavailable")
             await deferLater(self.reactor, 0.05, lambda: None)

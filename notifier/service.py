@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from notifier.api import ApiApp, max_body_bytes
 from notifier.broker import Broker
 from notifier.config import Config
+from notifier.errors import NotifierError
 from notifier.heartbeat import Heartbeat
 from notifier.metrics import Metrics
 from notifier.public import PublicApp
@@ -58,6 +59,7 @@ class NotifierService(Service):
         self._public: PublicApp | None = None
         self._heartbeat: Heartbeat | None = None
         self._expiry: LoopingCall | None = None
+        self._expiry_failing = False
         self.ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
@@ -90,8 +92,21 @@ class NotifierService(Service):
     def _expire(self) -> defer.Deferred[Any]:
         assert self.registry is not None
         d = defer.Deferred.fromCoroutine(self.registry.expire_idle())
-        # A failing sweep is logged, and the next one tries again.
-        return d.addErrback(lambda f: log.failure("expiring idle centers failed", f))
+        # The next sweep tries again; an outage (Redis away) is logged once.
+        return d.addCallbacks(self._expired, self._expiry_failed)
+
+    def _expired(self, _: object) -> None:
+        if self._expiry_failing:
+            log.info("expiring idle centers works again")
+        self._expiry_failing = False
+
+    def _expiry_failed(self, failure: Failure) -> None:
+        if failure.check(NotifierError):
+            if not self._expiry_failing:
+                log.warn("expiring idle centers failed: {error}", error=failure.value.message)
+        else:
+            log.failure("expiring idle centers failed", failure)
+        self._expiry_failing = True
 
     def _fatal(self, failure: Failure) -> None:
         log.failure("the store could not be opened; stopping", failure)

@@ -1,8 +1,10 @@
 """The Store contract, run against every implementation.
 
-``MemoryStore`` (what the in-memory HTTP tests use) and ``SQLiteStore``, in
-memory and on disk, must behave alike; SQLite runs its queries on adbapi's
-thread, so these tests run on the real reactor.
+``MemoryStore`` (what the in-memory HTTP tests use), ``SQLiteStore``, in
+memory and on disk, and ``RedisStore`` (against a real ``redis-server``
+started for this module) must behave alike; SQLite runs its queries on
+adbapi's thread and Redis is over the network, so these tests run on the
+real reactor.
 """
 
 from __future__ import annotations
@@ -15,23 +17,39 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from notifier.model import Center, Publisher
+from notifier.redis import Redis, RedisAddress
+from notifier.store.redis import RedisStore
 from notifier.store.sqlite import SQLiteStore
 from tests.memory_store import MemoryStore
+from tests.redis_server import RedisServer
 
-STORES = ["memory", "sqlite-memory", "sqlite-file"]
+STORES = ["memory", "sqlite-memory", "sqlite-file", "redis"]
 
 
-def _make(kind: str, tmp_path) -> MemoryStore | SQLiteStore:
+@pytest_twisted.async_yield_fixture(scope="module")
+async def redis_server(tmp_path_factory):
+    """One redis-server for the module, started by the first test that needs it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    await server.stop()
+
+
+async def _make(kind: str, tmp_path, redis_server: RedisServer) -> MemoryStore | SQLiteStore | RedisStore:
     if kind == "memory":
         return MemoryStore()
     if kind == "sqlite-memory":
         return SQLiteStore(":memory:", reactor)
-    return SQLiteStore(str(tmp_path / "n.db"), reactor)
+    if kind == "sqlite-file":
+        return SQLiteStore(str(tmp_path / "n.db"), reactor)
+    if not redis_server.running:
+        await redis_server.start()
+    redis_server.flush()  # every test starts from an empty database
+    return RedisStore(Redis(RedisAddress.parse(redis_server.url), reactor))
 
 
 @pytest_twisted.async_yield_fixture(params=STORES)
-async def store(request, tmp_path):
-    opened = _make(request.param, tmp_path)
+async def store(request, tmp_path, redis_server):
+    opened = await _make(request.param, tmp_path, redis_server)
     await opened.open()
     yield opened
     await opened.close()

@@ -8,7 +8,9 @@ it. Every daemon, the publishing one included, delivers what arrives on the
 channel. A hub loaded on a node starts from what Redis retains; messages
 arriving while it loads wait, so none is missed or doubled. A gap in the
 numbers (the channel was cut) makes the hub catch up from Redis, as does
-every reconnection.
+every reconnection; when Redis no longer holds all that was missed, or no
+longer holds the center, the hub's subscribers are closed so that they come
+back and are told (``recovered: false``, or 404).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ log = Logger()
 
 #: How long a publish's Idempotency-Key is remembered (SPEC.md: 10 minutes).
 KEY_TTL = 600
+#: How long a reconnected listener waits for the command connections before
+#: catching hubs up (they reconnect with a backoff of their own).
+CATCH_UP_WAIT = 60.0
 
 # ARGV: prefix, channel, idempotency key or '', ts, n, then n times:
 # publisher, center, data, history, ttl
@@ -145,16 +150,36 @@ class RedisBroker:
             self._pending.pop(path, None)  # the next reconnection catches up again
             raise
         arrived = self._pending.pop(path, [])
+        registry = self.registry
         if state is None or state[0] != hub.epoch:
-            return  # deleted, or made again: its deletion is announced
-        for seq, ts, data in state[2]:
-            if seq > hub.seq:
-                hub.deliver(hub.append(data, seq, ts))
+            # Deleted, or made again, while this node was not listening (or
+            # Redis lost it): close the hub as a deletion does, so that its
+            # subscribers come back to what Redis holds now.
+            if registry is not None and registry.loaded(hub.center.publisher, hub.center.name) is hub:
+                registry.drop_hub(hub.center.publisher, hub.center.name)
+            return
+        missed = [entry for entry in state[2] if entry[0] > hub.seq]
+        if state[1] > hub.seq and (not missed or missed[0][0] != hub.seq + 1):
+            # More was published meanwhile than Redis retains: a stream with
+            # a hole in it must not pass for whole. Closed as on a shutdown,
+            # the subscribers come back with their cursors and are told.
+            if registry is not None and registry.loaded(hub.center.publisher, hub.center.name) is hub:
+                registry.drop_hub(hub.center.publisher, hub.center.name, "shutdown")
+            return
+        for seq, ts, data in missed:
+            hub.deliver(hub.append(data, seq, ts))
         for arrival in arrived:
             self._apply(hub, *arrival)
 
     def _subscribed(self) -> None:
         """(Re)connected to the channels: catch every live hub up."""
+        Deferred.fromCoroutine(self._catch_up_all()).addErrback(
+            lambda f: log.failure("catching up from Redis failed", f))
+
+    async def _catch_up_all(self) -> None:
+        # The command connections come back on their own schedule, maybe
+        # after this one: reading what was missed needs them.
+        await self.redis.ready(CATCH_UP_WAIT)
         if self.registry is not None:
             for hub in self.registry.hubs():
                 self._catch_up(hub)
@@ -181,8 +206,13 @@ class RedisBroker:
             self._apply(hub, *arrival)
 
     def _apply(self, hub: Hub, epoch: str, seq: int, ts: float, data: str) -> None:
-        if epoch != hub.epoch or seq <= hub.seq:
-            return  # another incarnation of the center, or had already
+        if epoch != hub.epoch:
+            # Another incarnation of the center: this hub may be the stale
+            # one (its deletion was missed), which Redis tells.
+            self._catch_up(hub)
+            return
+        if seq <= hub.seq:
+            return  # had already
         if seq == hub.seq + 1:
             hub.deliver(hub.append(data, seq, ts))
         else:
@@ -229,5 +259,6 @@ class RedisBroker:
             if hub.ttl and hub.subscribers and now - self._refreshed.get(path, 0) >= hub.ttl / 3:
                 self._refreshed[path] = now
                 await self.redis.call("zadd", deadlines, now + hub.ttl, path)
-        due = await self.redis.call("zrangebyscore", deadlines, "-inf", now, 0, 100)
+        due = await self.redis.call("execute_command", "ZRANGEBYSCORE", deadlines, "-inf", now,
+                                    "LIMIT", 0, 100)
         return [tuple(path.split("/", 1)) for path in due]  # type: ignore[misc]

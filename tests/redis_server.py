@@ -1,0 +1,167 @@
+"""A real ``redis-server`` for the tests, on a free loopback port.
+
+Spawned through the reactor (never blocking it), without persistence, in a
+temporary folder; ``stop()`` and ``start()`` again keep the same port, so a
+daemon using it sees Redis go away and come back (empty).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+
+from tests.support import sleep
+
+#: How long redis-server may take to answer PING, or to end after SIGTERM.
+START_SECONDS = 10.0
+STOP_SECONDS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_path() -> str:
+    path = shutil.which("redis-server")
+    if path is None and os.access("/usr/bin/redis-server", os.X_OK):
+        path = "/usr/bin/redis-server"
+    if path is None:
+        raise RuntimeError("redis-server is not installed; `make test` installs it "
+                           "(the Debian package redis-server)")
+    return path
+
+
+def _ping(port: int) -> bool:
+    """Whether a Redis answers PING on *port* (a short, local, blocking exchange)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def raw_command(port: int, *args: str) -> bytes:
+    """One command in the Redis protocol over a raw socket; the first reply line."""
+    request = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(request)
+        return s.recv(4096)
+
+
+def _watch(d: defer.Deferred[Any], seconds: float) -> defer.Deferred[None]:
+    """Fires when *d* does, or fails with TimeoutError after *seconds*; *d* is left alone."""
+    watcher: defer.Deferred[None] = defer.Deferred()
+
+    def fired(result: Any) -> Any:
+        if not watcher.called:
+            watcher.callback(None)
+        return result
+
+    d.addBoth(fired)
+    return watcher.addTimeout(seconds, reactor)
+
+
+class _Process(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value)
+
+
+class RedisServer:
+    """One ``redis-server`` child process; ``url`` for the daemons to use."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.executable = redis_server_path()
+        self._process: _Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and not self._process.ended.called
+
+    def log(self) -> str:
+        return self._process.output.decode("utf-8", "replace") if self._process is not None else ""
+
+    async def start(self) -> None:
+        """Spawn it and wait (bounded) until it answers PING."""
+        assert not self.running, "redis-server is running already"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        argv = [self.executable, "--port", str(self.port), "--save", "", "--appendonly", "no",
+                "--bind", "127.0.0.1", "--dir", str(self.folder)]
+        process = self._process = _Process()
+        reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=str(self.folder))
+        for _ in range(int(START_SECONDS / 0.05)):
+            if process.ended.called:
+                raise RuntimeError(f"redis-server ended while starting on port {self.port}:\n{self.log()}")
+            if _ping(self.port):
+                return
+            await sleep(0.05)
+        await self.stop()
+        raise RuntimeError(f"redis-server did not answer PING within {START_SECONDS} s:\n{self.log()}")
+
+    async def stop(self) -> None:
+        """SIGTERM, and wait (bounded) until it has ended; SIGKILL past that."""
+        process = self._process
+        if process is None or process.ended.called:
+            return
+        self.resume()  # a paused server would not act on SIGTERM
+        for signal_name in ("TERM", "KILL"):
+            try:
+                process.transport.signalProcess(signal_name)
+            except ProcessExitedAlready:
+                pass
+            try:
+                await _watch(process.ended, STOP_SECONDS)
+                return
+            except defer.TimeoutError:
+                continue
+        raise RuntimeError(f"redis-server on port {self.port} did not end:\n{self.log()}")
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing is answered, as in a network partition."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, number: int) -> None:
+        if self.running:
+            assert self._process is not None
+            try:
+                self._process.transport.signalProcess(number)
+            except ProcessExitedAlready:
+                pass
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def flush(self) -> None:
+        """Empty every database (FLUSHALL)."""
+        reply = raw_command(self.port, "FLUSHALL")
+        assert reply.startswith(b"+OK"), reply
