@@ -10,6 +10,7 @@ store goes the asynchronous way. Every refusal is SPEC.md's JSON error.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 import json
 import re
 from importlib.resources import files
@@ -63,7 +64,7 @@ def _no_center(center: str) -> NotFound:
     return NotFound(f"no center {center!r}", code="no_such_center")
 
 
-class _Leaf(resource.Resource):
+class _Leaf(resource.Resource, ABC):
     """A leaf answering only the methods it names, with JSON refusals."""
 
     isLeaf = True
@@ -79,8 +80,9 @@ class _Leaf(resource.Resource):
         except NotifierError as e:
             return error_answer(request, e)
 
+    @abstractmethod
     def answer(self, request: IRequest) -> Any:
-        raise NotImplementedError
+        """The answer to a request of one of ``methods``."""
 
 
 class _Health(_Leaf):

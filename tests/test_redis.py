@@ -24,14 +24,14 @@ import jwt
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import defer, endpoints, protocol, reactor
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet import defer, reactor
 
 import notifier.redis
 from notifier.errors import Unavailable
 from notifier.redis import Redis, RedisAddress
 from notifier.registry import PUBLISHER_TTL
 from tests.redis_server import RedisServer, free_port, raw_command
+from tests.relay import Relay
 from tests.support import (
     ADMIN_TOKEN, Daemon, WebSocket, call, config_text, event_source, handshake_headers, sleep,
     start_daemon, websocket,
@@ -501,82 +501,6 @@ async def test_a_center_history_override_is_what_redis_retains(nodes, redis):
 # faults
 
 
-class _Upstream(protocol.Protocol):
-    def __init__(self, downstream: _Downstream) -> None:
-        self.downstream = downstream
-
-    def connectionMade(self) -> None:
-        self.downstream.connected_upstream(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.downstream.transport.write(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.downstream.transport.loseConnection()
-
-
-class _Downstream(protocol.Protocol):
-    def __init__(self, relay: TCPRelay) -> None:
-        self.relay = relay
-        self.upstream: _Upstream | None = None
-        self.pending: list[bytes] = []
-
-    def connectionMade(self) -> None:
-        self.relay.connections.add(self)
-        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.relay.target)
-        endpoints.connectProtocol(endpoint, _Upstream(self)).addErrback(
-            lambda _: self.transport.abortConnection())
-
-    def connected_upstream(self, upstream: _Upstream) -> None:
-        self.upstream = upstream
-        for data in self.pending:
-            upstream.transport.write(data)
-        self.pending = []
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.upstream is None:
-            self.pending.append(data)
-        else:
-            self.upstream.transport.write(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.relay.connections.discard(self)
-        if self.upstream is not None:
-            self.upstream.transport.loseConnection()
-
-
-class TCPRelay(protocol.Factory):
-    """Bytes both ways between a local port and *target*; ``cut()`` drops every
-    connection and refuses new ones until ``restore()`` (same port)."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port_number = 0
-        self.connections: set[_Downstream] = set()
-        self._port: IListeningPort | None = None
-
-    def buildProtocol(self, addr: Any) -> _Downstream:
-        return _Downstream(self)
-
-    async def start(self) -> int:
-        self._port = await endpoints.TCP4ServerEndpoint(
-            reactor, self.port_number, interface="127.0.0.1").listen(self)
-        self.port_number = self._port.getHost().port
-        return self.port_number
-
-    async def cut(self) -> None:
-        if self._port is not None:
-            await self._port.stopListening()
-            self._port = None
-        for connection in list(self.connections):
-            connection.transport.abortConnection()
-            if connection.upstream is not None:
-                connection.upstream.transport.abortConnection()
-
-    async def restore(self) -> None:
-        await self.start()
-
-
 @pytest_twisted.ensureDeferred
 async def test_publishing_answers_503_while_redis_is_down_and_works_again_once_it_is_back(nodes, redis):
     a, b = await nodes(), await nodes()
@@ -633,7 +557,7 @@ async def test_publishing_answers_503_while_redis_is_down_and_works_again_once_i
 
 @pytest_twisted.ensureDeferred
 async def test_a_node_cut_off_from_redis_catches_up_when_it_is_back(nodes, redis):
-    relay = TCPRelay(redis.port)
+    relay = Relay(redis.port)
     await relay.start()
     try:
         a = await nodes()
@@ -678,7 +602,7 @@ async def test_a_node_cut_off_from_redis_catches_up_when_it_is_back(nodes, redis
 
 @pytest_twisted.ensureDeferred
 async def test_a_node_that_missed_more_than_redis_retains_sends_its_subscribers_back(nodes, redis):
-    relay = TCPRelay(redis.port)
+    relay = Relay(redis.port)
     await relay.start()
     try:
         a = await nodes()

@@ -9,6 +9,7 @@ daemon's memory. While the client keeps up this costs one ``is None`` test.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any
 
@@ -39,24 +40,27 @@ def send_now(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
-class Paced:
+class Paced(ABC):
     _waiting: deque[Any] | None = None
     _waiting_bytes = 0
 
     # what a transport provides
 
+    @abstractmethod
     def _write(self, item: Any) -> None:
-        raise NotImplementedError
+        """Send *item* on the connection."""
 
+    @abstractmethod
     def _size(self, item: Any) -> int:
-        raise NotImplementedError
+        """The bytes *item* takes."""
 
+    @abstractmethod
     def _limit(self) -> int:
-        raise NotImplementedError
+        """How many bytes may wait before the subscriber is dropped."""
 
+    @abstractmethod
     def _drop_slow(self) -> None:
         """Leave the hub and end the connection: it fell too far behind."""
-        raise NotImplementedError
 
     # sending
 
