@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
-from notifier.auth import check_admin, publisher_credentials
+from notifier.auth import (
+    BasicCredentials,
+    SignedRequest,
+    bad_credentials,
+    check_admin,
+    publisher_credentials,
+    publisher_credentials_from,
+)
 from notifier.config import Config
 from notifier.errors import BadRequest, NotifierError, TooLarge, Unauthorized, UnsupportedMediaType
+from notifier.model import Publisher
 from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
@@ -96,14 +106,59 @@ class ApiApp:
         return ApiRoot(self)
 
     async def _publisher(self, request: IRequest) -> tuple[str, bytes]:
-        """The authenticated publisher's name, and the request body it signed."""
+        """The authenticated publisher's name, and the request body it signed.
+
+        Every refusal of credentials naming no publisher, a wrong secret or
+        a wrong signature is the same (README.rst: Security).
+        """
         credentials = publisher_credentials(request)
-        body = _read(request)
+        now = self.clock.seconds()
+        credentials.check_time(now)
         publisher = await self.registry.publisher(credentials.publisher)
-        if publisher is None:
-            raise Unauthorized("unknown publisher or wrong secret", code="bad_credentials")
-        credentials.verify(publisher, request, body, self.clock.seconds())
+        if getattr(request, "body_refused", False):
+            raise bad_credentials()  # looked up as the head came in (body_gate)
+        body = _read(request)
+        credentials.verify(publisher, request, body, now)
+        assert publisher is not None
+        if isinstance(credentials, SignedRequest) and not await self.registry.broker.first_use(
+                publisher.name, credentials.signature, credentials.timestamp):
+            raise Unauthorized("this signed request was accepted before; sign each request anew",
+                               code="replayed_signature")
         return publisher.name, body
+
+    def body_gate(self, method: bytes, target: bytes, headers: Headers) -> tuple[int, Deferred[bool] | None]:
+        """How much of a request's body to read, decided from its head
+        (notifier.web.BoundedRequest): each route's own bound, and no body
+        at all for credentials that cannot hold, looked up first."""
+        path = target.split(b"?", 1)[0].split(b"/")
+        if path[1:3] == [b"admin", b"v1"]:
+            admin = self.config.api.admin_token.encode()
+            scheme, _, value = (headers.getRawHeaders(b"authorization") or [b""])[0].partition(b" ")
+            granted = bool(admin) and scheme.lower() == b"bearer" and secrets.compare_digest(value.strip(), admin)
+            return (MAX_JSON_BODY if granted else 0), None
+        if path[1:3] != [b"api", b"v1"]:
+            return 0, None
+        if method == b"POST" and len(path) == 6 and path[3] == b"centers" and path[5] == b"messages":
+            limit = self.config.centers.max_message_bytes
+        elif method == b"POST" and path[3:] == [b"messages"]:
+            limit = max_body_bytes(self.config)
+        else:
+            limit = MAX_JSON_BODY
+        try:
+            credentials = publisher_credentials_from(headers.getRawHeaders(b"authorization") or [b""])
+            looked_up = now_or_later(self.registry.publisher(credentials.publisher))
+        except Exception:
+            return 0, None  # the handler answers why (401, or 503 for a store away)
+
+        def admitted(publisher: Publisher | None) -> bool:
+            if publisher is None:
+                return False
+            return not isinstance(credentials, BasicCredentials) or secrets.compare_digest(
+                publisher.secret.encode(), credentials.secret.encode())
+
+        if isinstance(looked_up, Deferred):
+            return limit, looked_up.addCallback(admitted)
+        return limit, succeed(admitted(looked_up))
 
     def _text(self, data: bytes) -> str:
         limit = self.config.centers.max_message_bytes

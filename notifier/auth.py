@@ -31,14 +31,29 @@ def _bad(message: str, code: str = "bad_credentials") -> Unauthorized:
     return Unauthorized(message, code=code)
 
 
+def bad_credentials() -> Unauthorized:
+    """The one refusal of credentials that name no publisher, or the wrong
+    secret or signature: it never tells which."""
+    return _bad("unknown publisher or wrong credentials")
+
+
+#: Checked in place of a publisher that does not exist, so that refusing an
+#: unknown publisher takes as long as refusing a wrong secret.
+_NOBODY = Publisher("", "x" * 43, 0.0)
+
+
 @frozen
 class BasicCredentials:
     publisher: str
     secret: str
 
-    def verify(self, publisher: Publisher, request: IRequest, body: bytes, now: float) -> None:
-        if not secrets.compare_digest(publisher.secret.encode(), self.secret.encode()):
-            raise _bad("unknown publisher or wrong secret")
+    def check_time(self, now: float) -> None:
+        """Nothing to check: Basic credentials carry no time."""
+
+    def verify(self, publisher: Publisher | None, request: IRequest, body: bytes, now: float) -> None:
+        if not secrets.compare_digest((publisher or _NOBODY).secret.encode(), self.secret.encode()) \
+                or publisher is None:
+            raise bad_credentials()
 
 
 @frozen
@@ -47,13 +62,18 @@ class SignedRequest:
     timestamp: int
     signature: str
 
-    def verify(self, publisher: Publisher, request: IRequest, body: bytes, now: float) -> None:
+    def check_time(self, now: float) -> None:
+        """Refuse a timestamp out of the window: before anything is looked
+        up, so that the answer says nothing of the publisher."""
         if abs(now - self.timestamp) > SIGNATURE_WINDOW:
             raise _bad(f"the signature's timestamp is more than {SIGNATURE_WINDOW} s from the server's clock",
                        code="stale_signature")
-        expected = signature(publisher.secret, request.method, request.uri, self.timestamp, body)
-        if not hmac.compare_digest(expected, self.signature):
-            raise _bad("unknown publisher or wrong signature")
+
+    def verify(self, publisher: Publisher | None, request: IRequest, body: bytes, now: float) -> None:
+        self.check_time(now)
+        expected = signature((publisher or _NOBODY).secret, request.method, request.uri, self.timestamp, body)
+        if not hmac.compare_digest(expected, self.signature) or publisher is None:
+            raise bad_credentials()
 
 
 def signature(secret: str, method: bytes, path_with_query: bytes, timestamp: int, body: bytes) -> str:
@@ -66,7 +86,12 @@ def signature(secret: str, method: bytes, path_with_query: bytes, timestamp: int
 
 def publisher_credentials(request: IRequest) -> BasicCredentials | SignedRequest:
     """What the request claims, before anything is checked against the store."""
-    header = request.getHeader(b"authorization") or b""
+    return publisher_credentials_from([request.getHeader(b"authorization") or b""])
+
+
+def publisher_credentials_from(values: list[bytes]) -> BasicCredentials | SignedRequest:
+    """What the ``Authorization`` header's *values* (the first counts) claim."""
+    header = values[0] if values else b""
     scheme, _, value = header.partition(b" ")
     scheme = scheme.lower()
     if scheme == b"basic":
@@ -115,8 +140,9 @@ def check_admin(request: IRequest, token: str) -> None:
         raise _bad("admin token required (Authorization: Bearer)")
 
 
-def check_subscriber_token(token: str | None, publisher: Publisher, center: str, now: float) -> None:
-    """Pass a JWT (HS256, the publisher's secret) that grants *center* and has not expired."""
+def check_subscriber_token(token: str | None, publisher: Publisher, center: str, now: float) -> float:
+    """Pass a JWT (HS256, the publisher's secret) that grants *center* and
+    has not expired; when it expires."""
     if not token:
         raise _bad("this center needs a subscriber token (token=)", code="token_required")
     try:
@@ -136,6 +162,7 @@ def check_subscriber_token(token: str | None, publisher: Publisher, center: str,
         raise _bad("the subscriber token is not valid yet", code="invalid_token")
     if not grants(claims, center):
         raise _bad("the subscriber token is for another center", code="invalid_token")
+    return float(exp)
 
 
 def _number(value: Any) -> bool:
@@ -143,14 +170,15 @@ def _number(value: Any) -> bool:
 
 
 def grants(claims: dict[str, Any], center: str) -> bool:
-    """Whether ``sub`` or ``centers`` names *center* (a ``*`` suffix is a prefix)."""
-    patterns: list[Any] = []
-    if "sub" in claims:
-        patterns.append(claims["sub"])
+    """Whether ``sub`` names *center* exactly, or an entry of ``centers``
+    names it (there, a ``*`` suffix grants every name it prefixes)."""
+    sub = claims.get("sub")
+    if isinstance(sub, str) and secrets.compare_digest(sub.encode(), center.encode()):
+        return True
     centers = claims.get("centers")
-    if isinstance(centers, list):
-        patterns.extend(centers)
-    for pattern in patterns:
+    if not isinstance(centers, list):
+        return False
+    for pattern in centers:
         if not isinstance(pattern, str) or not pattern:
             continue
         if pattern.endswith("*"):

@@ -7,11 +7,14 @@ message naming the key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from typing import Any
 
 from attrs import field, fields, frozen
 from twisted.internet import endpoints
+
+from notifier.names import CENTER_NAME
 
 
 class ConfigError(Exception):
@@ -40,6 +43,14 @@ class _NoReactor:
 _NO_REACTOR: Any = _NoReactor()
 
 
+_PASSWORD = re.compile(r"(//[^/@]*?:)[^/@]*@")
+
+
+def redacted(url: str) -> str:
+    """*url* with any password in it shown as ``***``."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
 def _store_url(key: str, value: str) -> None:
     if value.startswith("redis:"):
         from notifier.redis import RedisAddress
@@ -47,11 +58,17 @@ def _store_url(key: str, value: str) -> None:
         try:
             RedisAddress.parse(value)
         except ValueError as e:
-            raise ConfigError(f"{key}: {e}, got {value!r}") from None
+            raise ConfigError(f"{key}: {redacted(str(e))}, got {redacted(value)!r}") from None
         return
     if not value.startswith("sqlite:") or value == "sqlite:":
         raise ConfigError(f"{key}: expected 'sqlite:PATH', 'sqlite::memory:' or 'redis://host:port/db', "
-                          f"got {value!r}")
+                          f"got {redacted(value)!r}")
+
+
+def _patterns(key: str, value: list[Any]) -> None:
+    for pattern in value:
+        if not isinstance(pattern, str) or not CENTER_NAME.match(pattern.removesuffix("*") or "x"):
+            raise ConfigError(f"{key}: every entry must be a center name, or its beginning followed by '*'")
 
 
 def _origins(key: str, value: list[Any]) -> None:
@@ -84,12 +101,14 @@ def _key(default: Any, kind: type | tuple[type, ...], check: Any = None) -> Any:
 class PublicConfig:
     endpoint: str = _key("tcp:8080", str, _endpoint)
     allowed_origins: tuple[str, ...] = _key(("*",), list, _origins)
+    header_timeout: float = _key(10, (int, float), _between(0.1, 600))
 
 
 @frozen
 class ApiConfig:
     endpoint: str = _key("tcp:8081:interface=127.0.0.1", str, _endpoint)
     admin_token: str = _key("", str)
+    header_timeout: float = _key(10, (int, float), _between(0.1, 600))
 
 
 @frozen
@@ -102,6 +121,9 @@ class CentersConfig:
     history: int = _key(100, int, _between(0, 100_000))
     max_message_bytes: int = _key(65536, int, _between(1, 64 * 1024 * 1024))
     auto_create: bool = _key(False, bool)
+    #: Auto-created centers whose names match one of these are private.
+    auto_create_private: tuple[str, ...] = _key((), list, _patterns)
+    max_per_publisher: int = _key(10_000, int, _at_least(0))
     idle_ttl: int = _key(0, int, _at_least(0))
 
 

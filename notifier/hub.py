@@ -11,6 +11,7 @@ writes.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from itertools import islice
 from typing import Callable, Protocol, TypeVar
@@ -31,7 +32,9 @@ class Subscriber(Protocol):
         """Send messages, already prepared for every wire form."""
 
     def close(self, reason: str) -> None:
-        """End the subscription: ``"deleted"`` or ``"shutdown"``."""
+        """End the subscription: ``"deleted"``, ``"shutdown"``, or, for a
+        private center, ``"expired"`` (its token) or ``"revoked"`` (the
+        publisher's secret changed)."""
 
 
 class Prepared:
@@ -87,12 +90,16 @@ def _now(call: Callable[[], object]) -> None:
 FANOUT_SLICE = 1000
 
 
+#: A position: ``{epoch}-{seq}``, the seq 1 to 18 ASCII digits (README.rst: Cursors).
+CURSOR = re.compile(r"([A-Za-z0-9._~-]{1,64})-([0-9]{1,18})\Z", re.ASCII)
+
+
 def parse_id(message_id: str) -> tuple[str, int] | None:
     """``(epoch, seq)`` of an id, or ``None`` when it is not one of ours."""
-    epoch, sep, seq = message_id.rpartition("-")
-    if not sep or not epoch or not seq.isdigit() or len(seq) > 18:
+    match = CURSOR.match(message_id)
+    if match is None:
         return None
-    return epoch, int(seq)
+    return match[1], int(match[2])
 
 
 @define(slots=True, eq=False)
@@ -207,28 +214,38 @@ class Hub:
             value = self._memo[key] = build()
             return value
 
-    def retained_after(self, cursor: str | None) -> tuple[list[Prepared], bool]:
-        """Retained messages after *cursor*, and whether none were missed.
+    def forget(self, key: object) -> None:
+        """Drop what ``memo`` keeps under *key*."""
+        self._memo.pop(key, None)
+
+    def resume_point(self, cursor: str | None) -> tuple[int, int, bool]:
+        """Where a subscriber resuming after *cursor* starts: the slice
+        ``[start, end)`` of the retained messages it is sent, and whether
+        none were missed. Every cursor maps to one of at most
+        ``history + 1`` answers, whatever its text.
 
         ``None`` asks for nothing retained. A cursor of another epoch, from
         the future, or older than the oldest retained message is answered
         with everything retained and ``False``.
         """
-        if cursor is None:
-            return [], True
         # What is not sent yet is on its way to every subscriber: not here.
         sent = self._sent
-        retained = self._retained
-        unsent = self._seq - sent
-        upto = len(retained) - unsent
+        end = max(len(self._retained) - (self._seq - sent), 0)
+        if cursor is None:
+            return end, end, True
         parsed = parse_id(cursor)
         if parsed is None or parsed[0] != self.epoch or parsed[1] > sent:
-            return list(islice(retained, 0, max(upto, 0))), False
-        seq = parsed[1]
-        oldest = self._seq - len(retained) + 1  # the seq of the oldest retained
-        if seq < oldest - 1:
-            return list(islice(retained, 0, max(upto, 0))), False
-        return list(islice(retained, seq - oldest + 1, max(upto, 0))), True
+            return 0, end, False
+        oldest = self._seq - len(self._retained) + 1  # the seq of the oldest retained
+        if parsed[1] < oldest - 1:
+            return 0, end, False
+        return parsed[1] - oldest + 1, end, True
+
+    def retained_after(self, cursor: str | None) -> tuple[list[Prepared], bool]:
+        """Retained messages after *cursor*, and whether none were missed
+        (``resume_point``)."""
+        start, end, recovered = self.resume_point(cursor)
+        return list(islice(self._retained, start, end)), recovered
 
     def attach(self, subscriber: Subscriber, cursor: str | None) -> tuple[list[Prepared], bool]:
         """Subscribe and return the backlog after *cursor*, in one step.

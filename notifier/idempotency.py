@@ -13,7 +13,8 @@ T = TypeVar("T")
 
 #: How long a key is remembered, in seconds (SPEC.md: 10 minutes).
 KEY_TTL = 600.0
-#: How many keys are remembered at most; the oldest go first.
+#: How many keys are remembered at most per publisher; the oldest go first.
+#: Kept per publisher, so that one publisher never evicts another's keys.
 MAX_KEYS = 100_000
 
 
@@ -30,7 +31,7 @@ class IdempotencyKeys:
     clock: IReactorTime
     ttl: float = KEY_TTL
     max_keys: int = MAX_KEYS
-    _entries: OrderedDict[tuple[str, str], _Entry[Any]] = field(factory=OrderedDict)
+    _publishers: dict[str, OrderedDict[str, _Entry[Any]]] = field(factory=dict)
 
     async def once(self, publisher: str, key: str, action: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Run *action* once for ``(publisher, key)``: its result, and whether it ran now.
@@ -39,22 +40,27 @@ class IdempotencyKeys:
         action is forgotten, so that a retry may succeed.
         """
         now = self.clock.seconds()
-        self._forget_before(now - self.ttl)
-        entry = self._entries.get((publisher, key))
+        entries = self._publishers.get(publisher)
+        if entries is None:
+            entries = self._publishers[publisher] = OrderedDict()
+        self._forget_before(entries, now - self.ttl)
+        entry = entries.get(key)
         if entry is not None:
             if entry.done:
                 return entry.result, False
             waiter: Deferred[T] = Deferred()
             entry.waiting.append(waiter)
             return await waiter, False
-        entry = self._entries[(publisher, key)] = _Entry(now)
-        while len(self._entries) > self.max_keys:
-            self._entries.popitem(last=False)
+        entry = entries[key] = _Entry(now)
+        while len(entries) > self.max_keys:
+            entries.popitem(last=False)
         try:
             result = await action()
         except BaseException as e:
-            if self._entries.get((publisher, key)) is entry:
-                del self._entries[(publisher, key)]
+            if entries.get(key) is entry:
+                del entries[key]
+            if not entries and self._publishers.get(publisher) is entries:
+                del self._publishers[publisher]
             for waiter in entry.waiting:
                 waiter.errback(e)
             raise
@@ -64,8 +70,8 @@ class IdempotencyKeys:
         entry.waiting.clear()
         return result, True
 
-    def _forget_before(self, oldest: float) -> None:
-        entries = self._entries
+    @staticmethod
+    def _forget_before(entries: OrderedDict[str, _Entry[Any]], oldest: float) -> None:
         while entries:
             key, entry = next(iter(entries.items()))
             if entry.at >= oldest or not entry.done:

@@ -7,7 +7,8 @@ import re
 from notifier.errors import BadRequest
 
 PUBLISHER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
-CENTER_NAME = re.compile(r"[A-Za-z0-9._:@~-]{1,200}\Z")
+#: ``.`` and ``..`` are not names: no browser can reach them in a URL.
+CENTER_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._:@~-]{1,200}\Z")
 
 
 def check_publisher_name(name: str) -> str:
@@ -22,7 +23,7 @@ def check_publisher_name(name: str) -> str:
 def check_center_name(name: str) -> str:
     if not isinstance(name, str) or not CENTER_NAME.match(name):
         raise BadRequest(
-            "a center name is 1 to 200 of A-Z, a-z, 0-9 and . _ : @ ~ -",
+            "a center name is 1 to 200 of A-Z, a-z, 0-9 and . _ : @ ~ -, other than . and ..",
             code="invalid_center_name",
         )
     return name

@@ -24,8 +24,9 @@ from twisted.web.iweb import IRequest
 
 from notifier.auth import check_subscriber_token
 from notifier.config import Config
+from notifier.deadlines import TokenDeadlines
 from notifier.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, NotifierError, Unavailable
-from notifier.hub import Hub
+from notifier.hub import CURSOR, Hub
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
 from notifier.transports import longpoll, sse, websocket
@@ -35,6 +36,9 @@ log = Logger()
 
 CALLBACK = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII)
 MAX_LONGPOLL_TIMEOUT = 120
+#: Long-poll answers kept for the subscribers asking the same are at most
+#: this large; larger ones are built for each request (and bounded too).
+MEMO_BYTES = 64 * 1024
 NOT_DONE_YET: Any = server.NOT_DONE_YET
 
 
@@ -48,6 +52,13 @@ def _arg(request: IRequest, name: bytes) -> str | None:
         raise BadRequest(f"query parameter {name.decode()!r} is not UTF-8") from None
 
 
+def _cursor(value: str | None) -> str | None:
+    """A ``since`` (or ``Last-Event-ID``) as given, once it is a position."""
+    if value is None or CURSOR.match(value):
+        return value
+    raise BadRequest("a cursor is {epoch}-{seq}, seq being 1 to 18 ASCII digits", code="bad_cursor")
+
+
 def _callback(request: IRequest) -> str | None:
     callback = _arg(request, b"callback")
     if callback is not None and not CALLBACK.match(callback):
@@ -58,6 +69,11 @@ def _callback(request: IRequest) -> str | None:
 def _jsonp(request: IRequest, callback: str, payload: bytes) -> bytes:
     request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
     return b"/**/" + callback.encode() + b"(" + payload + b");"
+
+
+#: Serves an admitted request for a hub: the request, the hub, and when the
+#: token it was admitted with expires (``None``: a public center).
+Serve = Callable[[IRequest, Hub, "float | None"], Any]
 
 
 def _no_center(center: str) -> NotFound:
@@ -123,6 +139,9 @@ class PublicApp(resource.Resource):
                  websockets: websocket.NotifierFactory) -> None:
         super().__init__()
         self.closing = False
+        #: Ends private subscriptions when their tokens expire.
+        self.deadlines = TokenDeadlines(clock)
+        websockets.deadlines = self.deadlines
         self.putChild(b"sub", Subscriptions(self, registry, config, clock, websockets))
         self.putChild(b"healthz", _Health())
         self.putChild(b"notifier.js", _Script())
@@ -185,7 +204,7 @@ class Subscriptions(_Leaf):
             request.setResponseCode(204)
             return b""
         if last:
-            serve: Callable[[IRequest, Hub], Any] = self._last
+            serve: Serve = self._last
         elif (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
             serve = self._websocket_checked(request)
         elif b"text/event-stream" in (request.getHeader(b"accept") or b""):
@@ -196,31 +215,31 @@ class Subscriptions(_Leaf):
             raise Unavailable("the server is shutting down", code="shutting_down")
         hub = self.registry.loaded(publisher, center)
         if hub is not None and not hub.center.private:
-            return self._finish(request, self._admitted(request, hub, serve, last))
+            return self._finish(request, self._admitted(request, hub, serve, last, None))
         return self._finish(request, Deferred.fromCoroutine(self._find(request, publisher, center, serve, last)))
 
-    async def _find(self, request: IRequest, publisher: str, center: str,
-                    serve: Callable[[IRequest, Hub], Any], last: bool) -> Any:
+    async def _find(self, request: IRequest, publisher: str, center: str, serve: Serve, last: bool) -> Any:
         """The asynchronous way: a center not live here yet, or a private one."""
         if not PUBLISHER_NAME.match(publisher) or not CENTER_NAME.match(center):
             raise _no_center(center)
         hub = await self.registry.hub(publisher, center)
+        expires = None
         if hub.center.private:
             owner = await self.registry.publisher(publisher)
             if owner is None:
                 raise _no_center(center)
-            check_subscriber_token(_arg(request, b"token"), owner, center, self.clock.seconds())
-        result = self._admitted(request, hub, serve, last)
+            expires = check_subscriber_token(_arg(request, b"token"), owner, center, self.clock.seconds())
+        result = self._admitted(request, hub, serve, last, expires)
         if isinstance(result, Deferred):
             return await result
         return result
 
-    def _admitted(self, request: IRequest, hub: Hub, serve: Callable[[IRequest, Hub], Any], last: bool) -> Any:
+    def _admitted(self, request: IRequest, hub: Hub, serve: Serve, last: bool, expires: float | None) -> Any:
         limit = self.config.subscribers.max_per_center
         if not last and limit and len(hub.subscribers) >= limit:
             request.setHeader(b"retry-after", b"10")
             raise Unavailable(f"this center has its {limit} subscribers already", code="center_full")
-        return serve(request, hub)
+        return serve(request, hub, expires)
 
     @staticmethod
     def _finish(request: IRequest, result: Any) -> Any:
@@ -229,41 +248,52 @@ class Subscriptions(_Leaf):
 
     # transports
 
-    def _websocket_checked(self, request: IRequest) -> Callable[[IRequest, Hub], Any]:
+    def _websocket_checked(self, request: IRequest) -> Serve:
         fmt = _arg(request, b"format") or "raw"
         if fmt not in websocket.FORMATS:
             raise BadRequest("format must be raw or json", code="invalid_format")
         if not self._origin_allowed(request.getHeader(b"origin")):
             raise Forbidden("this origin may not subscribe", code="origin_not_allowed")
-        since = _arg(request, b"since")
+        since = _cursor(_arg(request, b"since"))
 
-        def serve(request: IRequest, hub: Hub) -> Any:
+        def serve(request: IRequest, hub: Hub, expires: float | None) -> Any:
             request.channel.setTimeout(None)  # the connection is the subscriber's now
-            return websocket.upgrade(self.websockets, hub, fmt, since).render(request)
+            return websocket.upgrade(self.websockets, hub, fmt, since, expires).render(request)
 
         return serve
 
-    def _event_stream(self, request: IRequest, hub: Hub) -> Deferred[bytes]:
+    def _event_stream(self, request: IRequest, hub: Hub, expires: float | None) -> Deferred[bytes]:
         # A browser reconnecting by itself sends the last id it saw in
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
-        since = last_event_id.decode("utf-8", "replace") if last_event_id else _arg(request, b"since")
+        since = _cursor(last_event_id.decode("latin-1") if last_event_id else _arg(request, b"since"))
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         request.channel.setTimeout(None)
         stream = sse.EventStream(hub, request, self.config.subscribers.send_buffer_bytes, self.registry.dropped)
-        return stream.start(since)
+        done = stream.start(since)
+        if expires is not None:
+            self.root.deadlines.add(expires, hub, stream)
+        return done
 
-    def _longpoll_checked(self, request: IRequest) -> Callable[[IRequest, Hub], Any]:
+    def _longpoll_checked(self, request: IRequest) -> Serve:
         callback = _callback(request)
-        since = _arg(request, b"since")
+        since = _cursor(_arg(request, b"since"))
         timeout = self._timeout(request)
 
-        def serve(request: IRequest, hub: Hub) -> Any:
+        def serve(request: IRequest, hub: Hub, expires: float | None) -> Any:
             request.setHeader(b"cache-control", b"no-store")
-            # Clients polling again after the same message ask the same: answered once.
-            payload = hub.memo(("longpoll", since), lambda: self._backlog_body(hub, since))
+            # Clients polling again after the same message ask the same:
+            # answered once, kept by what the answer holds, never by the
+            # cursor's text (at most one answer per retained message).
+            start, end, recovered = hub.resume_point(since)
+            if start == end and recovered:
+                payload = None
+            else:
+                payload = hub.memo(("longpoll", start, recovered), lambda: self._backlog_body(hub, since))
+                if len(payload) > MEMO_BYTES:
+                    hub.forget(("longpoll", start, recovered))  # large: built for each, never kept
             if payload is None:
                 if timeout == 0:
                     payload = longpoll.body([], since, True)
@@ -284,15 +314,12 @@ class Subscriptions(_Leaf):
         request.setHeader(b"content-type", b"application/json")
         return payload
 
-    @staticmethod
-    def _backlog_body(hub: Hub, since: str | None) -> bytes | None:
-        """The answer to a long-poll with retained messages after *since*
-        (or a lost cursor); ``None`` if it has to wait."""
+    def _backlog_body(self, hub: Hub, since: str | None) -> bytes:
+        """The answer to a long-poll with retained messages after *since*,
+        or with a lost cursor: at most ``send_buffer_bytes`` of them."""
         backlog, recovered = hub.retained_after(since)
-        if not backlog and recovered:
-            return None
-        messages = [prepared.message for prepared in backlog]
-        return longpoll.body(messages, messages[-1].id if messages else hub.position, recovered)
+        backlog = longpoll.backlog_answer(backlog, self.config.subscribers.send_buffer_bytes)
+        return longpoll.body(backlog, backlog[-1].message.id if backlog else hub.position, recovered)
 
     def _timeout(self, request: IRequest) -> float:
         value = _arg(request, b"timeout")
@@ -306,7 +333,7 @@ class Subscriptions(_Leaf):
             raise BadRequest(f"timeout must be 0 to {MAX_LONGPOLL_TIMEOUT} seconds", code="invalid_timeout")
         return timeout
 
-    def _last(self, request: IRequest, hub: Hub) -> bytes:
+    def _last(self, request: IRequest, hub: Hub, expires: float | None) -> bytes:
         callback = _callback(request)
         request.setHeader(b"cache-control", b"no-store")
         text = hub.latest.data if hub.latest is not None else None

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from notifier.broker import Broker
 from notifier.config import CentersConfig
-from notifier.errors import Conflict, NotFound
+from notifier.errors import Conflict, Forbidden, NotFound
 from notifier.hub import Hub, Subscriber
 from notifier.model import Center, Publisher
 from notifier.names import check_center_name, check_publisher_name
@@ -72,7 +72,7 @@ class HubRegistry:
         secret = self.make_secret()
         if not await self.store.set_secret(name, secret):
             raise self._no_publisher(name)
-        self._publishers.pop(name, None)
+        self.forget_publisher(name)
         await self.broker.announce({"type": "publisher_changed", "publisher": name})
         publisher = await self.store.get_publisher(name)
         if publisher is None:
@@ -86,11 +86,16 @@ class HubRegistry:
         await self.broker.announce({"type": "publisher_removed", "publisher": name})
 
     def forget_publisher(self, name: str, removed: bool = False) -> None:
-        """Drop what this node holds of a publisher changed elsewhere (or here)."""
+        """Drop what this node holds of a publisher changed elsewhere (or
+        here): its hubs if it was removed; else (its secret changed) the
+        subscriptions of its private centers, whose tokens the new secret
+        no longer admits."""
         self._publishers.pop(name, None)
-        if removed:
-            for key in [key for key in self._hubs if key[0] == name]:
+        for key in [key for key in self._hubs if key[0] == name]:
+            if removed:
                 self._hubs.pop(key).close("deleted")
+            elif self._hubs[key].center.private:
+                self._hubs[key].close("revoked")
 
     async def publisher(self, name: str) -> Publisher | None:
         """The publisher called *name*, read again from the store once the
@@ -118,7 +123,11 @@ class HubRegistry:
     ) -> tuple[Center, bool]:
         check_center_name(name)
         center = Center(publisher, name, private, history, ttl, self.clock.seconds())
-        center, created = await self.store.add_center(center)
+        limit = self.config.max_per_publisher
+        added = await self.store.add_center(center, limit)
+        if added is None:
+            raise Forbidden(f"a publisher has at most {limit} centers", code="too_many_centers")
+        center, created = added
         if self._ttl(center):
             await self._loaded(center)  # its idle time counts from now
         return center, created
@@ -211,8 +220,15 @@ class HubRegistry:
         except NotFound:
             if not self.config.auto_create or not _valid_center(name):
                 raise
-            center, _ = await self.create_center(publisher, name)
+            center, _ = await self.create_center(publisher, name, private=self._auto_private(name))
             return await self._loaded(center)
+
+    def _auto_private(self, name: str) -> bool:
+        """Whether an auto-created center is private: ``[centers] auto_create_private``."""
+        for pattern in self.config.auto_create_private:
+            if name == pattern or (pattern.endswith("*") and name.startswith(pattern[:-1])):
+                return True
+        return False
 
     async def publish(self, publisher: str, name: str, data: str,
                       key: str | None = None) -> tuple[str, int, bool]:

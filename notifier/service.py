@@ -72,8 +72,10 @@ class NotifierService(Service):
         websockets = websocket_factory(config.subscribers.send_buffer_bytes, self.registry.dropped)
         self._public = PublicApp(self.registry, config, reactor, websockets)
         api = ApiApp(self.registry, config, reactor, Metrics(self.registry, reactor))
-        api_site = QuietSite(api.resource(), max_body_bytes=max_body_bytes(config), reactor=reactor)
-        public_site = QuietSite(self._public.resource(), max_body_bytes=PUBLIC_MAX_BODY, reactor=reactor)
+        api_site = QuietSite(api.resource(), max_body_bytes=max_body_bytes(config), reactor=reactor,
+                             header_timeout=config.api.header_timeout, body_gate=api.body_gate)
+        public_site = QuietSite(self._public.resource(), max_body_bytes=PUBLIC_MAX_BODY, reactor=reactor,
+                                header_timeout=config.public.header_timeout)
         self.api_port = _listen(reactor, config.api.endpoint, api_site)
         self.public_port = _listen(reactor, config.public.endpoint, public_site)
         self._heartbeat = Heartbeat(self.registry, reactor, config.subscribers.ping_interval)
@@ -126,6 +128,7 @@ class NotifierService(Service):
                 await port.stopListening()
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        self._public.deadlines.stop()
         if self._expiry is not None and self._expiry.running:
             self._expiry.stop()
         await self._drain()

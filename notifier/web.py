@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
@@ -141,28 +141,65 @@ def install_error_handlers(app: Klein) -> None:
         return error_answer(request, NotifierError("the server failed to answer", code="internal_error", status=500))
 
 
-class BoundedRequest(server.Request):
-    """A request whose body is kept only up to the site's ``max_body_bytes``.
+#: What a site may say of a request's body once its head is in: how many
+#: bytes of it to keep, and, when that takes a look-up, a Deferred firing
+#: with whether to read it at all (README.rst: Limits).
+BodyGate = Callable[[bytes, bytes, Headers], "tuple[int, Deferred[bool] | None]"]
 
-    Past it the rest is discarded as it arrives and ``body_too_large`` is set,
-    for the handler to answer 413: nothing unbounded is buffered.
+
+class BoundedRequest(server.Request):
+    """A request whose body is kept only up to what its site allows.
+
+    Past the limit the rest is discarded as it arrives and ``body_too_large``
+    is set, for the handler to answer 413: nothing unbounded is buffered. A
+    site with a ``body_gate`` sets the limit per request, from its head, and
+    may refuse the body outright (``body_refused``: credentials that do not
+    hold, looked up before the body is read, with the connection paused).
     """
 
     body_too_large = False
+    body_refused = False
     _received = 0
+    _limit = 0
 
     def gotLength(self, length: int | None) -> None:
-        limit = self.channel.site.max_body_bytes
-        if length is not None and length > limit:
+        site = self.channel.site
+        self._limit = site.max_body_bytes
+        gate: BodyGate | None = getattr(site, "body_gate", None)
+        if gate is not None:
+            # The method and target are the channel's until the body is in.
+            self._limit, verdict = gate(self.channel._command, self.channel._path, self.requestHeaders)
+            if verdict is not None:
+                self._await_verdict(verdict)
+        if length is not None and length > self._limit:
             self.body_too_large = True
             length = 0
         super().gotLength(length)
 
+    def _await_verdict(self, verdict: Deferred[bool]) -> None:
+        if verdict.called:
+            verdict.addCallback(self._verdict)
+            return
+        transport = self.channel.transport
+        transport.pauseProducing()
+
+        def decided(admitted: object) -> None:
+            self._verdict(admitted)
+            transport.resumeProducing()  # a closed connection ignores it
+
+        verdict.addBoth(decided)
+
+    def _verdict(self, admitted: object) -> None:
+        if admitted is not True:
+            self.body_refused = True
+            self.content.seek(0)
+            self.content.truncate()
+
     def handleContentChunk(self, data: bytes) -> None:
-        if self.body_too_large:
+        if self.body_too_large or self.body_refused:
             return
         self._received += len(data)
-        if self._received > self.channel.site.max_body_bytes:
+        if self._received > self._limit:
             self.body_too_large = True
             self.content.seek(0)
             self.content.truncate()
@@ -182,6 +219,7 @@ class BoundedRequest(server.Request):
 
 
 _BAD_REQUEST = json.dumps({"error": "bad_request", "message": "malformed HTTP request"}).encode()
+_SLOW_HEAD = json.dumps({"error": "header_timeout", "message": "the request head came too slowly"}).encode()
 
 
 class Channel(HTTPChannel):
@@ -192,6 +230,38 @@ class Channel(HTTPChannel):
     _host: Any = None
     #: The status line and headers, sent with the first body bytes: one send.
     _head = b""
+    #: Cuts a request head that takes longer than the site's ``header_timeout``.
+    _head_timer: Any = None
+
+    # An absolute bound on each request head, from its first byte: the idle
+    # timeout alone starts again with every byte, so a head drip-fed a byte
+    # at a time would hold the connection forever.
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.line_mode and self._head_timer is None:
+            self._head_timer = self.callLater(self.site.header_timeout, self._head_too_slow)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_head_timer()
+        super().allHeadersReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancel_head_timer()
+        super().connectionLost(reason)
+
+    def _cancel_head_timer(self) -> None:
+        timer, self._head_timer = self._head_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_SLOW_HEAD), _SLOW_HEAD)
+        )
+        self.transport.loseConnection()
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         if not isinstance(headers, Headers):
@@ -248,7 +318,8 @@ class QuietSite(server.Site):
     It keeps no access log (URLs may carry subscriber tokens), never shows a
     traceback, bounds request bodies, and cuts connections idle (or sending
     a request slowly) for ``timeout`` seconds; a request being answered, a
-    long-poll say, is not idle.
+    long-poll say, is not idle. A request head must be in within
+    ``header_timeout`` seconds of its first byte.
     """
 
     displayTracebacks = False
@@ -256,13 +327,16 @@ class QuietSite(server.Site):
     protocol = Channel
 
     def __init__(self, resource: Any, *, max_body_bytes: int = 64 * 1024, timeout: float = 60,
-                 **kwargs: Any) -> None:
+                 header_timeout: float = 10, body_gate: BodyGate | None = None, **kwargs: Any) -> None:
         # Bodies are opaque: Twisted would parse a POSTed form into
         # request.args and answer a malformed multipart body with a bare 400,
         # before our handlers could refuse it as JSON (415).
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, timeout=timeout, **kwargs)
         self.max_body_bytes = max_body_bytes
+        self.header_timeout = header_timeout
+        if body_gate is not None:
+            self.body_gate = body_gate
         self.noisy = False
 
     def getResourceFor(self, request: server.Request) -> Any:

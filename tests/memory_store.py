@@ -49,10 +49,12 @@ class MemoryStore:
             del self.centers[key]
         return True
 
-    async def add_center(self, center: Center) -> tuple[Center, bool]:
+    async def add_center(self, center: Center, limit: int = 0) -> tuple[Center, bool] | None:
         key = (center.publisher, center.name)
         if key in self.centers:
             return self.centers[key], False
+        if limit and sum(owner == center.publisher for owner, _ in self.centers) >= limit:
+            return None
         self.centers[key] = center
         return center, True
 

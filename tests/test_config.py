@@ -26,10 +26,12 @@ SPEC_DEFAULTS = """
 [public]
 endpoint = "tcp:8080"                      # Twisted endpoint description
 allowed_origins = ["*"]                    # WebSocket Origin check and CORS
+header_timeout = 10                        # seconds for a request head, from its first byte
 
 [api]
 endpoint = "tcp:8081:interface=127.0.0.1"
 admin_token = ""                           # empty: admin API refused (401)
+header_timeout = 10
 
 [store]
 url = "sqlite:notifier.db"                 # or "sqlite::memory:", or "redis://host:port/db"
@@ -39,6 +41,8 @@ history = 100                              # retained messages per center
 max_message_bytes = 65536
 auto_create = false
 idle_ttl = 0                               # seconds; 0 = centers never expire
+auto_create_private = []                   # auto-created centers matching these are private
+max_per_publisher = 10000                  # 0 = unlimited
 
 [subscribers]
 longpoll_timeout = 30
@@ -51,10 +55,11 @@ send_buffer_bytes = 1048576                # per connection; past it, drop (4408
 #: A value for every key, each different from its default and valid.
 VALID: dict[str, dict[str, Any]] = {
     "public": {"endpoint": "tcp:9090:interface=127.0.0.1",
-               "allowed_origins": ["https://example.org", "http://localhost:3000"]},
-    "api": {"endpoint": "unix:/tmp/notifier-api.sock", "admin_token": "s3cret-token"},
+               "allowed_origins": ["https://example.org", "http://localhost:3000"], "header_timeout": 2.5},
+    "api": {"endpoint": "unix:/tmp/notifier-api.sock", "admin_token": "s3cret-token", "header_timeout": 30},
     "store": {"url": "sqlite::memory:"},
-    "centers": {"history": 7, "max_message_bytes": 1024, "auto_create": True, "idle_ttl": 3600},
+    "centers": {"history": 7, "max_message_bytes": 1024, "auto_create": True, "idle_ttl": 3600,
+                "auto_create_private": ["user.*", "exact"], "max_per_publisher": 5},
     "subscribers": {"longpoll_timeout": 120, "ping_interval": 0.5, "drain_seconds": 0.25,
                     "max_per_center": 10, "send_buffer_bytes": 4096},
 }

@@ -516,15 +516,25 @@ async def test_an_api_body_over_the_cap_is_413_and_never_kept(daemon):
     auth = basic("site", secret)
     head = f"POST /api/v1/centers/news/messages HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Type: text/plain"
     with body_kept(daemon.service.api_port.factory) as kept:
+        # A message is kept up to its own bound, not the batch's.
+        message_cap = daemon.service.config.centers.max_message_bytes
         for chunked in (False, True):
             _assert_error(*await _upload(port, head, cap + 1, chunked), 413)
-            assert kept[0] <= cap, kept
-        # A batch too, and the admin API's small JSON bodies.
-        _assert_error(*await _upload(port, head.replace("centers/news/messages", "messages"), cap + 1), 413)
+            assert kept[0] <= message_cap, kept
+        kept[0] = 0
+        _assert_error(*await _upload(port, head, message_cap + 1), 413)
+        assert kept[0] == 0  # its length said so: nothing read
+        # A batch too, up to the batch cap.
+        kept[0] = 0
+        _assert_error(*await _upload(port, head.replace("centers/news/messages", "messages"), cap + 1, True), 413)
+        assert message_cap < kept[0] <= cap, kept
+        # The admin API's small JSON bodies.
         admin = f"POST /admin/v1/publishers HTTP/1.1\r\nAuthorization: Bearer {ADMIN_TOKEN}"
         kept[0] = 0
         _assert_error(*await _upload(port, admin, 2 * 1024 * 1024), 413)
-        assert kept[0] == 2 * 1024 * 1024  # under the cap, kept whole: what is kept is seen
+        assert kept[0] == 0
+        _assert_error(*await _upload(port, admin, 2 * 1024 * 1024, True), 413)
+        assert 0 < kept[0] <= 64 * 1024, kept
     await _healthy(daemon)
     assert await _subscribers(daemon, secret) == 0
 

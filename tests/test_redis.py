@@ -837,3 +837,39 @@ async def test_connections_to_redis_come_back_after_a_stall_longer_than_the_repl
         assert await eventually(attempt, lambda value: value == "v", seconds=10) == "v"
     finally:
         await connection.stop()
+
+
+# hardening across nodes
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_signed_request_accepted_by_one_node_is_refused_by_every_other(nodes):
+    import hashlib
+    import hmac
+
+    a, b = await nodes(), await nodes()
+    auth = await setup_site(a)
+    target = f"/api/v1/centers/{CENTER}/messages"
+    timestamp = int(time.time())
+    signed = f"POST\n{target}\n{timestamp}\n{hashlib.sha256(b'once').hexdigest()}"
+    signature = hmac.new(auth[1].encode(), signed.encode(), hashlib.sha256).hexdigest()
+    headers = {"Authorization": f"Notifier-HMAC-SHA256 publisher={PUBLISHER}, timestamp={timestamp}, "
+                                f"signature={signature}", "Content-Type": "text/plain"}
+    status, body = await call("POST", a.api + target, raw=b"once", headers=headers)
+    assert status == 201, body
+    for node in (b, a):
+        status, body = await call("POST", node.api + target, raw=b"once", headers=headers)
+        assert (status, body["error"]) == (401, "replayed_signature"), body
+
+
+@pytest_twisted.ensureDeferred
+async def test_rotating_a_secret_on_one_node_ends_private_streams_on_every_node(nodes):
+    a, b = await nodes(), await nodes()
+    auth = await setup_site(a, "private", private=True)
+    token = jwt.encode({"sub": "private", "exp": int(time.time()) + 600}, auth[1].encode(), algorithm="HS256")
+    ws = await websocket(f"{b.ws}/sub/{PUBLISHER}/private?token={token}", b.public_port)
+    status, body = await a.admin("POST", f"/admin/v1/publishers/{PUBLISHER}/rotate")
+    assert status == 200, body
+    ws.closed.addTimeout(DELIVERY_SECONDS, reactor)
+    code, _ = await ws.closed
+    assert code == 4401

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from notifier.hub import Hub
+from notifier.auth import SIGNATURE_WINDOW
 from notifier.idempotency import IdempotencyKeys
+from notifier.replay import SignatureMemory
 
 if TYPE_CHECKING:
     from notifier.registry import HubRegistry
@@ -47,6 +49,10 @@ class Broker(Protocol):
     async def due(self, now: float) -> list[tuple[str, str]]:
         """``(publisher, center)`` of centers idle past their ttl."""
 
+    async def first_use(self, publisher: str, signature: str, timestamp: int) -> bool:
+        """Whether a verified request signature is used for the first time
+        on any node (remembering it until *timestamp* leaves the window)."""
+
 
 class LocalBroker:
     """One node: ids and history live in the hubs themselves."""
@@ -54,10 +60,12 @@ class LocalBroker:
     def __init__(self) -> None:
         self.registry: HubRegistry | None = None
         self.keys: IdempotencyKeys | None = None
+        self.signatures: SignatureMemory | None = None
 
     def bind(self, registry: HubRegistry) -> None:
         self.registry = registry
         self.keys = IdempotencyKeys(registry.clock)
+        self.signatures = SignatureMemory(registry.clock, SIGNATURE_WINDOW)
 
     async def start(self) -> None:
         pass
@@ -91,6 +99,10 @@ class LocalBroker:
 
     async def announce(self, event: dict[str, str]) -> None:
         pass  # the registry of the only node made the change itself
+
+    async def first_use(self, publisher: str, signature: str, timestamp: int) -> bool:
+        assert self.signatures is not None
+        return self.signatures.first_use(publisher, signature, timestamp)
 
     async def due(self, now: float) -> list[tuple[str, str]]:
         assert self.registry is not None

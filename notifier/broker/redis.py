@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from notifier.auth import SIGNATURE_WINDOW
 from notifier.errors import NotFound
 from notifier.hub import Hub
 from notifier.redis import Redis
@@ -249,6 +250,15 @@ class RedisBroker:
 
     async def announce(self, event: dict[str, str]) -> None:
         await self.redis.call("publish", self.control, json.dumps(event))
+
+    async def first_use(self, publisher: str, signature: str, timestamp: int) -> bool:
+        # Remembered by every node's Redis until the timestamp is out of the
+        # window (and a second more, for the clocks' rounding).
+        ttl = max(1, int(timestamp + SIGNATURE_WINDOW - self.registry.clock.seconds()) + 1) \
+            if self.registry is not None else 2 * SIGNATURE_WINDOW
+        stored = await self.redis.call("execute_command", "SET", f"{self.redis.prefix}sig:{publisher}:{signature}",
+                                       "1", "NX", "EX", ttl)
+        return stored is not None
 
     async def due(self, now: float) -> list[tuple[str, str]]:
         assert self.registry is not None

@@ -35,8 +35,10 @@ class Store(Protocol):
     async def remove_publisher(self, name: str) -> bool:
         """Remove the publisher and its centers; ``False`` if unknown."""
 
-    async def add_center(self, center: Center) -> tuple[Center, bool]:
-        """Add *center* unless it exists; the stored center and whether it is new."""
+    async def add_center(self, center: Center, limit: int = 0) -> tuple[Center, bool] | None:
+        """Add *center* unless it exists; the stored center and whether it is
+        new. ``None`` (and nothing added) when it is new and its publisher
+        has *limit* centers already (0: no bound)."""
 
     async def get_center(self, publisher: str, name: str) -> Center | None: ...
 

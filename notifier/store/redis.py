@@ -17,10 +17,14 @@ import secrets
 from notifier.model import Center, Publisher
 from notifier.redis import Redis
 
+# KEYS: centers hash; ARGV: center, record, the most centers (0: no bound)
 ADD_CENTER = """
-local created = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-if created == 1 then return {1, ARGV[2]} end
-return {0, redis.call('HGET', KEYS[1], ARGV[1])}
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return {0, existing} end
+local limit = tonumber(ARGV[3])
+if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return {-1, ''} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1, ARGV[2]}
 """
 
 # KEYS: centers hash, seq, log, deadlines; ARGV: center, path
@@ -105,13 +109,15 @@ class RedisStore:
         keys = [self._publishers, self._centers(name), self._deadlines]
         return int(await self.redis.script(REMOVE_PUBLISHER, keys, [name, self.redis.prefix])) == 1
 
-    async def add_center(self, center: Center) -> tuple[Center, bool]:
+    async def add_center(self, center: Center, limit: int = 0) -> tuple[Center, bool] | None:
         record = json.dumps({
             "private": center.private, "history": center.history, "ttl": center.ttl,
             "created": center.created, "epoch": secrets.token_hex(4),
         })
         created, stored = await self.redis.script(
-            ADD_CENTER, [self._centers(center.publisher)], [center.name, record])
+            ADD_CENTER, [self._centers(center.publisher)], [center.name, record, limit])
+        if int(created) == -1:
+            return None
         return _center(center.publisher, center.name, stored), int(created) == 1
 
     async def get_center(self, publisher: str, name: str) -> Center | None:

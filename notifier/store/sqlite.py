@@ -105,10 +105,16 @@ class SQLiteStore:
         )
         return rows == 1
 
-    async def add_center(self, center: Center) -> tuple[Center, bool]:
-        return await self._pool.runInteraction(self._add_center, center)
+    async def add_center(self, center: Center, limit: int = 0) -> tuple[Center, bool] | None:
+        return await self._pool.runInteraction(self._add_center, center, limit)
 
-    def _add_center(self, cursor: sqlite3.Cursor, center: Center) -> tuple[Center, bool]:
+    def _add_center(self, cursor: sqlite3.Cursor, center: Center, limit: int) -> tuple[Center, bool] | None:
+        if limit:
+            cursor.execute(
+                "SELECT COUNT(*), SUM(name = ?) FROM centers WHERE publisher = ?", (center.name, center.publisher))
+            count, existing = cursor.fetchone()
+            if not existing and count >= limit:
+                return None
         cursor.execute(
             "INSERT OR IGNORE INTO centers (publisher, name, private, history, ttl, created)"
             " VALUES (?, ?, ?, ?, ?, ?)",

@@ -8,23 +8,42 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from notifier.envelope import envelope
+from notifier.envelope import envelope_json
 from notifier.errors import NotFound
-from notifier.hub import Batch, Hub
+from notifier.hub import Batch, Hub, Prepared
 from notifier.model import Message
 
 
-def body(messages: list[Message], last_id: str | None, recovered: bool) -> bytes:
-    return json.dumps(
-        {"messages": [envelope(m) for m in messages], "last_id": last_id, "recovered": recovered},
-        ensure_ascii=False,
-    ).encode()
+def envelope_bytes(message: Message) -> bytes:
+    """A message's envelope as it stands in a long-poll body (kept by its Prepared)."""
+    return envelope_json(message).encode()
+
+
+def body(items: list[Prepared], last_id: str | None, recovered: bool) -> bytes:
+    """``{"messages": [...], "last_id", "recovered"}``, each message's
+    envelope encoded once for every answer it is in."""
+    return b"".join((
+        b'{"messages": [', b", ".join([prepared.form(envelope_bytes) for prepared in items]),
+        b'], "last_id": ', json.dumps(last_id).encode(),
+        b', "recovered": ', b"true" if recovered else b"false", b"}",
+    ))
 
 
 def live_body(batch: Batch) -> bytes:
     """The answer every waiting long-poll gets for live messages: encoded once."""
-    messages = batch.messages
-    return body(messages, messages[-1].id, True)
+    return body(batch.items, batch.items[-1].message.id, True)
+
+
+def backlog_answer(items: list[Prepared], limit: int) -> list[Prepared]:
+    """The first of *items* whose envelopes take at most *limit* bytes (the
+    first one at least): a long-poll answer is bounded, and the client polls
+    again from its ``last_id`` for the rest."""
+    size = 0
+    for count, prepared in enumerate(items):
+        size += len(prepared.form(envelope_bytes))
+        if size > limit and count:
+            return items[:count]
+    return items
 
 
 class LongPoll:

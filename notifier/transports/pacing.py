@@ -11,9 +11,31 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from twisted.internet.tcp import Connection
+
+#: Heartbeats a connection may stay paused through (its client reading
+#: nothing) before it is dropped as stuck, however little waits.
+STALLED_BEATS = 3
+
+#: A replayed backlog is written in pieces of about this size, so that
+#: backpressure applies to it as to live messages.
+BACKLOG_PIECE = 64 * 1024
+
+
+def pieces(forms: Iterable[bytes], size: int = BACKLOG_PIECE) -> Iterable[bytes]:
+    """*forms* joined into pieces of about *size* bytes (one form may be larger)."""
+    piece: list[bytes] = []
+    length = 0
+    for form in forms:
+        piece.append(form)
+        length += len(form)
+        if length >= size:
+            yield b"".join(piece)
+            piece, length = [], 0
+    if piece:
+        yield b"".join(piece)
 
 
 def send_now(transport: Any, data: bytes) -> None:
@@ -43,6 +65,9 @@ def send_now(transport: Any, data: bytes) -> None:
 class Paced(ABC):
     _waiting: deque[Any] | None = None
     _waiting_bytes = 0
+    _paused_beats = 0
+    #: Dropped as too slow: nothing more is sent.
+    _dropped = False
 
     # what a transport provides
 
@@ -66,22 +91,46 @@ class Paced(ABC):
 
     def _send(self, item: Any) -> None:
         if self._waiting is None:
-            self._write(item)
+            if not self._dropped:
+                self._write(item)
             return
         self._waiting.append(item)
         self._waiting_bytes += self._size(item)
         if self._waiting_bytes > self._limit():
-            self._waiting = None
-            self._drop_slow()
+            self._give_up()
+
+    def _give_up(self) -> None:
+        """Drop the subscriber as too slow (or stuck): nothing more is sent."""
+        self._waiting = None
+        self._dropped = True
+        self._drop_slow()
+
+    def _send_backlog(self, forms: Iterable[bytes]) -> None:
+        """Send a replayed backlog: in pieces, each counted against the
+        limit once the connection is paused, like live messages."""
+        for piece in pieces(forms):
+            if self._dropped:
+                return
+            self._send(piece)
+
+    def _stalled(self) -> bool:
+        """Asked every heartbeat: whether the connection has stayed paused
+        through ``STALLED_BEATS`` of them, its client reading nothing."""
+        if self._waiting is None:
+            self._paused_beats = 0
+            return False
+        self._paused_beats += 1
+        return self._paused_beats >= STALLED_BEATS
 
     # IPushProducer
 
     def pauseProducing(self) -> None:
-        if self._waiting is None:
+        if self._waiting is None and not self._dropped:
             self._waiting = deque()
             self._waiting_bytes = 0
 
     def resumeProducing(self) -> None:
+        self._paused_beats = 0
         waiting, self._waiting = self._waiting, None
         while waiting:
             self._write(waiting.popleft())

@@ -57,16 +57,17 @@ class EventStream(Paced):
         head.append(b"\n")
         if cursor is not None:
             head.append(recovery(recovered))
-        if backlog:
-            head.append(Batch(backlog).joined(event))
         self._send(b"".join(head))
+        self._send_backlog(prepared.form(event) for prepared in backlog)
         return self.done
 
     def deliver(self, batch: Batch) -> None:
         self._send(batch.joined(event))
 
     def heartbeat(self) -> None:
-        if self._waiting is None:  # a stream that is behind needs no keep-alive
+        if self._stalled():
+            self._give_up()  # its client has read nothing for several beats
+        elif self._waiting is None:  # a stream that is behind needs no keep-alive
             self.request.write(HEARTBEAT)
 
     def close(self, reason: str) -> None:

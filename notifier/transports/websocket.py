@@ -7,6 +7,7 @@ is the connection handed to Autobahn, bound to that hub.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable
 
 from autobahn.twisted.resource import WebSocketResource
@@ -14,6 +15,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.protocol import PreparedMessage
 from twisted.web.http import RESPONSES
 
+from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
 from notifier.hub import Batch, Hub
 from notifier.model import Message
@@ -21,6 +23,8 @@ from notifier.transports.pacing import Paced, send_now
 
 GOING_AWAY = 1001
 SLOW_CONSUMER = 4408
+#: The token ran out, or the publisher's secret changed: come back with a new one.
+UNAUTHORIZED = 4401
 
 
 def _frame(payload: bytes) -> bytes:
@@ -36,6 +40,9 @@ def json_frame(message: Message) -> bytes:
     return _frame(envelope_json(message).encode())
 
 
+#: Close reasons (Subscriber.close) that mean the subscriber's token no longer holds.
+UNAUTHORIZED_REASONS = frozenset({"expired", "revoked"})
+
 RECOVERY = {recovered: _frame(json.dumps({"recovered": recovered}).encode()) for recovered in (True, False)}
 
 
@@ -43,6 +50,8 @@ class NotifierFactory(WebSocketServerFactory):
     """Autobahn's factory, with what every subscriber shares."""
 
     send_buffer_bytes: int = 1_048_576
+    #: Ends subscriptions whose tokens expire (set by the public app).
+    deadlines: TokenDeadlines | None = None
     #: Called with the hub of each subscriber dropped as too slow.
     dropped: Callable[[Hub], None] = staticmethod(lambda hub: None)
 
@@ -58,7 +67,10 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
     tells_recovery = False
     hub: Hub | None = None
     cursor: str | None = None
-    _awaiting_pong = False
+    #: When the token of a private center's subscriber expires.
+    expires: float | None = None
+    #: The payload of the ping not answered yet; only its pong counts.
+    _ping: bytes | None = None
 
     def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
         """A handshake Autobahn refuses (no key, an unknown version) is
@@ -75,10 +87,12 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
         self.unregisterProducer()
         self.registerProducer(self, True)
         backlog, recovered = self.hub.attach(self, self.cursor)
+        if self.expires is not None and self.factory.deadlines is not None:
+            self.factory.deadlines.add(self.expires, self.hub, self)
         if self.cursor is not None and self.tells_recovery:
             self._send(RECOVERY[recovered])
-        if backlog:
-            self._send(Batch(backlog).joined(self.encode))
+        encode = self.encode
+        self._send_backlog(prepared.form(encode) for prepared in backlog)
 
     # Client frames carry nothing for us: their data is dropped as it comes,
     # never gathered into messages (their frames are capped in size).
@@ -92,8 +106,16 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
     def onMessageEnd(self) -> None:
         pass
 
+    def onPing(self, payload: bytes) -> None:
+        # A client that does not read gets no pongs queued for it: a ping
+        # flood would grow the write buffer as much as it sends.
+        if self._waiting is None and self.state == self.STATE_OPEN:
+            self.sendPong(payload)
+
     def onPong(self, payload: bytes) -> None:
-        self._awaiting_pong = False
+        # Only the answer to our own ping is a sign of life.
+        if payload == self._ping:
+            self._ping = None
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._leave()
@@ -127,7 +149,8 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
     def close(self, reason: str) -> None:
         self._leave()
         if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=GOING_AWAY, reasonUtf8=reason.encode(), isReply=False)
+            code = UNAUTHORIZED if reason in UNAUTHORIZED_REASONS else GOING_AWAY
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode(), isReply=False)
 
     def _leave(self) -> None:
         if self.hub is not None:
@@ -142,11 +165,14 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
         """Called every ping interval: drop a peer that did not answer the last ping."""
         if self.state != self.STATE_OPEN:
             return
-        if self._awaiting_pong:
+        if self._stalled():
+            self._give_up()
+            return
+        if self._ping is not None:
             self.dropConnection(abort=True)
             return
-        self._awaiting_pong = True
-        self.sendPing()
+        self._ping = os.urandom(8)
+        self.sendPing(self._ping)
 
 
 class JsonSubscriber(WebSocketSubscriber):
@@ -177,18 +203,21 @@ class _BoundFactory:
     """Builds one protocol of *cls*, bound to *hub*, for Autobahn's resource."""
 
     def __init__(self, factory: NotifierFactory, cls: type[WebSocketSubscriber],
-                 hub: Hub, cursor: str | None) -> None:
-        self.factory, self.cls, self.hub, self.cursor = factory, cls, hub, cursor
+                 hub: Hub, cursor: str | None, expires: float | None) -> None:
+        self.factory, self.cls, self.hub, self.cursor, self.expires = factory, cls, hub, cursor, expires
 
     def buildProtocol(self, addr: Any) -> WebSocketSubscriber:
         protocol = self.cls()
         protocol.factory = self.factory
         protocol.hub = self.hub
         protocol.cursor = self.cursor
+        protocol.expires = self.expires
         return protocol
 
 
-def upgrade(factory: NotifierFactory, hub: Hub, fmt: str, cursor: str | None) -> WebSocketResource:
+def upgrade(factory: NotifierFactory, hub: Hub, fmt: str, cursor: str | None,
+            expires: float | None = None) -> WebSocketResource:
     """The resource that hands the request's connection to a subscriber of *hub*,
-    resuming after *cursor* (``None``: live messages only)."""
-    return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hub, cursor))
+    resuming after *cursor* (``None``: live messages only), until *expires*
+    (a private center's token) if given."""
+    return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hub, cursor, expires))
