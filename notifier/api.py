@@ -126,10 +126,13 @@ class ApiApp:
                                code="replayed_signature")
         return publisher.name, body
 
-    def body_gate(self, method: bytes, target: bytes, headers: Headers) -> tuple[int, Deferred[bool] | None]:
+    def body_gate(self, method: bytes, target: bytes, headers: Headers,
+                  length: int | None = None) -> tuple[int, Deferred[bool] | None]:
         """How much of a request's body to read, decided from its head
         (notifier.web.BoundedRequest): each route's own bound, and no body
-        at all for credentials that cannot hold, looked up first."""
+        at all for credentials that cannot hold, looked up first. A body of
+        a known length that fits in one read is not worth a look-up: the
+        handler checks the credentials before using it."""
         path = target.split(b"?", 1)[0].split(b"/")
         if path[1:3] == [b"admin", b"v1"]:
             admin = self.config.api.admin_token.encode()
@@ -144,6 +147,8 @@ class ApiApp:
             limit = max_body_bytes(self.config)
         else:
             limit = MAX_JSON_BODY
+        if length is not None and length <= MAX_JSON_BODY:
+            return limit, None
         try:
             credentials = publisher_credentials_from(headers.getRawHeaders(b"authorization") or [b""])
             looked_up = now_or_later(self.registry.publisher(credentials.publisher))

@@ -7,6 +7,7 @@ from typing import Any, Callable, Coroutine, TypeVar
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -144,7 +145,7 @@ def install_error_handlers(app: Klein) -> None:
 #: What a site may say of a request's body once its head is in: how many
 #: bytes of it to keep, and, when that takes a look-up, a Deferred firing
 #: with whether to read it at all (README.rst: Limits).
-BodyGate = Callable[[bytes, bytes, Headers], "tuple[int, Deferred[bool] | None]"]
+BodyGate = Callable[[bytes, bytes, Headers, "int | None"], "tuple[int, Deferred[bool] | None]"]
 
 
 class BoundedRequest(server.Request):
@@ -168,7 +169,7 @@ class BoundedRequest(server.Request):
         gate: BodyGate | None = getattr(site, "body_gate", None)
         if gate is not None:
             # The method and target are the channel's until the body is in.
-            self._limit, verdict = gate(self.channel._command, self.channel._path, self.requestHeaders)
+            self._limit, verdict = gate(self.channel._command, self.channel._path, self.requestHeaders, length)
             if verdict is not None:
                 self._await_verdict(verdict)
         if length is not None and length > self._limit:
@@ -230,33 +231,34 @@ class Channel(HTTPChannel):
     _host: Any = None
     #: The status line and headers, sent with the first body bytes: one send.
     _head = b""
-    #: Cuts a request head that takes longer than the site's ``header_timeout``.
-    _head_timer: Any = None
+    #: When the request head being read began (``None``: none is being read).
+    head_started: float | None = None
 
     # An absolute bound on each request head, from its first byte: the idle
     # timeout alone starts again with every byte, so a head drip-fed a byte
-    # at a time would hold the connection forever.
+    # at a time would hold the connection forever. The site's one sweep
+    # cuts what is late (QuietSite.sweep_heads): no timer per request.
 
     def dataReceived(self, data: bytes) -> None:
-        if self.line_mode and self._head_timer is None:
-            self._head_timer = self.callLater(self.site.header_timeout, self._head_too_slow)
+        if self.line_mode and self.head_started is None:
+            self.head_started = self.site.head_begun(self)
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
-        self._cancel_head_timer()
+        self._head_done()
         super().allHeadersReceived()
 
     def connectionLost(self, reason: Any) -> None:
-        self._cancel_head_timer()
+        self._head_done()
         super().connectionLost(reason)
 
-    def _cancel_head_timer(self) -> None:
-        timer, self._head_timer = self._head_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+    def _head_done(self) -> None:
+        if self.head_started is not None:
+            self.head_started = None
+            self.site.head_ended(self)
 
-    def _head_too_slow(self) -> None:
-        self._head_timer = None
+    def head_too_slow(self) -> None:
+        self._head_done()
         self.transport.write(
             b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_SLOW_HEAD), _SLOW_HEAD)
@@ -338,6 +340,34 @@ class QuietSite(server.Site):
         if body_gate is not None:
             self.body_gate = body_gate
         self.noisy = False
+        #: The channels reading a request head, and since when.
+        self._heads: dict[Channel, float] = {}
+        self._head_sweep = LoopingCall(self.sweep_heads)
+        self._head_sweep.clock = self.reactor
+
+    def head_begun(self, channel: Channel) -> float:
+        now = self.reactor.seconds()
+        self._heads[channel] = now
+        if not self._head_sweep.running:
+            self._head_sweep.start(min(1.0, self.header_timeout / 4), now=False)
+        return now
+
+    def head_ended(self, channel: Channel) -> None:
+        self._heads.pop(channel, None)
+
+    def sweep_heads(self) -> None:
+        """Cut the connections whose request head is late."""
+        if not self._heads:
+            self._head_sweep.stop()
+            return
+        oldest = self.reactor.seconds() - self.header_timeout
+        for channel in [c for c, started in self._heads.items() if started <= oldest]:
+            channel.head_too_slow()
+
+    def stopFactory(self) -> None:
+        if self._head_sweep.running:
+            self._head_sweep.stop()
+        super().stopFactory()
 
     def getResourceFor(self, request: server.Request) -> Any:
         # Klein answers a path that does not decode to UTF-8 with HTML (and

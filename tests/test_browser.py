@@ -3,7 +3,8 @@
 The page is served by the test on its own port, so it reaches the daemon
 cross-origin (CORS, WebSocket Origin) as a Drupal site would. Connections
 are cut by a relay between browser and daemon (Chromium's offline emulation
-does not close an open WebSocket).
+does not close an open WebSocket). The page's server also mints subscriber
+tokens at ``/token``, as the site would for a token function.
 """
 
 from __future__ import annotations
@@ -27,9 +28,25 @@ PAGE = """<!doctype html>
 <script>
 window.received = [];
 window.statuses = [];
+window.details = [];
+window.tokenCalls = 0;
 window.start = function (url, options) {
+  if (options.tokenUrl) {
+    var tokenUrl = options.tokenUrl;
+    delete options.tokenUrl;
+    options.token = function () {
+      window.tokenCalls += 1;
+      return fetch(tokenUrl, {cache: "no-store"}).then(function (response) {
+        if (!response.ok) throw new Error("token: HTTP " + response.status);
+        return response.text();
+      });
+    };
+  }
   options.onMessage = function (data, message) { window.received.push({id: message.id, data: data}); };
-  options.onStatus = function (status, detail) { window.statuses.push([status, detail.transport]); };
+  options.onStatus = function (status, detail) {
+    window.statuses.push([status, detail.transport]);
+    window.details.push({status: status, delay: detail.delay, error: detail.error, code: detail.status});
+  };
   window.subscription = Notifier.subscribe(url, options);
 };
 </script></body></html>
@@ -57,16 +74,51 @@ async def site(tmp_path):
     page.putChild(b"page.html", static.Data(
         (PAGE % {"script": f"{daemon.public}/notifier.js"}).encode(), "text/html; charset=utf-8"))
     secret = await daemon.add_publisher("drupal")
+    tokens = TokenMinter(secret)
+    page.putChild(b"token", tokens)
     status, _ = await call("PUT", f"{daemon.api}/api/v1/centers/news", auth=("drupal", secret))
     assert status == 201
-    yield Site(daemon, secret, f"{origin}/page.html")
+    yield Site(daemon, secret, f"{origin}/page.html", tokens, f"{origin}/token")
     await daemon.service.stopService()
     await page_port.stopListening()
 
 
+class TokenMinter(resource.Resource):
+    """The site's side of a token function: a fresh subscriber token per GET,
+    valid for ``lifetime`` seconds; the first ``failures`` GETs answer 503."""
+
+    isLeaf = True
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+        self.lifetime = 600
+        self.failures = 0
+        self.expiries: list[int] = []  # the exp of each token minted
+
+    def render_GET(self, request):
+        request.setHeader(b"cache-control", b"no-store")
+        if self.failures > 0:
+            self.failures -= 1
+            request.setResponseCode(503)
+            return b"try again"
+        exp = int(time.time()) + self.lifetime
+        self.expiries.append(exp)
+        request.setHeader(b"content-type", b"text/plain")
+        return jwt.encode({"centers": ["user.17.*"], "exp": exp}, self.secret.encode(),
+                          algorithm="HS256").encode()
+
+
 class Site:
-    def __init__(self, daemon, secret, page):
+    def __init__(self, daemon, secret, page, tokens, token_url):
         self.daemon, self.secret, self.page = daemon, secret, page
+        self.tokens, self.token_url = tokens, token_url
+
+    async def private_center(self, name: str = "user.17.inbox") -> str:
+        status, _ = await call("PUT", f"{self.daemon.api}/api/v1/centers/{name}", {"private": True},
+                               auth=("drupal", self.secret))
+        assert status == 201
+        return name
 
     async def publish(self, text: str, center: str = "news") -> str:
         status, body = await call("POST", f"{self.daemon.api}/api/v1/centers/{center}/messages",
@@ -204,3 +256,110 @@ async def test_the_script_is_served_with_caching_headers(site):
                            persistent=False)
     assert again.code == 304
     assert await again.content() == b""
+
+
+async def _statuses(browser):
+    return [s[0] for s in await browser.evaluate("window.statuses")]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest_twisted.ensureDeferred
+async def test_a_token_function_is_called_for_each_connection(browser, site, transport):
+    center = await site.private_center()
+    relay = Relay(site.daemon.public_port)
+    port = await relay.start()
+    try:
+        await _subscribe(browser, site, f"http://127.0.0.1:{port}/sub/drupal/{center}",
+                         tokenUrl=site.token_url, transports=[transport])
+        await _connected(browser)
+        before = [await site.publish(f"before {i}", center=center) for i in range(2)]
+        await _received(browser, 2)
+        assert await browser.evaluate("window.tokenCalls") == 1
+        assert len(site.tokens.expiries) == 1
+        await relay.cut()
+        during = [await site.publish(f"during {i}", center=center) for i in range(3)]
+        await browser.wait_for("() => window.statuses.some(s => s[0] === 'reconnecting')")
+        await sleep(1.0)  # refused for a while: each new attempt asks for a token
+        await relay.restore()
+        await _connected(browser, 2)
+        after = [await site.publish("after", center=center)]
+        received = await _received(browser, 6)
+        assert [m["id"] for m in received] == before + during + after
+        assert [m["data"] for m in received] == [
+            "before 0", "before 1", "during 0", "during 1", "during 2", "after"]
+        statuses = await _statuses(browser)
+        calls = await browser.evaluate("window.tokenCalls")
+        assert calls >= 2
+        assert calls == statuses.count("connecting")  # once per connection attempt
+        assert "failed" not in statuses and "lost" not in statuses
+        assert await browser.evaluate("window.subscription.transport") == transport
+    finally:
+        await relay.stop()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest_twisted.ensureDeferred
+async def test_an_expired_token_is_renewed_without_loss(browser, site, transport):
+    """WebSockets are closed with 4401 and event streams ended when their
+    token expires, a long-poll is answered 401: the page gets a fresh token
+    from its function and resumes where it was."""
+    center = await site.private_center()
+    site.tokens.lifetime = 5  # every token minted: 4 to 5 seconds left
+    await _subscribe(browser, site, f"{site.daemon.public}/sub/drupal/{center}",
+                     tokenUrl=site.token_url, transports=[transport])
+    await _connected(browser)
+    [first_expiry] = site.tokens.expiries
+    before = [await site.publish(f"before {i}", center=center) for i in range(2)]
+    await _received(browser, 2)
+    await sleep(max(0.0, first_expiry - time.time()) + 0.3)  # the first token has expired
+    at_expiry = [await site.publish("at expiry", center=center)]
+    await browser.wait_for("() => window.tokenCalls >= 2", timeout=10)
+    await _connected(browser, 2)
+    after = [await site.publish(f"after {i}", center=center) for i in range(2)]
+    received = await _received(browser, 5)
+    assert [m["id"] for m in received] == before + at_expiry + after
+    assert [m["data"] for m in received] == ["before 0", "before 1", "at expiry", "after 0", "after 1"]
+    assert await browser.evaluate("window.tokenCalls") >= 2
+    assert len(site.tokens.expiries) >= 2
+    statuses = await _statuses(browser)
+    assert "failed" not in statuses and "lost" not in statuses
+    # Renewed promptly: a short random delay, not a backoff after failures.
+    details = await browser.evaluate("window.details")
+    renewal = next(d for d in details if d["status"] == "reconnecting")
+    assert 0 < renewal["delay"] <= 1000
+    assert await browser.evaluate("window.subscription.transport") == transport
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expired_string_token_fails_instead_of_looping(browser, site):
+    center = await site.private_center()
+    token = jwt.encode({"centers": ["user.17.*"], "exp": int(time.time()) + 3},
+                       site.secret.encode(), algorithm="HS256")
+    await _subscribe(browser, site, f"{site.daemon.public}/sub/drupal/{center}",
+                     token=token, transports=["websocket"])
+    await _connected(browser)
+    message_id = await site.publish("while it lasts", center=center)
+    assert [m["id"] for m in await _received(browser, 1)] == [message_id]
+    failed = await browser.wait_for(
+        "() => window.details.find(d => d.status === 'failed') || null", timeout=10)
+    assert failed["code"] == 401
+    statuses = await _statuses(browser)
+    assert statuses == ["connecting", "connected", "failed", "closed"]  # never retried
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_token_function_is_retried_with_backoff(browser, site):
+    center = await site.private_center()
+    site.tokens.failures = 2
+    await _subscribe(browser, site, f"{site.daemon.public}/sub/drupal/{center}",
+                     tokenUrl=site.token_url)
+    await _connected(browser)
+    details = await browser.evaluate("window.details")
+    retries = [d for d in details if d["status"] == "reconnecting"]
+    assert [d["error"] for d in retries] == ["token: HTTP 503"] * 2
+    assert retries[0]["delay"] <= 500 < retries[1]["delay"] <= 1000  # exponential backoff
+    assert await browser.evaluate("window.tokenCalls") == 3
+    # A token that could not be had is no reason to give the transport up.
+    assert await browser.evaluate("window.subscription.transport") == "websocket"
+    message_id = await site.publish("at last", center=center)
+    assert [m["id"] for m in await _received(browser, 1)] == [message_id]
