@@ -11,6 +11,8 @@ extension (Debian: php-cli, php-curl).
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -20,6 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import jwt
@@ -29,6 +32,8 @@ import treq
 from twisted.internet import endpoints, reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from tests.support import Daemon, sleep, start_daemon, websocket
 
@@ -241,6 +246,137 @@ async def test_a_retried_publish_with_an_idempotency_key_is_delivered_once(php):
     assert ws.messages.pending == []
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_same_publish_twice_in_one_second_is_delivered_twice(php):
+    # Same method, target, body and (whole-second) timestamp: only the nonce
+    # keeps the second signed request from being refused as a replay.
+    daemon = php.daemon
+    await php.result("createCenter", "news")
+    ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
+    await sleep(1.01 - time.time() % 1)  # start with a fresh second to end both within it
+    started = time.time()
+    run = await php.run(["publish", "news", "twice"], ["publish", "news", "twice"], ["getCenter", "news"])
+    assert int(time.time()) == int(started), "both publishes were meant to be signed within one second"
+    first, second, center = run.results
+    assert first != second
+    assert [await ws.next() for _ in range(2)] == ["twice", "twice"]
+    assert center["last_id"] == second
+    status, body = await longpoll(daemon, "news", since="0-0")
+    assert status == 200, body
+    assert [(m["id"], m["data"]) for m in body["messages"]] == [(first, "twice"), (second, "twice")]
+
+
+# request signing
+
+
+@attrs.frozen
+class Recorded:
+    method: str
+    target: str
+    authorization: str
+    body: bytes
+
+
+class Recorder(Resource):
+    """Answers every request as the daemon would a successful one, and keeps it."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Recorded] = []
+        self.url = ""
+
+    def render(self, request: Any) -> bytes:
+        body = request.content.read()
+        self.requests.append(Recorded(request.method.decode(), request.uri.decode(),
+                                      (request.getHeader(b"authorization") or b"").decode(), body))
+        n = len(self.requests)
+        if request.path.endswith(b"/api/v1/messages"):
+            request.setResponseCode(201)
+            answer: Any = {"ids": [f"{n}-{i}" for i in range(len(json.loads(body)["messages"]))]}
+        elif request.path.endswith(b"/messages"):
+            request.setResponseCode(201)
+            answer = {"id": f"{n}-0"}
+        else:
+            answer = {"centers": []}
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(answer).encode()
+
+
+@pytest_twisted.async_yield_fixture
+async def recorder():
+    """An api listener stand-in that records what the PHP client sends (``recorder.url``)."""
+    resource = Recorder()
+    port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(resource))
+    resource.url = f"http://127.0.0.1:{port.getHost().port}"
+    yield resource
+    await port.stopListening()
+
+
+def signed_parts(recorded: Recorded) -> dict[str, str]:
+    scheme, _, value = recorded.authorization.partition(" ")
+    assert scheme == "Notifier-HMAC-SHA256", recorded
+    return dict(part.strip().split("=", 1) for part in value.split(","))
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_signed_request_has_its_own_nonce_and_signature(php, recorder):
+    batch = [{"center": "news", "data": "b"}]
+    run = await php.run(
+        ["publish", "news", "same"], ["publish", "news", "same"],
+        ["publish", "news", "same", "key-1"], ["publish", "news", "same", "key-1"],  # a caller's retry
+        ["publishBatch", batch], ["publishBatch", batch],
+        ["listCenters"], ["listCenters"],
+        url=recorder.url + "/prefix/",
+    )
+    assert len(run.results) == 8  # every call succeeded
+    requests = recorder.requests
+    assert len(requests) == 8
+    nonces, signatures = [], []
+    for recorded in requests:
+        path, query = urlsplit(recorded.target)[2:4]
+        assert path in ("/prefix/api/v1/centers/news/messages", "/prefix/api/v1/messages",
+                        "/prefix/api/v1/centers")
+        assert recorded.target == f"{path}?{query}" and query.startswith("nonce=")
+        [nonce] = parse_qs(query, strict_parsing=True)["nonce"]
+        assert re.fullmatch(r"[0-9a-f]{16,}", nonce), recorded
+        parts = signed_parts(recorded)
+        assert set(parts) == {"publisher", "timestamp", "signature"} and parts["publisher"] == "site"
+        assert abs(int(parts["timestamp"]) - time.time()) < 60
+        # The nonce is signed: the signature covers the target as sent, query included.
+        signed = "\n".join([recorded.method, recorded.target, parts["timestamp"],
+                            hashlib.sha256(recorded.body).hexdigest()])
+        expected = hmac.new(php.secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
+        assert parts["signature"] == expected, recorded
+        nonces.append(nonce)
+        signatures.append(parts["signature"])
+    # Each pair is the same call twice in a row: same method, path and body.
+    for first, second in zip(requests[::2], requests[1::2]):
+        assert (first.method, urlsplit(first.target).path, first.body) == \
+            (second.method, urlsplit(second.target).path, second.body)
+    assert len(set(nonces)) == len(nonces)
+    assert len(set(signatures)) == len(signatures)
+
+
+@pytest_twisted.ensureDeferred
+async def test_basic_auth_sends_the_target_as_it_is(php, recorder):
+    run = await php.run(["publish", "news", "x"], ["listCenters"], url=recorder.url, auth="basic")
+    assert len(run.results) == 2  # both calls succeeded
+    assert [(r.method, r.target) for r in recorder.requests] == [
+        ("POST", "/api/v1/centers/news/messages"), ("GET", "/api/v1/centers"),
+    ]
+    assert {r.authorization for r in recorder.requests} == {"Basic " + base64.b64encode(
+        f"site:{php.secret}".encode()).decode()}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refusal_names_the_target_without_its_nonce(php):
+    exception = await php.exception("publish", "nowhere", "x")
+    assert_refusal(exception, 404, "no_such_center")
+    assert exception["message"].endswith("(POST /api/v1/centers/nowhere/messages)"), exception
+
+
 # subscriber tokens
 
 
@@ -428,6 +564,32 @@ async def test_the_drupal_example_publishes_saved_nodes_after_the_response(php):
     assert body["recovered"] is False
     assert [json.loads(m["data"])["id"] for m in body["messages"]] == [1, 2]
     assert body["messages"][-1]["id"] == inbox["last_id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_drupal_example_with_auto_create_makes_user_centers_private(php, tmp_path):
+    # What the example's comments recommend: auto_create with
+    # auto_create_private = ["user.*"]. The batch creates the missing centers
+    # itself, with no 404: "content" public, "user.7" private.
+    daemon = await start_daemon(f"sqlite:{tmp_path / 'auto.db'}",
+                                centers={"auto_create": True, "auto_create_private": ["user.*"]})
+    try:
+        secret = await daemon.add_publisher("site")
+        (tmp_path / "auto").mkdir()
+        auto = Php(php.php, tmp_path / "auto", daemon, daemon.api, "site", secret)
+        printed = await run_drupal_example(auto, daemon.api, daemon.public)
+        assert printed["logs"] == []
+        content, inbox = (await auto.run(["getCenter", "content"], ["getCenter", "user.7"])).results
+        assert content["private"] is False
+        assert inbox["private"] is True
+        status, body = await longpoll(daemon, "user.7", since="0-0")
+        assert (status, body["error"]) == (401, "token_required")
+        token = printed["browser"]["centers"][1]["token"]
+        status, body = await longpoll(daemon, "user.7", since="0-0", token=token)
+        assert status == 200, body
+        assert [json.loads(m["data"])["id"] for m in body["messages"]] == [1, 2]
+    finally:
+        await daemon.service.stopService()
 
 
 @pytest_twisted.ensureDeferred

@@ -12,7 +12,10 @@ namespace Notifier;
  *     $id = $client->publish('news', 'Hello');
  *
  * Every request is signed (`Notifier-HMAC-SHA256`), unless the option
- * `'auth' => 'basic'` asks for HTTP Basic credentials instead. Refusals
+ * `'auth' => 'basic'` asks for HTTP Basic credentials instead. The daemon
+ * accepts a signed request once only, so each one is signed when it is sent
+ * and carries a fresh random `nonce` query parameter: two identical calls
+ * within the same second are two different signed requests. Refusals
  * raise NotifierException, transport failures TransportException (one of
  * them); wrong arguments raise \InvalidArgumentException.
  */
@@ -202,8 +205,9 @@ final class Client
         ?string $idempotencyKey = null,
     ): array {
         $target = $this->prefix . $path;
+        [$sent, $authorization] = $this->authorize($method, $target, $body ?? '');
         $headers = [
-            'Authorization: ' . $this->authorization($method, $target, $body ?? ''),
+            "Authorization: {$authorization}",
             'Accept: application/json',
             'Expect:',   // no 100-continue round trip for large bodies
         ];
@@ -220,7 +224,7 @@ final class Client
         $handle = $this->handle ??= curl_init();
         curl_reset($handle);
         $options = [
-            \CURLOPT_URL => $this->origin . $target,
+            \CURLOPT_URL => $this->origin . $sent,
             \CURLOPT_HTTPHEADER => $headers,
             \CURLOPT_RETURNTRANSFER => true,
             \CURLOPT_FOLLOWLOCATION => false,
@@ -272,16 +276,33 @@ final class Client
         throw new NotifierException($status, 'http_error', "the server answered HTTP {$status}", $method, $target);
     }
 
-    private function authorization(string $method, string $target, string $body): string
+    /**
+     * The request target to send and its Authorization header value.
+     *
+     * Signing adds `nonce=<32 random hex digits>` to the target's query (it
+     * is part of the signed target): the daemon refuses a signature it has
+     * accepted before, and two identical requests signed within the same
+     * second would otherwise have the same one. Every call signs anew, with
+     * a new nonce and timestamp, so a caller's retry is never a replay.
+     * Basic credentials leave the target as it is.
+     *
+     * @return array{0: string, 1: string}
+     */
+    private function authorize(string $method, string $target, string $body): array
     {
         if ($this->auth === self::AUTH_BASIC) {
-            return 'Basic ' . base64_encode("{$this->publisher}:{$this->secret}");
+            return [$target, 'Basic ' . base64_encode("{$this->publisher}:{$this->secret}")];
         }
+        $nonce = bin2hex(random_bytes(16));
+        $target .= (str_contains($target, '?') ? '&' : '?') . "nonce={$nonce}";
         $timestamp = time();
         $signed = "{$method}\n{$target}\n{$timestamp}\n" . hash('sha256', $body);
         $signature = hash_hmac('sha256', $signed, $this->secret);
 
-        return "Notifier-HMAC-SHA256 publisher={$this->publisher}, timestamp={$timestamp}, signature={$signature}";
+        return [
+            $target,
+            "Notifier-HMAC-SHA256 publisher={$this->publisher}, timestamp={$timestamp}, signature={$signature}",
+        ];
     }
 
     private function transportMessage(int $errno, string $error): string

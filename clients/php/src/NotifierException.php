@@ -52,7 +52,10 @@ class NotifierException extends \RuntimeException
         return $this->method;
     }
 
-    /** The request target (path and query) of the failed request. */
+    /**
+     * The request target (path and query) of the failed request, without
+     * the `nonce` query parameter that signing adds.
+     */
     public function getTarget(): string
     {
         return $this->target;

@@ -93,7 +93,16 @@ final class NotifierPublisher implements DestructableInterface {
         if ($e->getErrorCode() !== 'no_such_center') {
           throw $e;
         }
-        // A user created before this module was enabled has no center yet.
+        // A user created before this module was enabled has no center yet:
+        // the daemon answered 404, so create the missing centers, user.*
+        // ones private, and publish again.
+        //
+        // With the daemon's [centers] auto_create = true there is no 404:
+        // the publish itself creates a missing center, and PUBLIC, unless
+        // its name matches [centers] auto_create_private (center names, or
+        // beginnings followed by "*"). So with auto_create on, also set
+        //   auto_create_private = ["user.*"]
+        // or a user's private center created this way is readable by anyone.
         foreach (array_unique(array_column($messages, 'center')) as $center) {
           $client->createCenter($center, str_starts_with($center, 'user.') ? ['private' => TRUE] : []);
         }
