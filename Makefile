@@ -43,14 +43,17 @@ test: $(STAMP) test-tools
 clean:
 	rm -rf $(VENV) run *.egg-info .pytest_cache .hypothesis
 
-# `make bench`: notifier against Nchan (one nginx worker) on loopback, with the
-# side-by-side harness in ../shared/bench; the goals, method and latest table
-# are in docs/performance.rst.
+# `make bench`: notifier against Nchan (one nginx worker) on loopback, with a
+# side-by-side load harness (a Go load generator and a bench.py that starts
+# each server from its profile; docs/performance.rst says what it must provide)
+# checked out anywhere and named by BENCH_DIR; the goals, method and latest
+# table are in docs/performance.rst.
+#   make bench BENCH_DIR=/path/to/harness      required: where the harness is
 #   make bench REPEAT=1 SCENARIOS="ws1k sse"   subset, one run per target
 #   make bench PYPY=1                          notifier on PyPy as a third target (bench/pypy_venv.sh)
 #   make bench UPDATE_DOCS=1                   write the table into docs/performance.rst
 #   make bench SCALE=0.1                       smoke run with a tenth of the messages
-BENCH_DIR   ?= ../shared/bench
+BENCH_DIR   ?=
 REPEAT      ?= 3
 SCENARIOS   ?=
 PYPY        ?=
@@ -67,6 +70,8 @@ BENCH_TOOLS := go=golang-go \
 .PHONY: bench
 
 bench: $(STAMP)
+	@test -n "$(BENCH_DIR)" -a -f "$(BENCH_DIR)/bench.py" || \
+	  { echo "make bench: set BENCH_DIR to the side-by-side load harness (docs/performance.rst: The harness)"; exit 2; }
 	@for pair in $(BENCH_TOOLS); do \
 	  what=$${pair%%=*}; pkg=$${pair#*=}; \
 	  case $$what in /*) test -e $$what ;; *) command -v $$what >/dev/null 2>&1 ;; esac || missing="$$missing $$pkg"; \

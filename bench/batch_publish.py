@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Batch-publishing throughput of notifier: messages/s through POST /api/v1/messages.
 
-The Go load generator of the side-by-side harness (../shared/bench) publishes
-one message per request only. This client measures the batch endpoint of
-SPEC.md instead: it starts notifier exactly as the harness does (the same
+The Go load generator of the side-by-side harness (--bench-dir, or
+BENCH_DIR) publishes one message per request only. This client measures the
+batch endpoint (README.rst: Publisher API) instead: it starts notifier exactly as the harness does (the same
 target profile, rendered configuration, readiness check and publisher set-up,
 by importing the harness's bench.py), creates the centers, then sends batches
 over a few keep-alive HTTP/1.1 connections on 127.0.0.1 as fast as the server
@@ -43,7 +43,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_BENCH = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench"))
+DEFAULT_BENCH = os.environ.get("BENCH_DIR", "")
 LOOPBACK = "127.0.0.1"
 
 

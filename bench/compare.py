@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """`make bench`: notifier against Nchan (one nginx worker), goal by goal.
 
-Runs the comparison scenarios of the side-by-side harness (../shared/bench,
-see its README.md) with `bench.py compare` (targets interleaved, each run on a
+Runs the comparison scenarios of the side-by-side harness (--bench-dir, or
+BENCH_DIR; docs/performance.rst says what it provides) with `bench.py compare` (targets interleaved, each run on a
 fresh server), the single-publish scenario with `bench.py run` per target
 (Nchan and notifier with different message counts, interleaved by hand), and
 batch publishing with bench/batch_publish.py; then reads every RESULT the
@@ -39,7 +39,7 @@ import tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_BENCH = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench"))
+DEFAULT_BENCH = os.environ.get("BENCH_DIR", "")
 PYPY_PROFILE = os.path.join(HERE, "targets", "notifier-pypy.toml")
 BASELINE = "nchan-1w"
 DOCS_BEGIN = ".. bench-results-begin"

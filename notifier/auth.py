@@ -77,7 +77,7 @@ class SignedRequest:
 
 
 def signature(secret: str, method: bytes, path_with_query: bytes, timestamp: int, body: bytes) -> str:
-    """SPEC.md's request signature, as lowercase hex."""
+    """The documented request signature, as lowercase hex."""
     signed = b"\n".join((
         method, path_with_query, str(timestamp).encode(), hashlib.sha256(body).hexdigest().encode(),
     ))

@@ -1,4 +1,4 @@
-"""The error family every HTTP answer of notifier's is built from (SPEC.md: Errors)."""
+"""The error family every HTTP answer of notifier's is built from (README.rst: HTTP API)."""
 
 from __future__ import annotations
 

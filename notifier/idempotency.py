@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 
 T = TypeVar("T")
 
-#: How long a key is remembered, in seconds (SPEC.md: 10 minutes).
+#: How long a key is remembered, in seconds (README.rst: Retries: 10 minutes).
 KEY_TTL = 600.0
 #: How many keys are remembered at most per publisher; the oldest go first.
 #: Kept per publisher, so that one publisher never evicts another's keys.

@@ -1,4 +1,4 @@
-"""The naming rules of SPEC.md (Words) for publishers and centers."""
+"""The naming rules (README.rst: Publisher API) for publishers and centers."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Plain twisted.web resources: a long-poll or an SSE stream is a request per
 delivery, and routing it through a general-purpose framework cost more than
 everything else it does. A request for a center already live on this node
 is answered without a Deferred where it can be; anything that needs the
-store goes the asynchronous way. Every refusal is SPEC.md's JSON error.
+store goes the asynchronous way. Every refusal is the documented JSON error.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def answer_later(request: IRequest, result: Deferred[Any]) -> Any:
 
 
 def install_error_handlers(app: Klein) -> None:
-    """Every failure of *app* becomes SPEC.md's JSON error; none is a traceback."""
+    """Every failure of *app* becomes the documented JSON error; none is a traceback."""
 
     @app.handle_errors(NotifierError)
     def notifier_error(_app: object, request: IRequest, failure: Failure) -> bytes:

@@ -74,7 +74,7 @@ def expect(answer: Answer, status: int) -> Any:
 
 
 def expect_error(answer: Answer, status: int, code: str | None = None) -> dict[str, str]:
-    """Assert SPEC.md's error shape: JSON ``{"error": code, "message": text}``."""
+    """Assert the documented error shape: JSON ``{"error": code, "message": text}``."""
     assert answer.status == status, answer
     assert answer.content_type == "application/json", answer
     body = json.loads(answer.body)

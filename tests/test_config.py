@@ -1,4 +1,4 @@
-"""The TOML configuration: SPEC.md's defaults, every key, and every refusal naming its key."""
+"""The TOML configuration: the documented defaults, every key, and every refusal naming its key."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from notifier.config import Config, ConfigError, load_config, parse_config
 REPO = Path(__file__).resolve().parent.parent
 TWISTD = Path(sys.executable).parent / "twistd"
 
-#: The table of SPEC.md (Configuration), verbatim: every key with its default.
+#: The documented defaults (README.rst: Configuration): every key with its default.
 SPEC_DEFAULTS = """
 [public]
 endpoint = "tcp:8080"                      # Twisted endpoint description

@@ -94,7 +94,7 @@ def _rss() -> int:
 
 
 def _expect_error(status: int, body: Any, expected: int, code: str | None = None) -> None:
-    """SPEC.md's error, as ``call`` decodes it (JSON only when the type says so)."""
+    """The documented error, as ``call`` decodes it (JSON only when the type says so)."""
     assert status == expected, (status, body)
     assert isinstance(body, dict) and set(body) == {"error", "message"}, body
     assert code is None or body["error"] == code, body
@@ -102,7 +102,7 @@ def _expect_error(status: int, body: Any, expected: int, code: str | None = None
 
 def _assert_error(status: int, headers: dict[bytes, bytes], body: bytes, expected: int | None = None,
                   code: str | None = None) -> dict[str, Any]:
-    """SPEC.md's error: JSON ``{"error", "message"}`` with a 4xx status."""
+    """The documented error: JSON ``{"error", "message"}`` with a 4xx status."""
     if expected is not None:
         assert status == expected, (status, body)
     assert 400 <= status < 500, (status, body)

@@ -1,4 +1,4 @@
-"""Security rules of SPEC.md, each checked where it lives: on the wire.
+"""The security rules of README.rst, each checked where it lives: on the wire.
 
 Request signing, private centers and their tokens on every transport,
 origins, tokens kept out of logs, all-or-nothing batches, Idempotency-Key,
@@ -71,7 +71,7 @@ async def _call(method: str, url: str, body: Any = None, **kwargs: Any) -> tuple
 
 
 def _error(status: int, body: Any, expected: int) -> dict[str, str]:
-    """Assert SPEC.md's JSON error of status *expected*; the decoded body."""
+    """Assert the documented JSON error of status *expected*; the decoded body."""
     assert status == expected, (status, body)
     assert isinstance(body, dict) and set(body) == {"error", "message"}, body
     assert isinstance(body["error"], str) and body["error"], body
@@ -79,7 +79,7 @@ def _error(status: int, body: Any, expected: int) -> dict[str, str]:
 
 
 def _sign(secret: str, method: str, target: str, timestamp: int | str, body: bytes) -> str:
-    """SPEC.md's request signature, computed from its text."""
+    """The documented request signature, computed from its text."""
     signed = f"{method}\n{target}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}"
     return hmac.new(secret.encode("utf-8"), signed.encode("utf-8"), hashlib.sha256).hexdigest()
 

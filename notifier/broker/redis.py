@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-#: How long a publish's Idempotency-Key is remembered (SPEC.md: 10 minutes).
+#: How long a publish's Idempotency-Key is remembered (README.rst: Retries: 10 minutes).
 KEY_TTL = 600
 #: How long a reconnected listener waits for the command connections before
 #: catching hubs up (they reconnect with a backoff of their own).

@@ -74,7 +74,7 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
 
     def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
         """A handshake Autobahn refuses (no key, an unknown version) is
-        answered with SPEC.md's JSON error too, not a bare status line."""
+        answered with the documented JSON error too, not a bare status line."""
         body = json.dumps({"error": "bad_handshake", "message": reason}).encode()
         head = [f"HTTP/1.1 {code} {RESPONSES.get(code, b'Error').decode()}",
                 "Content-Type: application/json", f"Content-Length: {len(body)}", "Connection: close"]
