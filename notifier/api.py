@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from klein import Klein
@@ -14,8 +13,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 from notifier.auth import (
-    BasicCredentials,
     SignedRequest,
+    admin_granted,
     bad_credentials,
     check_admin,
     publisher_credentials,
@@ -23,7 +22,6 @@ from notifier.auth import (
 )
 from notifier.config import Config
 from notifier.errors import BadRequest, NotifierError, TooLarge, Unauthorized, UnsupportedMediaType
-from notifier.model import Publisher
 from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
@@ -39,6 +37,13 @@ MAX_IDEMPOTENCY_KEY = 255
 def max_body_bytes(config: Config) -> int:
     """The largest body the api listener keeps: a batch of large messages."""
     return max(16 * 1024 * 1024, 4 * config.centers.max_message_bytes + MAX_JSON_BODY)
+
+
+def _is_publish(method: bytes, path: list[bytes]) -> bool:
+    """Whether *method* and the segments of *path* are ``POST
+    /api/v1/centers/{center}/messages``, the one request a site makes most."""
+    return (method == b"POST" and len(path) == 5 and path[0] == b"api" and path[1] == b"v1"
+            and path[2] == b"centers" and path[4] == b"messages")
 
 
 def _is_text(content_type: bytes | None) -> bool:
@@ -133,37 +138,29 @@ class ApiApp:
         at all for credentials that cannot hold, looked up first. A body of
         a known length that fits in one read is not worth a look-up: the
         handler checks the credentials before using it."""
-        path = target.split(b"?", 1)[0].split(b"/")
-        if path[1:3] == [b"admin", b"v1"]:
-            admin = self.config.api.admin_token.encode()
-            scheme, _, value = (headers.getRawHeaders(b"authorization") or [b""])[0].partition(b" ")
-            granted = bool(admin) and scheme.lower() == b"bearer" and secrets.compare_digest(value.strip(), admin)
+        path = target.split(b"?", 1)[0].split(b"/")[1:]
+        authorization = headers.getRawHeaders(b"authorization") or [b""]
+        if path[:2] == [b"admin", b"v1"]:
+            granted = admin_granted(authorization[0], self.config.api.admin_token)
             return (MAX_JSON_BODY if granted else 0), None
-        if path[1:3] != [b"api", b"v1"]:
+        if path[:2] != [b"api", b"v1"]:
             return 0, None
-        if method == b"POST" and len(path) == 6 and path[3] == b"centers" and path[5] == b"messages":
+        if _is_publish(method, path):
             limit = self.config.centers.max_message_bytes
-        elif method == b"POST" and path[3:] == [b"messages"]:
+        elif method == b"POST" and path[2:] == [b"messages"]:
             limit = max_body_bytes(self.config)
         else:
             limit = MAX_JSON_BODY
         if length is not None and length <= MAX_JSON_BODY:
             return limit, None
         try:
-            credentials = publisher_credentials_from(headers.getRawHeaders(b"authorization") or [b""])
+            credentials = publisher_credentials_from(authorization)
             looked_up = now_or_later(self.registry.publisher(credentials.publisher))
         except Exception:
             return 0, None  # the handler answers why (401, or 503 for a store away)
-
-        def admitted(publisher: Publisher | None) -> bool:
-            if publisher is None:
-                return False
-            return not isinstance(credentials, BasicCredentials) or secrets.compare_digest(
-                publisher.secret.encode(), credentials.secret.encode())
-
         if isinstance(looked_up, Deferred):
-            return limit, looked_up.addCallback(admitted)
-        return limit, succeed(admitted(looked_up))
+            return limit, looked_up.addCallback(credentials.may_hold)
+        return limit, succeed(credentials.may_hold(looked_up))
 
     def _text(self, data: bytes) -> str:
         limit = self.config.centers.max_message_bytes
@@ -339,8 +336,7 @@ class ApiRoot(resource.Resource):
 
     def render(self, request: IRequest) -> Any:
         path = request.postpath
-        if (request.method == b"POST" and len(path) == 5 and path[0] == b"api" and path[1] == b"v1"
-                and path[2] == b"centers" and path[4] == b"messages"):
+        if _is_publish(request.method, path):
             try:
                 center = path[3].decode("utf-8")
             except UnicodeDecodeError:

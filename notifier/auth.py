@@ -20,6 +20,7 @@ from twisted.web.iweb import IRequest
 
 from notifier.errors import Unauthorized
 from notifier.model import Publisher
+from notifier.names import matches
 
 HMAC_SCHEME = b"notifier-hmac-sha256"
 #: How far a signed request's timestamp may be from the server's clock.
@@ -50,9 +51,13 @@ class BasicCredentials:
     def check_time(self, now: float) -> None:
         """Nothing to check: Basic credentials carry no time."""
 
+    def may_hold(self, publisher: Publisher | None) -> bool:
+        """Whether these credentials can hold for *publisher*, before any body is read."""
+        return secrets.compare_digest((publisher or _NOBODY).secret.encode(), self.secret.encode()) \
+            and publisher is not None
+
     def verify(self, publisher: Publisher | None, request: IRequest, body: bytes, now: float) -> None:
-        if not secrets.compare_digest((publisher or _NOBODY).secret.encode(), self.secret.encode()) \
-                or publisher is None:
+        if not self.may_hold(publisher):
             raise bad_credentials()
 
 
@@ -68,6 +73,11 @@ class SignedRequest:
         if abs(now - self.timestamp) > SIGNATURE_WINDOW:
             raise _bad(f"the signature's timestamp is more than {SIGNATURE_WINDOW} s from the server's clock",
                        code="stale_signature")
+
+    def may_hold(self, publisher: Publisher | None) -> bool:
+        """Whether these credentials can hold for *publisher*: the signature
+        covers the body, so only whether it exists tells before the body."""
+        return publisher is not None
 
     def verify(self, publisher: Publisher | None, request: IRequest, body: bytes, now: float) -> None:
         self.check_time(now)
@@ -131,12 +141,17 @@ def _signed(value: bytes) -> SignedRequest:
     return SignedRequest(params["publisher"], int(timestamp), params["signature"])
 
 
+def admin_granted(authorization: bytes | None, token: str) -> bool:
+    """Whether an ``Authorization`` header is ``Bearer <token>`` (never for an empty token)."""
+    scheme, _, value = (authorization or b"").partition(b" ")
+    return bool(token) and scheme.lower() == b"bearer" and secrets.compare_digest(value.strip(), token.encode())
+
+
 def check_admin(request: IRequest, token: str) -> None:
     """Pass only ``Authorization: Bearer <token>``; an empty token refuses all."""
-    scheme, _, value = (request.getHeader(b"authorization") or b"").partition(b" ")
     if not token:
         raise _bad("the admin API is disabled (no admin_token configured)", code="admin_disabled")
-    if scheme.lower() != b"bearer" or not secrets.compare_digest(value.strip(), token.encode()):
+    if not admin_granted(request.getHeader(b"authorization"), token):
         raise _bad("admin token required (Authorization: Bearer)")
 
 
@@ -178,12 +193,4 @@ def grants(claims: dict[str, Any], center: str) -> bool:
     centers = claims.get("centers")
     if not isinstance(centers, list):
         return False
-    for pattern in centers:
-        if not isinstance(pattern, str) or not pattern:
-            continue
-        if pattern.endswith("*"):
-            if center.startswith(pattern[:-1]):
-                return True
-        elif secrets.compare_digest(pattern.encode(), center.encode()):
-            return True
-    return False
+    return any(isinstance(pattern, str) and pattern and matches(pattern, center) for pattern in centers)

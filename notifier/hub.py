@@ -205,18 +205,16 @@ class Hub:
         else:
             self._fan_out()  # what was published meanwhile, or done
 
-    def memo(self, key: object, build: Callable[[], T]) -> T:
-        """*build()*, kept until the next fan-out: answers many subscribers
-        asking the same thing share."""
+    def memo(self, key: object, build: Callable[[], T], keep: Callable[[T], bool] | None = None) -> T:
+        """*build()*, kept until the next fan-out (if *keep* says so of
+        it): answers many subscribers asking the same thing share."""
         try:
             return self._memo[key]  # type: ignore[return-value]
         except KeyError:
-            value = self._memo[key] = build()
+            value = build()
+            if keep is None or keep(value):
+                self._memo[key] = value
             return value
-
-    def forget(self, key: object) -> None:
-        """Drop what ``memo`` keeps under *key*."""
-        self._memo.pop(key, None)
 
     def resume_point(self, cursor: str | None) -> tuple[int, int, bool]:
         """Where a subscriber resuming after *cursor* starts: the slice
@@ -245,7 +243,11 @@ class Hub:
         """Retained messages after *cursor*, and whether none were missed
         (``resume_point``)."""
         start, end, recovered = self.resume_point(cursor)
-        return list(islice(self._retained, start, end)), recovered
+        return self.retained(start, end), recovered
+
+    def retained(self, start: int, end: int) -> list[Prepared]:
+        """The retained messages ``[start, end)`` (``resume_point``)."""
+        return list(islice(self._retained, start, end))
 
     def attach(self, subscriber: Subscriber, cursor: str | None) -> tuple[list[Prepared], bool]:
         """Subscribe and return the backlog after *cursor*, in one step.

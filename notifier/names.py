@@ -11,6 +11,13 @@ PUBLISHER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
 CENTER_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._:@~-]{1,200}\Z")
 
 
+def matches(pattern: str, name: str) -> bool:
+    """Whether *pattern* names *name*: exactly, or, ending in ``*``, as its beginning."""
+    if pattern.endswith("*"):
+        return name.startswith(pattern[:-1])
+    return pattern == name
+
+
 def check_publisher_name(name: str) -> str:
     if not isinstance(name, str) or not PUBLISHER_NAME.match(name):
         raise BadRequest(

@@ -52,6 +52,12 @@ def _arg(request: IRequest, name: bytes) -> str | None:
         raise BadRequest(f"query parameter {name.decode()!r} is not UTF-8") from None
 
 
+def _small(payload: bytes) -> bool:
+    """Whether a long-poll answer is small enough to keep for others
+    (a larger one is built for each request, never kept)."""
+    return len(payload) <= MEMO_BYTES
+
+
 def _cursor(value: str | None) -> str | None:
     """A ``since`` (or ``Last-Event-ID``) as given, once it is a position."""
     if value is None or CURSOR.match(value):
@@ -291,9 +297,8 @@ class Subscriptions(_Leaf):
             if start == end and recovered:
                 payload = None
             else:
-                payload = hub.memo(("longpoll", start, recovered), lambda: self._backlog_body(hub, since))
-                if len(payload) > MEMO_BYTES:
-                    hub.forget(("longpoll", start, recovered))  # large: built for each, never kept
+                payload = hub.memo(("longpoll", start, recovered),
+                                   lambda: self._backlog_body(hub, start, end, recovered), _small)
             if payload is None:
                 if timeout == 0:
                     payload = longpoll.body([], since, True)
@@ -314,11 +319,10 @@ class Subscriptions(_Leaf):
         request.setHeader(b"content-type", b"application/json")
         return payload
 
-    def _backlog_body(self, hub: Hub, since: str | None) -> bytes:
-        """The answer to a long-poll with retained messages after *since*,
-        or with a lost cursor: at most ``send_buffer_bytes`` of them."""
-        backlog, recovered = hub.retained_after(since)
-        backlog = longpoll.backlog_answer(backlog, self.config.subscribers.send_buffer_bytes)
+    def _backlog_body(self, hub: Hub, start: int, end: int, recovered: bool) -> bytes:
+        """The answer to a long-poll with the retained messages ``[start,
+        end)`` (``Hub.resume_point``): at most ``send_buffer_bytes`` of them."""
+        backlog = longpoll.backlog_answer(hub.retained(start, end), self.config.subscribers.send_buffer_bytes)
         return longpoll.body(backlog, backlog[-1].message.id if backlog else hub.position, recovered)
 
     def _timeout(self, request: IRequest) -> float:

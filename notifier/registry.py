@@ -18,7 +18,7 @@ from notifier.config import CentersConfig
 from notifier.errors import Conflict, Forbidden, NotFound
 from notifier.hub import Hub, Subscriber
 from notifier.model import Center, Publisher
-from notifier.names import check_center_name, check_publisher_name
+from notifier.names import check_center_name, check_publisher_name, matches
 from notifier.stats import Stats
 from notifier.store import Store
 
@@ -225,10 +225,7 @@ class HubRegistry:
 
     def _auto_private(self, name: str) -> bool:
         """Whether an auto-created center is private: ``[centers] auto_create_private``."""
-        for pattern in self.config.auto_create_private:
-            if name == pattern or (pattern.endswith("*") and name.startswith(pattern[:-1])):
-                return True
-        return False
+        return any(matches(pattern, name) for pattern in self.config.auto_create_private)
 
     async def publish(self, publisher: str, name: str, data: str,
                       key: str | None = None) -> tuple[str, int, bool]:

@@ -259,11 +259,15 @@ class Channel(HTTPChannel):
 
     def head_too_slow(self) -> None:
         self._head_done()
-        self.transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_SLOW_HEAD), _SLOW_HEAD)
-        )
+        self._refuse(b"408 Request Timeout", _SLOW_HEAD)
         self.transport.loseConnection()
+
+    def _refuse(self, status: bytes, body: bytes) -> None:
+        """Answer a request that cannot be read with a JSON error, before closing."""
+        self.transport.write(
+            b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, len(body), body)
+        )
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         if not isinstance(headers, Headers):
@@ -307,10 +311,7 @@ class Channel(HTTPChannel):
         self._respondToBadRequestAndDisconnect()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BAD_REQUEST), _BAD_REQUEST)
-        )
+        self._refuse(b"400 Bad Request", _BAD_REQUEST)
         self.loseConnection()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from twisted.internet.tcp import Connection
 
