@@ -234,10 +234,12 @@ class Hub:
         parsed = parse_id(cursor)
         if parsed is None or parsed[0] != self.epoch or parsed[1] > sent:
             return 0, end, False
+        seq = parsed[1]
         oldest = self._seq - len(self._retained) + 1  # the seq of the oldest retained
-        if parsed[1] < oldest - 1:
+        if seq < sent and seq < oldest - 1:  # some it has not seen are gone
             return 0, end, False
-        return parsed[1] - oldest + 1, end, True
+        # Up to date (seq == sent): nothing to send, however little is retained.
+        return max(seq - oldest + 1, 0), end, True
 
     def retained_after(self, cursor: str | None) -> tuple[list[Prepared], bool]:
         """Retained messages after *cursor*, and whether none were missed

@@ -277,11 +277,9 @@ class Subscriptions(_Leaf):
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         request.channel.setTimeout(None)
-        stream = sse.EventStream(hub, request, self.config.subscribers.send_buffer_bytes, self.registry.dropped)
-        done = stream.start(since)
-        if expires is not None:
-            self.root.deadlines.add(expires, hub, stream)
-        return done
+        stream = sse.EventStream(request, self.config.subscribers.send_buffer_bytes, self.registry.dropped)
+        stream.attach(hub, since, expires, self.root.deadlines)
+        return stream.done
 
     def _longpoll_checked(self, request: IRequest) -> Serve:
         callback = _callback(request)

@@ -11,7 +11,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import HTTPChannel
+from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -219,8 +219,18 @@ class BoundedRequest(server.Request):
         self.finish()
 
 
-_BAD_REQUEST = json.dumps({"error": "bad_request", "message": "malformed HTTP request"}).encode()
-_SLOW_HEAD = json.dumps({"error": "header_timeout", "message": "the request head came too slowly"}).encode()
+def raw_error_response(error: NotifierError, headers: list[tuple[bytes, bytes]] | None = None) -> bytes:
+    """A whole HTTP/1.1 answer of *error*, closing the connection: for a
+    request that never became one twisted.web can answer."""
+    body = error.body()
+    lines = [b"HTTP/1.1 %d %s" % (error.status, RESPONSES.get(error.status, b"Error")),
+             b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
+    lines += [name + b": " + value for name, value in headers or ()]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+_BAD_REQUEST = NotifierError("malformed HTTP request", code="bad_request")
+_SLOW_HEAD = NotifierError("the request head came too slowly", code="header_timeout", status=408)
 
 
 class Channel(HTTPChannel):
@@ -259,15 +269,8 @@ class Channel(HTTPChannel):
 
     def head_too_slow(self) -> None:
         self._head_done()
-        self._refuse(b"408 Request Timeout", _SLOW_HEAD)
+        self.transport.write(raw_error_response(_SLOW_HEAD))
         self.transport.loseConnection()
-
-    def _refuse(self, status: bytes, body: bytes) -> None:
-        """Answer a request that cannot be read with a JSON error, before closing."""
-        self.transport.write(
-            b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, len(body), body)
-        )
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         if not isinstance(headers, Headers):
@@ -311,7 +314,7 @@ class Channel(HTTPChannel):
         self._respondToBadRequestAndDisconnect()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        self._refuse(b"400 Bad Request", _BAD_REQUEST)
+        self.transport.write(raw_error_response(_BAD_REQUEST))
         self.loseConnection()
 
 

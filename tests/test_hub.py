@@ -135,3 +135,55 @@ def test_close_tells_every_subscriber_why_and_forgets_them():
     hub.close("deleted")
     assert [s.closed for s in subscribers] == [["deleted"], ["deleted"]]
     assert not hub.subscribers
+
+
+def _scheduled_hub(history: int = 3) -> tuple[Hub, list]:
+    """A hub whose fan-out steps wait in a list, run one by one by the test."""
+    steps: list = []
+    hub = Hub(Center("pub", "news", False, None, None, 1.0), "e1", history, lambda: 1.0, schedule=steps.append)
+    return hub, steps
+
+
+def test_a_fan_out_is_a_step_of_its_own_and_gathers_what_is_published_meanwhile():
+    hub, steps = _scheduled_hub()
+    subscriber = Recorder()
+    hub.subscribe(subscriber)
+    first = publish(hub, "one")
+    assert subscriber.got == [] and len(steps) == 1  # nothing written yet
+    publish(hub, "two")
+    assert len(steps) == 1  # the fan-out waiting takes it along
+    steps.pop(0)()
+    assert [b.messages for b in subscriber.got] == [[first.message, hub.latest]]
+    assert hub.position == "e1-2"
+
+
+def test_a_large_fan_out_writes_a_slice_per_step(monkeypatch):
+    monkeypatch.setattr("notifier.hub.FANOUT_SLICE", 2)
+    hub, steps = _scheduled_hub()
+    subscribers = [Recorder() for _ in range(5)]
+    for subscriber in subscribers:
+        hub.subscribe(subscriber)
+    publish(hub, "one")
+    steps.pop(0)()
+    assert sum(1 for s in subscribers if s.got) == 2
+    publish(hub, "two")  # published during the fan-out: the next batch
+    assert len(steps) == 1  # the slices go on; nothing more is scheduled
+    turns = 1
+    while steps:
+        steps.pop(0)()
+        turns += 1
+        written = sum(len(s.got) for s in subscribers)
+        assert written <= 2 * 2 * turns  # never more than a slice or two a turn
+    assert turns >= 4
+    assert all([m.data for b in s.got for m in b.messages] == ["one", "two"] for s in subscribers)
+
+
+def test_an_up_to_date_cursor_while_a_fan_out_waits_is_recovered_with_nothing_to_send():
+    for history in (0, 1):
+        hub, steps = _scheduled_hub(history)
+        publish(hub, "a")
+        publish(hub, "b")
+        # e1-0 is where every subscriber is: "a" and "b" are on their way.
+        assert hub.retained_after("e1-0") == ([], True)
+        steps.pop(0)()
+        assert hub.retained_after("e1-2") == ([], True)

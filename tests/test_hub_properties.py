@@ -7,9 +7,13 @@ something it missed was no longer retained.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
 
+import notifier.hub
 from notifier.hub import Batch, Hub
 from notifier.model import Center
 
@@ -43,6 +47,51 @@ operations = st.lists(
 @given(history=st.integers(0, 5), ops=operations)
 def test_resume_is_exactly_once_and_honest(history: int, ops: list[tuple[str, int]]) -> None:
     hub = Hub(Center("p", "c", False, None, None, 0.0), "ep", history, lambda: 0.0)
+    _run(hub, ops, lambda: None)
+
+
+#: The same, with the fan-out a step of its own, as the reactor runs it:
+#: ``("turn", n)`` lets n turns go by, each writing a slice of 2 subscribers;
+#: publishes, leaves and resumes fall between the slices.
+deferred_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.integers(1, 4)),
+        st.tuples(st.just("leave"), st.integers(0, 3)),
+        st.tuples(st.just("resume"), st.integers(0, 3)),
+        st.tuples(st.just("turn"), st.integers(1, 3)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=st.integers(0, 5), ops=deferred_operations)
+def test_resume_is_exactly_once_and_honest_with_fan_out_in_slices(
+        history: int, ops: list[tuple[str, int]]) -> None:
+    clock = Clock()
+    # A step scheduled for the next turn runs a second later: advancing the
+    # clock by one second is one turn of the reactor.
+    hub = Hub(Center("p", "c", False, None, None, 0.0), "ep", history, clock.seconds,
+              schedule=lambda step: clock.callLater(1, step))
+
+    def turns(n: int) -> None:
+        for _ in range(n):
+            clock.advance(1)
+
+    def settle() -> None:
+        while clock.getDelayedCalls():
+            clock.advance(1)
+
+    slice_was = notifier.hub.FANOUT_SLICE
+    notifier.hub.FANOUT_SLICE = 2
+    try:
+        _run(hub, ops, settle, turns)
+    finally:
+        notifier.hub.FANOUT_SLICE = slice_was
+
+
+def _run(hub: Hub, ops: list[tuple[str, int]], settle: Callable[[], None],
+         turn: Callable[[int], None] | None = None) -> None:
     published: list[str] = []
     clients = [Client() for _ in range(4)]
     # what each client must have: everything published after it first joined,
@@ -52,7 +101,10 @@ def test_resume_is_exactly_once_and_honest(history: int, ops: list[tuple[str, in
     start_cursor: dict[int, str] = {}
 
     for op, n in ops:
-        if op == "publish":
+        if op == "turn":
+            assert turn is not None
+            turn(n)
+        elif op == "publish":
             for _ in range(n):
                 prepared = hub.append(f"m{len(published)}")
                 published.append(prepared.message.id)
@@ -67,13 +119,16 @@ def test_resume_is_exactly_once_and_honest(history: int, ops: list[tuple[str, in
             if client.connected:
                 continue
             if n not in first_index:  # joining: its cursor is "from now on"
-                first_index[n] = len(published)
                 start_cursor[n] = hub.position
+                # What is on its way to every subscriber reaches it too.
+                first_index[n] = int(hub.position.rsplit("-", 1)[1])
             cursor = client.received[-1] if client.received else start_cursor[n]
             backlog, recovered = hub.attach(client, cursor)
             client.connected = True
             since = published.index(cursor) + 1 if cursor in published else first_index[n]
-            missed = published[since:]
+            # What is on its way to every subscriber is not missed: it comes live.
+            on_its_way = int(hub.position.rsplit("-", 1)[1])
+            missed = published[since:on_its_way]
             retained = {p.message.id for p in backlog}
             gone = [m for m in missed if m not in retained]
             assert recovered == (not gone), (cursor, missed, retained)
@@ -81,6 +136,7 @@ def test_resume_is_exactly_once_and_honest(history: int, ops: list[tuple[str, in
             if backlog:
                 client.deliver(Batch(backlog))
 
+    settle()
     for n, client in enumerate(clients):
         if n not in first_index:
             assert client.received == []

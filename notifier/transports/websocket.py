@@ -13,13 +13,15 @@ from typing import Any, Callable
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
-from twisted.web.http import RESPONSES
 
 from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
-from notifier.hub import Batch, Hub
+from notifier.hub import Hub
 from notifier.model import Message
-from notifier.transports.pacing import Paced, send_now
+from notifier.errors import NotifierError
+from notifier.transports.pacing import send_now
+from notifier.transports.streaming import StreamingSubscriber
+from notifier.web import raw_error_response
 
 GOING_AWAY = 1001
 SLOW_CONSUMER = 4408
@@ -56,43 +58,42 @@ class NotifierFactory(WebSocketServerFactory):
     dropped: Callable[[Hub], None] = staticmethod(lambda hub: None)
 
 
-class WebSocketSubscriber(Paced, WebSocketServerProtocol):
+class WebSocketSubscriber(StreamingSubscriber, WebSocketServerProtocol):
     """A subscriber, and the streaming producer of its own connection
     (notifier.transports.pacing); dropped with 4408 when too far behind."""
 
     transport_name = "websocket"
     factory: NotifierFactory
-    encode: Callable[[Message], bytes] = staticmethod(raw_frame)
+    encode = staticmethod(raw_frame)
     #: Whether a first ``{"recovered": ...}`` frame fits the format.
     tells_recovery = False
-    hub: Hub | None = None
-    cursor: str | None = None
-    #: When the token of a private center's subscriber expires.
-    expires: float | None = None
+    #: Where it goes once open: the hub, the cursor, and when its token expires.
+    start: tuple[Hub, str | None, float | None] | None = None
     #: The payload of the ping not answered yet; only its pong counts.
     _ping: bytes | None = None
+
+    @property
+    def dropped(self) -> Callable[[Hub], None]:  # type: ignore[override]
+        return self.factory.dropped
 
     def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
         """A handshake Autobahn refuses (no key, an unknown version) is
         answered with the documented JSON error too, not a bare status line."""
-        body = json.dumps({"error": "bad_handshake", "message": reason}).encode()
-        head = [f"HTTP/1.1 {code} {RESPONSES.get(code, b'Error').decode()}",
-                "Content-Type: application/json", f"Content-Length: {len(body)}", "Connection: close"]
-        head += [f"{name}: {value}" for name, value in responseHeaders or ()]
-        self.sendData("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+        error = NotifierError(reason, code="bad_handshake", status=code)
+        self.sendData(raw_error_response(error, [(name.encode(), value.encode())
+                                                 for name, value in responseHeaders or ()]))
 
     def onOpen(self) -> None:
-        assert self.hub is not None
+        assert self.start is not None
         # The connection was HTTP's: from now on it pauses and resumes us.
         self.unregisterProducer()
         self.registerProducer(self, True)
-        backlog, recovered = self.hub.attach(self, self.cursor)
-        if self.expires is not None and self.factory.deadlines is not None:
-            self.factory.deadlines.add(self.expires, self.hub, self)
-        if self.cursor is not None and self.tells_recovery:
+        hub, cursor, expires = self.start
+        self.attach(hub, cursor, expires, self.factory.deadlines)
+
+    def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
+        if cursor is not None and self.tells_recovery:
             self._send(RECOVERY[recovered])
-        encode = self.encode
-        self._send_backlog(prepared.form(encode) for prepared in backlog)
 
     # Client frames carry nothing for us: their data is dropped as it comes,
     # never gathered into messages (their frames are capped in size).
@@ -123,25 +124,15 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
 
     # Subscriber
 
-    def deliver(self, batch: Batch) -> None:
-        self._send(batch.joined(self.encode))
-
     def _write(self, frames: bytes) -> None:
         # What sendPreparedMessage does with compression off, without its
         # per-frame bookkeeping, and straight to the socket.
         send_now(self.transport, frames)
 
-    def _size(self, frames: bytes) -> int:
-        return len(frames)
-
     def _limit(self) -> int:
         return self.factory.send_buffer_bytes
 
-    def _drop_slow(self) -> None:
-        hub = self.hub
-        self._leave()
-        if hub is not None:
-            self.factory.dropped(hub)
+    def _cut_slow(self) -> None:
         # The close frame waits behind what the peer has not read; Autobahn's
         # close handshake timeout cuts the connection if it never does.
         self.sendClose(code=SLOW_CONSUMER, reason="slow consumer: too many unsent messages")
@@ -152,22 +143,16 @@ class WebSocketSubscriber(Paced, WebSocketServerProtocol):
             code = UNAUTHORIZED if reason in UNAUTHORIZED_REASONS else GOING_AWAY
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode(), isReply=False)
 
-    def _leave(self) -> None:
-        if self.hub is not None:
-            self.hub.unsubscribe(self)
-            self.hub = None
-
     def stopProducing(self) -> None:
         super().stopProducing()
         self._leave()
 
     def heartbeat(self) -> None:
-        """Called every ping interval: drop a peer that did not answer the last ping."""
-        if self.state != self.STATE_OPEN:
-            return
-        if self._stalled():
-            self._give_up()
-            return
+        if self.state == self.STATE_OPEN:
+            super().heartbeat()
+
+    def _keep_alive(self) -> None:
+        """Drop a peer that did not answer the last ping; ping it again."""
         if self._ping is not None:
             self.dropConnection(abort=True)
             return
@@ -209,9 +194,7 @@ class _BoundFactory:
     def buildProtocol(self, addr: Any) -> WebSocketSubscriber:
         protocol = self.cls()
         protocol.factory = self.factory
-        protocol.hub = self.hub
-        protocol.cursor = self.cursor
-        protocol.expires = self.expires
+        protocol.start = (self.hub, self.cursor, self.expires)
         return protocol
 
 

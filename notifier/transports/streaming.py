@@ -1,0 +1,90 @@
+"""What every streaming subscriber does, whatever its frames.
+
+A streaming subscriber (WebSocket, Server-Sent Events) holds one connection
+and is attached to one or more hubs. It owns the attachment (backlog and
+live messages meeting with no gap), the announcement of where it starts,
+the replayed backlog under backpressure, leaving its hubs, the end of its
+token, and the drop of a client too slow or stuck. A transport supplies
+only its frames and how it cuts a connection.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Callable
+
+from notifier.deadlines import TokenDeadlines
+from notifier.hub import Batch, Hub
+from notifier.model import Message
+from notifier.transports.pacing import Paced
+
+
+class StreamingSubscriber(Paced):
+    transport_name: str
+    #: The hubs it is attached to; none before it starts and once it left.
+    hubs: tuple[Hub, ...] = ()
+    #: Called with each hub of a subscriber dropped as too slow.
+    dropped: Callable[[Hub], None]
+
+    # what a transport provides
+
+    @abstractmethod
+    def encode(self, message: Message) -> bytes:
+        """A message as this subscriber's frames (the same function for every
+        subscriber of a format, so that a message is encoded once for all)."""
+
+    @abstractmethod
+    def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
+        """Send what comes before the backlog: where the stream starts, and,
+        for a cursor given, whether it was recovered. *resumed*: a backlog
+        follows."""
+
+    @abstractmethod
+    def _cut_slow(self) -> None:
+        """End a connection whose client fell too far behind."""
+
+    @abstractmethod
+    def _keep_alive(self) -> None:
+        """The transport's own heartbeat (a ping, a comment line)."""
+
+    # attachment
+
+    def attach(self, hub: Hub, cursor: str | None, expires: float | None = None,
+               deadlines: TokenDeadlines | None = None) -> None:
+        """Follow *hub* from *cursor*: the announcement, the backlog, then
+        live messages; until *expires* (a private center's token), if given."""
+        backlog, recovered = hub.attach(self, cursor)
+        self.hubs = (*self.hubs, hub)
+        if expires is not None and deadlines is not None:
+            deadlines.add(expires, hub, self)
+        self._announce(cursor, recovered, bool(backlog))
+        encode = self.encode
+        self._send_backlog(prepared.form(encode) for prepared in backlog)
+
+    def deliver(self, batch: Batch) -> None:
+        self._send(batch.joined(self.encode))
+
+    def _leave(self) -> None:
+        hubs, self.hubs = self.hubs, ()
+        for hub in hubs:
+            hub.unsubscribe(self)
+
+    # falling behind
+
+    def _drop_slow(self) -> None:
+        hubs = self.hubs
+        self._leave()
+        for hub in hubs:
+            self.dropped(hub)
+        self._cut_slow()
+
+    def heartbeat(self) -> None:
+        """Every ping interval: drop a stream stuck through several beats,
+        else keep it alive."""
+        if self._stalled():
+            self._give_up()
+        else:
+            self._keep_alive()
+
+    def _size(self, frames: bytes) -> int:
+        return len(frames)

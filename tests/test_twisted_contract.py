@@ -1,0 +1,110 @@
+"""What notifier relies on inside Twisted and Autobahn, each checked alone.
+
+notifier overrides a few private methods and reads a few private attributes
+of Twisted's HTTP channel, request and TCP connection, and writes
+Autobahn's frames itself. Each such dependency has a test here that fails
+loudly, with its name, when an upgrade changes what it relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet import reactor, tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
+from twisted.web import http, resource, server
+from twisted.web.http_headers import Headers
+
+from notifier.transports.pacing import send_now
+from notifier.transports.websocket import json_frame, raw_frame
+from notifier.model import Message
+from notifier.web import Channel, QuietSite
+
+
+class _Ok(resource.Resource):
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        request.content.seek(0)
+        return b"got " + request.content.read()
+
+
+def _channel(site: QuietSite) -> tuple[Channel, StringTransport]:
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def _answer(transport: StringTransport) -> tuple[int, bytes]:
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_twisted_still_has_what_notifier_overrides_or_reads():
+    # Overridden: a malformed request's refusal, OPTIONS/other methods on "*".
+    assert callable(getattr(http.HTTPChannel, "_respondToBadRequestAndDisconnect", None))
+    assert callable(getattr(server.Request, "_handleStar", None))
+    # Read: the channel's request line while the body comes in.
+    channel, _ = _channel(QuietSite(_Ok()))
+    channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n")
+    assert (channel._command, channel._path) == (b"POST", b"/x")
+
+
+def test_a_malformed_request_is_answered_by_the_overridden_refusal():
+    channel, transport = _channel(QuietSite(_Ok()))
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: nope\r\n\r\n")
+    status, body = _answer(transport)
+    assert status == 400 and json.loads(body)["error"] == "bad_request"
+
+
+def test_a_request_on_star_is_answered_by_the_overridden_handler():
+    channel, transport = _channel(QuietSite(_Ok()))
+    channel.dataReceived(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n")
+    status, body = _answer(transport)
+    chunk = body.split(b"\r\n")[1]  # the answer is chunked
+    assert status == 405 and json.loads(chunk)["error"] == "method_not_allowed"
+
+
+def test_the_body_gate_sees_the_request_line_and_headers_before_the_body():
+    seen: list[Any] = []
+
+    def gate(method: bytes, target: bytes, headers: Headers, length: int | None) -> tuple[int, None]:
+        seen.append((method, target, headers.getRawHeaders(b"x-who"), length))
+        return 2, None
+
+    channel, transport = _channel(QuietSite(_Ok(), body_gate=gate))
+    channel.dataReceived(b"POST /p?q HTTP/1.1\r\nHost: h\r\nX-Who: me\r\nContent-Length: 2\r\n\r\nhi")
+    assert seen == [(b"POST", b"/p?q", [b"me"], 2)]
+    assert _answer(transport) == (200, b"got hi")
+
+
+def test_send_now_writes_to_the_socket_of_a_tcp_connection_itself():
+    # What it reads of tcp.Connection: TLS, dataBuffer, _tempDataBuffer,
+    # socket, connected, disconnecting.
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    connection = tcp.Connection(ours, Protocol(), reactor)
+    connection.connected = True
+    try:
+        for name in ("TLS", "dataBuffer", "_tempDataBuffer", "socket", "disconnecting"):
+            assert hasattr(connection, name), name
+        send_now(connection, b"straight")
+        assert connection.dataBuffer == b"" and connection._tempDataBuffer == []  # not buffered
+        assert theirs.recv(100) == b"straight"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_frames_are_autobahn_s_own():
+    message = Message("e-1", "news", "héllo", 1.5)
+    assert raw_frame(message) == b"\x81\x06" + "héllo".encode()
+    payload = json.loads(json_frame(message)[2:])
+    assert payload == {"id": "e-1", "center": "news", "data": "héllo", "ts": 1.5}
+    # Closes with 1001 and 4401 go through this, which sendClose does not allow.
+    assert callable(getattr(WebSocketServerProtocol, "sendCloseFrame", None))
