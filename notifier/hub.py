@@ -82,7 +82,7 @@ class Batch:
             return value
 
 
-def _now(call: Callable[[], object]) -> None:
+def _at_once(call: Callable[[], object]) -> None:
     call()
 
 
@@ -118,7 +118,7 @@ class Hub:
     #: Seconds without a publish or a subscriber before the center expires; 0: never.
     ttl: int = 0
     #: Runs a fan-out step later (the reactor's next turn); at once by default.
-    schedule: Callable[[Callable[[], object]], object] = _now
+    schedule: Callable[[Callable[[], object]], object] = _at_once
     subscribers: set[Subscriber] = field(factory=set)
     touched: float = field()
     _retained: deque[Prepared] = field(init=False)
@@ -130,7 +130,7 @@ class Hub:
     _memo: dict[object, object] = field(factory=dict)
 
     @touched.default
-    def _now(self) -> float:
+    def _created(self) -> float:
         return self.clock()
 
     def __attrs_post_init__(self) -> None:
