@@ -2,18 +2,30 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 CONFIG ?= run/notifier.toml
+# The exact versions the suite passes with; every install is held to them.
+CONSTRAINTS := constraints.txt
+# What `make run` needs, and what the test targets need besides (the [test] extra).
+STAMP      := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+# The in-memory suite: no sockets, processes, Redis, browser or PHP.
+UNIT := not integration and not redis and not browser and not php
 
 # command -> Debian package, installed by `make test` when the command is missing
 TEST_TOOLS := chromium=chromium php=php-cli redis-server=redis-server
 
-.PHONY: venv run test test-tools clean
+.PHONY: venv run test test-unit lint test-tools clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS) | $(BIN)/pip
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[test]'
 	touch $@
 
 venv: $(STAMP)
@@ -37,11 +49,17 @@ test-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: $(STAMP) test-tools
+test: $(TEST_STAMP) test-tools
 	$(BIN)/python -m pytest
 
+test-unit: $(TEST_STAMP)
+	$(BIN)/python -m pytest -m "$(UNIT)"
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check notifier tests; status=$$?; $(BIN)/mypy notifier && exit $$status
+
 clean:
-	rm -rf $(VENV) run *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) run *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
 
 # `make bench`: notifier against Nchan (one nginx worker) on loopback, with a
 # side-by-side load harness (a Go load generator and a bench.py that starts

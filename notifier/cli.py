@@ -12,14 +12,15 @@ import argparse
 import os
 import secrets
 import sys
-from typing import Any, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from twisted.internet import defer, task
 
+from notifier.backends import open_backend
 from notifier.config import Config, ConfigError, load_config
 from notifier.errors import NotifierError
 from notifier.registry import HubRegistry
-from notifier.store import open_state
 
 STARTER = """\
 # notifier configuration; every key is optional (see etc/notifier.toml for all of them).
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _publisher(reactor: Any, config: Config, args: argparse.Namespace, out: TextIO) -> None:
-    store, broker = open_state(config.store.url, reactor)
+    store, broker = open_backend(config.store.url, reactor)
     await store.open()
     # Not started: it only tells running daemons of a rotation or removal.
     registry = HubRegistry(store, broker, config.centers, reactor)

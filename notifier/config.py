@@ -53,7 +53,7 @@ def redacted(url: str) -> str:
 
 def _store_url(key: str, value: str) -> None:
     if value.startswith("redis:"):
-        from notifier.redis import RedisAddress
+        from notifier.backends.redis.client import RedisAddress
 
         try:
             RedisAddress.parse(value)

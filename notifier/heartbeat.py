@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
 from notifier.registry import HubRegistry
 
 
-class Heartbeat:
-    """Every *interval* seconds, calls ``heartbeat()`` on each subscriber that has one."""
+def beat(registry: HubRegistry) -> None:
+    """Call ``heartbeat()`` on each subscriber that has one."""
+    for subscriber in registry.subscribers():
+        heartbeat = getattr(subscriber, "heartbeat", None)
+        if heartbeat is not None:
+            heartbeat()
 
-    def __init__(self, registry: HubRegistry, clock: IReactorTime, interval: float) -> None:
-        self.registry = registry
-        self._loop = LoopingCall(self.beat)
-        self._loop.clock = clock
-        self.interval = interval
 
-    def beat(self) -> None:
-        for subscriber in self.registry.subscribers():
-            heartbeat = getattr(subscriber, "heartbeat", None)
-            if heartbeat is not None:
-                heartbeat()
-
-    def start(self) -> None:
-        self._loop.start(self.interval, now=False)
-
-    def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+def heartbeat_service(registry: HubRegistry, clock: IReactorTime, interval: float) -> TimerService:
+    """Beats every *interval* seconds while running."""
+    service = TimerService(interval, beat, registry)
+    service.clock = clock
+    return service

@@ -1,26 +1,31 @@
 """The hub registry: publishers, their centers, and the live hubs of both.
 
 Everything the HTTP handlers do goes through here: ownership (a publisher
-only ever reaches ``{its name}/{center}``), auto-create, and the store.
+only ever reaches ``{its name}/{center}``), auto-create, and the store. It
+is the broker's ``BrokerHandler``: what arrives is applied to the hubs here,
+each message once and in order; a hub that sees a gap in its numbers, or
+another epoch, catches up from where the broker says its stream stands.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
-from notifier.broker import Broker
+from notifier.backends.interfaces import Arrival, Broker, LiveCenter, Publication, Store
 from notifier.config import CentersConfig
 from notifier.errors import Conflict, Forbidden, NotFound
 from notifier.hub import Hub, Subscriber
 from notifier.model import Center, Publisher
-from notifier.names import check_center_name, check_publisher_name, matches
+from notifier.names import CENTER_NAME, check_center_name, check_publisher_name, matches
 from notifier.stats import Stats
-from notifier.store import Store
+
+log = Logger()
 
 #: How long a publisher read from the store is trusted before it is read
 #: again, so that the offline CLI's changes reach a running daemon.
@@ -46,15 +51,14 @@ class HubRegistry:
     make_epoch: Callable[[], str] = new_epoch
     _hubs: dict[tuple[str, str], Hub] = field(factory=dict)
     _publishers: dict[str, tuple[Publisher, float]] = field(factory=dict)
-
+    #: Hubs being loaded: who else waits for each.
     _loading: dict[tuple[str, str], list[Deferred[Hub]]] = field(factory=dict)
+    #: Hubs being loaded or caught up: what arrives for them meanwhile.
+    _pending: dict[tuple[str, str], list[Arrival]] = field(factory=dict)
 
     @stats.default
     def _stats(self) -> Stats:
         return Stats(started=self.clock.seconds())
-
-    def __attrs_post_init__(self) -> None:
-        self.broker.bind(self)
 
     # publishers
 
@@ -105,11 +109,42 @@ class HubRegistry:
         if cached is not None and now - cached[1] < PUBLISHER_TTL:
             return cached[0]
         publisher = await self.store.get_publisher(name)
+        if cached is not None:
+            self._compare(name, cached, publisher)
         if publisher is None:
             self._publishers.pop(name, None)
         else:
             self._publishers[name] = (publisher, now)
         return publisher
+
+    def _compare(self, name: str, cached: tuple[Publisher, float] | None, found: Publisher | None) -> None:
+        """Act on what another process did to publisher *name*: *found* is
+        what the store holds now, *cached* the copy held when it was read."""
+        if cached is not None and self._publishers.get(name) is not cached:
+            return  # another read of it came first, and acted
+        if found is None:
+            self.forget_publisher(name, removed=True)
+        elif cached is not None and found.secret != cached[0].secret:
+            self.forget_publisher(name)
+
+    async def notice_changes(self) -> None:
+        """Close what another process (the offline command) removed from the
+        store, or changed: the hubs of a removed publisher or of a deleted
+        (or remade) center, the private subscriptions of a changed secret."""
+        if not await self.store.changed():
+            return
+        for name in sorted({name for name, _ in self._hubs} | set(self._publishers)):
+            cached = self._publishers.get(name)
+            publisher = await self.store.get_publisher(name)
+            self._compare(name, cached, publisher)
+            live = [(key, hub) for key, hub in self._hubs.items() if key[0] == name]
+            if publisher is None or not live:
+                continue
+            stored = {center.name: center for center in await self.store.list_centers(name)}
+            for key, hub in live:
+                kept = stored.get(key[1])
+                if (kept is None or kept.epoch != hub.center.epoch) and self._hubs.get(key) is hub:
+                    self.drop_hub(*key)
 
     @staticmethod
     def _no_publisher(name: str) -> NotFound:
@@ -122,7 +157,7 @@ class HubRegistry:
         history: int | None = None, ttl: int | None = None,
     ) -> tuple[Center, bool]:
         check_center_name(name)
-        center = Center(publisher, name, private, history, ttl, self.clock.seconds())
+        center = Center(publisher, name, private, history, ttl, self.clock.seconds(), self.make_epoch())
         limit = self.config.max_per_publisher
         added = await self.store.add_center(center, limit)
         if added is None:
@@ -150,7 +185,7 @@ class HubRegistry:
         return await self._loaded(center)
 
     async def _loaded(self, center: Center) -> Hub:
-        """The live hub of *center*, made (once) and brought up to date by the broker."""
+        """The live hub of *center*, made (once) where the broker says its stream stands."""
         key = (center.publisher, center.name)
         hub = self._hubs.get(key)
         if hub is not None:
@@ -161,17 +196,26 @@ class HubRegistry:
             waiting.append(waiter)
             return await waiter
         waiting = self._loading[key] = []
-        history = self.config.history if center.history is None else center.history
-        hub = Hub(center, self.make_epoch(), history, self.clock.seconds, self._ttl(center), self._later)
+        self._pending[key] = []
+        ttl = self._ttl(center)
         try:
-            await self.broker.load(hub)
+            stream = await self.broker.load(center, ttl)
         except BaseException as e:
             del self._loading[key]
+            self._pending.pop(key, None)
             for waiter in waiting:
                 waiter.errback(e)
             raise
         del self._loading[key]
-        self._hubs[key] = hub
+        arrived = self._pending.pop(key, [])
+        history = self.config.history if center.history is None else center.history
+        # A broker keeping no stream: the hub's own begins now, in an epoch of its own.
+        epoch = self.make_epoch() if stream is None else stream.epoch
+        hub = self._hubs[key] = Hub(center, epoch, history, self.clock.seconds, ttl, self._later)
+        if stream is not None:
+            hub.restore(stream.epoch, stream.seq, list(stream.retained))
+        for arrival in arrived:
+            self._apply(hub, arrival)
         for waiter in waiting:
             waiter.callback(hub)
         return hub
@@ -189,9 +233,15 @@ class HubRegistry:
                 await self._loaded(center)
 
     async def expire_idle(self) -> list[tuple[str, str]]:
-        """Remove the centers idle past their ``ttl``, closing them as a delete does."""
+        """The periodic sweep: close what another process removed from the
+        store (``notice_changes``), then remove the centers idle past their
+        ``ttl``, closing them as a delete does."""
+        await self.notice_changes()
+        now = self.clock.seconds()
+        live = [LiveCenter(hub.center.publisher, hub.center.name, hub.ttl, bool(hub.subscribers), hub.idle(now))
+                for hub in self.hubs()]
         expired = []
-        for publisher, name in await self.broker.due(self.clock.seconds()):
+        for publisher, name in await self.broker.due(now, live):
             try:
                 await self.delete_center(publisher, name)
             except NotFound:
@@ -218,7 +268,7 @@ class HubRegistry:
         try:
             return await self.hub(publisher, name)
         except NotFound:
-            if not self.config.auto_create or not _valid_center(name):
+            if not self.config.auto_create or not CENTER_NAME.match(name):
                 raise
             center, _ = await self.create_center(publisher, name, private=self._auto_private(name))
             return await self._loaded(center)
@@ -248,15 +298,98 @@ class HubRegistry:
 
     async def _publish(self, publisher: str, entries: list[tuple[Hub, str]],
                        key: str | None) -> tuple[list[str], int, bool]:
-        ids, reached, fresh = await self.broker.publish(publisher, entries, key)
-        if fresh:
-            self.stats.messages_in[publisher] += len(ids)
-            self.stats.messages_out[publisher] += reached
-        return ids, reached, fresh
+        publications = [Publication(hub.center.publisher, hub.center.name, data, hub.epoch, hub.seq,
+                                    hub.history, hub.ttl) for hub, data in entries]
+        published = await self.broker.publish(publisher, publications, key)
+        for arrival in published.arrivals:
+            self.message_arrived(arrival)
+        if not published.fresh:
+            return list(published.ids), 0, False
+        reached = sum(len(hub.subscribers) for hub, _ in entries)
+        self.stats.messages_in[publisher] += len(published.ids)
+        self.stats.messages_out[publisher] += reached
+        return list(published.ids), reached, True
 
     def dropped(self, hub: Hub) -> None:
         """Count a subscriber of *hub* dropped as too slow."""
         self.stats.drops[hub.center.publisher] += 1
+
+    # what the broker reports (BrokerHandler)
+
+    def message_arrived(self, arrival: Arrival) -> None:
+        key = (arrival.publisher, arrival.center)
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending.append(arrival)
+            return
+        hub = self._hubs.get(key)
+        if hub is not None:
+            self._apply(hub, arrival)
+
+    def control(self, event: dict[str, str]) -> None:
+        kind, publisher = event.get("type"), event.get("publisher", "")
+        if kind == "center_deleted":
+            self.drop_hub(publisher, event.get("center", ""))
+        elif kind in ("publisher_changed", "publisher_removed"):
+            self.forget_publisher(publisher, removed=kind == "publisher_removed")
+
+    def reconnected(self) -> None:
+        for hub in self.hubs():
+            self._catch_up(hub)
+
+    def _apply(self, hub: Hub, arrival: Arrival) -> None:
+        if arrival.epoch != hub.epoch:
+            # Another incarnation of the center: this hub may be the stale
+            # one (its deletion was missed), which the broker tells.
+            self._catch_up(hub)
+        elif arrival.seq == hub.seq + 1:
+            hub.deliver(hub.append(arrival.data, arrival.seq, arrival.ts))
+        elif arrival.seq > hub.seq:
+            self._catch_up(hub)  # some went missing on the way: the broker has them
+        # else had already
+
+    def _catch_up(self, hub: Hub) -> None:
+        key = (hub.center.publisher, hub.center.name)
+        if key in self._pending:
+            return  # already catching up
+        self._pending[key] = []
+        Deferred.fromCoroutine(self._fetch_missed(hub)).addErrback(
+            lambda f: log.failure("catching up {path} failed", f, path=hub.center.path))
+
+    async def _fetch_missed(self, hub: Hub) -> None:
+        key = (hub.center.publisher, hub.center.name)
+        try:
+            stream = await self.broker.stream(hub.center)
+        except NotFound:
+            stream = None
+            gone = True
+        except BaseException:
+            self._pending.pop(key, None)  # the next reconnection catches up again
+            raise
+        else:
+            gone = stream is not None and stream.epoch != hub.epoch
+        arrived = self._pending.pop(key, [])
+        if self._hubs.get(key) is not hub:
+            return  # dropped meanwhile
+        if gone:
+            # Deleted, or made again, while this node was not listening (or
+            # the broker lost it): close the hub as a deletion does, so that
+            # its subscribers come back to what there is now.
+            self.drop_hub(*key)
+            return
+        if stream is not None:
+            missed = [entry for entry in stream.retained if entry[0] > hub.seq]
+            if stream.seq > hub.seq and (not missed or missed[0][0] != hub.seq + 1):
+                # More was published meanwhile than the broker retains: a
+                # stream with a hole in it must not pass for whole. Closed as
+                # on a shutdown, the subscribers come back with their cursors
+                # and are told.
+                self.drop_hub(*key, "shutdown")
+                return
+            for seq, ts, data in missed:
+                hub.deliver(hub.append(data, seq, ts))
+        for arrival in arrived:
+            self._apply(hub, arrival)
 
     # the whole node
 
@@ -267,10 +400,3 @@ class HubRegistry:
         for hub in self.hubs():
             yield from tuple(hub.subscribers)
 
-
-def _valid_center(name: str) -> bool:
-    try:
-        check_center_name(name)
-    except Exception:
-        return False
-    return True

@@ -1,32 +1,34 @@
-"""The daemon as one Twisted service: store, registry, and both listeners."""
+"""The daemon as one ``MultiService``: the state (store and broker), the
+timers and both listeners, stopped in the reverse of the order they start."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet import defer, endpoints
-from twisted.internet.interfaces import IListeningPort
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.application import strports
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamServerEndpoint
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from notifier.api import ApiApp, max_body_bytes
-from notifier.broker import Broker
+from notifier.api import ApiApp
+from notifier.backends import open_backend
+from notifier.backends.interfaces import Broker, Store
 from notifier.config import Config
 from notifier.errors import NotifierError
-from notifier.heartbeat import Heartbeat
+from notifier.heartbeat import heartbeat_service
+from notifier.hub import Subscriber
 from notifier.metrics import Metrics
 from notifier.public import PublicApp
 from notifier.registry import HubRegistry
-from notifier.store import Store, open_state
+from notifier.sites import api_site, public_site
 from notifier.transports.websocket import websocket_factory
-from notifier.web import QuietSite
 
 log = Logger()
-
-#: Subscribers send no bodies.
-PUBLIC_MAX_BODY = 4096
 
 #: How often idle centers are looked for, in seconds.
 EXPIRY_SWEEP = 1.0
@@ -35,80 +37,120 @@ EXPIRY_SWEEP = 1.0
 CLOSE_GRACE = 0.5
 
 
-def _listen(reactor: Any, description: str, site: QuietSite) -> IListeningPort:
-    results: list[Any] = []
-    endpoints.serverFromString(reactor, description).listen(site).addBoth(results.append)
-    if not results:
-        raise RuntimeError(f"listening on {description!r} did not complete")
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
+def make_service(config: Config, reactor: Any) -> NotifierService:
+    """Every object of the daemon, built and wired, under one service."""
+    store, broker = open_backend(config.store.url, reactor)
+    registry = HubRegistry(store, broker, config.centers, reactor)
+    websockets = websocket_factory(config.subscribers.send_buffer_bytes, registry.dropped)
+    public = PublicApp(registry, config, reactor, websockets)
+    api = ApiApp(registry, config, reactor, Metrics(registry, reactor))
+    state = StateService(store, broker, registry, reactor, config.subscribers.drain_seconds)
+    daemon = NotifierService(config, registry, state, public, api)
+    state.setServiceParent(daemon)
+    heartbeat_service(registry, reactor, config.subscribers.ping_interval).setServiceParent(daemon)
+    expiry = TimerService(EXPIRY_SWEEP, ExpirySweep(registry, state).sweep)
+    expiry.clock = reactor
+    expiry.setServiceParent(daemon)
+    daemon.listen("api", config.api.endpoint, api_site(api, config, reactor), reactor)
+    daemon.listen("public", config.public.endpoint, public_site(public, config, reactor), reactor)
+    Admission(public).setServiceParent(daemon)
+    return daemon
 
 
-class NotifierService(Service):
-    """Starts listening at once; on stop, stops accepting, drains, closes the store."""
+class NotifierService(MultiService):
+    """The daemon's services. They start in the order they were added and
+    stop one after the other in reverse: admission closes, the listeners
+    stop, then the timers, and the state last (it drains the subscribers,
+    then closes the broker and the store)."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, registry: HubRegistry, state: StateService, public: PublicApp,
+                 api: ApiApp) -> None:
+        super().__init__()
         self.config = config
+        self.registry = registry
+        self.state = state
+        self.public = public
+        self.api = api
+        self._ports: dict[str, KeptPort] = {}
+
+    @property
+    def ready(self) -> defer.Deferred[None]:
+        """Fires once the store is open (fails if it cannot be)."""
+        return self.state.ready
+
+    @property
+    def public_port(self) -> IListeningPort | None:
+        return self._ports["public"].port
+
+    @property
+    def api_port(self) -> IListeningPort | None:
+        return self._ports["api"].port
+
+    def listen(self, name: str, description: str, factory: IProtocolFactory, reactor: Any) -> None:
+        """Add a listener on the endpoint *description* (``tcp:``, ``ssl:``,
+        ``unix:``, ``systemd:``...); failing to listen fails the start."""
+        listener = strports.service(description, factory, reactor=reactor)
+        kept = self._ports[name] = KeptPort(listener.endpoint)
+        listener.endpoint = kept
+        listener.setServiceParent(self)
+
+    def stopService(self) -> defer.Deferred[None]:
+        Service.stopService(self)
+        return defer.Deferred.fromCoroutine(self._stop_in_order())
+
+    async def _stop_in_order(self) -> None:
+        for service in reversed(list(self)):
+            try:
+                await defer.maybeDeferred(service.stopService)
+            except Exception:
+                log.failure("stopping {service} failed", service=service)
+
+
+@implementer(IStreamServerEndpoint)
+class KeptPort:
+    """An endpoint that keeps the port it listens on, to be asked its address."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+        self.endpoint = endpoint
+        self.port: IListeningPort | None = None
+
+    def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
+        return self.endpoint.listen(factory).addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        return port
+
+
+class StateService(Service):
+    """Opens the store and the broker on start: ``ready`` fires then, or,
+    if they cannot be opened, fails and the reactor is stopped. On stop,
+    closes every subscriber, spread over *drain_seconds*, then the broker
+    and the store."""
+
+    def __init__(self, store: Store, broker: Broker, registry: HubRegistry, reactor: Any,
+                 drain_seconds: float) -> None:
+        self.store = store
+        self.broker = broker
+        self.registry = registry
         self.reactor = reactor
-        self.store: Store | None = None
-        self.broker: Broker | None = None
-        self.registry: HubRegistry | None = None
-        self.public_port: IListeningPort | None = None
-        self.api_port: IListeningPort | None = None
-        self._public: PublicApp | None = None
-        self._heartbeat: Heartbeat | None = None
-        self._expiry: LoopingCall | None = None
-        self._expiry_failing = False
+        self.drain_seconds = drain_seconds
+        self.opened = False
         self.ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
         super().startService()
-        config, reactor = self.config, self.reactor
-        self.store, self.broker = open_state(config.store.url, reactor)
-        self.registry = HubRegistry(self.store, self.broker, config.centers, reactor)
         # The store's first task on its own thread: queries queue behind it.
-        opened = defer.Deferred.fromCoroutine(self._open())
-        websockets = websocket_factory(config.subscribers.send_buffer_bytes, self.registry.dropped)
-        self._public = PublicApp(self.registry, config, reactor, websockets)
-        api = ApiApp(self.registry, config, reactor, Metrics(self.registry, reactor))
-        api_site = QuietSite(api.resource(), max_body_bytes=max_body_bytes(config), reactor=reactor,
-                             header_timeout=config.api.header_timeout, body_gate=api.body_gate)
-        public_site = QuietSite(self._public.resource(), max_body_bytes=PUBLIC_MAX_BODY, reactor=reactor,
-                                header_timeout=config.public.header_timeout)
-        self.api_port = _listen(reactor, config.api.endpoint, api_site)
-        self.public_port = _listen(reactor, config.public.endpoint, public_site)
-        self._heartbeat = Heartbeat(self.registry, reactor, config.subscribers.ping_interval)
-        self._heartbeat.start()
-        opened.addCallbacks(self.ready.callback, self._fatal)
+        defer.Deferred.fromCoroutine(self._open()).addCallbacks(self._opened, self._fatal)
 
     async def _open(self) -> None:
-        assert self.store is not None and self.broker is not None and self.registry is not None
         await self.store.open()
-        await self.broker.start()
+        await self.broker.start(self.registry)
         await self.registry.load_expiring()
-        self._expiry = LoopingCall(self._expire)
-        self._expiry.clock = self.reactor
-        self._expiry.start(EXPIRY_SWEEP, now=False)
 
-    def _expire(self) -> defer.Deferred[Any]:
-        assert self.registry is not None
-        d = defer.Deferred.fromCoroutine(self.registry.expire_idle())
-        # The next sweep tries again; an outage (Redis away) is logged once.
-        return d.addCallbacks(self._expired, self._expiry_failed)
-
-    def _expired(self, _: object) -> None:
-        if self._expiry_failing:
-            log.info("expiring idle centers works again")
-        self._expiry_failing = False
-
-    def _expiry_failed(self, failure: Failure) -> None:
-        if failure.check(NotifierError):
-            if not self._expiry_failing:
-                log.warn("expiring idle centers failed: {error}", error=failure.value.message)
-        else:
-            log.failure("expiring idle centers failed", failure)
-        self._expiry_failing = True
+    def _opened(self, _: None) -> None:
+        self.opened = True
+        self.ready.callback(None)
 
     def _fatal(self, failure: Failure) -> None:
         log.failure("the store could not be opened; stopping", failure)
@@ -120,39 +162,68 @@ class NotifierService(Service):
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        assert self._public is not None and self.registry is not None and self.store is not None
-        assert self.broker is not None
-        self._public.closing = True
-        for port in (self.public_port, self.api_port):
-            if port is not None:
-                await port.stopListening()
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-        self._public.deadlines.stop()
-        if self._expiry is not None and self._expiry.running:
-            self._expiry.stop()
-        await self._drain()
+        await drain(list(self.registry.subscribers()), self.drain_seconds, self.reactor)
         await self.broker.stop()
         await self.store.close()
 
-    async def _drain(self) -> None:
-        """Close every subscriber, spread evenly over ``drain_seconds``."""
-        assert self.registry is not None
-        subscribers = list(self.registry.subscribers())
-        spread = self.config.subscribers.drain_seconds
-        count = len(subscribers)
-        if not count:
-            return
-        step = spread / count
-        # In batches, one timer each: a batch every 10 ms at most.
-        per_batch = max(1, int(0.01 / step)) if step > 0 else count
-        for start in range(0, count, per_batch):
-            batch = subscribers[start:start + per_batch]
-            self.reactor.callLater(start * step, _close_all, batch)
-        await deferLater(self.reactor, spread + CLOSE_GRACE, lambda: None)
+
+async def drain(subscribers: list[Subscriber], spread: float, clock: IReactorTime) -> None:
+    """Close every subscriber, spread evenly over *spread* seconds."""
+    count = len(subscribers)
+    if not count:
+        return
+    step = spread / count
+    # In batches, one timer each: a batch every 10 ms at most.
+    per_batch = max(1, int(0.01 / step)) if step > 0 else count
+    for start in range(0, count, per_batch):
+        batch = subscribers[start:start + per_batch]
+        clock.callLater(start * step, _close_all, batch)
+    await deferLater(clock, spread + CLOSE_GRACE, lambda: None)
 
 
-def _close_all(subscribers: list[Any]) -> None:
+def _close_all(subscribers: list[Subscriber]) -> None:
     for subscriber in subscribers:
         subscriber.close("shutdown")
 
+
+class ExpirySweep:
+    """Removes the centers idle past their ``ttl``, once the store is open.
+    A failing sweep is tried again by the next; an outage (Redis away) is
+    logged once, and so is its end."""
+
+    def __init__(self, registry: HubRegistry, state: StateService) -> None:
+        self.registry = registry
+        self.state = state
+        self._failing = False
+
+    def sweep(self) -> defer.Deferred[None] | None:
+        if not self.state.opened:
+            return None
+        d = defer.Deferred.fromCoroutine(self.registry.expire_idle())
+        return d.addCallbacks(self._expired, self._failed)
+
+    def _expired(self, _: object) -> None:
+        if self._failing:
+            log.info("expiring idle centers works again")
+        self._failing = False
+
+    def _failed(self, failure: Failure) -> None:
+        if isinstance(failure.value, NotifierError):
+            if not self._failing:
+                log.warn("expiring idle centers failed: {error}", error=failure.value.message)
+        else:
+            log.failure("expiring idle centers failed", failure)
+        self._failing = True
+
+
+class Admission(Service):
+    """Stopped first: from then on the public listener refuses new
+    subscriptions, and token deadlines end none (the drain ends them all)."""
+
+    def __init__(self, public: PublicApp) -> None:
+        self.public = public
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.public.closing = True
+        self.public.deadlines.stop()

@@ -9,7 +9,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from notifier.config import ConfigError, load_config
-from notifier.service import NotifierService
+from notifier.service import make_service
 
 
 class Options(usage.Options):
@@ -27,6 +27,7 @@ class Options(usage.Options):
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
+    """The daemon's ``MultiService``: the state, the timers, both listeners."""
     # The daemon makes few reference cycles but holds many long-lived
     # objects (connections): collect the young generation less often, and
     # leave what exists at start out of full collections, whose pauses show
@@ -37,4 +38,4 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    return NotifierService(options["settings"], reactor)
+    return make_service(options["settings"], reactor)

@@ -20,6 +20,9 @@ class MemoryStore:
     async def close(self) -> None:
         self.closed = True
 
+    async def changed(self) -> bool:
+        return True  # it cannot tell who changed it: look again every time
+
     async def add_publisher(self, publisher: Publisher) -> bool:
         if publisher.name in self.publishers:
             return False

@@ -18,17 +18,11 @@ from twisted.internet import defer, reactor
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 
-from tests.support import sleep
+from tests.support import free_port, sleep
 
 #: How long redis-server may take to answer PING, or to end after SIGTERM.
 START_SECONDS = 10.0
 STOP_SECONDS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_server_path() -> str:

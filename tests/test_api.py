@@ -12,59 +12,18 @@ import json
 import re
 from typing import Any
 
-import attrs
 import pytest
-from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from notifier.api import ApiApp, max_body_bytes
-from notifier.broker import LocalBroker
-from notifier.config import parse_config
-from notifier.hub import Batch, Hub, parse_id
-from notifier.metrics import Metrics
-from notifier.model import Message
-from notifier.registry import PUBLISHER_TTL, HubRegistry
-from notifier.web import QuietSite
-from tests.memory_store import MemoryStore
-from tests.support import ADMIN_TOKEN, basic, config_text
-
-#: The clock starts here, so that times in answers are recognisable.
-START = 1_700_000_000.25
+from notifier.hub import parse_id
+from notifier.registry import PUBLISHER_TTL
+from notifier.sites import api_site
+from tests.support import ADMIN_TOKEN, START, Answer, Api, Recorder, basic, result_of
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_-]+\Z")
-
-
-def _now(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that has fired already (like ``successResultOf``)."""
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired: something waited on I/O or time"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
-
-
-@attrs.frozen
-class Answer:
-    status: int
-    headers: Any  # twisted.web.http_headers.Headers
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        values = self.headers.getRawHeaders(name.encode())
-        return values[0].decode("latin-1") if values else None
-
-    @property
-    def content_type(self) -> str:
-        return (self.header("content-type") or "").split(";", 1)[0].strip().lower()
-
-    def json(self) -> Any:
-        assert self.content_type == "application/json", self
-        return json.loads(self.body)
 
 
 def expect(answer: Answer, status: int) -> Any:
@@ -85,81 +44,6 @@ def expect_error(answer: Answer, status: int, code: str | None = None) -> dict[s
     if code is not None:
         assert body["error"] == code, body
     return body
-
-
-class FakeSubscriber:
-    """A transport's subscriber reduced to what a hub sees."""
-
-    def __init__(self, transport_name: str = "websocket") -> None:
-        self.transport_name = transport_name
-        self.delivered: list[str] = []
-        self.closed: list[str] = []
-
-    def deliver(self, batch: Batch) -> None:
-        self.delivered.extend(message.data for message in batch.messages)
-
-    def close(self, reason: str) -> None:
-        self.closed.append(reason)
-
-
-class Api:
-    """An ApiApp over a MemoryStore and a Clock, and a StubTreq to call it."""
-
-    def __init__(self, **sections: dict[str, Any]) -> None:
-        self.clock = Clock()
-        self.clock.advance(START)
-        self.config = parse_config(config_text("sqlite::memory:", **sections))
-        self.store = MemoryStore()
-        self.registry = HubRegistry(self.store, LocalBroker(), self.config.centers, self.clock)
-        self.metrics = Metrics(self.registry, self.clock)
-        self.app = ApiApp(self.registry, self.config, self.clock, self.metrics)
-        self.http = StubTreq(self.app.resource())
-
-    def request(
-        self, method: str, path: str, body: bytes | str | None = None, *,
-        auth: tuple[str, str] | None = None, admin: str | None = None,
-        authorization: str | None = None, headers: dict[str, str] | None = None,
-    ) -> Answer:
-        sent = dict(headers or {})
-        if auth is not None:
-            sent["Authorization"] = basic(*auth)
-        if admin is not None:
-            sent["Authorization"] = f"Bearer {admin}"
-        if authorization is not None:
-            sent["Authorization"] = authorization
-        data = body.encode() if isinstance(body, str) else body
-        d = self.http.request(method, "http://127.0.0.1:8081" + path, data=data, headers=sent)
-        self.http.flush()
-        response = _now(d)
-        content = self.http.content(response)
-        self.http.flush()
-        self.clock.advance(0)  # the fan-out of what the request published
-        return Answer(response.code, response.headers, _now(content))
-
-    def admin(self, method: str, path: str, body: Any = None) -> Answer:
-        data = json.dumps(body) if body is not None else None
-        return self.request(method, path, data, admin=ADMIN_TOKEN)
-
-    def add_publisher(self, name: str) -> tuple[str, str]:
-        body = expect(self.admin("POST", "/admin/v1/publishers", {"name": name}), 201)
-        return name, body["secret"]
-
-    def put_center(self, auth: tuple[str, str], name: str, options: Any = None) -> Answer:
-        data = json.dumps(options) if options is not None else None
-        return self.request("PUT", f"/api/v1/centers/{name}", data, auth=auth)
-
-    def publish(self, auth: tuple[str, str], center: str, text: str | bytes,
-                content_type: str | None = "text/plain; charset=utf-8") -> Answer:
-        headers = {"Content-Type": content_type} if content_type is not None else {}
-        return self.request("POST", f"/api/v1/centers/{center}/messages", text, auth=auth, headers=headers)
-
-    def hub(self, publisher: str, center: str) -> Hub:
-        return _now(Deferred.fromCoroutine(self.registry.hub(publisher, center)))
-
-    def retained(self, publisher: str, center: str, cursor: str) -> tuple[list[Message], bool]:
-        """The messages a subscriber resuming after *cursor* is given, and whether complete."""
-        prepared, recovered = self.hub(publisher, center).retained_after(cursor)
-        return [p.message for p in prepared], recovered
 
 
 @pytest.fixture
@@ -338,8 +222,8 @@ def test_a_center_created_again_after_delete_is_new(api, site):
 def test_center_shows_live_subscribers_and_last_id(api, site):
     expect(api.put_center(site, "news"), 201)
     hub = api.hub("site", "news")
-    hub.subscribe(FakeSubscriber("websocket"))
-    hub.subscribe(FakeSubscriber("longpoll"))
+    hub.subscribe(Recorder("websocket"))
+    hub.subscribe(Recorder("longpoll"))
     published = expect(api.publish(site, "news", "hello"), 201)
     center = expect(api.request("GET", "/api/v1/centers/news", auth=site), 200)
     assert center["subscribers"] == 2
@@ -351,7 +235,7 @@ def test_center_shows_live_subscribers_and_last_id(api, site):
 def test_delete_closes_the_subscribers_of_the_center(api, site):
     expect(api.put_center(site, "news"), 201)
     expect(api.put_center(site, "other"), 201)
-    gone, staying = FakeSubscriber(), FakeSubscriber()
+    gone, staying = Recorder(), Recorder()
     api.hub("site", "news").subscribe(gone)
     api.hub("site", "other").subscribe(staying)
     assert api.request("DELETE", "/api/v1/centers/news", auth=site).status == 204
@@ -366,7 +250,7 @@ def test_publishers_never_see_each_others_centers(api, site):
     other = api.add_publisher("other")
     expect(api.put_center(site, "news", {"private": True}), 201)
     hub = api.hub("site", "news")
-    subscriber = FakeSubscriber()
+    subscriber = Recorder()
     hub.subscribe(subscriber)
 
     expect_error(api.request("GET", "/api/v1/centers/news", auth=other), 404, "no_such_center")
@@ -402,7 +286,7 @@ def test_auto_create_makes_the_publishers_own_center():
 
 def test_publish_answers_201_with_an_id_and_the_subscribers_reached(api, site):
     expect(api.put_center(site, "news"), 201)
-    first, second = FakeSubscriber("websocket"), FakeSubscriber("sse")
+    first, second = Recorder("websocket"), Recorder("sse")
     hub = api.hub("site", "news")
     hub.subscribe(first)
     hub.subscribe(second)
@@ -580,7 +464,7 @@ def test_admin_api_refuses_missing_or_wrong_tokens(api, site, method, path, body
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_REQUESTS)
 def test_an_empty_admin_token_refuses_everything(method, path, body):
     api = Api(api={"admin_token": ""})
-    publisher = _now(Deferred.fromCoroutine(api.registry.add_publisher("site")))
+    publisher = result_of(Deferred.fromCoroutine(api.registry.add_publisher("site")))
     for authorization in (None, "", "Bearer", "Bearer ", "Bearer x", f"Bearer {ADMIN_TOKEN}",
                           basic("site", publisher.secret)):
         expect_error(api.request(method, path, body, authorization=authorization), 401)
@@ -682,7 +566,7 @@ def test_a_secret_changed_in_the_store_applies_once_the_cache_expires(api, site)
     """What the offline CLI does: the daemon sees it within PUBLISHER_TTL."""
     name, old = site
     assert expect(api.request("GET", "/api/v1/centers", auth=site), 200)
-    assert _now(Deferred.fromCoroutine(api.store.set_secret(name, "changed-offline")))
+    assert result_of(Deferred.fromCoroutine(api.store.set_secret(name, "changed-offline")))
     api.clock.advance(PUBLISHER_TTL + 0.01)
     expect_error(api.request("GET", "/api/v1/centers", auth=site), 401)
     assert expect(api.request("GET", "/api/v1/centers", auth=(name, "changed-offline")), 200)
@@ -692,7 +576,7 @@ def test_delete_publisher_removes_it_and_its_centers(api, site):
     other = api.add_publisher("other")
     expect(api.put_center(site, "news"), 201)
     expect(api.put_center(other, "news"), 201)
-    subscriber, bystander = FakeSubscriber(), FakeSubscriber()
+    subscriber, bystander = Recorder(), Recorder()
     api.hub("site", "news").subscribe(subscriber)
     api.hub("other", "news").subscribe(bystander)
     assert expect(api.request("GET", "/api/v1/centers", auth=site), 200)  # warms the cache
@@ -733,8 +617,8 @@ def test_stats(api, site):
     expect(api.put_center(other, "news"), 201)
     hub = api.hub("site", "news")
     for transport in ("websocket", "websocket", "sse", "longpoll"):
-        hub.subscribe(FakeSubscriber(transport))
-    api.hub("other", "news").subscribe(FakeSubscriber("websocket"))
+        hub.subscribe(Recorder(transport))
+    api.hub("other", "news").subscribe(Recorder("websocket"))
     expect(api.publish(site, "news", "a"), 201)
     expect(api.publish(site, "news", "b"), 201)
     expect(api.publish(other, "news", "c"), 201)
@@ -761,7 +645,7 @@ def _samples(text: str) -> dict[str, float]:
 
 def test_metrics_are_prometheus_text(api, site):
     expect(api.put_center(site, "news"), 201)
-    api.hub("site", "news").subscribe(FakeSubscriber("sse"))
+    api.hub("site", "news").subscribe(Recorder("sse"))
     expect(api.publish(site, "news", "a"), 201)
     expect(api.publish(site, "news", "b"), 201)
     api.clock.advance(9)
@@ -784,8 +668,8 @@ def test_metrics_are_prometheus_text(api, site):
 
 
 def _raw_exchange(api: Api, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.0 exchange with QuietSite over an in-memory transport."""
-    site = QuietSite(api.app.resource(), max_body_bytes=max_body_bytes(api.config), reactor=api.clock)
+    """One HTTP/1.0 exchange with the api listener's Site over an in-memory transport."""
+    site = api_site(api.app, api.config, api.clock)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8081))
     transport = StringTransport()
     channel.makeConnection(transport)

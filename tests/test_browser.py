@@ -22,6 +22,8 @@ from tests.browser import Browser
 from tests.relay import Relay
 from tests.support import call, sleep, start_daemon
 
+pytestmark = pytest.mark.browser
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>notifier test page</title></head><body>
 <script src="%(script)s"></script>

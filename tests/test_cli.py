@@ -7,11 +7,22 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import jwt
 import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
 
 from notifier.config import load_config
+from tests.process import Process, command
+from tests.support import call, event_source, sleep, websocket
+from tests.test_process import write_config
+
+pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
 NOTIFIER = BIN / "notifier"
@@ -21,17 +32,16 @@ SECRET = re.compile(r"[A-Za-z0-9_-]{43,}\Z")
 MAKE_CENTERS = """
 import sys
 from twisted.internet import defer, task
-from notifier.broker import LocalBroker
+from notifier.backends import open_backend
 from notifier.config import load_config
 from notifier.registry import HubRegistry
-from notifier.store import open_store
 
 async def run(reactor, path, publisher, names):
     config = load_config(path)
-    store = open_store(config.store.url, reactor)
+    store, broker = open_backend(config.store.url, reactor)
     await store.open()
     try:
-        registry = HubRegistry(store, LocalBroker(), config.centers, reactor)
+        registry = HubRegistry(store, broker, config.centers, reactor)
         for name in names:
             await registry.create_center(publisher, name)
     finally:
@@ -39,6 +49,12 @@ async def run(reactor, path, publisher, names):
 
 task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor, sys.argv[1], sys.argv[2], sys.argv[3:])))
 """
+
+#: Deletes centers of a publisher from the store of a configuration, through the registry.
+DELETE_CENTERS = MAKE_CENTERS.replace("registry.create_center", "registry.delete_center")
+
+#: How soon a running daemon acts on a change made with the offline command (README.rst).
+PROMISED_SECONDS = 2.0
 
 
 def notifier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -263,3 +279,89 @@ def test_config_howto_with_a_missing_file_exits_2(tmp_path):
     result = notifier("config", "howto", "--config", str(tmp_path / "absent.toml"), cwd=tmp_path)
     assert result.returncode == 2
     assert "absent.toml" in result.stderr
+
+
+# the offline command against a running daemon
+
+
+async def _closed(what, since: float):
+    """What *what* (a Deferred) fires with, within PROMISED_SECONDS of *since*."""
+    what.addTimeout(max(since + PROMISED_SECONDS - reactor.seconds(), 0.1), reactor)
+    return await what
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_publisher_removed_or_rotated_offline_is_closed_on_a_running_daemon(tmp_path):
+    config, public, api = write_config(tmp_path)
+    daemon = Process(config, public, api)
+    try:
+        await daemon.start()
+        secrets = {}
+        for name in ("site", "gone"):
+            code, out, err = await command("publisher", "add", name, "--config", str(config), cwd=tmp_path)
+            assert code == 0, err
+            secrets[name] = out.split()[1]
+        site, gone = ("site", secrets["site"]), ("gone", secrets["gone"])
+        for auth, center, options in ((site, "news", None), (site, "private", {"private": True}),
+                                      (site, "kept", None), (gone, "news", None)):
+            status, body = await call("PUT", f"{daemon.api}/api/v1/centers/{center}", options, auth=auth)
+            assert status == 201, body
+        token = jwt.encode({"sub": "private", "exp": int(time.time()) + 600}, site[1].encode(), algorithm="HS256")
+        private = await websocket(f"{daemon.ws}/sub/site/private?token={token}", public)
+        news = await websocket(f"{daemon.ws}/sub/site/news", public)
+        kept = await websocket(f"{daemon.ws}/sub/site/kept", public)
+        removed = await websocket(f"{daemon.ws}/sub/gone/news", public)
+        stream = await event_source(public, "/sub/gone/news")
+        assert stream.status == 200
+        poll = treq.get(f"{daemon.public}/sub/gone/news?timeout=60", persistent=False)
+        for _ in range(50):  # the long-poll is attached once the daemon has read it
+            status, body = await call("GET", f"{daemon.api}/api/v1/centers/news", auth=gone)
+            if body["subscribers"] == 3:
+                break
+            await sleep(0.05)
+        assert body["subscribers"] == 3, body
+
+        # Rotated: the private center's subscriber is told its token is void;
+        # the public ones stay.
+        code, out, err = await command("publisher", "rotate", "site", "--config", str(config), cwd=tmp_path)
+        assert code == 0, err
+        code, _ = await _closed(private.closed, reactor.seconds())
+        assert code == 4401
+        auth = ("site", out.split()[1])
+        status, body = await call("POST", f"{daemon.api}/api/v1/centers/news/messages", raw=b"still here",
+                                  auth=auth, headers={"Content-Type": "text/plain"})
+        assert status == 201, body
+        assert await news.next() == "still here"
+        assert not news.closed.called and not kept.closed.called
+
+        # Removed: every subscriber of its centers is let go, and no new one
+        # is taken, on any transport.
+        code, _, err = await command("publisher", "remove", "gone", "--config", str(config), cwd=tmp_path)
+        assert code == 0, err
+        since = reactor.seconds()
+        code, _ = await _closed(removed.closed, since)
+        assert code == 1001
+        await _closed(stream.ended, since)
+        response = await _closed(poll, since)
+        assert response.code == 404
+        assert (await response.json())["error"] == "center_deleted"
+        status, body = await call("GET", f"{daemon.public}/sub/gone/news?timeout=0")
+        assert status == 404, body
+
+        # A center deleted offline is closed too; the others are not.
+        deleted = getProcessOutputAndValue(sys.executable, ["-c", DELETE_CENTERS, str(config), "site", "news"],
+                                           env=dict(os.environ), path=str(tmp_path))
+        out, err, code = await deleted.addTimeout(60, reactor)
+        assert code == 0, err.decode()
+        code, _ = await _closed(news.closed, reactor.seconds())
+        assert code == 1001
+        status, body = await call("GET", f"{daemon.public}/sub/site/news?timeout=0")
+        assert status == 404, body
+        assert not kept.closed.called
+        status, body = await call("POST", f"{daemon.api}/api/v1/centers/kept/messages", raw=b"kept",
+                                  auth=auth, headers={"Content-Type": "text/plain"})
+        assert status == 201, body
+        assert await kept.next() == "kept"
+        assert "Traceback" not in daemon.log()
+    finally:
+        await daemon.kill()

@@ -364,6 +364,7 @@ def _twistd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     ('[public]\nendpoint = "bogus:1"\n', "public.endpoint"),
     ('[nonsense]\n', "nonsense"),
 ])
+@pytest.mark.integration
 def test_twistd_refuses_a_bad_configuration_naming_the_key(tmp_path, text, name):
     bad = tmp_path / "bad.toml"
     bad.write_text(text, encoding="utf-8")
@@ -375,6 +376,7 @@ def test_twistd_refuses_a_bad_configuration_naming_the_key(tmp_path, text, name)
     assert not (tmp_path / "notifier.db").exists()  # refused before opening anything
 
 
+@pytest.mark.integration
 def test_twistd_refuses_a_missing_configuration_file(tmp_path):
     result = _twistd("--config", str(tmp_path / "absent.toml"), cwd=tmp_path)
     assert result.returncode != 0

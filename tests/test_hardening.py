@@ -32,42 +32,55 @@ from notifier.names import check_center_name
 from notifier.replay import SignatureMemory
 from notifier.transports.pacing import STALLED_BEATS
 from notifier.transports.websocket import JsonSubscriber
-from tests.support import Daemon, call, event_source, sleep, websocket
-from tests.support import _Client as _AutobahnClient
-from tests.test_limits import (
-    _assert_error, _center, _get, _publish, _rss, _stats, _stuck_event_stream, _subscribers, _upload,
-    body_kept, connect, parse_response, raw_websocket, running, server_side, small_send_buffer, until,
+from tests.raw import (
+    body_kept,
+    connect,
+    expect_raw_error,
+    get_request,
+    parse_response,
+    raw_websocket,
+    stuck_event_stream,
+    upload,
     ws_handshake,
 )
-from tests.test_security import _sign, _signature_header, _token
-
-
-def _error(status: int, body: Any, expected: int, code: str | None = None) -> dict[str, Any]:
-    assert status == expected, (status, body)
-    assert isinstance(body, dict) and set(body) == {"error", "message"}, body
-    assert code is None or body["error"] == code, body
-    return body
-
-
-async def _publish_ok(daemon: Daemon, secret: str, text: str, center: str = "news") -> str:
-    status, body = await _publish(daemon, secret, text, center)
-    assert status == 201, body
-    return body["id"]
-
+from tests.support import (
+    Daemon,
+    admin_stats,
+    call,
+    event_source,
+    expect_json_error,
+    publish,
+    published,
+    rss,
+    running,
+    server_side,
+    setup_site,
+    sign,
+    signature_header,
+    signed_headers,
+    sleep,
+    small_send_buffer,
+    subscriber_count,
+    subscriber_token,
+    until,
+    websocket,
+)
+from tests.support import _Client as _AutobahnClient
 
 # Memory per request is bounded whatever the cursor
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_flood_of_longpolls_with_distinct_cursors_keeps_memory_flat():
     async with running(centers={"history": 100}) as daemon:
-        secret = await _center(daemon)
+        auth = await setup_site(daemon)
         big = "x" * 60_000
-        ids = [await _publish_ok(daemon, secret, f"{i:03d}{big}") for i in range(100)]
+        ids = [await published(daemon, auth, f"{i:03d}{big}") for i in range(100)]
         epoch = ids[0].rsplit("-", 1)[0]
         hub = daemon.service.registry.loaded("site", "news")
         gc.collect()
-        before = _rss()
+        before = rss()
         # Made-up epochs (all "lost") and every real position, several ways.
         cursors = [f"made{i}-{i}" for i in range(300)]
         cursors += [f"{epoch}-{seq}" for seq in range(0, 101)]
@@ -76,7 +89,7 @@ async def test_a_flood_of_longpolls_with_distinct_cursors_keeps_memory_flat():
             status, body = await call("GET", f"{daemon.public}/sub/site/news?timeout=0&since={cursor}")
             assert status == 200, body
         gc.collect()
-        grown = _rss() - before
+        grown = rss() - before
         # At most one answer per retained position, plus the one for "lost",
         # and only small ones: 300 "lost" answers kept apart would be 300 x
         # 6 MB, and one per position about 300 MB.
@@ -85,12 +98,13 @@ async def test_a_flood_of_longpolls_with_distinct_cursors_keeps_memory_flat():
         assert grown < 64 * 1024 * 1024, f"grew by {grown} bytes"
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_longpoll_answer_is_bounded_and_the_rest_follows():
     async with running(subscribers={"send_buffer_bytes": 200_000}, centers={"history": 100}) as daemon:
-        secret = await _center(daemon)
+        auth = await setup_site(daemon)
         texts = [f"{i:03d}" + "l" * 60_000 for i in range(20)]
-        ids = [await _publish_ok(daemon, secret, text) for text in texts]
+        ids = [await published(daemon, auth, text) for text in texts]
         cursor = ids[0].rsplit("-", 1)[0] + "-0"
         received: list[str] = []
         answers = 0
@@ -110,6 +124,7 @@ async def test_a_longpoll_answer_is_bounded_and_the_rest_follows():
 BAD_CURSORS = ["a-%C2%B2", "a-%D9%A3", "e1-" + "9" * 19, "e1-", "-1", "abc", "e1-1.5", "e1-%201", "e1-%2B1"]
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("cursor", BAD_CURSORS)
 async def test_a_malformed_cursor_is_400_bad_cursor_on_every_transport(daemon, cursor):
@@ -118,7 +133,7 @@ async def test_a_malformed_cursor_is_400_bad_cursor_on_every_transport(daemon, c
     assert status == 201, body
     path = f"/sub/site/news?since={cursor}"
     status, body = await call("GET", f"{daemon.public}{path}&timeout=0")
-    _error(status, body, 400, "bad_cursor")
+    expect_json_error(status, body, 400, "bad_cursor")
     stream = await event_source(daemon.public_port, path)
     assert stream.status == 400
     await stream.ended
@@ -130,6 +145,7 @@ async def test_a_malformed_cursor_is_400_bad_cursor_on_every_transport(daemon, c
     assert json.loads(answer)["error"] == "bad_cursor" and status == 400
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_malformed_last_event_id_is_400_bad_cursor(daemon):
     secret = await daemon.add_publisher("site")
@@ -146,35 +162,37 @@ async def test_a_malformed_last_event_id_is_400_bad_cursor(daemon):
 # Backlogs count against send_buffer_bytes
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_a_backlog_to_a_client_that_never_reads_is_dropped(transport):
     async with running(subscribers={"send_buffer_bytes": 65536}, centers={"history": 100}) as daemon:
-        secret = await _center(daemon)
-        ids = [await _publish_ok(daemon, secret, f"{i:03d}" + "b" * 60_000) for i in range(100)]
+        auth = await setup_site(daemon)
+        ids = [await published(daemon, auth, f"{i:03d}" + "b" * 60_000) for i in range(100)]
         since = ids[0].rsplit("-", 1)[0] + "-0"
         hub = daemon.service.registry.loaded("site", "news")
         if transport == "websocket":
             client = (await raw_websocket(daemon.public_port, f"/sub/site/news?since={since}", rcvbuf=4096)).client
         else:
             client = await connect(daemon.public_port, rcvbuf=4096)
-            client.send(_get(f"/sub/site/news?since={since}", "Accept: text/event-stream")
+            client.send(get_request(f"/sub/site/news?since={since}", "Accept: text/event-stream")
                         .replace(b"HTTP/1.1", b"HTTP/1.0"))
         client.transport.pauseProducing()
         # Six megabytes of backlog, 64 KiB of budget: dropped at once, not
         # held in the connection's buffer until a live message comes.
         await until(lambda: not hub.subscribers, 5, "the stuck subscriber dropped")
-        stats = await _stats(daemon)
+        stats = await admin_stats(daemon)
         assert stats["dropped_subscribers"] == 1, stats
         client.transport.abortConnection()
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_backlog_within_budget_arrives_whole_and_in_order():
     async with running(subscribers={"send_buffer_bytes": 16 * 1024 * 1024}, centers={"history": 100}) as daemon:
-        secret = await _center(daemon)
+        auth = await setup_site(daemon)
         texts = [f"{i:03d}" + "c" * 30_000 for i in range(100)]
-        ids = [await _publish_ok(daemon, secret, text) for text in texts]
+        ids = [await published(daemon, auth, text) for text in texts]
         since = ids[0].rsplit("-", 1)[0] + "-0"
         ws = await websocket(f"{daemon.ws}/sub/site/news?format=json&since={since}", daemon.public_port)
         assert json.loads(await ws.next()) == {"recovered": True}
@@ -247,10 +265,11 @@ class _ForgingClient(_AutobahnClient):
         super().onClose(wasClean, code, reason)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_peer_sending_unsolicited_pongs_is_dropped():
     async with running(subscribers={"ping_interval": 0.2}) as daemon:
-        await _center(daemon)
+        await setup_site(daemon)
         factory = WebSocketClientFactory(f"{daemon.ws}/sub/site/news")
         factory.protocol = _ForgingClient
         factory.messages, factory.opened, factory.closed = DeferredQueue(), Deferred(), Deferred()
@@ -263,56 +282,53 @@ async def test_a_peer_sending_unsolicited_pongs_is_dropped():
         assert not hub.subscribers
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_an_event_stream_that_stays_stuck_is_dropped():
     # A budget too large to be reached: only the stall rule can drop it.
     async with running(subscribers={"send_buffer_bytes": 64 * 1024 * 1024, "ping_interval": 0.2}) as daemon:
-        secret = await _center(daemon)
-        client = await _stuck_event_stream(daemon.public_port)
+        auth = await setup_site(daemon)
+        client = await stuck_event_stream(daemon.public_port)
         server = server_side(daemon, client.transport.getHost().port)
         small_send_buffer(server)
         hub = daemon.service.registry.loaded("site", "news")
         sent = 0
         while server._waiting is None:
             assert sent < 2000, "the stream never filled up"
-            status, body = await _publish(daemon, secret, f"{sent:05d}" + "s" * 8000)
+            status, body = await publish(daemon, auth, f"{sent:05d}" + "s" * 8000)
             assert status == 201, body
             sent += 1
         assert server in hub.subscribers
         await until(lambda: server not in hub.subscribers, STALLED_BEATS * 0.2 + 3, "the stuck stream dropped")
         client.transport.resumeProducing()
         assert await client.wait_closed(5)
-        assert (await _stats(daemon))["dropped_subscribers"] == 1
+        assert (await admin_stats(daemon))["dropped_subscribers"] == 1
 
 
 # Signed requests are accepted once
 
 
-def _signed_publish_headers(secret: str, target: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    return {"Authorization": _signature_header("site", timestamp, _sign(secret, "POST", target, timestamp, body)),
-            "Content-Type": "text/plain"}
-
-
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_captured_signed_request_cannot_be_replayed(daemon):
     secret = await daemon.add_publisher("site")
     await call("PUT", f"{daemon.api}/api/v1/centers/news", auth=("site", secret))
     ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
     target = "/api/v1/centers/news/messages"
-    captured = _signed_publish_headers(secret, target, b"transfer 100")
+    captured = signed_headers("site", secret, "POST", target, b"transfer 100", **{"Content-Type": "text/plain"})
     status, body = await call("POST", daemon.api + target, raw=b"transfer 100", headers=captured)
     assert status == 201, body
     for _ in range(3):
         status, body = await call("POST", daemon.api + target, raw=b"transfer 100", headers=captured)
-        _error(status, body, 401, "replayed_signature")
+        expect_json_error(status, body, 401, "replayed_signature")
     # Signed anew (another query, so another signature in the same second): accepted.
     again = target + "?nonce=2"
     status, body = await call("POST", daemon.api + again, raw=b"transfer 100",
-                              headers=_signed_publish_headers(secret, again, b"transfer 100"))
+                              headers=signed_headers("site", secret, "POST", again, b"transfer 100",
+                                                     **{"Content-Type": "text/plain"}))
     assert status == 201, body
     assert [await ws.next(), await ws.next()] == ["transfer 100", "transfer 100"]
-    status, body = await _publish(daemon, secret, "basic is not affected")
+    status, body = await publish(daemon, ("site", secret), "basic is not affected")
     assert status == 201
     assert await ws.next() == "basic is not affected"
     ws.close()
@@ -343,6 +359,7 @@ async def _private(daemon: Daemon) -> str:
     return secret
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_private_streams_end_when_their_token_expires(daemon):
     secret = await _private(daemon)
@@ -359,16 +376,17 @@ async def test_private_streams_end_when_their_token_expires(daemon):
     await stream.ended
     assert time.monotonic() - started >= 1.0  # not before it expired
     # The public one goes on.
-    status, body = await _publish(daemon, secret, "still here")
+    status, body = await publish(daemon, ("site", secret), "still here")
     assert status == 201 and body["subscribers"] == 1, body
     assert await public.next() == "still here"
     public.close()
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_private_streams_end_when_the_secret_is_rotated_or_the_publisher_removed(daemon):
     secret = await _private(daemon)
-    token = _token(secret, sub="secret", lifetime=600)
+    token = subscriber_token(secret, sub="secret", lifetime=600)
     ws = await websocket(f"{daemon.ws}/sub/site/secret?token={token}", daemon.public_port)
     stream = await event_source(daemon.public_port, f"/sub/site/secret?token={token}")
     public = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
@@ -380,9 +398,9 @@ async def test_private_streams_end_when_the_secret_is_rotated_or_the_publisher_r
     await stream.ended
     # The old token opens nothing any more; a new one does, until removal.
     status, answer = await call("GET", f"{daemon.public}/sub/site/secret?timeout=0&token={token}")
-    _error(status, answer, 401)
+    expect_json_error(status, answer, 401)
     # The public center's subscriber stays; removing the publisher ends it.
-    assert await _subscribers(daemon, body["secret"]) == 1
+    assert await subscriber_count(daemon, ("site", body["secret"])) == 1
     status, body = await daemon.admin("DELETE", "/admin/v1/publishers/site")
     assert status == 204
     public.closed.addTimeout(5, reactor)
@@ -392,6 +410,7 @@ async def test_private_streams_end_when_the_secret_is_rotated_or_the_publisher_r
 # Refusals that tell nothing
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_an_unknown_publisher_and_a_wrong_secret_get_the_same_401(daemon):
     secret = await daemon.add_publisher("site")
@@ -401,26 +420,27 @@ async def test_an_unknown_publisher_and_a_wrong_secret_get_the_same_401(daemon):
     for name, key in (("site", "wrong" * 10), ("nobody", secret), ("nobody", "wrong" * 10)):
         status, body = await call("GET", daemon.api + target, auth=(name, key))
         answers.append((status, body))
-        header = _signature_header(name, now, _sign(key, "GET", target, now, b""))
+        header = signature_header(name, now, sign(key, "GET", target, now, b""))
         status, body = await call("GET", daemon.api + target, headers={"Authorization": header})
         answers.append((status, body))
     assert all(answer == answers[0] for answer in answers), answers
-    _error(*answers[0], 401, "bad_credentials")
+    expect_json_error(*answers[0], 401, "bad_credentials")
     # A stale timestamp is refused the same way whoever it names.
     stale = []
     for name in ("site", "nobody"):
-        header = _signature_header(name, now - 1000, _sign(secret, "GET", target, now - 1000, b""))
+        header = signature_header(name, now - 1000, sign(secret, "GET", target, now - 1000, b""))
         stale.append(await call("GET", daemon.api + target, headers={"Authorization": header}))
     assert stale[0] == stale[1]
-    _error(*stale[0], 401, "stale_signature")
+    expect_json_error(*stale[0], 401, "stale_signature")
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_token_sub_is_never_a_glob(daemon):
     secret = await _private(daemon)
     for claims, expected in (({"sub": "*"}, 401), ({"sub": "sec*"}, 401), ({"sub": "secret"}, 200),
                              ({"centers": ["*"]}, 200), ({"centers": ["sec*"]}, 200)):
-        token = _token(secret, **claims)
+        token = subscriber_token(secret, **claims)
         status, body = await call("GET", f"{daemon.public}/sub/site/secret?timeout=0&token={token}")
         assert status == expected, (claims, body)
 
@@ -428,6 +448,7 @@ async def test_a_token_sub_is_never_a_glob(daemon):
 # Per-publisher bounds
 
 
+@pytest.mark.integration
 def test_idempotency_keys_are_bounded_per_publisher():
     keys = IdempotencyKeys(Clock(), max_keys=3)
     runs: list[str] = []
@@ -451,6 +472,7 @@ def test_idempotency_keys_are_bounded_per_publisher():
     assert once("busy", "k0")  # its own oldest went
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_centers_per_publisher_are_bounded_auto_created_ones_too():
     async with running(centers={"max_per_publisher": 3, "auto_create": True}) as daemon:
@@ -462,9 +484,9 @@ async def test_centers_per_publisher_are_bounded_auto_created_ones_too():
         status, body = await call("POST", f"{daemon.api}/api/v1/centers/c/messages", raw=b"auto", auth=("site", secret))
         assert status == 201, body
         status, body = await call("PUT", f"{daemon.api}/api/v1/centers/d", auth=("site", secret))
-        _error(status, body, 403, "too_many_centers")
+        expect_json_error(status, body, 403, "too_many_centers")
         status, body = await call("POST", f"{daemon.api}/api/v1/centers/e/messages", raw=b"auto", auth=("site", secret))
-        _error(status, body, 403, "too_many_centers")
+        expect_json_error(status, body, 403, "too_many_centers")
         # What exists is still reached, and another publisher has its own bound.
         status, body = await call("PUT", f"{daemon.api}/api/v1/centers/a", auth=("site", secret))
         assert status == 200, body
@@ -476,6 +498,7 @@ async def test_centers_per_publisher_are_bounded_auto_created_ones_too():
         assert status == 201, body
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_auto_created_centers_take_their_options_from_the_configuration():
     async with running(centers={"auto_create": True, "auto_create_private": ["user.*", "staff"]}) as daemon:
@@ -487,9 +510,10 @@ async def test_auto_created_centers_take_their_options_from_the_configuration():
             status, body = await call("GET", f"{daemon.api}/api/v1/centers/{name}", auth=("site", secret))
             assert body["private"] is private, (name, body)
         status, body = await call("GET", f"{daemon.public}/sub/site/user.17?timeout=0")
-        _error(status, body, 401)
+        expect_json_error(status, body, 401)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_bodies_are_not_read_before_credentials_hold(daemon):
     secret = await daemon.add_publisher("site")
@@ -505,8 +529,8 @@ async def test_bodies_are_not_read_before_credentials_hold(daemon):
     with body_kept(daemon.service.api_port.factory) as kept:
         for what, head in heads.items():
             kept[0] = 0
-            status, headers, body = await _upload(port, head, 4 * 1024 * 1024, chunked=True)
-            _assert_error(status, headers, body, 401)
+            status, headers, body = await upload(port, head, 4 * 1024 * 1024, chunked=True)
+            expect_raw_error(status, headers, body, 401)
             # Nothing, or what came in one read with the head while the
             # publisher was looked up: never the 4 MB sent.
             assert kept[0] <= 128 * 1024, (what, kept)
@@ -514,14 +538,15 @@ async def test_bodies_are_not_read_before_credentials_hold(daemon):
         kept[0] = 0
         good = "POST /api/v1/messages HTTP/1.1\r\nAuthorization: Basic " + \
             base64.b64encode(f"site:{secret}".encode()).decode()
-        status, headers, body = await _upload(port, good, 100_000, chunked=True)
+        status, headers, body = await upload(port, good, 100_000, chunked=True)
         assert kept[0] == 100_000
-        _assert_error(status, headers, body, 400)  # not JSON, but read
+        expect_raw_error(status, headers, body, 400)  # not JSON, but read
 
 
 # Heads, names, configuration
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("listener", ["public", "api"])
 async def test_a_drip_fed_request_head_is_cut(listener):
@@ -544,16 +569,18 @@ async def test_a_drip_fed_request_head_is_cut(listener):
         assert status == 404
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_request_that_takes_long_after_its_head_is_not_cut_by_the_head_timeout():
     async with running(public={"header_timeout": 0.5}) as daemon:
-        await _center(daemon)
+        await setup_site(daemon)
         started = time.monotonic()
         status, body = await call("GET", daemon.public + "/sub/site/news?timeout=1.5")
         assert status == 200 and body["messages"] == [], body
         assert time.monotonic() - started >= 1.4
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_dot_and_dot_dot_are_not_center_names(daemon):
     secret = await daemon.add_publisher("site")

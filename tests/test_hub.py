@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-from notifier.hub import Batch, Hub, Prepared, parse_id
+from notifier.hub import Hub, Prepared, parse_id
 from notifier.model import Center, Message
-
-
-class Recorder:
-    transport_name = "test"
-
-    def __init__(self, hub: Hub | None = None, leave_on_delivery: bool = False) -> None:
-        self.got: list[Batch] = []
-        self.closed: list[str] = []
-        self.hub = hub
-        self.leave = leave_on_delivery
-
-    def deliver(self, batch: Batch) -> None:
-        self.got.append(batch)
-        if self.leave and self.hub is not None:
-            self.hub.unsubscribe(self)
-
-    def close(self, reason: str) -> None:
-        self.closed.append(reason)
+from tests.support import Recorder
 
 
 def publish(hub: Hub, data: str) -> Prepared:
@@ -109,22 +92,22 @@ def test_deliver_prepares_each_form_once_for_all_subscribers():
 
     prepared = hub.append("x")
     assert hub.deliver(prepared) == 3
-    forms = [s.got[0].joined(encode) for s in subscribers]
+    forms = [s.batches[0].joined(encode) for s in subscribers]
     assert forms == [b"x"] * 3
     assert calls == [prepared.message]  # encoded once
-    assert all(s.got[0] is subscribers[0].got[0] for s in subscribers)
+    assert all(s.batches[0] is subscribers[0].batches[0] for s in subscribers)
 
 
 def test_a_subscriber_may_leave_while_delivered_to():
     hub = make_hub()
-    leaving = [Recorder(hub, leave_on_delivery=True) for _ in range(3)]
-    staying = Recorder(hub)
+    leaving = [Recorder(hub=hub, leave_on_delivery=True) for _ in range(3)]
+    staying = Recorder(hub=hub)
     for s in [*leaving, staying]:
         hub.subscribe(s)
     assert hub.deliver(hub.append("a")) == 4
     assert hub.deliver(hub.append("b")) == 1
-    assert [len(s.got) for s in leaving] == [1, 1, 1]
-    assert len(staying.got) == 2
+    assert [len(s.batches) for s in leaving] == [1, 1, 1]
+    assert len(staying.batches) == 2
 
 
 def test_close_tells_every_subscriber_why_and_forgets_them():
@@ -149,11 +132,11 @@ def test_a_fan_out_is_a_step_of_its_own_and_gathers_what_is_published_meanwhile(
     subscriber = Recorder()
     hub.subscribe(subscriber)
     first = publish(hub, "one")
-    assert subscriber.got == [] and len(steps) == 1  # nothing written yet
+    assert subscriber.batches == [] and len(steps) == 1  # nothing written yet
     publish(hub, "two")
     assert len(steps) == 1  # the fan-out waiting takes it along
     steps.pop(0)()
-    assert [b.messages for b in subscriber.got] == [[first.message, hub.latest]]
+    assert [b.messages for b in subscriber.batches] == [[first.message, hub.latest]]
     assert hub.position == "e1-2"
 
 
@@ -165,17 +148,17 @@ def test_a_large_fan_out_writes_a_slice_per_step(monkeypatch):
         hub.subscribe(subscriber)
     publish(hub, "one")
     steps.pop(0)()
-    assert sum(1 for s in subscribers if s.got) == 2
+    assert sum(1 for s in subscribers if s.batches) == 2
     publish(hub, "two")  # published during the fan-out: the next batch
     assert len(steps) == 1  # the slices go on; nothing more is scheduled
     turns = 1
     while steps:
         steps.pop(0)()
         turns += 1
-        written = sum(len(s.got) for s in subscribers)
+        written = sum(len(s.batches) for s in subscribers)
         assert written <= 2 * 2 * turns  # never more than a slice or two a turn
     assert turns >= 4
-    assert all([m.data for b in s.got for m in b.messages] == ["one", "two"] for s in subscribers)
+    assert all([m.data for b in s.batches for m in b.messages] == ["one", "two"] for s in subscribers)
 
 
 def test_an_up_to_date_cursor_while_a_fan_out_waits_is_recovered_with_nothing_to_send():

@@ -19,18 +19,30 @@ from notifier.model import Center
 
 
 class Client:
-    transport_name = "test"
+    """A browser: what it received across its connections."""
 
     def __init__(self) -> None:
         self.received: list[str] = []
-        self.connected = False
-        self.told_lost = 0
+        self.connection: Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None
+
+
+class Connection:
+    """One connection of a client: each resume is a new one, as on the wire."""
+
+    transport_name = "test"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
 
     def deliver(self, batch: Batch) -> None:
-        self.received.extend(message.id for message in batch.messages)
+        self.client.received.extend(message.id for message in batch.messages)
 
     def close(self, reason: str) -> None:
-        self.connected = False
+        self.client.connection = None
 
 
 operations = st.lists(
@@ -111,9 +123,9 @@ def _run(hub: Hub, ops: list[tuple[str, int]], settle: Callable[[], None],
                 hub.deliver(prepared)
         elif op == "leave":
             client = clients[n]
-            if client.connected:
-                hub.unsubscribe(client)
-                client.connected = False
+            if client.connection is not None:
+                hub.unsubscribe(client.connection)
+                client.connection = None
         else:
             client = clients[n]
             if client.connected:
@@ -123,8 +135,8 @@ def _run(hub: Hub, ops: list[tuple[str, int]], settle: Callable[[], None],
                 # What is on its way to every subscriber reaches it too.
                 first_index[n] = int(hub.position.rsplit("-", 1)[1])
             cursor = client.received[-1] if client.received else start_cursor[n]
-            backlog, recovered = hub.attach(client, cursor)
-            client.connected = True
+            client.connection = Connection(client)
+            backlog, recovered = hub.attach(client.connection, cursor)
             since = published.index(cursor) + 1 if cursor in published else first_index[n]
             # What is on its way to every subscriber is not missed: it comes live.
             on_its_way = int(hub.position.rsplit("-", 1)[1])
@@ -134,7 +146,7 @@ def _run(hub: Hub, ops: list[tuple[str, int]], settle: Callable[[], None],
             assert recovered == (not gone), (cursor, missed, retained)
             lost_allowed[n].update(gone)
             if backlog:
-                client.deliver(Batch(backlog))
+                client.connection.deliver(Batch(backlog))
 
     settle()
     for n, client in enumerate(clients):

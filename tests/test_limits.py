@@ -1,20 +1,17 @@
 """Limits and abuse over real sockets: sizes, names, caps, timeouts, slow and
 dead peers, malformed HTTP and WebSocket traffic, and a fuzzer.
 
-Most clients here are raw TCP sockets (``RawClient``) so that the server sees
+Most clients here are raw TCP sockets (``tests.raw``) so that the server sees
 exactly the bytes a broken or hostile peer would send. Every wait is bounded.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import gc
 import json
 import os
-import socket
-import struct
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -23,312 +20,50 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPullProducer
-from twisted.internet.protocol import Factory, Protocol
-from zope.interface import implementer
 
-from notifier.api import ApiApp, max_body_bytes
-from notifier.metrics import Metrics
-from notifier.public import PublicApp
-from notifier.service import PUBLIC_MAX_BODY
-from notifier.transports.websocket import SLOW_CONSUMER, websocket_factory
+from notifier.api import max_body_bytes
+from notifier.sites import PUBLIC_MAX_BODY, api_site, public_site
+from notifier.transports.websocket import SLOW_CONSUMER
 from notifier.web import QuietSite
-from tests.support import ADMIN_TOKEN, Daemon, basic, call, event_source, sleep, start_daemon, websocket
+from tests.raw import (
+    RawWebSocket,
+    body_kept,
+    client_frame,
+    close_code,
+    connect,
+    exchange,
+    expect_raw_error,
+    get_request,
+    parse_response,
+    raw_websocket,
+    request,
+    stuck_event_stream,
+    upload,
+    ws_handshake,
+)
+from tests.support import (
+    ADMIN_TOKEN,
+    Daemon,
+    admin_stats,
+    basic,
+    call,
+    event_source,
+    expect_json_error,
+    healthy,
+    publish,
+    rss,
+    running,
+    server_side,
+    setup_site,
+    sleep,
+    small_send_buffer,
+    start_daemon,
+    subscriber_count,
+    until,
+    websocket,
+)
 
-TEXT = {"Content-Type": "text/plain; charset=utf-8"}
-
-
-# a running daemon, a publisher and a center
-
-
-@contextlib.asynccontextmanager
-async def running(**sections: dict[str, Any]) -> AsyncIterator[Daemon]:
-    daemon = await start_daemon(**sections)
-    try:
-        yield daemon
-    finally:
-        if daemon.service.running:
-            await daemon.service.stopService()
-
-
-async def _center(daemon: Daemon, publisher: str = "site", center: str = "news") -> str:
-    secret = await daemon.add_publisher(publisher)
-    status, body = await call("PUT", f"{daemon.api}/api/v1/centers/{center}", auth=(publisher, secret))
-    assert status == 201, body
-    return secret
-
-
-async def _publish(daemon: Daemon, secret: str, text: str, center: str = "news") -> tuple[int, Any]:
-    return await call("POST", f"{daemon.api}/api/v1/centers/{center}/messages",
-                      raw=text.encode(), auth=("site", secret), headers=TEXT)
-
-
-async def _subscribers(daemon: Daemon, secret: str, center: str = "news") -> int:
-    status, body = await call("GET", f"{daemon.api}/api/v1/centers/{center}", auth=("site", secret))
-    assert status == 200, body
-    return body["subscribers"]
-
-
-async def _healthy(daemon: Daemon) -> None:
-    for base in (daemon.public, daemon.api):
-        status, body = await call("GET", base + "/healthz")
-        assert (status, body) == (200, {"status": "ok"}), base
-
-
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
-    """Poll *predicate* every 20 ms until it holds; fail after *timeout* seconds."""
-    for _ in range(int(timeout / 0.02) + 1):
-        if predicate():
-            return
-        await sleep(0.02)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
-def _rss() -> int:
-    """This process's resident memory, in bytes (the daemon runs in it)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-def _expect_error(status: int, body: Any, expected: int, code: str | None = None) -> None:
-    """The documented error, as ``call`` decodes it (JSON only when the type says so)."""
-    assert status == expected, (status, body)
-    assert isinstance(body, dict) and set(body) == {"error", "message"}, body
-    assert code is None or body["error"] == code, body
-
-
-def _assert_error(status: int, headers: dict[bytes, bytes], body: bytes, expected: int | None = None,
-                  code: str | None = None) -> dict[str, Any]:
-    """The documented error: JSON ``{"error", "message"}`` with a 4xx status."""
-    if expected is not None:
-        assert status == expected, (status, body)
-    assert 400 <= status < 500, (status, body)
-    assert headers.get(b"content-type", b"").startswith(b"application/json"), (status, headers, body)
-    error = json.loads(body)
-    assert set(error) == {"error", "message"} and all(isinstance(v, str) for v in error.values()), error
-    if code is not None:
-        assert error["error"] == code, error
-    return error
-
-
-# raw TCP clients
-
-
-class RawClient(Protocol):
-    """Collects every byte until the server closes; ``closed`` fires then."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed: Deferred[None] = Deferred()
-        self.done = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done = True
-        self.closed.callback(None)
-
-    def send(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    async def wait_closed(self, timeout: float) -> bool:
-        """Whether the server closed the connection within *timeout*; if not, abort it."""
-        for _ in range(int(timeout / 0.02) + 1):
-            if self.done:
-                return True
-            await sleep(0.02)
-        self.transport.abortConnection()
-        return False
-
-    async def wait_for(self, predicate: Callable[[bytes], bool], timeout: float = 5) -> None:
-        await until(lambda: predicate(bytes(self.data)) or self.done, timeout, "an answer")
-
-
-async def connect(port: int, rcvbuf: int | None = None) -> RawClient:
-    """A raw client; with *rcvbuf*, its socket's receive buffer is that small
-    from before it connects, so the window it offers never grows."""
-    client = RawClient()
-    if rcvbuf is None:
-        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
-        await endpoints.connectProtocol(endpoint, client)
-        return client
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.settimeout(5)
-        sock.connect(("127.0.0.1", port))
-        sock.setblocking(False)
-        reactor.adoptStreamConnection(sock.fileno(), socket.AF_INET, Factory.forProtocol(lambda: client))
-    await until(lambda: client.transport is not None, 5, "the connection")
-    return client
-
-
-def parse_response(data: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-    """The status, headers (lower-case names) and body of one HTTP response."""
-    head, sep, rest = bytes(data).partition(b"\r\n\r\n")
-    assert sep, f"no complete HTTP head in {bytes(data[:300])!r}"
-    status_line, *lines = head.split(b"\r\n")
-    assert status_line.startswith(b"HTTP/1."), status_line
-    headers: dict[bytes, bytes] = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        body = b""
-        while rest:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                break
-            body, rest = body + rest[:size], rest[size + 2:]
-    elif b"content-length" in headers:
-        body = rest[:int(headers[b"content-length"])]
-    else:
-        body = rest
-    return int(status_line.split()[1]), headers, body
-
-
-def _complete(data: bytes) -> bool:
-    """Whether *data* holds one whole response (Content-Length or chunked)."""
-    head, sep, rest = data.partition(b"\r\n\r\n")
-    if not sep:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name, value = name.strip().lower(), value.strip().lower()
-        if name == b"content-length":
-            return len(rest) >= int(value)
-        if name == b"transfer-encoding" and value == b"chunked":
-            return rest.startswith(b"0\r\n\r\n") or b"\r\n0\r\n\r\n" in rest
-    return False
-
-
-async def exchange(port: int, request: bytes, timeout: float = 5) -> tuple[bytes, bool]:
-    """Send *request* raw; every byte answered, and whether the server closed
-    the connection (else it is cut after *timeout*)."""
-    client = await connect(port)
-    client.send(request)
-    closed = await client.wait_closed(timeout)
-    return bytes(client.data), closed
-
-
-# WebSocket on raw sockets
-
-
-def ws_handshake(path: str, *, key: bool = True, version: bytes | None = b"13",
-                 method: bytes = b"GET") -> bytes:
-    lines = [method + b" " + path.encode() + b" HTTP/1.1", b"Host: 127.0.0.1",
-             b"Upgrade: websocket", b"Connection: Upgrade"]
-    if key:
-        lines.append(b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)))
-    if version is not None:
-        lines.append(b"Sec-WebSocket-Version: " + version)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
-    """One client frame; masked as RFC 6455 requires unless told otherwise."""
-    first = (0x80 if fin else 0) | opcode
-    bit = 0x80 if masked else 0
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", first, bit | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", first, bit | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, bit | 127, n)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    stream = (key * (n // 4 + 1))[:n]
-    masked_payload = (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
-    return head + key + (masked_payload if n else b"")
-
-
-def server_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """The whole (unmasked) server frames at the start of *data*: (opcode, payload)."""
-    frames = []
-    i = 0
-    while len(data) - i >= 2:
-        opcode, second = data[i] & 0x0F, data[i + 1]
-        assert not second & 0x80, "a server frame is masked"
-        n, i2 = second & 0x7F, i + 2
-        if n == 126:
-            if len(data) - i2 < 2:
-                break
-            n, i2 = struct.unpack("!H", data[i2:i2 + 2])[0], i2 + 2
-        elif n == 127:
-            if len(data) - i2 < 8:
-                break
-            n, i2 = struct.unpack("!Q", data[i2:i2 + 8])[0], i2 + 8
-        if len(data) - i2 < n:
-            break
-        frames.append((opcode, data[i2:i2 + n]))
-        i = i2 + n
-    return frames
-
-
-def close_code(frames: list[tuple[int, bytes]]) -> int | None:
-    for opcode, payload in frames:
-        if opcode == 8 and len(payload) >= 2:
-            return struct.unpack("!H", payload[:2])[0]
-    return None
-
-
-class RawWebSocket:
-    """A WebSocket client on a raw socket: it never answers pings by itself."""
-
-    def __init__(self, client: RawClient, head_length: int) -> None:
-        self.client = client
-        self.head_length = head_length
-
-    @property
-    def frames(self) -> list[tuple[int, bytes]]:
-        return server_frames(bytes(self.client.data[self.head_length:]))
-
-    def texts(self) -> list[str]:
-        return [payload.decode() for opcode, payload in self.frames if opcode == 1]
-
-    def send(self, data: bytes) -> None:
-        self.client.send(data)
-
-    @property
-    def local_port(self) -> int:
-        return self.client.transport.getHost().port
-
-
-async def raw_websocket(port: int, path: str, rcvbuf: int | None = None) -> RawWebSocket:
-    client = await connect(port, rcvbuf)
-    client.send(ws_handshake(path))
-    await client.wait_for(lambda data: b"\r\n\r\n" in data)
-    head = bytes(client.data).split(b"\r\n\r\n", 1)[0]
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return RawWebSocket(client, len(head) + 4)
-
-
-def small_send_buffer(subscriber: Any) -> None:
-    """Fix the kernel send buffer of *subscriber*'s connection at 64 KiB.
-
-    On loopback Linux grows it up to ``tcp_wmem``'s maximum (4 MiB or more)
-    even toward a peer that reads nothing, which would swallow most of what a
-    test publishes before the daemon's own buffering is ever involved.
-    """
-    transport = getattr(subscriber, "transport", None) or subscriber.request.channel.transport
-    transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-
-
-def server_side(daemon: Daemon, local_port: int, center: str = "news") -> Any:
-    """The subscriber object serving the client whose socket is on *local_port*."""
-    hub = daemon.service.registry.loaded("site", center)
-    assert hub is not None
-    for subscriber in hub.subscribers:
-        transport = getattr(subscriber, "transport", None) or subscriber.request.channel.transport
-        if transport.getPeer().port == local_port:
-            return subscriber
-    raise AssertionError(f"no subscriber for the client on port {local_port}")
+pytestmark = pytest.mark.integration
 
 
 # 1. message size and names
@@ -337,21 +72,21 @@ def server_side(daemon: Daemon, local_port: int, center: str = "news") -> Any:
 @pytest_twisted.ensureDeferred
 async def test_exactly_max_message_bytes_is_accepted_and_one_more_is_413():
     async with running(centers={"max_message_bytes": 1000}) as daemon:
-        secret = await _center(daemon)
+        auth = await setup_site(daemon)
         ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
         exact = "é" * 499 + "xy"  # 1000 bytes, 501 characters: bytes are counted
-        status, body = await _publish(daemon, secret, exact)
+        status, body = await publish(daemon, auth, exact)
         assert status == 201, body
         assert await ws.next() == exact
         for over in (exact + "z", "é" * 500 + "z"):
-            status, body = await _publish(daemon, secret, over)
-            _expect_error(status, body, 413)
+            status, body = await publish(daemon, auth, over)
+            expect_json_error(status, body, 413)
         # The batch endpoint counts the same way, and refuses the whole batch.
         batch = {"messages": [{"center": "news", "data": "first"}, {"center": "news", "data": exact + "z"}]}
-        status, body = await call("POST", f"{daemon.api}/api/v1/messages", batch, auth=("site", secret))
-        _expect_error(status, body, 413)
+        status, body = await call("POST", f"{daemon.api}/api/v1/messages", batch, auth=auth)
+        expect_json_error(status, body, 413)
         batch["messages"][1]["data"] = exact
-        status, body = await call("POST", f"{daemon.api}/api/v1/messages", batch, auth=("site", secret))
+        status, body = await call("POST", f"{daemon.api}/api/v1/messages", batch, auth=auth)
         assert status == 201 and len(body["ids"]) == 2, body
         assert [await ws.next(), await ws.next()] == ["first", exact]
         ws.close()
@@ -359,47 +94,33 @@ async def test_exactly_max_message_bytes_is_accepted_and_one_more_is_413():
 
 @pytest_twisted.ensureDeferred
 async def test_the_default_limit_is_64_kib(daemon):
-    secret = await _center(daemon)
-    status, body = await _publish(daemon, secret, "x" * 65536)
+    auth = await setup_site(daemon)
+    status, body = await publish(daemon, auth, "x" * 65536)
     assert status == 201, body
-    status, body = await _publish(daemon, secret, "x" * 65537)
-    _expect_error(status, body, 413)
+    status, body = await publish(daemon, auth, "x" * 65537)
+    expect_json_error(status, body, 413)
 
 
 @pytest_twisted.ensureDeferred
 async def test_invalid_center_and_publisher_names_are_json_400s(daemon):
-    secret = await _center(daemon)
+    auth = await setup_site(daemon)
     for name in ("bad%20name", "a" * 201, "caf%C3%A9", "semi%3Bcolon", "quote%22", "%00"):
-        status, body = await call("PUT", f"{daemon.api}/api/v1/centers/{name}", auth=("site", secret))
-        _expect_error(status, body, 400, "invalid_center_name")
-    status, body = await call("PUT", f"{daemon.api}/api/v1/centers/{'a' * 200}", auth=("site", secret))
+        status, body = await call("PUT", f"{daemon.api}/api/v1/centers/{name}", auth=auth)
+        expect_json_error(status, body, 400, "invalid_center_name")
+    status, body = await call("PUT", f"{daemon.api}/api/v1/centers/{'a' * 200}", auth=auth)
     assert status == 201, body
     batch = {"messages": [{"center": "bad name", "data": "x"}]}
-    status, body = await call("POST", f"{daemon.api}/api/v1/messages", batch, auth=("site", secret))
-    _expect_error(status, body, 400, "invalid_center_name")
+    status, body = await call("POST", f"{daemon.api}/api/v1/messages", batch, auth=auth)
+    expect_json_error(status, body, 400, "invalid_center_name")
     for name in ("Upper", "-dash", "_under", "a" * 65, "", "sp ace", "dot.ted", "ü", 17, None):
         status, body = await daemon.admin("POST", "/admin/v1/publishers", {"name": name})
-        _expect_error(status, body, 400)
+        expect_json_error(status, body, 400)
         assert body["error"] in ("invalid_publisher_name", "invalid_publisher"), (name, body)
     status, body = await daemon.admin("POST", "/admin/v1/publishers", {"name": "a" * 64})
     assert status == 201, body
 
 
 # 2. subscribers per center
-
-
-async def request(port: int, data: bytes, timeout: float = 5) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One raw request; its answer, once whole (Content-Length) or closed."""
-    client = await connect(port)
-    client.send(data)
-    await client.wait_for(_complete, timeout)
-    client.transport.loseConnection()
-    return parse_response(bytes(client.data))
-
-
-def _get(path: str, *headers: str) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def _assert_full(answer: tuple[int, dict[bytes, bytes], bytes]) -> None:
@@ -414,15 +135,15 @@ def _assert_full(answer: tuple[int, dict[bytes, bytes], bytes]) -> None:
 @pytest_twisted.ensureDeferred
 async def test_max_per_center_refuses_the_third_subscriber_on_every_transport():
     async with running(subscribers={"max_per_center": 2}) as daemon:
-        secret = await _center(daemon)
+        auth = await setup_site(daemon)
         port = daemon.public_port
         first = await websocket(f"{daemon.ws}/sub/site/news", port)
         second = await websocket(f"{daemon.ws}/sub/site/news", port)
-        assert await _subscribers(daemon, secret) == 2
+        assert await subscriber_count(daemon, auth) == 2
         _assert_full(await request(port, ws_handshake("/sub/site/news")))
-        _assert_full(await request(port, _get("/sub/site/news", "Accept: text/event-stream")))
-        _assert_full(await request(port, _get("/sub/site/news?timeout=0")))
-        status, _, _ = await request(port, _get("/sub/site/news/last"))
+        _assert_full(await request(port, get_request("/sub/site/news", "Accept: text/event-stream")))
+        _assert_full(await request(port, get_request("/sub/site/news?timeout=0")))
+        status, _, _ = await request(port, get_request("/sub/site/news/last"))
         assert status == 204  # reading the latest message subscribes to nothing
         with pytest.raises(ConnectionError):
             await websocket(f"{daemon.ws}/sub/site/news", port)
@@ -432,21 +153,21 @@ async def test_max_per_center_refuses_the_third_subscriber_on_every_transport():
         await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5,
                     "the first subscriber leaving")
         third = await websocket(f"{daemon.ws}/sub/site/news", port)
-        _assert_full(await request(port, _get("/sub/site/news", "Accept: text/event-stream")))
+        _assert_full(await request(port, get_request("/sub/site/news", "Accept: text/event-stream")))
         third.close()
         await third.closed
         await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5,
                     "the third subscriber leaving")
         stream = await event_source(port, "/sub/site/news")
         assert stream.status == 200
-        _assert_full(await request(port, _get("/sub/site/news?timeout=0")))
+        _assert_full(await request(port, get_request("/sub/site/news?timeout=0")))
         stream.close()
         await stream.ended
         await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5,
                     "the event stream leaving")
-        status, _, body = await request(port, _get("/sub/site/news?timeout=0"))
+        status, _, body = await request(port, get_request("/sub/site/news?timeout=0"))
         assert status == 200 and json.loads(body)["messages"] == [], body
-        status, body = await _publish(daemon, secret, "still there")
+        status, body = await publish(daemon, auth, "still there")
         assert status == 201 and body["subscribers"] == 1, body
         assert await second.next() == "still there"
         second.close()
@@ -456,104 +177,52 @@ async def test_max_per_center_refuses_the_third_subscriber_on_every_transport():
 # 3. request caps on both listeners
 
 
-@implementer(IPullProducer)
-class _Body:
-    """Writes *total* bytes of body as the socket takes them (chunked if told),
-    so that the client never holds the whole body in memory."""
-
-    def __init__(self, transport: Any, total: int, chunked: bool = False, piece: int = 256 * 1024) -> None:
-        self.transport, self.left, self.chunked, self.piece = transport, total, chunked, piece
-        transport.registerProducer(self, False)
-
-    def resumeProducing(self) -> None:
-        if self.left <= 0:
-            self.transport.unregisterProducer()
-            if self.chunked:
-                self.transport.write(b"0\r\n\r\n")
-            return
-        n = min(self.piece, self.left)
-        self.left -= n
-        data = b"x" * n
-        self.transport.write(b"%x\r\n%s\r\n" % (n, data) if self.chunked else data)
-
-    def stopProducing(self) -> None:
-        self.left = 0
-
-
-@contextlib.contextmanager
-def body_kept(site: QuietSite):
-    """The most body bytes any request on *site* held at once, as a one-item list."""
-    kept = [0]
-    base = site.requestFactory
-
-    class Recording(base):  # type: ignore[misc, valid-type]
-        def handleContentChunk(self, data: bytes) -> None:
-            super().handleContentChunk(data)
-            kept[0] = max(kept[0], self.content.tell())
-
-    site.requestFactory = Recording
-    try:
-        yield kept
-    finally:
-        site.requestFactory = base
-
-
-async def _upload(port: int, head: str, total: int, chunked: bool = False,
-                  timeout: float = 20) -> tuple[int, dict[bytes, bytes], bytes]:
-    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}"
-    client = await connect(port)
-    client.send(f"{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n{framing}\r\n\r\n".encode())
-    _Body(client.transport, total, chunked)
-    assert await client.wait_closed(timeout), bytes(client.data[:300])
-    return parse_response(bytes(client.data))
-
-
 @pytest_twisted.ensureDeferred
 async def test_an_api_body_over_the_cap_is_413_and_never_kept(daemon):
-    secret = await _center(daemon)
+    auth = await setup_site(daemon)
     cap = max_body_bytes(daemon.service.config)
     port = daemon.service.api_port.getHost().port
-    auth = basic("site", secret)
-    head = f"POST /api/v1/centers/news/messages HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Type: text/plain"
+    credentials = basic(*auth)
+    head = f"POST /api/v1/centers/news/messages HTTP/1.1\r\nAuthorization: {credentials}\r\nContent-Type: text/plain"
     with body_kept(daemon.service.api_port.factory) as kept:
         # A message is kept up to its own bound, not the batch's.
         message_cap = daemon.service.config.centers.max_message_bytes
         for chunked in (False, True):
-            _assert_error(*await _upload(port, head, cap + 1, chunked), 413)
+            expect_raw_error(*await upload(port, head, cap + 1, chunked), 413)
             assert kept[0] <= message_cap, kept
         kept[0] = 0
-        _assert_error(*await _upload(port, head, message_cap + 1), 413)
+        expect_raw_error(*await upload(port, head, message_cap + 1), 413)
         assert kept[0] == 0  # its length said so: nothing read
         # A batch too, up to the batch cap.
         kept[0] = 0
-        _assert_error(*await _upload(port, head.replace("centers/news/messages", "messages"), cap + 1, True), 413)
+        expect_raw_error(*await upload(port, head.replace("centers/news/messages", "messages"), cap + 1, True), 413)
         assert message_cap < kept[0] <= cap, kept
         # The admin API's small JSON bodies.
         admin = f"POST /admin/v1/publishers HTTP/1.1\r\nAuthorization: Bearer {ADMIN_TOKEN}"
         kept[0] = 0
-        _assert_error(*await _upload(port, admin, 2 * 1024 * 1024), 413)
+        expect_raw_error(*await upload(port, admin, 2 * 1024 * 1024), 413)
         assert kept[0] == 0
-        _assert_error(*await _upload(port, admin, 2 * 1024 * 1024, True), 413)
+        expect_raw_error(*await upload(port, admin, 2 * 1024 * 1024, True), 413)
         assert 0 < kept[0] <= 64 * 1024, kept
-    await _healthy(daemon)
-    assert await _subscribers(daemon, secret) == 0
+    await healthy(daemon)
+    assert await subscriber_count(daemon, auth) == 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_public_body_is_never_kept_past_4096_bytes(daemon):
-    await _center(daemon)
+    await setup_site(daemon)
     port = daemon.public_port
     with body_kept(daemon.service.public_port.factory) as kept:
         for path in ("/sub/site/news?timeout=0", "/sub/site/news/last", "/healthz"):
             for chunked in (False, True):
-                status, headers, body = await _upload(port, f"GET {path} HTTP/1.1", 1024 * 1024, chunked)
+                status, headers, body = await upload(port, f"GET {path} HTTP/1.1", 1024 * 1024, chunked)
                 # Refused, or answered with the body discarded unread.
                 if status >= 400:
-                    _assert_error(status, headers, body, 413)
+                    expect_raw_error(status, headers, body, 413)
                 else:
                     assert status in (200, 204), (status, body)
                 assert kept[0] <= PUBLIC_MAX_BODY, kept
-    await _healthy(daemon)
+    await healthy(daemon)
 
 
 MALFORMED = {
@@ -591,48 +260,42 @@ async def test_malformed_requests_are_json_400s_on_both_listeners(daemon):
             answer, closed = await exchange(port, data)
             assert closed, f"{name}: the server kept the connection open"
             assert answer.startswith(b"HTTP/1.1 400 "), (name, answer[:300])
-            _assert_error(*parse_response(answer), 400, "bad_request")
-            await _healthy(daemon)
+            expect_raw_error(*parse_response(answer), 400, "bad_request")
+            await healthy(daemon)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_path_that_is_not_utf8_is_a_json_400(daemon):
     for port in (daemon.public_port, daemon.service.api_port.getHost().port):
         for path in (b"/sub/%ff%fe/x", b"/api/v1/centers/%c3%28", b"/%80"):
-            answer, closed = await exchange(port, _get(path.decode()))
+            answer, closed = await exchange(port, get_request(path.decode()))
             assert closed
-            _assert_error(*parse_response(answer), 400, "invalid_url")
-            await _healthy(daemon)
+            expect_raw_error(*parse_response(answer), 400, "invalid_url")
+            await healthy(daemon)
 
 
 @pytest_twisted.ensureDeferred
 async def test_odd_request_targets_are_json_errors(daemon):
-    await _center(daemon)
+    await setup_site(daemon)
     for port in (daemon.public_port, daemon.service.api_port.getHost().port):
         for target, status in ((b"/sub/site//last", 404), (b"/api/v1//centers", 404), (b"*", 405)):
-            answer, closed = await exchange(port, _get(target.decode()))
+            answer, closed = await exchange(port, get_request(target.decode()))
             assert closed
-            _assert_error(*parse_response(answer), status)
-        answer, closed = await exchange(port, _get("*").replace(b"GET", b"OPTIONS"))
+            expect_raw_error(*parse_response(answer), status)
+        answer, closed = await exchange(port, get_request("*").replace(b"GET", b"OPTIONS"))
         assert parse_response(answer)[0] == 200 and closed
-        await _healthy(daemon)
+        await healthy(daemon)
 
 
 async def _listen(site: QuietSite) -> Any:
     return await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
 
 
-def _api_site(daemon: Daemon, timeout: float) -> QuietSite:
-    service = daemon.service
-    app = ApiApp(service.registry, service.config, reactor, Metrics(service.registry, reactor))
-    return QuietSite(app.resource(), max_body_bytes=max_body_bytes(service.config), timeout=timeout)
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_slow_request_is_cut_after_the_idle_timeout(daemon):
     for port in (daemon.service.public_port, daemon.service.api_port):
         assert 0 < port.factory.timeOut <= 300  # both listeners cut idle peers
-    listening = await _listen(_api_site(daemon, timeout=1))
+    listening = await _listen(api_site(daemon.service.api, daemon.service.config, reactor, timeout=1))
     try:
         port = listening.getHost().port
         partials = (
@@ -647,11 +310,11 @@ async def test_a_slow_request_is_cut_after_the_idle_timeout(daemon):
             client.send(partial)
         for client, partial in zip(clients, partials):
             assert await client.wait_closed(6), f"{partial!r} was not cut"
-        status, _, body = await request(port, _get("/healthz"))
+        status, _, body = await request(port, get_request("/healthz"))
         assert status == 200 and json.loads(body) == {"status": "ok"}
     finally:
         await listening.stopListening()
-    await _healthy(daemon)
+    await healthy(daemon)
 
 
 # 4. WebSocket abuse
@@ -659,7 +322,7 @@ async def test_a_slow_request_is_cut_after_the_idle_timeout(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_bad_websocket_handshakes_are_refused_with_a_json_http_error(daemon):
-    secret = await _center(daemon)
+    auth = await setup_site(daemon)
     watcher = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
     for name, data in {
         "no key": ws_handshake("/sub/site/news", key=False),
@@ -674,10 +337,10 @@ async def test_bad_websocket_handshakes_are_refused_with_a_json_http_error(daemo
         "DELETE": ws_handshake("/sub/site/news", method=b"DELETE"),
     }.items():
         status, headers, body = await request(daemon.public_port, data)
-        _assert_error(status, headers, body)
+        expect_raw_error(status, headers, body)
         assert status in (400, 405, 426), (name, status)
-    await _healthy(daemon)
-    status, body = await _publish(daemon, secret, "after")
+    await healthy(daemon)
+    status, body = await publish(daemon, auth, "after")
     assert status == 201 and body["subscribers"] == 1, body
     assert await watcher.next() == "after"
     watcher.close()
@@ -693,7 +356,7 @@ async def _pong(ws: RawWebSocket, payload: bytes, timeout: float = 5) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_abusive_frames_close_the_abuser_and_nobody_else(daemon):
-    secret = await _center(daemon)
+    auth = await setup_site(daemon)
     watcher = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
     abuses = {
         "a 4097-byte frame": (client_frame(0x1, b"a" * 4097), {1009}),
@@ -715,17 +378,17 @@ async def test_abusive_frames_close_the_abuser_and_nobody_else(daemon):
         assert code is None or code in codes, (name, code)
         await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5,
                     f"{name}: the abuser leaving the center")
-        status, body = await _publish(daemon, secret, f"after {i}")
+        status, body = await publish(daemon, auth, f"after {i}")
         assert status == 201 and body["subscribers"] == 1, body
         assert await watcher.next() == f"after {i}", name
-    await _healthy(daemon)
+    await healthy(daemon)
     watcher.close()
     await watcher.closed
 
 
 @pytest_twisted.ensureDeferred
 async def test_fragmented_client_messages_over_1_mb_are_discarded_as_they_come(daemon):
-    secret = await _center(daemon)
+    auth = await setup_site(daemon)
     watcher = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
     ws = await raw_websocket(daemon.public_port, "/sub/site/news")
     await _pong(ws, b"open")
@@ -741,7 +404,7 @@ async def test_fragmented_client_messages_over_1_mb_are_discarded_as_they_come(d
     ws.send(client_frame(0x1, b"and a small one"))
     await _pong(ws, b"end")
     assert not server.message_data
-    status, body = await _publish(daemon, secret, "still subscribed")
+    status, body = await publish(daemon, auth, "still subscribed")
     assert status == 201 and body["subscribers"] == 2, body
     await until(lambda: "still subscribed" in ws.texts(), 5, "the publish reaching the raw client")
     assert await watcher.next() == "still subscribed"
@@ -757,20 +420,20 @@ async def test_fragmented_client_messages_over_1_mb_are_discarded_as_they_come(d
 @pytest_twisted.ensureDeferred
 async def test_a_peer_that_never_answers_pings_is_dropped_and_a_live_one_stays():
     async with running(subscribers={"ping_interval": 0.2}) as daemon:
-        secret = await _center(daemon)
+        auth = await setup_site(daemon)
         dead = await raw_websocket(daemon.public_port, "/sub/site/news")
         hub = daemon.service.registry.loaded("site", "news")
         await until(lambda: len(hub.subscribers) == 1, 5, "the raw client subscribing")
         assert await dead.client.wait_closed(3), "a peer that never answers pings was kept"
         assert any(opcode == 0x9 for opcode, _ in dead.frames), "it was never pinged"
         await until(lambda: not hub.subscribers, 2, "the dead peer leaving the center")
-        assert await _subscribers(daemon, secret) == 0
+        assert await subscriber_count(daemon, auth) == 0
         # Autobahn answers pings by itself: it stays for many intervals.
         live = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
         await sleep(1.5)
         assert not live.closed.called
-        assert await _subscribers(daemon, secret) == 1
-        status, body = await _publish(daemon, secret, "alive")
+        assert await subscriber_count(daemon, auth) == 1
+        status, body = await publish(daemon, auth, "alive")
         assert status == 201 and body["subscribers"] == 1, body
         assert await live.next() == "alive"
         live.close()
@@ -780,17 +443,10 @@ async def test_a_peer_that_never_answers_pings_is_dropped_and_a_live_one_stays()
 # 6. the opening handshake is bounded in time
 
 
-def _public_site(daemon: Daemon, timeout: float) -> QuietSite:
-    service = daemon.service
-    websockets = websocket_factory(service.config.subscribers.send_buffer_bytes, service.registry.dropped)
-    app = PublicApp(service.registry, service.config, reactor, websockets)
-    return QuietSite(app.resource(), max_body_bytes=PUBLIC_MAX_BODY, timeout=timeout)
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_silent_or_half_handshake_is_disconnected_within_the_timeout(daemon):
-    secret = await _center(daemon)
-    listening = await _listen(_public_site(daemon, timeout=1))
+    auth = await setup_site(daemon)
+    listening = await _listen(public_site(daemon.service.public, daemon.service.config, reactor, timeout=1))
     try:
         port = listening.getHost().port
         handshake = ws_handshake("/sub/site/news")
@@ -805,24 +461,24 @@ async def test_a_silent_or_half_handshake_is_disconnected_within_the_timeout(dae
         ws = await raw_websocket(port, "/sub/site/news")
         await sleep(2)
         assert not ws.client.done
-        status, body = await _publish(daemon, secret, "through the short-timeout site")
+        status, body = await publish(daemon, auth, "through the short-timeout site")
         assert status == 201, body
         await until(lambda: "through the short-timeout site" in ws.texts(), 5, "the message")
         ws.client.transport.loseConnection()
         await ws.client.closed
     finally:
         await listening.stopListening()
-    await _healthy(daemon)
+    await healthy(daemon)
 
 
 # 7. slow consumers
 
 
-async def _publish_many(daemon: Daemon, secret: str, texts: list[str], per_request: int = 10) -> None:
+async def _publish_many(daemon: Daemon, auth: tuple[str, str], texts: list[str], per_request: int = 10) -> None:
     """Publish *texts* in order, a few per request, as a busy site would."""
     for start in range(0, len(texts), per_request):
         batch = {"messages": [{"center": "news", "data": text} for text in texts[start:start + per_request]]}
-        status, body = await call("POST", f"{daemon.api}/api/v1/messages", batch, auth=("site", secret))
+        status, body = await call("POST", f"{daemon.api}/api/v1/messages", batch, auth=auth)
         assert status == 201, body
 
 
@@ -841,30 +497,15 @@ class _Follower:
             self.count += 1
 
 
-async def _stats(daemon: Daemon) -> dict[str, Any]:
-    status, body = await daemon.admin("GET", "/admin/v1/stats")
-    assert status == 200, body
-    return body
-
-
 MESSAGES = [f"{i:05d}" + "m" * 2043 for i in range(2000)]  # 2000 messages of 2 KiB
 PUBLISHED = sum(map(len, MESSAGES))
-
-
-async def _stuck_event_stream(port: int) -> RawClient:
-    client = await connect(port, rcvbuf=4096)
-    client.send(_get("/sub/site/news", "Accept: text/event-stream").replace(b"HTTP/1.1", b"HTTP/1.0"))
-    await client.wait_for(lambda data: b"\r\n\r\n" in data)
-    assert client.data.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")), bytes(client.data)
-    client.transport.pauseProducing()
-    return client
 
 
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_a_subscriber_that_never_reads_is_dropped_and_memory_stays_bounded(transport):
     async with running(subscribers={"send_buffer_bytes": 65536}) as daemon:
-        secret = await _center(daemon)
+        auth = await setup_site(daemon)
         normal = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
         if transport == "websocket":
             stuck = await raw_websocket(daemon.public_port, "/sub/site/news", rcvbuf=4096)
@@ -872,19 +513,19 @@ async def test_a_subscriber_that_never_reads_is_dropped_and_memory_stays_bounded
             client = stuck.client
             port = stuck.local_port
         else:
-            client = await _stuck_event_stream(daemon.public_port)
+            client = await stuck_event_stream(daemon.public_port)
             port = client.transport.getHost().port
         server = server_side(daemon, port)
         small_send_buffer(server)
         hub = daemon.service.registry.loaded("site", "news")
         assert len(hub.subscribers) == 2
         gc.collect()
-        before = _rss()
+        before = rss()
         follower = _Follower(normal, MESSAGES)
-        await _publish_many(daemon, secret, MESSAGES)
+        await _publish_many(daemon, auth, MESSAGES)
         await follower.done  # every message, in order
         gc.collect()
-        grown = _rss() - before
+        grown = rss() - before
         # Had the stuck subscriber kept what it could not send, the process
         # would hold nearly all of it (the history keeps only 100 messages).
         assert grown < PUBLISHED / 2, f"the process grew by {grown} bytes for {PUBLISHED} published"
@@ -894,13 +535,13 @@ async def test_a_subscriber_that_never_reads_is_dropped_and_memory_stays_bounded
             # The close frame waits behind what the peer never read: the close
             # handshake timeout cuts the connection.
             await until(lambda: server.state == server.STATE_CLOSED, 2 + 3, "the stuck connection closing")
-        stats = await _stats(daemon)
+        stats = await admin_stats(daemon)
         assert stats["dropped_subscribers"] >= 1, stats
-        assert await _subscribers(daemon, secret) == 1
+        assert await subscriber_count(daemon, auth) == 1
         # The stuck client, reading again, finds its connection gone.
         client.transport.resumeProducing()
         assert await client.wait_closed(5), "the stuck connection was not closed"
-        status, body = await _publish(daemon, secret, "after the drop")
+        status, body = await publish(daemon, auth, "after the drop")
         assert status == 201 and body["subscribers"] == 1, body
         assert await normal.next() == "after the drop"
         normal.close()
@@ -910,7 +551,7 @@ async def test_a_subscriber_that_never_reads_is_dropped_and_memory_stays_bounded
 @pytest_twisted.ensureDeferred
 async def test_a_slow_consumer_within_its_budget_is_not_dropped():
     async with running(subscribers={"send_buffer_bytes": 65536}) as daemon:
-        secret = await _center(daemon)
+        auth = await setup_site(daemon)
         slow = await raw_websocket(daemon.public_port, "/sub/site/news", rcvbuf=4096)
         slow.client.transport.pauseProducing()
         server = server_side(daemon, slow.local_port)
@@ -922,7 +563,7 @@ async def test_a_slow_consumer_within_its_budget_is_not_dropped():
         while server._waiting is None or server._waiting_bytes < 16384:
             assert len(sent) < 2000, "the connection never filled up"
             sent.append(f"{len(sent):05d}" + "s" * 4091)
-            status, body = await _publish(daemon, secret, sent[-1])
+            status, body = await publish(daemon, auth, sent[-1])
             assert status == 201 and body["subscribers"] == 1, body
         assert server in hub.subscribers
         await sleep(0.5)  # slow, not dead
@@ -930,10 +571,10 @@ async def test_a_slow_consumer_within_its_budget_is_not_dropped():
         await until(lambda: len(slow.texts()) >= len(sent), 10, "the slow consumer catching up")
         assert slow.texts() == sent
         assert server in hub.subscribers and server._waiting is None
-        status, body = await _publish(daemon, secret, "one more")
+        status, body = await publish(daemon, auth, "one more")
         assert status == 201 and body["subscribers"] == 1, body
         await until(lambda: slow.texts()[-1:] == ["one more"], 5, "the next message")
-        assert (await _stats(daemon))["dropped_subscribers"] == 0
+        assert (await admin_stats(daemon))["dropped_subscribers"] == 0
         assert not slow.client.done
         slow.client.transport.loseConnection()
 
@@ -1130,9 +771,9 @@ async def _fuzz_once(daemon: Daemon, listener: str, head: bytes, body: bytes) ->
 async def fuzzed():
     """One daemon for every fuzzed request, its long-polls answering at once."""
     daemon = await start_daemon(subscribers={"longpoll_timeout": 0})
-    secret = await _center(daemon)
-    yield daemon, secret
-    await _healthy(daemon)  # still answering after all of it
+    auth = await setup_site(daemon)
+    yield daemon, auth
+    await healthy(daemon)  # still answering after all of it
     await daemon.service.stopService()
 
 
@@ -1142,7 +783,7 @@ async def fuzzed():
                                  HealthCheck.filter_too_much])
 @pytest_twisted.ensureDeferred
 async def test_fuzzing_both_listeners_gives_successes_or_json_4xx_only(fuzzed, sent):
-    daemon, secret = fuzzed
+    daemon, auth = fuzzed
     listener, head, body = sent
-    await _fuzz_once(daemon, listener, head.replace(VALID_BASIC, basic("site", secret).encode()), body)
-    await _healthy(daemon)
+    await _fuzz_once(daemon, listener, head.replace(VALID_BASIC, basic(*auth).encode()), body)
+    await healthy(daemon)

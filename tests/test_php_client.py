@@ -37,6 +37,8 @@ from twisted.web.server import Site
 
 from tests.support import Daemon, sleep, start_daemon, websocket
 
+pytestmark = pytest.mark.php
+
 PHP_CLIENT = Path(__file__).resolve().parent.parent / "clients" / "php"
 CALL = PHP_CLIENT / "tests" / "call.php"
 

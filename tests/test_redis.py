@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import jwt
 import pytest
@@ -26,18 +26,36 @@ import pytest_twisted
 import treq
 from twisted.internet import defer, reactor
 
-import notifier.redis
+import notifier.backends.redis.client
+from notifier.backends.redis.client import Redis, RedisAddress
 from notifier.errors import Unavailable
-from notifier.redis import Redis, RedisAddress
 from notifier.registry import PUBLISHER_TTL
-from tests.redis_server import RedisServer, free_port, raw_command
+from tests.process import Process, clean_exit, command
+from tests.redis_server import RedisServer, raw_command
 from tests.relay import Relay
 from tests.support import (
-    ADMIN_TOKEN, Daemon, WebSocket, call, config_text, event_source, handshake_headers, sleep,
-    start_daemon, websocket,
+    ADMIN_TOKEN,
+    Daemon,
+    WebSocket,
+    bounded,
+    call,
+    config_text,
+    event_source,
+    eventually,
+    free_port,
+    handshake_headers,
+    make_center,
+    nothing_more,
+    publish,
+    published,
+    setup_site,
+    sleep,
+    start_daemon,
+    subscriber_token,
+    websocket,
 )
-from tests.test_process import Daemon as Process
-from tests.test_process import bounded, clean_exit, command
+
+pytestmark = pytest.mark.redis
 
 PUBLISHER, CENTER = "site", "news"
 SUB = f"/sub/{PUBLISHER}/{CENTER}"
@@ -83,45 +101,6 @@ async def _stop(daemon: Daemon) -> None:
 # helpers
 
 
-async def eventually(attempt: Callable[[], Awaitable[Any]], accept: Callable[[Any], bool],
-                     seconds: float = DELIVERY_SECONDS, every: float = 0.1) -> Any:
-    """``attempt()`` until ``accept(result)``, for at most *seconds*; the accepted result."""
-    deadline = reactor.seconds() + seconds
-    result = None
-    while True:
-        result = await attempt()
-        if accept(result):
-            return result
-        if reactor.seconds() >= deadline:
-            raise AssertionError(f"not reached within {seconds} s; last: {result!r}")
-        await sleep(every)
-
-
-async def setup_site(daemon: Daemon, center: str = CENTER, **options: Any) -> tuple[str, str]:
-    """A publisher and one of its centers, made through *daemon*; its credentials."""
-    auth = (PUBLISHER, await daemon.add_publisher(PUBLISHER))
-    await make_center(daemon, auth, center, **options)
-    return auth
-
-
-async def make_center(daemon: Daemon, auth: tuple[str, str], center: str = CENTER, **options: Any) -> dict:
-    status, body = await call("PUT", f"{daemon.api}/api/v1/centers/{center}", options or None, auth=auth)
-    assert status == 201, body
-    return body
-
-
-async def publish(daemon: Daemon, auth: tuple[str, str], text: str, center: str = CENTER,
-                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    return await call("POST", f"{daemon.api}/api/v1/centers/{center}/messages", raw=text.encode(),
-                      auth=auth, headers={"Content-Type": "text/plain; charset=utf-8", **(headers or {})})
-
-
-async def published(daemon: Daemon, auth: tuple[str, str], text: str, center: str = CENTER) -> str:
-    status, body = await publish(daemon, auth, text, center)
-    assert status == 201, body
-    return body["id"]
-
-
 async def longpoll(daemon: Daemon, path: str = SUB, since: str | None = None,
                    timeout: float = 0) -> tuple[int, Any]:
     query = f"?timeout={timeout}" + (f"&since={since}" if since is not None else "")
@@ -145,24 +124,11 @@ async def frames(ws: WebSocket, count: int, timeout: float = DELIVERY_SECONDS) -
     return [json.loads(await ws.next(timeout)) for _ in range(count)]
 
 
-async def nothing_more(ws: WebSocket, daemon: Daemon, auth: tuple[str, str], center: str = CENTER,
-                       as_json: bool = True) -> None:
-    """No message is pending on *ws*: the next one is a marker published now."""
-    marker = f"marker-{time.monotonic_ns()}"
-    await published(daemon, auth, marker, center)
-    received = await ws.next(DELIVERY_SECONDS)
-    assert (json.loads(received)["data"] if as_json else received) == marker
-
-
 async def websocket_refused(daemon: Daemon, path: str) -> tuple[int, Any]:
     """The HTTP answer to a WebSocket handshake that is refused."""
     response = await treq.get(f"{daemon.public}{path}", headers=handshake_headers(), persistent=False)
     content = await response.content()
     return response.code, json.loads(content) if content else None
-
-
-def token(secret: str, center: str) -> str:
-    return jwt.encode({"sub": center, "exp": int(time.time()) + 600}, secret.encode(), algorithm="HS256")
 
 
 # one message, every node, every transport
@@ -258,7 +224,7 @@ async def test_a_cursor_from_one_node_resumes_on_another(nodes):
     status, body = await longpoll(c, since="deadbeef-2")
     assert status == 200 and body["recovered"] is False
     assert [m["data"] for m in body["messages"]][-4:] == ["1", "2", "3", "4"]
-    await nothing_more(ws, a, auth)
+    await nothing_more(ws, a, auth, as_json=True)
 
 
 @pytest_twisted.ensureDeferred
@@ -297,8 +263,8 @@ async def test_a_batch_retried_on_another_node_is_delivered_once(nodes):
     assert [(e["id"], e["data"]) for e in received] == [
         (first["ids"][0], "n1"), (first["ids"][2], "n2"), (single["id"], "s1")]
     assert await alerts.next() == "a1"
-    await nothing_more(news, b, auth)
-    await nothing_more(alerts, a, auth, "alerts", as_json=False)
+    await nothing_more(news, b, auth, as_json=True)
+    await nothing_more(alerts, a, auth, "alerts")
 
 
 # centers and publishers changed on one node
@@ -454,15 +420,16 @@ async def test_an_idle_center_expires_on_every_node_unless_held_or_published_to(
 async def test_a_private_center_token_opens_it_on_any_node(nodes):
     a, b = await nodes(), await nodes()
     auth = await setup_site(a, "inbox", private=True)
-    granted = token(auth[1], "inbox")
+    granted = subscriber_token(auth[1], sub="inbox", lifetime=600)
     path = f"/sub/{PUBLISHER}/inbox"
     ws = await websocket(f"{b.ws}{path}?format=json&token={granted}", b.public_port)
     status, body = await websocket_refused(b, path)
     assert status == 401 and body["error"], body
-    forged = token("a forged secret, as long as a real one: 0123456789", "inbox")
+    forged = subscriber_token("a forged secret, as long as a real one: 0123456789", sub="inbox", lifetime=600)
     status, body = await websocket_refused(b, f"{path}?token={forged}")
     assert status == 401, body
-    status, body = await websocket_refused(b, f"{path}?token={token(auth[1], 'other')}")
+    elsewhere = subscriber_token(auth[1], sub="other", lifetime=600)
+    status, body = await websocket_refused(b, f"{path}?token={elsewhere}")
     assert status == 401, body
     status, body = await call("GET", f"{b.public}{path}/last")
     assert status == 401, body
@@ -594,7 +561,7 @@ async def test_a_node_cut_off_from_redis_catches_up_when_it_is_back(nodes, redis
         assert (await frames(ws, 1))[0]["data"] == "6"
         assert await raw.next() == "6"
         assert (await es.next())["data"] == "6"
-        await nothing_more(ws, a, auth)
+        await nothing_more(ws, a, auth, as_json=True)
         es.close()
     finally:
         await relay.cut()
@@ -733,7 +700,7 @@ async def test_a_sigkilled_daemon_loses_nothing_acknowledged(redis, tmp_path):
         assert await frames(ws, 1) == [{"recovered": True}]
         seen += await frames(ws, len(acknowledged) - len(seen))
         assert [(m["id"], m["data"]) for m in seen] == acknowledged
-        await nothing_more(ws, b, auth)
+        await nothing_more(ws, b, auth, as_json=True)
 
         polled = await polling.addTimeout(30, reactor)
         assert [(m["id"], m["data"]) for m in polled] == acknowledged
@@ -814,7 +781,7 @@ async def test_a_stalled_redis_answers_503_and_is_recovered_from(nodes, redis):
 async def test_connections_to_redis_come_back_after_a_stall_longer_than_the_reply_timeout(redis, monkeypatch):
     # One connection and a short reply timeout: the reconnection's first
     # command (SELECT) times out too while the server is stalled.
-    monkeypatch.setattr(notifier.redis, "REPLY_TIMEOUT", 0.5)
+    monkeypatch.setattr(notifier.backends.redis.client, "REPLY_TIMEOUT", 0.5)
     connection = Redis(RedisAddress.parse(redis.url), reactor, poolsize=1)
     await connection.ready()
     try:

@@ -4,54 +4,39 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from tests.support import WebSocket, call, event_source, sleep, start_daemon, websocket
+from tests.support import WebSocket, call, event_source, published, setup_site, sleep, start_daemon, websocket
+
+pytestmark = pytest.mark.integration
 
 PUBLISHER, CENTER = "site", "news"
-
-
-async def _setup(daemon, **options):
-    secret = await daemon.add_publisher(PUBLISHER)
-    status, body = await call("PUT", f"{daemon.api}/api/v1/centers/{CENTER}", options or None,
-                              auth=(PUBLISHER, secret))
-    assert status == 201, body
-    return secret
-
-
-async def _publish(daemon, secret, text):
-    status, body = await call("POST", f"{daemon.api}/api/v1/centers/{CENTER}/messages",
-                              raw=text.encode(), auth=(PUBLISHER, secret),
-                              headers={"Content-Type": "text/plain"})
-    assert status == 201, body
-    return body["id"]
-
-
 SUB = f"/sub/{PUBLISHER}/{CENTER}"
 
 
 @pytest_twisted.ensureDeferred
 async def test_websocket_raw_resumes_after_a_disconnect(daemon):
-    secret = await _setup(daemon)
+    auth = await setup_site(daemon)
     ws = await websocket(f"{daemon.ws}{SUB}", daemon.public_port)
-    first = await _publish(daemon, secret, "1")
+    first = await published(daemon, auth, "1")
     assert await ws.next() == "1"
     ws.close()
     await ws.closed
     for text in ("2", "3"):
-        await _publish(daemon, secret, text)
+        await published(daemon, auth, text)
     ws = await websocket(f"{daemon.ws}{SUB}?since={first}", daemon.public_port)
-    await _publish(daemon, secret, "4")
+    await published(daemon, auth, "4")
     assert [await ws.next() for _ in range(3)] == ["2", "3", "4"]
-    await _publish(daemon, secret, "5")
+    await published(daemon, auth, "5")
     assert await ws.next() == "5"
 
 
 @pytest_twisted.ensureDeferred
 async def test_websocket_json_tells_recovery_first(daemon):
-    secret = await _setup(daemon, history=2)
-    ids = [await _publish(daemon, secret, str(i)) for i in range(1, 5)]  # retained: 3, 4
+    auth = await setup_site(daemon, history=2)
+    ids = [await published(daemon, auth, str(i)) for i in range(1, 5)]  # retained: 3, 4
     ws = await websocket(f"{daemon.ws}{SUB}?format=json&since={ids[1]}", daemon.public_port)
     assert json.loads(await ws.next()) == {"recovered": True}
     assert [json.loads(await ws.next())["data"] for _ in range(2)] == ["3", "4"]
@@ -66,18 +51,18 @@ async def test_websocket_json_tells_recovery_first(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_websocket_without_since_gets_only_live_messages(daemon):
-    secret = await _setup(daemon)
-    await _publish(daemon, secret, "old")
+    auth = await setup_site(daemon)
+    await published(daemon, auth, "old")
     ws = await websocket(f"{daemon.ws}{SUB}?format=json", daemon.public_port)
-    await _publish(daemon, secret, "new")
+    await published(daemon, auth, "new")
     assert json.loads(await ws.next())["data"] == "new"  # no recovery frame, no replay
 
 
 @pytest_twisted.ensureDeferred
 async def test_sse_headers_backlog_live_and_multiline(daemon):
-    secret = await _setup(daemon)
-    first = await _publish(daemon, secret, "1")
-    await _publish(daemon, secret, "two\nlines\r\nand\rmore")
+    auth = await setup_site(daemon)
+    first = await published(daemon, auth, "1")
+    await published(daemon, auth, "two\nlines\r\nand\rmore")
     es = await event_source(daemon.public_port, f"{SUB}?since={first}", {"Origin": "http://site.test"})
     assert es.status == 200
     assert es.headers[b"content-type"].startswith(b"text/event-stream")
@@ -90,7 +75,7 @@ async def test_sse_headers_backlog_live_and_multiline(daemon):
     backlog = await es.next()
     assert backlog["event"] == "message"
     assert backlog["data"] == "two\nlines\nand\nmore"
-    live_id = await _publish(daemon, secret, "live")
+    live_id = await published(daemon, auth, "live")
     live = await es.next()
     assert (live["id"], live["event"], live["data"]) == (live_id, "message", "live")
     es.close()
@@ -98,8 +83,8 @@ async def test_sse_headers_backlog_live_and_multiline(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_sse_last_event_id_wins_over_since(daemon):
-    secret = await _setup(daemon)
-    ids = [await _publish(daemon, secret, str(i)) for i in range(1, 4)]
+    auth = await setup_site(daemon)
+    ids = [await published(daemon, auth, str(i)) for i in range(1, 4)]
     # a browser reconnecting on its own: the URL's since= is stale, the header is not
     es = await event_source(daemon.public_port, f"{SUB}?since={ids[0]}", {"Last-Event-ID": ids[1]})
     await es.next()  # retry
@@ -112,7 +97,7 @@ async def test_sse_last_event_id_wins_over_since(daemon):
 async def test_sse_heartbeat_comments(tmp_path):
     daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", subscribers={"ping_interval": 0.1})
     try:
-        await _setup(daemon)
+        await setup_site(daemon)
         es = await event_source(daemon.public_port, SUB)
         await sleep(0.5)
         assert es.comments >= 2
@@ -123,10 +108,10 @@ async def test_sse_heartbeat_comments(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_sse_ends_when_the_center_is_deleted(daemon):
-    secret = await _setup(daemon)
+    auth = await setup_site(daemon)
     es = await event_source(daemon.public_port, SUB)
     await es.next()
-    status, _ = await call("DELETE", f"{daemon.api}/api/v1/centers/{CENTER}", auth=(PUBLISHER, secret))
+    status, _ = await call("DELETE", f"{daemon.api}/api/v1/centers/{CENTER}", auth=auth)
     assert status == 204
     ended = es.ended
     ended.addTimeout(5, reactor)
@@ -135,7 +120,7 @@ async def test_sse_ends_when_the_center_is_deleted(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_sse_client_leaving_unsubscribes(daemon):
-    secret = await _setup(daemon)
+    auth = await setup_site(daemon)
     es = await event_source(daemon.public_port, SUB)
     await es.next()
     hub = daemon.service.registry.loaded(PUBLISHER, CENTER)
@@ -146,18 +131,18 @@ async def test_sse_client_leaving_unsubscribes(daemon):
             break
         await sleep(0.02)
     assert not hub.subscribers
-    assert (await _publish(daemon, secret, "x"))  # publishing to nobody still works
+    assert (await published(daemon, auth, "x"))  # publishing to nobody still works
 
 
 @pytest_twisted.ensureDeferred
 async def test_long_poll_loop_misses_nothing_while_publishing(daemon):
-    secret = await _setup(daemon, history=1000)
-    published: list[str] = []
+    auth = await setup_site(daemon, history=1000)
+    sent: list[str] = []
     received: list[str] = []
 
     async def publisher():
         for i in range(60):
-            published.append(await _publish(daemon, secret, f"m{i}"))
+            sent.append(await published(daemon, auth, f"m{i}"))
             if i % 7 == 0:
                 await sleep(0.01)
 
@@ -178,20 +163,20 @@ async def test_long_poll_loop_misses_nothing_while_publishing(daemon):
     await publisher()
     poll.addTimeout(20, reactor)
     await poll
-    assert received == published
+    assert received == sent
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_seam_between_backlog_and_live_has_no_gap_and_no_duplicate(daemon):
-    """Subscribers resume with since= while messages keep being published."""
-    secret = await _setup(daemon, history=1000)
-    start = await _publish(daemon, secret, "start")
-    published = [start]
+    """Subscribers resume with since= while messages keep being sent."""
+    auth = await setup_site(daemon, history=1000)
+    start = await published(daemon, auth, "start")
+    sent = [start]
     done = defer.Deferred()
 
     async def keep_publishing():
         for i in range(80):
-            published.append(await _publish(daemon, secret, f"p{i}"))
+            sent.append(await published(daemon, auth, f"p{i}"))
         done.callback(None)
 
     publishing = defer.ensureDeferred(keep_publishing())
@@ -201,7 +186,7 @@ async def test_the_seam_between_backlog_and_live_has_no_gap_and_no_duplicate(dae
         subscribers.append(await websocket(f"{daemon.ws}{SUB}?format=json&since={start}", daemon.public_port))
         subscribers.append(await event_source(daemon.public_port, f"{SUB}?since={start}"))
     await publishing
-    expected = published[1:]
+    expected = sent[1:]
     for subscriber in subscribers:
         got: list[str] = []
         if isinstance(subscriber, WebSocket):
@@ -221,12 +206,12 @@ async def test_the_seam_between_backlog_and_live_has_no_gap_and_no_duplicate(dae
 async def test_a_cursor_from_before_a_restart_is_not_recovered(tmp_path):
     store = f"sqlite:{tmp_path / 'n.db'}"
     daemon = await start_daemon(store)
-    secret = await _setup(daemon)
-    old = await _publish(daemon, secret, "before")
+    auth = await setup_site(daemon)
+    old = await published(daemon, auth, "before")
     await daemon.service.stopService()
     daemon = await start_daemon(store)
     try:
-        new = await _publish(daemon, secret, "after")
+        new = await published(daemon, auth, "after")
         assert new != old
         status, body = await call("GET", f"{daemon.public}{SUB}?since={old}")
         assert body["recovered"] is False
@@ -239,22 +224,22 @@ async def test_a_cursor_from_before_a_restart_is_not_recovered(tmp_path):
 async def test_idle_centers_expire_unless_used(tmp_path):
     daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", centers={"idle_ttl": 1})
     try:
-        secret = await _setup(daemon)  # the server default, 1 s
+        auth = await setup_site(daemon)  # the server default, 1 s
         for name, ttl in (("kept", 0), ("watched", None)):
             status, _ = await call("PUT", f"{daemon.api}/api/v1/centers/{name}",
-                                   {"ttl": ttl} if ttl is not None else None, auth=(PUBLISHER, secret))
+                                   {"ttl": ttl} if ttl is not None else None, auth=auth)
             assert status == 201
         ws = await websocket(f"{daemon.ws}/sub/{PUBLISHER}/watched", daemon.public_port)
         await sleep(2.5)
         names = lambda body: sorted(c["name"] for c in body["centers"])  # noqa: E731
-        status, body = await call("GET", f"{daemon.api}/api/v1/centers", auth=(PUBLISHER, secret))
+        status, body = await call("GET", f"{daemon.api}/api/v1/centers", auth=auth)
         assert names(body) == ["kept", "watched"]  # news expired; watched has a subscriber
         status, body = await call("GET", f"{daemon.public}{SUB}?timeout=0")
         assert status == 404
         ws.close()
         await ws.closed
         await sleep(2.5)
-        status, body = await call("GET", f"{daemon.api}/api/v1/centers", auth=(PUBLISHER, secret))
+        status, body = await call("GET", f"{daemon.api}/api/v1/centers", auth=auth)
         assert names(body) == ["kept"]
     finally:
         await daemon.service.stopService()

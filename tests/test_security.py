@@ -11,129 +11,80 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
-import hmac
 import ipaddress
 import json
 import math
 import os
 import stat
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jwt
 import pytest
 import pytest_twisted
 import treq
-from autobahn.twisted.websocket import WebSocketClientFactory
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from treq.client import HTTPClient
-from treq.testing import StubTreq
-from twisted.internet import defer, endpoints, reactor, ssl
-from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet import defer, reactor, ssl
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import eventAsJSON, eventAsText, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
-from notifier.api import ApiApp
-from notifier.broker import LocalBroker
-from notifier.config import parse_config
 from notifier.idempotency import IdempotencyKeys
-from notifier.metrics import Metrics
 from notifier.registry import HubRegistry
-from tests.memory_store import MemoryStore
 from tests.support import (
-    ADMIN_TOKEN, WebSocket, _Client, basic, call, config_text, event_source, handshake_headers, sleep,
-    start_daemon, websocket,
+    ADMIN_TOKEN,
+    SCHEME,
+    Api,
+    Recorder,
+    basic,
+    bounded,
+    call,
+    event_source,
+    expect_json_error,
+    handshake_headers,
+    make_center,
+    nothing_more,
+    publish,
+    published,
+    result_of,
+    sign,
+    signature_header,
+    signed_headers,
+    sleep,
+    start_daemon,
+    subscriber_token,
+    websocket,
 )
 
-#: Every wait on the network is bounded by this many seconds.
-WAIT = 10
-
-SCHEME = "Notifier-HMAC-SHA256"
+#: A whole second, where the in-memory clock starts, so that window edges are exact.
+WHOLE_SECOND = 1_700_000_000
 
 
 # helpers
 
 
-def _bounded(d: Deferred[Any], seconds: float = WAIT) -> Deferred[Any]:
-    d.addTimeout(seconds, reactor)
-    return d
-
-
-async def _call(method: str, url: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
-    """``tests.support.call``, bounded in time."""
-    return await _bounded(Deferred.fromCoroutine(call(method, url, body, **kwargs)))
-
-
-def _error(status: int, body: Any, expected: int) -> dict[str, str]:
-    """Assert the documented JSON error of status *expected*; the decoded body."""
-    assert status == expected, (status, body)
-    assert isinstance(body, dict) and set(body) == {"error", "message"}, body
-    assert isinstance(body["error"], str) and body["error"], body
-    return body
-
-
-def _sign(secret: str, method: str, target: str, timestamp: int | str, body: bytes) -> str:
-    """The documented request signature, computed from its text."""
-    signed = f"{method}\n{target}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}"
-    return hmac.new(secret.encode("utf-8"), signed.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def _signature_header(publisher: str, timestamp: int | str, signature: str) -> str:
-    return f"{SCHEME} publisher={publisher}, timestamp={timestamp}, signature={signature}"
-
-
-def _signed_headers(publisher: str, secret: str, method: str, target: str, body: bytes = b"",
-                    timestamp: int | None = None, **headers: str) -> dict[str, str]:
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    signature = _sign(secret, method, target, timestamp, body)
-    return {"Authorization": _signature_header(publisher, timestamp, signature), **headers}
-
-
 async def _signed(daemon: Any, method: str, target: str, body: bytes = b"", *, publisher: str,
                   secret: str, **headers: str) -> tuple[int, Any]:
     """A request to the api listener signed over exactly what is sent."""
-    sent = _signed_headers(publisher, secret, method, target, body, **headers)
-    return await _call(method, daemon.api + target, raw=body or None, headers=sent)
-
-
-def _token(secret: str, *, lifetime: float | None = 60, key: str | None = None, **claims: Any) -> str:
-    """A subscriber token: HS256 with *secret* (or another *key*), expiring in *lifetime* s."""
-    if lifetime is not None:
-        claims["exp"] = int(time.time() + lifetime)
-    return jwt.encode(claims, (key if key is not None else secret).encode("utf-8"), algorithm="HS256")
+    sent = signed_headers(publisher, secret, method, target, body, **headers)
+    return await call(method, daemon.api + target, raw=body or None, headers=sent)
 
 
 def _unsigned_token(**claims: Any) -> str:
     return jwt.encode({"exp": int(time.time()) + 60, **claims}, None, algorithm="none")
 
 
-async def _center(daemon: Any, auth: tuple[str, str], name: str, **options: Any) -> None:
-    status, body = await _call("PUT", f"{daemon.api}/api/v1/centers/{name}", options or None, auth=auth)
-    assert status == 201, body
-
-
-async def _publish(daemon: Any, auth: tuple[str, str], center: str, text: str,
-                   **headers: str) -> tuple[int, Any]:
-    return await _call("POST", f"{daemon.api}/api/v1/centers/{center}/messages", raw=text.encode(),
-                       auth=auth, headers={"Content-Type": "text/plain; charset=utf-8", **headers})
-
-
-async def _published(daemon: Any, auth: tuple[str, str], center: str, text: str) -> str:
-    status, body = await _publish(daemon, auth, center, text)
-    assert status == 201, body
-    return body["id"]
-
-
 async def _batch(daemon: Any, auth: tuple[str, str], document: Any, **headers: str) -> tuple[int, Any]:
     raw = document if isinstance(document, bytes) else json.dumps(document).encode()
-    return await _call("POST", f"{daemon.api}/api/v1/messages", raw=raw, auth=auth,
-                       headers={"Content-Type": "application/json", **headers})
+    return await call("POST", f"{daemon.api}/api/v1/messages", raw=raw, auth=auth,
+                      headers={"Content-Type": "application/json", **headers})
 
 
 class _Log:
@@ -171,73 +122,10 @@ def _captured_log() -> Iterator[_Log]:
         globalLogPublisher.removeObserver(log)
 
 
-def _now(d: Deferred[Any]) -> Any:
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
-
-
-class _InMemoryApi:
-    """The api listener's app over a MemoryStore and a Clock, through StubTreq."""
-
-    #: A whole second, so that window edges are exact.
-    START = 1_700_000_000
-
-    def __init__(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(self.START)
-        config = parse_config(config_text("sqlite::memory:"))
-        self.registry = HubRegistry(MemoryStore(), LocalBroker(), config.centers, self.clock)
-        self.app = ApiApp(self.registry, config, self.clock, Metrics(self.registry, self.clock))
-        self.http = StubTreq(self.app.resource())
-
-    def request(self, method: str, target: str, body: bytes = b"",
-                headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        d = self.http.request(method, "http://127.0.0.1:8081" + target, data=body or None,
-                              headers=headers or {})
-        self.http.flush()
-        response = _now(d)
-        content = self.http.content(response)
-        self.http.flush()
-        data = _now(content)
-        self.clock.advance(0)  # the fan-out of what the request published
-        kind = response.headers.getRawHeaders(b"content-type", [b""])[0]
-        return response.code, json.loads(data) if kind.startswith(b"application/json") else data
-
-    def add_publisher(self, name: str) -> str:
-        status, body = self.request("POST", "/admin/v1/publishers", json.dumps({"name": name}).encode(),
-                                    {"Authorization": f"Bearer {ADMIN_TOKEN}"})
-        assert status == 201, body
-        return body["secret"]
-
-
-class _Recorder:
-    """A subscriber as a hub sees it: what was delivered."""
-
-    transport_name = "websocket"
-
-    def __init__(self) -> None:
-        self.delivered: list[str] = []
-
-    def deliver(self, batch: Any) -> None:
-        self.delivered.extend(message.data for message in batch.messages)
-
-    def close(self, reason: str) -> None:
-        pass
-
-
-async def _no_more(ws: WebSocket, daemon: Any, auth: tuple[str, str], center: str) -> None:
-    """Assert *ws* received nothing else: the next thing it gets is a fresh marker."""
-    await _published(daemon, auth, center, "marker")
-    assert await ws.next() == "marker"
-
-
 # request signing
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_signed_requests_are_accepted_on_every_publisher_route(daemon):
     secret = await daemon.add_publisher("site")
@@ -269,15 +157,16 @@ async def test_signed_requests_are_accepted_on_every_publisher_route(daemon):
     assert [await ws.next(), await ws.next()] == ["one", "two"]
     status, body = await _signed(daemon, "DELETE", "/api/v1/centers/chat%3Aroom", **sign)
     assert status == 204, body
-    await _bounded(ws.closed)
+    await bounded(ws.closed)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_signed_requests_that_do_not_match_what_is_sent_are_401(daemon):
     secret = await daemon.add_publisher("site")
     other = await daemon.add_publisher("other")
     auth = ("site", secret)
-    await _center(daemon, auth, "chat:room")
+    await make_center(daemon, auth, "chat:room")
     target = "/api/v1/centers/chat%3Aroom/messages"
     text = b"the real text"
 
@@ -285,8 +174,8 @@ async def test_signed_requests_that_do_not_match_what_is_sent_are_401(daemon):
                body: bytes = text, skew: int = 0, publisher: str = "site") -> dict[str, str]:
         # Taken as the request leaves, rounded away from the server's clock.
         timestamp = (math.ceil if skew > 0 else math.floor)(time.time()) + skew
-        signature = _sign(key, method, signed_target, timestamp, body)
-        return {"Authorization": _signature_header(publisher, timestamp, signature),
+        signature = sign(key, method, signed_target, timestamp, body)
+        return {"Authorization": signature_header(publisher, timestamp, signature),
                 "Content-Type": "text/plain"}
 
     wrong = secret[:-1] + ("A" if secret[-1] != "A" else "B")
@@ -306,33 +195,34 @@ async def test_signed_requests_that_do_not_match_what_is_sent_are_401(daemon):
         "unknown publisher": ("POST", target, lambda: header(publisher="nobody")),
     }
     for why, (method, sent_target, headers) in refused.items():
-        status, body = await _call(method, daemon.api + sent_target, raw=text, headers=headers())
+        status, body = await call(method, daemon.api + sent_target, raw=text, headers=headers())
         assert status == 401, (why, status, body)
-        _error(status, body, 401)
+        expect_json_error(status, body, 401)
     # Nothing was published, nor the center changed.
-    status, body = await _call("GET", f"{daemon.public}/sub/site/chat:room/last")
+    status, body = await call("GET", f"{daemon.public}/sub/site/chat:room/last")
     assert status == 204, body
     # The same request, signed right, passes.
-    status, body = await _call("POST", daemon.api + target, raw=text, headers=header())
+    status, body = await call("POST", daemon.api + target, raw=text, headers=header())
     assert status == 201, body
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_malformed_signature_headers_are_401(daemon):
     secret = await daemon.add_publisher("site")
-    await _center(daemon, ("site", secret), "news")
+    await make_center(daemon, ("site", secret), "news")
     target = "/api/v1/centers/news"
     now = int(time.time())
-    good = _sign(secret, "GET", target, now, b"")
-    fractional = _sign(secret, "GET", target, f"{now}.0", b"")
+    good = sign(secret, "GET", target, now, b"")
+    fractional = sign(secret, "GET", target, f"{now}.0", b"")
     malformed = [
         f"{SCHEME} publisher=site, timestamp={now}",
         f"{SCHEME} publisher=site, signature={good}",
         f"{SCHEME} timestamp={now}, signature={good}",
-        _signature_header("site", now, good.upper()),
-        _signature_header("site", f"{now}.0", fractional),  # signed as sent, yet not an integer
-        _signature_header("site", "soon", _sign(secret, "GET", target, "soon", b"")),
-        _signature_header("site", now, good[:-1]),
+        signature_header("site", now, good.upper()),
+        signature_header("site", f"{now}.0", fractional),  # signed as sent, yet not an integer
+        signature_header("site", "soon", sign(secret, "GET", target, "soon", b"")),
+        signature_header("site", now, good[:-1]),
         f"{SCHEME} publisher=nobody, publisher=site, timestamp={now}, signature={good}",
         f"{SCHEME} publisher=site, timestamp={now}, timestamp={now}, signature={good}",
         f"{SCHEME} publisher=site, timestamp={now}, signature={good}, signature={good}",
@@ -344,54 +234,55 @@ async def test_malformed_signature_headers_are_401(daemon):
         f"Notifier-HMAC-SHA1 publisher=site, timestamp={now}, signature={good}",
     ]
     for authorization in malformed:
-        status, body = await _call("GET", daemon.api + target, headers={"Authorization": authorization})
+        status, body = await call("GET", daemon.api + target, headers={"Authorization": authorization})
         assert status == 401, (authorization, body)
-        _error(status, body, 401)
+        expect_json_error(status, body, 401)
     # The well-formed one passes: the refusals above were for their form.
-    status, body = await _call("GET", daemon.api + target,
-                               headers={"Authorization": _signature_header("site", now, good)})
+    status, body = await call("GET", daemon.api + target,
+                              headers={"Authorization": signature_header("site", now, good)})
     assert status == 200, body
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_the_admin_token_is_no_publisher_credential_and_basic_still_works(daemon):
     secret = await daemon.add_publisher("site")
-    await _center(daemon, ("site", secret), "news")
+    await make_center(daemon, ("site", secret), "news")
     now = int(time.time())
     as_admin = (
         f"Bearer {ADMIN_TOKEN}",
         basic("site", ADMIN_TOKEN),
         basic(ADMIN_TOKEN, ADMIN_TOKEN),
-        _signature_header("site", now, _sign(ADMIN_TOKEN, "GET", "/api/v1/centers", now, b"")),
+        signature_header("site", now, sign(ADMIN_TOKEN, "GET", "/api/v1/centers", now, b"")),
     )
     for authorization in as_admin:
         for method, target in (("GET", "/api/v1/centers"), ("POST", "/api/v1/centers/news/messages")):
-            status, body = await _call(method, daemon.api + target, raw=b"x",
-                                       headers={"Authorization": authorization, "Content-Type": "text/plain"})
-            _error(status, body, 401)
+            status, body = await call(method, daemon.api + target, raw=b"x",
+                                      headers={"Authorization": authorization, "Content-Type": "text/plain"})
+            expect_json_error(status, body, 401)
     # Basic and signed requests side by side, for the same publisher.
-    assert await _published(daemon, ("site", secret), "news", "by basic")
+    assert await published(daemon, ("site", secret), "by basic")
     status, body = await _signed(daemon, "POST", "/api/v1/centers/news/messages", b"signed",
                                  publisher="site", secret=secret)
     assert status == 201, body
-    status, body = await _call("GET", f"{daemon.public}/sub/site/news/last")
+    status, body = await call("GET", f"{daemon.public}/sub/site/news/last")
     assert (status, body) == (200, b"signed")
 
 
 def test_signature_timestamps_are_accepted_within_300_seconds_exactly():
-    api = _InMemoryApi()
-    secret = api.add_publisher("site")
-    now = _InMemoryApi.START
+    now = WHOLE_SECOND
+    api = Api(start=now)
+    _, secret = api.add_publisher("site")
 
     nonces = iter(range(100))
 
     def get(timestamp: int) -> int:
         # Each request its own: a signature is accepted once.
         target = f"/api/v1/centers?nonce={next(nonces)}"
-        headers = _signed_headers("site", secret, "GET", target, timestamp=timestamp)
-        status, body = api.request("GET", target, headers=headers)
+        headers = signed_headers("site", secret, "GET", target, timestamp=timestamp)
+        status, body = api.request("GET", target, headers=headers).decoded()
         if status != 200:
-            _error(status, body, 401)
+            expect_json_error(status, body, 401)
         return status
 
     assert get(now) == 200
@@ -417,13 +308,13 @@ async def _read(daemon: Any, transport: str, path: str) -> tuple[int, Any]:
     """One request on *transport* that must be refused (or, for long-poll and
     ``/last``, answered at once)."""
     if transport == "websocket":
-        return await _call("GET", daemon.public + path, headers=handshake_headers())
+        return await call("GET", daemon.public + path, headers=handshake_headers())
     if transport == "sse":
-        return await _call("GET", daemon.public + path, headers={"Accept": "text/event-stream"})
+        return await call("GET", daemon.public + path, headers={"Accept": "text/event-stream"})
     if transport == "longpoll":
-        return await _call("GET", daemon.public + path + ("&" if "?" in path else "?") + "timeout=0")
+        return await call("GET", daemon.public + path + ("&" if "?" in path else "?") + "timeout=0")
     base, mark, query = path.partition("?")
-    return await _call("GET", daemon.public + base + "/last" + mark + query)
+    return await call("GET", daemon.public + base + "/last" + mark + query)
 
 
 def _with_token(path: str, token: str | None) -> str:
@@ -434,78 +325,81 @@ async def _private_setup(daemon: Any) -> tuple[str, str]:
     secret = await daemon.add_publisher("site")
     other = await daemon.add_publisher("other")
     for name in ("user.17.inbox", "user.18.inbox"):
-        await _center(daemon, ("site", secret), name, private=True)
-    await _center(daemon, ("site", secret), "news")
-    await _center(daemon, ("other", other), "user.17.inbox", private=True)
+        await make_center(daemon, ("site", secret), name, private=True)
+    await make_center(daemon, ("site", secret), "news")
+    await make_center(daemon, ("other", other), "user.17.inbox", private=True)
     return secret, other
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_private_centers_refuse_missing_and_bad_tokens_on_every_transport(daemon):
     secret, other = await _private_setup(daemon)
     center = "user.17.inbox"
-    await _published(daemon, ("site", secret), center, "private text")
+    await published(daemon, ("site", secret), "private text", center)
     refused = {
         "no token": None,
         "empty token": "",
-        "expired": _token(secret, lifetime=-5, sub=center),
-        "forged": _token(secret, key="k" * 43, sub=center),
+        "expired": subscriber_token(secret, lifetime=-5, sub=center),
+        "forged": subscriber_token(secret, key="k" * 43, sub=center),
         "alg none": _unsigned_token(sub=center),
         "alg none, centers": _unsigned_token(centers=[center]),
-        "another center": _token(secret, sub="user.18.inbox"),
-        "another user's glob": _token(secret, centers=["user.18.*"]),
-        "a glob that is no prefix": _token(secret, centers=["*.inbox"]),
-        "without exp": _token(secret, lifetime=None, sub=center),
-        "another publisher's, same center name": _token(other, sub=center),
+        "another center": subscriber_token(secret, sub="user.18.inbox"),
+        "another user's glob": subscriber_token(secret, centers=["user.18.*"]),
+        "a glob that is no prefix": subscriber_token(secret, centers=["*.inbox"]),
+        "without exp": subscriber_token(secret, lifetime=None, sub=center),
+        "another publisher's, same center name": subscriber_token(other, sub=center),
         "garbage": "not.a.jwt",
     }
     for why, token in refused.items():
         for transport in TRANSPORTS:
             status, body = await _read(daemon, transport, _with_token(f"/sub/site/{center}", token))
             assert status == 401, (why, transport, status, body)
-            _error(status, body, 401)
+            expect_json_error(status, body, 401)
             assert "private text" not in json.dumps(body)
     # A token for one user's centers never opens another's.
-    glob = _token(secret, centers=["user.17.*"])
+    glob = subscriber_token(secret, centers=["user.17.*"])
     for transport in TRANSPORTS:
         status, body = await _read(daemon, transport, _with_token("/sub/site/user.18.inbox", glob))
-        _error(status, body, 401)
+        expect_json_error(status, body, 401)
     # The other publisher's own token opens its own center, and only that.
-    status, body = await _read(daemon, "last", _with_token(f"/sub/other/{center}", _token(other, sub=center)))
+    status, body = await _read(daemon, "last", _with_token(f"/sub/other/{center}", subscriber_token(other, sub=center)))
     assert status == 204, body
-    status, body = await _read(daemon, "last", _with_token(f"/sub/site/{center}", _token(other, sub=center)))
-    _error(status, body, 401)
+    status, body = await _read(daemon, "last", _with_token(f"/sub/site/{center}", subscriber_token(other, sub=center)))
+    expect_json_error(status, body, 401)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_valid_token_opens_a_private_center_on_every_transport(daemon):
     secret, _ = await _private_setup(daemon)
     center = "user.17.inbox"
-    by_sub = _token(secret, sub=center)
-    by_glob = _token(secret, centers=["user.18.inbox", "user.17.*"])
+    by_sub = subscriber_token(secret, sub=center)
+    by_glob = subscriber_token(secret, centers=["user.18.inbox", "user.17.*"])
     ws = await websocket(f"{daemon.ws}/sub/site/{center}?token={by_sub}", daemon.public_port)
     es = await event_source(daemon.public_port, f"/sub/site/{center}?token={by_glob}")
     assert es.status == 200
     assert "retry" in await es.next()
-    poll = _bounded(treq.get(f"{daemon.public}/sub/site/{center}?timeout=5&token={by_glob}",
-                             persistent=False))
+    poll = bounded(treq.get(f"{daemon.public}/sub/site/{center}?timeout=5&token={by_glob}",
+                            persistent=False))
     await sleep(0.2)  # the long-poll is waiting
-    message_id = await _published(daemon, ("site", secret), center, "for user 17")
+    message_id = await published(daemon, ("site", secret), "for user 17", center)
     assert await ws.next() == "for user 17"
     event = await es.next()
     assert (event["id"], event["data"]) == (message_id, "for user 17")
     response = await poll
     assert response.code == 200
     assert [m["data"] for m in json.loads(await response.content())["messages"]] == ["for user 17"]
-    status, body = await _call("GET", f"{daemon.public}/sub/site/{center}/last?token={by_sub}")
+    status, body = await call("GET", f"{daemon.public}/sub/site/{center}/last?token={by_sub}")
     assert (status, body) == (200, b"for user 17")
-    status, body = await _call("GET", f"{daemon.public}/sub/site/{center}/last?token={by_glob}&callback=cb")
+    status, body = await call("GET", f"{daemon.public}/sub/site/{center}/last?token={by_glob}&callback=cb")
     assert (status, body) == (200, b'/**/cb("for user 17");')
     es.close()
     ws.close()
-    await _bounded(ws.closed)
+    await bounded(ws.closed)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_public_centers_need_no_token(daemon):
     secret, _ = await _private_setup(daemon)
@@ -513,7 +407,7 @@ async def test_public_centers_need_no_token(daemon):
     es = await event_source(daemon.public_port, "/sub/site/news")
     assert es.status == 200
     await es.next()  # retry
-    await _published(daemon, ("site", secret), "news", "for everyone")
+    await published(daemon, ("site", secret), "for everyone")
     assert await ws.next() == "for everyone"
     assert (await es.next())["data"] == "for everyone"
     status, body = await _read(daemon, "longpoll", "/sub/site/news")
@@ -523,11 +417,12 @@ async def test_public_centers_need_no_token(daemon):
     es.close()
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_tokens_signed_with_a_rotated_secret_are_refused(daemon):
     secret, _ = await _private_setup(daemon)
     center = "user.17.inbox"
-    old = _token(secret, sub=center)
+    old = subscriber_token(secret, sub=center)
     status, _ = await _read(daemon, "last", _with_token(f"/sub/site/{center}", old))
     assert status == 204
     status, body = await daemon.admin("POST", "/admin/v1/publishers/site/rotate")
@@ -537,14 +432,14 @@ async def test_tokens_signed_with_a_rotated_secret_are_refused(daemon):
     for transport in TRANSPORTS:
         status, body = await _read(daemon, transport, _with_token(f"/sub/site/{center}", old))
         assert status == 401, (transport, body)
-        _error(status, body, 401)
-    new = _token(new_secret, sub=center)
+        expect_json_error(status, body, 401)
+    new = subscriber_token(new_secret, sub=center)
     status, _ = await _read(daemon, "last", _with_token(f"/sub/site/{center}", new))
     assert status == 204
     status, body = await _read(daemon, "longpoll", _with_token(f"/sub/site/{center}", new))
     assert status == 200, body
     ws = await websocket(f"{daemon.ws}/sub/site/{center}?token={new}", daemon.public_port)
-    await _published(daemon, ("site", new_secret), center, "after rotation")
+    await published(daemon, ("site", new_secret), "after rotation", center)
     assert await ws.next() == "after rotation"
 
 
@@ -560,39 +455,41 @@ def _cors_headers(headers: Any) -> dict[bytes, list[bytes]]:
             if name.lower().startswith(b"access-control-")}
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_websocket_handshakes_from_other_origins_are_403():
     daemon = await start_daemon(public={"allowed_origins": [SITE]})
     try:
         secret = await daemon.add_publisher("site")
-        await _center(daemon, ("site", secret), "news")
+        await make_center(daemon, ("site", secret), "news")
         for origin in (EVIL, "https://site.test.evil.test", "http://site.test", "null"):
-            status, body = await _call("GET", f"{daemon.public}/sub/site/news",
-                                       headers={**handshake_headers(), "Origin": origin})
+            status, body = await call("GET", f"{daemon.public}/sub/site/news",
+                                      headers={**handshake_headers(), "Origin": origin})
             assert status == 403, (origin, body)
-            _error(status, body, 403)
+            expect_json_error(status, body, 403)
         allowed = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port, {"Origin": SITE})
         no_origin = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
-        await _published(daemon, ("site", secret), "news", "hello")
+        await published(daemon, ("site", secret), "hello")
         assert await allowed.next() == "hello"
         assert await no_origin.next() == "hello"
     finally:
         await daemon.service.stopService()
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_http_answers_carry_cors_headers_for_allowed_origins_only():
     daemon = await start_daemon(public={"allowed_origins": [SITE]})
     try:
         secret = await daemon.add_publisher("site")
-        await _center(daemon, ("site", secret), "news")
-        await _published(daemon, ("site", secret), "news", "latest")
+        await make_center(daemon, ("site", secret), "news")
+        await published(daemon, ("site", secret), "latest")
 
         async def get(path: str, origin: str | None, **headers: str) -> Any:
             if origin is not None:
                 headers["Origin"] = origin
-            response = await _bounded(treq.get(daemon.public + path, headers=headers, persistent=False))
-            await _bounded(response.content())
+            response = await bounded(treq.get(daemon.public + path, headers=headers, persistent=False))
+            await bounded(response.content())
             return response
 
         for path in ("/sub/site/news?timeout=0", "/sub/site/news/last"):
@@ -614,20 +511,20 @@ async def test_http_answers_carry_cors_headers_for_allowed_origins_only():
         assert es.headers[b"access-control-allow-origin"] == SITE.encode()
         es.close()
 
-        response = await _bounded(treq.request(
+        response = await bounded(treq.request(
             "OPTIONS", f"{daemon.public}/sub/site/news", persistent=False,
             headers={"Origin": SITE, "Access-Control-Request-Method": "GET",
                      "Access-Control-Request-Headers": "Last-Event-ID"}))
-        await _bounded(response.content())
+        await bounded(response.content())
         assert response.code == 204
         cors = _cors_headers(response.headers)
         assert cors[b"access-control-allow-origin"] == [SITE.encode()]
         assert b"GET" in cors[b"access-control-allow-methods"][0]
         assert b"last-event-id" in cors[b"access-control-allow-headers"][0].lower()
-        response = await _bounded(treq.request(
+        response = await bounded(treq.request(
             "OPTIONS", f"{daemon.public}/sub/site/news", persistent=False,
             headers={"Origin": EVIL, "Access-Control-Request-Method": "GET"}))
-        await _bounded(response.content())
+        await bounded(response.content())
         assert b"access-control-allow-origin" not in _cors_headers(response.headers)
     finally:
         await daemon.service.stopService()
@@ -636,24 +533,25 @@ async def test_http_answers_carry_cors_headers_for_allowed_origins_only():
 # tokens never logged
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_subscriber_tokens_never_reach_the_log(daemon, monkeypatch):
     secret, _ = await _private_setup(daemon)
     center = "user.17.inbox"
     path = f"/sub/site/{center}"
-    valid = _token(secret, sub=center)
-    wrong = _token(secret, sub="user.18.inbox")
+    valid = subscriber_token(secret, sub=center)
+    wrong = subscriber_token(secret, sub="user.18.inbox")
     tokens = (valid, wrong)
     with _captured_log() as log:
         # valid, on every transport
         ws = await websocket(f"{daemon.ws}{path}?token={valid}", daemon.public_port)
         es = await event_source(daemon.public_port, f"{path}?token={valid}")
         assert es.status == 200
-        await _published(daemon, ("site", secret), center, "x")
+        await published(daemon, ("site", secret), "x", center)
         assert await ws.next() == "x"
         es.close()
         ws.close()
-        await _bounded(ws.closed)
+        await bounded(ws.closed)
         for transport in ("longpoll", "last"):
             status, _ = await _read(daemon, transport, f"{path}?token={valid}")
             assert status == 200
@@ -662,10 +560,10 @@ async def test_subscriber_tokens_never_reach_the_log(daemon, monkeypatch):
             status, _ = await _read(daemon, transport, f"{path}?token={wrong}")
             assert status == 401
         # refused for something else than the token
-        status, _ = await _call("GET", f"{daemon.public}{path}?token={valid}&callback=1bad")
+        status, _ = await call("GET", f"{daemon.public}{path}?token={valid}&callback=1bad")
         assert status == 400
-        status, _ = await _call("GET", f"{daemon.public}{path}?token={valid}",
-                                headers={**handshake_headers(), "Sec-WebSocket-Version": "99"})
+        status, _ = await call("GET", f"{daemon.public}{path}?token={valid}",
+                               headers={**handshake_headers(), "Sec-WebSocket-Version": "99"})
         assert status >= 400
 
         # and failing inside the server, which logs the failure
@@ -676,7 +574,7 @@ async def test_subscriber_tokens_never_reach_the_log(daemon, monkeypatch):
         for transport in TRANSPORTS:
             for token in tokens:
                 status, body = await _read(daemon, transport, f"{path}?token={token}")
-                _error(status, body, 500)
+                expect_json_error(status, body, 500)
         monkeypatch.undo()
         await sleep(0.1)  # closing connections log what they log
     texts = list(log.texts())
@@ -688,12 +586,13 @@ async def test_subscriber_tokens_never_reach_the_log(daemon, monkeypatch):
 # batch publish
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_batch_is_published_in_order_to_several_centers(daemon):
     secret = await daemon.add_publisher("site")
     auth = ("site", secret)
     for name in ("a", "b"):
-        await _center(daemon, auth, name)
+        await make_center(daemon, auth, name)
     ws_a = await websocket(f"{daemon.ws}/sub/site/a?format=json", daemon.public_port)
     ws_b = await websocket(f"{daemon.ws}/sub/site/b?format=json", daemon.public_port)
     entries = [("a", "1"), ("b", "2"), ("a", "3"), ("b", "4"), ("a", "5")]
@@ -705,10 +604,11 @@ async def test_a_batch_is_published_in_order_to_several_centers(daemon):
     got_b = [json.loads(await ws_b.next()) for _ in range(2)]
     assert [(m["data"], m["id"], m["center"]) for m in got_a] == [(d, ids[d], "a") for d in ("1", "3", "5")]
     assert [(m["data"], m["id"], m["center"]) for m in got_b] == [(d, ids[d], "b") for d in ("2", "4")]
-    status, body = await _call("GET", f"{daemon.public}/sub/site/a/last")
+    status, body = await call("GET", f"{daemon.public}/sub/site/a/last")
     assert body == b"5"
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_refused_batch_publishes_nothing(tmp_path):
     daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", centers={"max_message_bytes": 16})
@@ -716,7 +616,7 @@ async def test_a_refused_batch_publishes_nothing(tmp_path):
         secret = await daemon.add_publisher("site")
         auth = ("site", secret)
         for name in ("a", "b"):
-            await _center(daemon, auth, name)
+            await make_center(daemon, auth, name)
         ws_a = await websocket(f"{daemon.ws}/sub/site/a", daemon.public_port)
         ws_b = await websocket(f"{daemon.ws}/sub/site/b", daemon.public_port)
         good = [{"center": "a", "data": "ok a"}, {"center": "b", "data": "ok b"}]
@@ -750,14 +650,14 @@ async def test_a_refused_batch_publishes_nothing(tmp_path):
         for expected, document in refused:
             status, body = await _batch(daemon, auth, document)
             assert status == expected, (document, status, body)
-            _error(status, body, expected)
+            expect_json_error(status, body, expected)
         for name in ("a", "b"):
-            status, body = await _call("GET", f"{daemon.public}/sub/site/{name}/last")
+            status, body = await call("GET", f"{daemon.public}/sub/site/{name}/last")
             assert status == 204, (name, body)
-            status, body = await _call("GET", f"{daemon.api}/api/v1/centers/{name}", auth=auth)
+            status, body = await call("GET", f"{daemon.api}/api/v1/centers/{name}", auth=auth)
             assert body["last_id"] is None, body
-        await _no_more(ws_a, daemon, auth, "a")
-        await _no_more(ws_b, daemon, auth, "b")
+        await nothing_more(ws_a, daemon, auth, "a", marker="marker")
+        await nothing_more(ws_b, daemon, auth, "b", marker="marker")
         # exactly max_message_bytes is accepted
         status, body = await _batch(daemon, auth, {"messages": [{"center": "a", "data": "x" * 16}]})
         assert status == 201, body
@@ -769,32 +669,33 @@ async def test_a_refused_batch_publishes_nothing(tmp_path):
 # Idempotency-Key
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_retried_publish_with_the_same_key_is_answered_and_not_delivered(daemon):
     secret = await daemon.add_publisher("site")
     other = await daemon.add_publisher("other")
     auth = ("site", secret)
-    await _center(daemon, auth, "news")
-    await _center(daemon, ("other", other), "news")
+    await make_center(daemon, auth, "news")
+    await make_center(daemon, ("other", other), "news")
     ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
     ws_other = await websocket(f"{daemon.ws}/sub/other/news", daemon.public_port)
     key = {"Idempotency-Key": "order-42"}
 
-    status, first = await _publish(daemon, auth, "news", "once", **key)
+    status, first = await publish(daemon, auth, "once", "news", headers=key)
     assert status == 201, first
     for _ in range(2):
-        status, again = await _publish(daemon, auth, "news", "once", **key)
+        status, again = await publish(daemon, auth, "once", "news", headers=key)
         assert status == 200, again
         assert again["id"] == first["id"]
     assert await ws.next() == "once"
-    await _no_more(ws, daemon, auth, "news")
+    await nothing_more(ws, daemon, auth, "news", marker="marker")
 
     # another publisher's key space is its own
-    status, body = await _publish(daemon, ("other", other), "news", "theirs", **key)
+    status, body = await publish(daemon, ("other", other), "theirs", "news", headers=key)
     assert status == 201, body
     assert await ws_other.next() == "theirs"
     # another key publishes
-    status, body = await _publish(daemon, auth, "news", "once", **{"Idempotency-Key": "order-43"})
+    status, body = await publish(daemon, auth, "once", "news", headers={"Idempotency-Key": "order-43"})
     assert status == 201 and body["id"] != first["id"], body
     assert await ws.next() == "once"
 
@@ -805,41 +706,43 @@ async def test_a_retried_publish_with_the_same_key_is_answered_and_not_delivered
     status, again = await _batch(daemon, auth, batch, **{"Idempotency-Key": "batch-1"})
     assert status == 200 and again["ids"] == first["ids"], again
     assert [await ws.next(), await ws.next()] == ["b1", "b2"]
-    await _no_more(ws, daemon, auth, "news")
-    status, body = await _call("GET", f"{daemon.public}/sub/site/news?since={first['ids'][0]}&timeout=0")
+    await nothing_more(ws, daemon, auth, "news", marker="marker")
+    status, body = await call("GET", f"{daemon.public}/sub/site/news?since={first['ids'][0]}&timeout=0")
     assert [m["data"] for m in body["messages"]] == ["b2", "marker"]
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_concurrent_requests_with_the_same_key_deliver_once(daemon):
     secret = await daemon.add_publisher("site")
     auth = ("site", secret)
-    await _center(daemon, auth, "news")
+    await make_center(daemon, auth, "news")
     ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
 
     key = {"Idempotency-Key": "same-time"}
     # All in flight at once, none waiting for another's answer.
-    requests = [Deferred.fromCoroutine(_publish(daemon, auth, "news", "concurrent", **key)) for _ in range(4)]
-    answers = await _bounded(defer.gatherResults(requests))
+    requests = [Deferred.fromCoroutine(publish(daemon, auth, "concurrent", "news", headers=key)) for _ in range(4)]
+    answers = await bounded(defer.gatherResults(requests))
     assert sorted(status for status, _ in answers) == [200, 200, 200, 201], answers
     assert len({body["id"] for _, body in answers}) == 1, answers
     assert await ws.next() == "concurrent"
-    await _no_more(ws, daemon, auth, "news")
+    await nothing_more(ws, daemon, auth, "news", marker="marker")
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_failed_publish_is_not_remembered(daemon):
     secret = await daemon.add_publisher("site")
     auth = ("site", secret)
     key = {"Idempotency-Key": "early"}
-    status, body = await _publish(daemon, auth, "later", "too soon", **key)
-    _error(status, body, 404)
+    status, body = await publish(daemon, auth, "too soon", "later", headers=key)
+    expect_json_error(status, body, 404)
     status, body = await _batch(daemon, auth, {"messages": [{"center": "later", "data": "x"}]},
                                 **{"Idempotency-Key": "early-batch"})
-    _error(status, body, 404)
-    await _center(daemon, auth, "later")
+    expect_json_error(status, body, 404)
+    await make_center(daemon, auth, "later")
     ws = await websocket(f"{daemon.ws}/sub/site/later", daemon.public_port)
-    status, body = await _publish(daemon, auth, "later", "in time", **key)
+    status, body = await publish(daemon, auth, "in time", "later", headers=key)
     assert status == 201, body
     assert await ws.next() == "in time"
     status, body = await _batch(daemon, auth, {"messages": [{"center": "later", "data": "x"}]},
@@ -863,9 +766,9 @@ def test_a_retry_while_the_first_publish_is_in_flight_waits_and_failures_are_for
     other = Deferred.fromCoroutine(keys.once("shop", "k", publish))
     assert not first.called and not second.called
     gate.callback(None)
-    assert _now(first) == ("the-id", True)
-    assert _now(second) == ("the-id", False)
-    assert _now(other) == ("the-id", True)
+    assert result_of(first) == ("the-id", True)
+    assert result_of(second) == ("the-id", False)
+    assert result_of(other) == ("the-id", True)
     assert runs == ["published", "published"]
 
     async def failing() -> str:
@@ -874,22 +777,22 @@ def test_a_retry_while_the_first_publish_is_in_flight_waits_and_failures_are_for
     failed = Deferred.fromCoroutine(keys.once("site", "failing", failing))
     assert isinstance(failed.result, Failure)
     failed.addErrback(lambda _: None)
-    assert _now(Deferred.fromCoroutine(keys.once("site", "failing", publish))) == ("the-id", True)
+    assert result_of(Deferred.fromCoroutine(keys.once("site", "failing", publish))) == ("the-id", True)
 
 
 def test_an_idempotency_key_is_forgotten_after_ten_minutes():
-    api = _InMemoryApi()
-    secret = api.add_publisher("site")
+    api = Api(start=WHOLE_SECOND)
+    _, secret = api.add_publisher("site")
     auth = {"Authorization": basic("site", secret)}
-    status, body = api.request("PUT", "/api/v1/centers/news", headers=auth)
+    status, body = api.request("PUT", "/api/v1/centers/news", headers=auth).decoded()
     assert status == 201, body
-    hub = _now(Deferred.fromCoroutine(api.registry.hub("site", "news")))
-    recorder = _Recorder()
+    hub = result_of(Deferred.fromCoroutine(api.registry.hub("site", "news")))
+    recorder = Recorder()
     hub.subscribe(recorder)
 
     def publish(key: str) -> tuple[int, Any]:
         return api.request("POST", "/api/v1/centers/news/messages", b"text",
-                           {**auth, "Content-Type": "text/plain", "Idempotency-Key": key})
+                           headers={**auth, "Content-Type": "text/plain", "Idempotency-Key": key}).decoded()
 
     status, first = publish("k")
     assert status == 201, first
@@ -911,7 +814,7 @@ def _self_signed(folder: Any) -> tuple[str, str, bytes]:
     """A certificate for 127.0.0.1 and localhost: key path, certificate path, certificate PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -932,19 +835,7 @@ def _self_signed(folder: Any) -> tuple[str, str, bytes]:
     return str(key_path), str(cert_path), pem
 
 
-async def _wss(url: str, port: int, authority: ssl.Certificate) -> WebSocket:
-    factory = WebSocketClientFactory(url)
-    factory.protocol = _Client
-    factory.messages = DeferredQueue()
-    factory.opened = Deferred()
-    factory.closed = Deferred()
-    endpoint = endpoints.wrapClientTLS(ssl.optionsForClientTLS("127.0.0.1", trustRoot=authority),
-                                       endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port))
-    await _bounded(endpoint.connect(factory))
-    protocol = await _bounded(factory.opened)
-    return WebSocket(factory, protocol)
-
-
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_both_listeners_serve_tls(tmp_path):
     key, cert, pem = _self_signed(tmp_path)
@@ -959,8 +850,8 @@ async def test_both_listeners_serve_tls(tmp_path):
 
         async def request(method: str, url: str, body: bytes | None = None,
                           **headers: str) -> tuple[int, bytes]:
-            response = await _bounded(https.request(method, url, data=body, headers=headers))
-            return response.code, await _bounded(response.content())
+            response = await bounded(https.request(method, url, data=body, headers=headers))
+            return response.code, await bounded(response.content())
 
         status, body = await request("POST", api + "/admin/v1/publishers", b'{"name": "site"}',
                                      Authorization=f"Bearer {ADMIN_TOKEN}")
@@ -969,11 +860,12 @@ async def test_both_listeners_serve_tls(tmp_path):
         status, body = await request("PUT", api + "/api/v1/centers/news", Authorization=basic("site", secret))
         assert status == 201, body
 
-        ws = await _wss(f"wss://127.0.0.1:{daemon.public_port}/sub/site/news", daemon.public_port, authority)
+        ws = await websocket(f"wss://127.0.0.1:{daemon.public_port}/sub/site/news", daemon.public_port,
+                             authority=authority)
         poll = Deferred.fromCoroutine(request("GET", public + "/sub/site/news?timeout=5"))
         await sleep(0.2)  # the long-poll is waiting
         target = "/api/v1/centers/news/messages"
-        signed = _signed_headers("site", secret, "POST", target, b"over tls", **{"Content-Type": "text/html"})
+        signed = signed_headers("site", secret, "POST", target, b"over tls", **{"Content-Type": "text/html"})
         status, body = await request("POST", api + target, b"over tls", **signed)
         assert status == 201, body
         assert await ws.next() == "over tls"
@@ -981,11 +873,11 @@ async def test_both_listeners_serve_tls(tmp_path):
         assert status == 200
         assert [m["data"] for m in json.loads(body)["messages"]] == ["over tls"]
         ws.close()
-        await _bounded(ws.closed)
+        await bounded(ws.closed)
         # The listeners speak nothing but TLS.
         for port in (daemon.public_port, daemon.service.api_port.getHost().port):
             with pytest.raises(Exception):
-                await _bounded(Deferred.fromCoroutine(call("GET", f"http://127.0.0.1:{port}/healthz")), 5)
+                await bounded(Deferred.fromCoroutine(call("GET", f"http://127.0.0.1:{port}/healthz")), 5)
     finally:
         await daemon.service.stopService()
 
@@ -993,6 +885,7 @@ async def test_both_listeners_serve_tls(tmp_path):
 # secrets at rest and in answers
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_secrets_stay_out_of_answers_and_logs_and_the_store_is_private(tmp_path):
     path = tmp_path / "notifier.db"
@@ -1006,12 +899,12 @@ async def test_secrets_stay_out_of_answers_and_logs_and_the_store_is_private(tmp
             assert status == 200
             secrets.append(body["secret"])
             auth = ("site", secrets[0])
-            await _center(daemon, auth, "news")
-            await _published(daemon, auth, "news", "by basic")
+            await make_center(daemon, auth, "news")
+            await published(daemon, auth, "by basic")
             status, _ = await _signed(daemon, "POST", "/api/v1/centers/news/messages", b"signed",
                                       publisher="site", secret=secrets[0])
             assert status == 201
-            status, _ = await _publish(daemon, ("site", secrets[0] + "x"), "news", "refused")
+            status, _ = await publish(daemon, ("site", secrets[0] + "x"), "refused")
             assert status == 401
             seen = []
             for target in ("/admin/v1/publishers", "/admin/v1/stats", "/metrics"):

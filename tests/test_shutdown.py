@@ -7,53 +7,24 @@ import json
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectError
-from twisted.internet.protocol import Factory, Protocol
 
-from tests.support import call, handshake_headers, sleep, start_daemon, websocket
+from tests.raw import RawClient, connect
+from tests.support import bounded, call, handshake_headers, sleep, start_daemon, until, websocket
+
+pytestmark = pytest.mark.integration
 
 DRAIN = 1.0
 WEBSOCKETS = 20
 LONGPOLLS = 2
 
 
-class _Raw(Protocol):
-    """A bare TCP connection: what it received, and when it was closed."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: defer.Deferred[bytes] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: object) -> None:
-        self.lost.callback(self.received)
-
-
-async def _connect(port: int) -> _Raw:
-    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=2)
-    return await endpoint.connect(Factory.forProtocol(_Raw))
-
-
-async def _until(predicate, seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.02)):
-        if predicate():
-            return
-        await sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
-async def _status_of(raw: _Raw, request: bytes) -> bytes:
+async def _status_of(raw: RawClient, request: bytes) -> bytes:
     """Send *request* on an open connection; the status line of the answer."""
-    raw.transport.write(request)
-    await _until(lambda: b"\r\n" in raw.received)
-    return raw.received.split(b"\r\n", 1)[0]
-
-
-def _timed(d: defer.Deferred, seconds: float) -> defer.Deferred:
-    return d.addTimeout(seconds, reactor)
+    raw.send(request)
+    await until(lambda: b"\r\n" in raw.data)
+    return bytes(raw.data).split(b"\r\n", 1)[0]
 
 
 @pytest_twisted.ensureDeferred
@@ -82,10 +53,10 @@ async def test_stop_drains_websockets_over_drain_seconds_and_answers_long_polls(
                  for _ in range(LONGPOLLS)]
         hub = service.registry.loaded("site", "news")
         assert hub is not None
-        await _until(lambda: len(hub.subscribers) == WEBSOCKETS + LONGPOLLS)
+        await until(lambda: len(hub.subscribers) == WEBSOCKETS + LONGPOLLS)
         # Connections opened before the stop, to ask for more during the drain.
-        late_poll = await _connect(daemon.public_port)
-        late_ws = await _connect(daemon.public_port)
+        late_poll = await connect(daemon.public_port)
+        late_ws = await connect(daemon.public_port)
         port = daemon.public_port
         api_port = service.api_port.getHost().port
 
@@ -97,29 +68,29 @@ async def test_stop_drains_websockets_over_drain_seconds_and_answers_long_polls(
         # New subscriptions are refused: the listeners are closed ...
         for refused_port in (port, api_port):
             with pytest.raises(ConnectError):
-                await _connect(refused_port)
+                await connect(refused_port)
         # ... and a connection that was already open gets 503.
         line = await _status_of(late_poll, b"GET /sub/site/news?timeout=5 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert line.startswith(b"HTTP/1.1 503"), line
-        await _until(lambda: b'"shutting_down"' in late_poll.received)
+        await until(lambda: b'"shutting_down"' in late_poll.data)
         upgrade = "".join(f"{k}: {v}\r\n" for k, v in handshake_headers().items())
         line = await _status_of(late_ws, f"GET /sub/site/news HTTP/1.1\r\nHost: x\r\n{upgrade}\r\n".encode())
         assert line.startswith(b"HTTP/1.1 503"), line
-        await _until(lambda: b'"shutting_down"' in late_ws.received)
+        await until(lambda: b'"shutting_down"' in late_ws.data)
         assert len(hub.subscribers) <= WEBSOCKETS + LONGPOLLS  # nobody joined
 
-        await _timed(stopping, DRAIN + 5)
+        await bounded(stopping, DRAIN + 5)
         finished = reactor.seconds()
         assert finished - started <= DRAIN + 5
 
         # Every WebSocket was closed with 1001, spread over the drain.
-        await _timed(defer.gatherResults([ws.closed for ws in sockets]), 5)
+        await bounded(defer.gatherResults([ws.closed for ws in sockets]), 5)
         assert codes == [1001] * WEBSOCKETS
         assert max(closed_at) - min(closed_at) >= DRAIN / 3
         assert min(closed_at) >= started
         # The long-polls were answered, with no messages.
         for poll in polls:
-            response = await _timed(poll, 5)
+            response = await bounded(poll, 5)
             assert response.code == 200
             body = json.loads(await response.content())
             assert body["messages"] == []
@@ -129,7 +100,7 @@ async def test_stop_drains_websockets_over_drain_seconds_and_answers_long_polls(
         # The listeners stay closed.
         for refused_port in (port, api_port):
             with pytest.raises(ConnectError):
-                await _connect(refused_port)
+                await connect(refused_port)
         for raw in (late_poll, late_ws):
             raw.transport.loseConnection()
     finally:
@@ -142,7 +113,7 @@ async def test_stop_with_no_subscribers_finishes_in_time(tmp_path):
     daemon = await start_daemon(f"sqlite:{tmp_path / 'notifier.db'}", subscribers={"drain_seconds": DRAIN})
     port = daemon.public_port
     started = reactor.seconds()
-    await _timed(daemon.service.stopService(), DRAIN + 5)
+    await bounded(daemon.service.stopService(), DRAIN + 5)
     assert reactor.seconds() - started <= DRAIN + 5
     with pytest.raises(ConnectError):
-        await _connect(port)
+        await connect(port)

@@ -10,20 +10,22 @@ real reactor.
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from notifier.backends.redis.client import Redis, RedisAddress
+from notifier.backends.redis.keys import Keys
+from notifier.backends.redis.store import RedisStore
+from notifier.backends.sqlite import SQLiteStore
 from notifier.model import Center, Publisher
-from notifier.redis import Redis, RedisAddress
-from notifier.store.redis import RedisStore
-from notifier.store.sqlite import SQLiteStore
 from tests.memory_store import MemoryStore
 from tests.redis_server import RedisServer
 
-STORES = ["memory", "sqlite-memory", "sqlite-file", "redis"]
+STORES = ["memory", "sqlite-memory", "sqlite-file", pytest.param("redis", marks=pytest.mark.redis)]
 
 
 @pytest_twisted.async_yield_fixture(scope="module")
@@ -44,7 +46,8 @@ async def _make(kind: str, tmp_path, redis_server: RedisServer) -> MemoryStore |
     if not redis_server.running:
         await redis_server.start()
     redis_server.flush()  # every test starts from an empty database
-    return RedisStore(Redis(RedisAddress.parse(redis_server.url), reactor))
+    address = RedisAddress.parse(redis_server.url)
+    return RedisStore(Redis(address, reactor), Keys(address.db))
 
 
 @pytest_twisted.async_yield_fixture(params=STORES)
@@ -60,8 +63,8 @@ def publisher(name: str, secret: str | None = None, created: float = 1_700_000_0
 
 
 def center(owner: str, name: str, private: bool = False, history: int | None = None,
-           ttl: int | None = None, created: float = 1_700_000_100.25) -> Center:
-    return Center(owner, name, private, history, ttl, created)
+           ttl: int | None = None, created: float = 1_700_000_100.25, epoch: str = "e0") -> Center:
+    return Center(owner, name, private, history, ttl, created, epoch)
 
 
 async def _with_publishers(store, *names: str) -> None:
@@ -190,8 +193,8 @@ async def test_get_list_remove_centers(store):
     assert await store.remove_center("ghost", "news") is False
     assert [c.name for c in await store.list_centers("site")] == sorted(set(names) - {"alpha"})
     assert await store.list_publishers() == [(publisher("site"), len(names) - 1)]
-    # a removed center can be added again, as new
-    again = center("site", "alpha", private=True, created=50.0)
+    # a removed center can be added again, as new, in an epoch of its own
+    again = center("site", "alpha", private=True, created=50.0, epoch="e1")
     assert await store.add_center(again) == (again, True)
     assert await store.get_center("site", "alpha") == again
 
@@ -335,3 +338,53 @@ async def test_sqlite_narrows_an_existing_file_to_its_owner(tmp_path):
         assert await second.get_publisher("site") == publisher("site")
     finally:
         await second.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_tells_of_changes_made_by_another_process(tmp_path):
+    path = str(tmp_path / "n.db")
+    daemon, offline = SQLiteStore(path, reactor), SQLiteStore(path, reactor)
+    await daemon.open()
+    await offline.open()
+    try:
+        assert await daemon.changed() is False
+        # its own changes are not news to it
+        await _with_publishers(daemon, "site")
+        await daemon.add_center(center("site", "news"))
+        assert await daemon.changed() is False
+        assert await offline.changed() is True
+        assert await offline.changed() is False
+        # another connection's are, once
+        assert await offline.set_secret("site", "rotated")
+        assert await daemon.changed() is True
+        assert await daemon.changed() is False
+        assert await offline.remove_center("site", "news")
+        assert await offline.remove_publisher("site")
+        assert await daemon.changed() is True
+        assert await daemon.get_publisher("site") is None
+    finally:
+        await offline.close()
+        await daemon.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_opens_a_file_from_before_centers_kept_their_epoch(tmp_path):
+    path = tmp_path / "n.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "CREATE TABLE publishers (name TEXT PRIMARY KEY, secret TEXT NOT NULL, created REAL NOT NULL);"
+            "CREATE TABLE centers (publisher TEXT NOT NULL REFERENCES publishers(name) ON DELETE CASCADE,"
+            " name TEXT NOT NULL, private INTEGER NOT NULL, history INTEGER, ttl INTEGER,"
+            " created REAL NOT NULL, PRIMARY KEY (publisher, name));"
+            "INSERT INTO publishers VALUES ('site', 'secret', 1.0);"
+            "INSERT INTO centers VALUES ('site', 'news', 0, NULL, NULL, 2.0);")
+    old.close()
+    store = SQLiteStore(str(path), reactor)
+    await store.open()
+    try:
+        assert await store.get_center("site", "news") == center("site", "news", created=2.0, epoch="")
+        later = center("site", "later", epoch="e7")
+        assert await store.add_center(later) == (later, True)
+        assert await store.list_centers("site") == [later, center("site", "news", created=2.0, epoch="")]
+    finally:
+        await store.close()

@@ -4,44 +4,32 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import pytest_twisted
 import treq
 
-from tests.support import call, handshake_headers, sleep, websocket
+from tests.support import call, handshake_headers, publish, published, setup_site, sleep, websocket
 
-
-async def _center(daemon, publisher="site", center="news", **options):
-    secret = await daemon.add_publisher(publisher)
-    status, body = await call("PUT", f"{daemon.api}/api/v1/centers/{center}", options or None,
-                              auth=(publisher, secret))
-    assert status == 201, body
-    return secret
-
-
-async def _publish(daemon, secret, text, publisher="site", center="news"):
-    status, body = await call("POST", f"{daemon.api}/api/v1/centers/{center}/messages",
-                              raw=text.encode(), auth=(publisher, secret),
-                              headers={"Content-Type": "text/plain; charset=utf-8"})
-    assert status == 201, body
-    return body
+pytestmark = pytest.mark.integration
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_message_reaches_websocket_and_long_poll_at_once(daemon):
-    secret = await _center(daemon)
+    auth = await setup_site(daemon)
     ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
     poll = treq.get(f"{daemon.public}/sub/site/news?timeout=10", persistent=False)
     await sleep(0.2)  # the long-poll is waiting
-    published = await _publish(daemon, secret, "héllo")
-    assert published["subscribers"] == 2
+    status, answer = await publish(daemon, auth, "héllo")
+    assert status == 201, answer
+    assert answer["subscribers"] == 2
     assert await ws.next() == "héllo"
     response = await poll
     assert response.code == 200
     body = json.loads(await response.content())
     assert body["recovered"] is True
-    assert body["last_id"] == published["id"]
+    assert body["last_id"] == answer["id"]
     [message] = body["messages"]
-    assert message["id"] == published["id"]
+    assert message["id"] == answer["id"]
     assert message["data"] == "héllo"
     assert message["center"] == "news"
     assert isinstance(message["ts"], float)
@@ -49,18 +37,18 @@ async def test_a_message_reaches_websocket_and_long_poll_at_once(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_websocket_json_format_sends_the_envelope(daemon):
-    secret = await _center(daemon)
+    auth = await setup_site(daemon)
     ws = await websocket(f"{daemon.ws}/sub/site/news?format=json", daemon.public_port)
-    published = await _publish(daemon, secret, "one")
+    sent = await published(daemon, auth, "one")
     envelope = json.loads(await ws.next())
-    assert envelope["id"] == published["id"]
+    assert envelope["id"] == sent
     assert envelope["data"] == "one"
     assert envelope["center"] == "news"
 
 
 @pytest_twisted.ensureDeferred
 async def test_websocket_handshake_to_an_unknown_center_is_a_json_404(daemon):
-    await _center(daemon)
+    await setup_site(daemon)
     for path in ("/sub/site/nothing", "/sub/nobody/news", "/sub/site/bad%20name"):
         status, body = await call("GET", daemon.public + path, headers=handshake_headers())
         assert status == 404, path
@@ -69,7 +57,7 @@ async def test_websocket_handshake_to_an_unknown_center_is_a_json_404(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_websocket_format_is_refused(daemon):
-    await _center(daemon)
+    await setup_site(daemon)
     status, body = await call("GET", f"{daemon.public}/sub/site/news?format=xml", headers=handshake_headers())
     assert status == 400
     assert body["error"] == "invalid_format"
@@ -77,11 +65,11 @@ async def test_unknown_websocket_format_is_refused(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_deleting_a_center_closes_websockets_with_1001_and_answers_long_polls(daemon):
-    secret = await _center(daemon)
+    auth = await setup_site(daemon)
     ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
     poll = treq.get(f"{daemon.public}/sub/site/news?timeout=10", persistent=False)
     await sleep(0.2)
-    status, _ = await call("DELETE", f"{daemon.api}/api/v1/centers/news", auth=("site", secret))
+    status, _ = await call("DELETE", f"{daemon.api}/api/v1/centers/news", auth=auth)
     assert status == 204
     code, _ = await ws.closed
     assert code == 1001
@@ -92,32 +80,32 @@ async def test_deleting_a_center_closes_websockets_with_1001_and_answers_long_po
 
 @pytest_twisted.ensureDeferred
 async def test_long_poll_times_out_with_no_messages_and_the_cursor_it_was_given(daemon):
-    secret = await _center(daemon)
-    published = await _publish(daemon, secret, "before")
-    status, body = await call("GET", f"{daemon.public}/sub/site/news?timeout=0.2&since={published['id']}")
+    auth = await setup_site(daemon)
+    sent = await published(daemon, auth, "before")
+    status, body = await call("GET", f"{daemon.public}/sub/site/news?timeout=0.2&since={sent}")
     assert status == 200
-    assert body == {"messages": [], "last_id": published["id"], "recovered": True}
+    assert body == {"messages": [], "last_id": sent, "recovered": True}
     status, body = await call("GET", f"{daemon.public}/sub/site/news?timeout=0.2")
     assert body == {"messages": [], "last_id": None, "recovered": True}
 
 
 @pytest_twisted.ensureDeferred
 async def test_long_poll_since_answers_retained_messages_at_once(daemon):
-    secret = await _center(daemon)
-    first = await _publish(daemon, secret, "1")
-    await _publish(daemon, secret, "2")
-    third = await _publish(daemon, secret, "3")
-    status, body = await call("GET", f"{daemon.public}/sub/site/news?since={first['id']}")
+    auth = await setup_site(daemon)
+    first = await published(daemon, auth, "1")
+    await published(daemon, auth, "2")
+    third = await published(daemon, auth, "3")
+    status, body = await call("GET", f"{daemon.public}/sub/site/news?since={first}")
     assert status == 200
     assert [m["data"] for m in body["messages"]] == ["2", "3"]
-    assert body["last_id"] == third["id"]
+    assert body["last_id"] == third
     assert body["recovered"] is True
 
 
 @pytest_twisted.ensureDeferred
 async def test_long_poll_with_a_cursor_of_another_epoch_is_not_recovered(daemon):
-    secret = await _center(daemon)
-    await _publish(daemon, secret, "1")
+    auth = await setup_site(daemon)
+    await published(daemon, auth, "1")
     status, body = await call("GET", f"{daemon.public}/sub/site/news?since=stale-3")
     assert body["recovered"] is False
     assert [m["data"] for m in body["messages"]] == ["1"]
@@ -125,10 +113,10 @@ async def test_long_poll_with_a_cursor_of_another_epoch_is_not_recovered(daemon)
 
 @pytest_twisted.ensureDeferred
 async def test_long_poll_jsonp_and_bad_callbacks(daemon):
-    secret = await _center(daemon)
-    first = await _publish(daemon, secret, "x")
-    await _publish(daemon, secret, "y")
-    status, body = await call("GET", f"{daemon.public}/sub/site/news?since={first['id']}&callback=app.got")
+    auth = await setup_site(daemon)
+    first = await published(daemon, auth, "x")
+    await published(daemon, auth, "y")
+    status, body = await call("GET", f"{daemon.public}/sub/site/news?since={first}&callback=app.got")
     assert status == 200
     assert body.startswith(b"/**/app.got(") and body.endswith(b");")
     inner = json.loads(body[len(b"/**/app.got("):-2])
@@ -141,7 +129,7 @@ async def test_long_poll_jsonp_and_bad_callbacks(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_long_poll_timeout_bounds(daemon):
-    await _center(daemon)
+    await setup_site(daemon)
     for bad in ("-1", "121", "nan", "soon"):
         status, body = await call("GET", f"{daemon.public}/sub/site/news?timeout={bad}")
         assert status == 400, bad
@@ -150,13 +138,13 @@ async def test_long_poll_timeout_bounds(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_last_gives_the_latest_message_as_text_or_jsonp(daemon):
-    secret = await _center(daemon)
+    auth = await setup_site(daemon)
     status, body = await call("GET", f"{daemon.public}/sub/site/news/last")
     assert status == 204 and body == b""
     status, body = await call("GET", f"{daemon.public}/sub/site/news/last?callback=cb")
     assert body == b"/**/cb(null);"
-    await _publish(daemon, secret, "first")
-    await _publish(daemon, secret, 'second "quoted"')
+    await published(daemon, auth, "first")
+    await published(daemon, auth, 'second "quoted"')
     response = await treq.get(f"{daemon.public}/sub/site/news/last", persistent=False)
     assert response.code == 200
     assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/plain")
@@ -169,7 +157,7 @@ async def test_last_gives_the_latest_message_as_text_or_jsonp(daemon):
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_paths_and_wrong_methods_on_the_public_listener(daemon):
-    await _center(daemon)
+    await setup_site(daemon)
     status, body = await call("GET", f"{daemon.public}/nothing/here")
     assert status == 404 and body["error"] == "no_such_path"
     status, body = await call("POST", f"{daemon.public}/sub/site/news")

@@ -2,13 +2,16 @@
 
 Every query runs on adbapi's single worker thread, never on the reactor. The
 file is created readable by its owner only: it holds the publishers' secrets.
+Another process (the offline command) may change the file while a daemon
+runs; SQLite's ``data_version`` tells the daemon so (``changed``).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from twisted.enterprise import adbapi
 
@@ -27,11 +30,17 @@ CREATE TABLE IF NOT EXISTS centers (
     history   INTEGER,
     ttl       INTEGER,
     created   REAL NOT NULL,
+    epoch     TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (publisher, name)
 );
 """
 
+CENTER_COLUMNS = "publisher, name, private, history, ttl, created, epoch"
+
 MEMORY = ":memory:"
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _prepare(connection: sqlite3.Connection) -> None:
@@ -40,14 +49,21 @@ def _prepare(connection: sqlite3.Connection) -> None:
 
 
 def _center(row: tuple[Any, ...]) -> Center:
-    publisher, name, private, history, ttl, created = row
-    return Center(publisher, name, bool(private), history, ttl, created)
+    publisher, name, private, history, ttl, created, epoch = row
+    return Center(publisher, name, bool(private), history, ttl, created, epoch)
+
+
+def _data_version(cursor: sqlite3.Cursor) -> int:
+    """A number that changes whenever another connection commits a change."""
+    cursor.execute("PRAGMA data_version")
+    version: int = cursor.fetchone()[0]
+    return version
 
 
 class SQLiteStore:
     def __init__(self, path: str, reactor: Any) -> None:
         self.path = path
-        self._pool = adbapi.ConnectionPool(
+        self._pool = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
             "sqlite3",
             path,
             check_same_thread=False,
@@ -56,9 +72,29 @@ class SQLiteStore:
             cp_openfun=_prepare,
             cp_reactor=reactor,
         )
+        self._version: int | None = None
+
+    async def _interact(self, interaction: Callable[Concatenate[sqlite3.Cursor, P], T],
+                        *args: P.args, **kwargs: P.kwargs) -> T:
+        """*interaction* run in a transaction on the pool's thread."""
+        return await self._pool.runInteraction(interaction, *args, **kwargs)  # type: ignore[no-any-return, no-untyped-call]
+
+    async def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return await self._pool.runQuery(sql, args)  # type: ignore[no-any-return, no-untyped-call]
+
+    async def _changes(self, sql: str, args: tuple[Any, ...]) -> int:
+        """How many rows *sql* changed."""
+        return await self._interact(_rowcount, sql, args)
 
     async def open(self) -> None:
-        await self._pool.runInteraction(self._create)
+        await self._interact(self._create)
+        self._version = await self._interact(_data_version)
+
+    async def changed(self) -> bool:
+        # Per connection, and this store has one: its own changes leave it be.
+        version = await self._interact(_data_version)
+        changed, self._version = version != self._version, version
+        return changed
 
     def _create(self, cursor: sqlite3.Cursor) -> None:
         if self.path != MEMORY:
@@ -66,47 +102,41 @@ class SQLiteStore:
             # before anything secret is written.
             os.chmod(self.path, 0o600)
         cursor.executescript(SCHEMA)
+        cursor.execute("PRAGMA table_info(centers)")
+        if "epoch" not in {column[1] for column in cursor.fetchall()}:  # a file from before epochs were kept
+            cursor.execute("ALTER TABLE centers ADD COLUMN epoch TEXT NOT NULL DEFAULT ''")
         if self.path != MEMORY:
             cursor.execute("PRAGMA journal_mode = WAL")
 
     async def close(self) -> None:
-        self._pool.close()
+        self._pool.close()  # type: ignore[no-untyped-call]
 
     async def add_publisher(self, publisher: Publisher) -> bool:
-        rows = await self._pool.runInteraction(
-            self._rowcount,
-            "INSERT OR IGNORE INTO publishers (name, secret, created) VALUES (?, ?, ?)",
-            (publisher.name, publisher.secret, publisher.created),
-        )
-        return rows == 1
+        added = await self._changes("INSERT OR IGNORE INTO publishers (name, secret, created) VALUES (?, ?, ?)",
+                                    (publisher.name, publisher.secret, publisher.created))
+        return added == 1
 
     async def get_publisher(self, name: str) -> Publisher | None:
-        rows = await self._pool.runQuery(
+        rows = await self._query(
             "SELECT name, secret, created FROM publishers WHERE name = ?", (name,)
         )
         return Publisher(*rows[0]) if rows else None
 
     async def list_publishers(self) -> list[tuple[Publisher, int]]:
-        rows = await self._pool.runQuery(
+        rows = await self._query(
             "SELECT p.name, p.secret, p.created, COUNT(c.name) FROM publishers p"
             " LEFT JOIN centers c ON c.publisher = p.name GROUP BY p.name ORDER BY p.name"
         )
         return [(Publisher(name, secret, created), count) for name, secret, created, count in rows]
 
     async def set_secret(self, name: str, secret: str) -> bool:
-        rows = await self._pool.runInteraction(
-            self._rowcount, "UPDATE publishers SET secret = ? WHERE name = ?", (secret, name)
-        )
-        return rows == 1
+        return await self._changes("UPDATE publishers SET secret = ? WHERE name = ?", (secret, name)) == 1
 
     async def remove_publisher(self, name: str) -> bool:
-        rows = await self._pool.runInteraction(
-            self._rowcount, "DELETE FROM publishers WHERE name = ?", (name,)
-        )
-        return rows == 1
+        return await self._changes("DELETE FROM publishers WHERE name = ?", (name,)) == 1
 
     async def add_center(self, center: Center, limit: int = 0) -> tuple[Center, bool] | None:
-        return await self._pool.runInteraction(self._add_center, center, limit)
+        return await self._interact(self._add_center, center, limit)
 
     def _add_center(self, cursor: sqlite3.Cursor, center: Center, limit: int) -> tuple[Center, bool] | None:
         if limit:
@@ -116,48 +146,45 @@ class SQLiteStore:
             if not existing and count >= limit:
                 return None
         cursor.execute(
-            "INSERT OR IGNORE INTO centers (publisher, name, private, history, ttl, created)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (center.publisher, center.name, int(center.private), center.history, center.ttl, center.created),
+            f"INSERT OR IGNORE INTO centers ({CENTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (center.publisher, center.name, int(center.private), center.history, center.ttl, center.created,
+             center.epoch),
         )
         if cursor.rowcount == 1:
             return center, True
         cursor.execute(
-            "SELECT publisher, name, private, history, ttl, created FROM centers"
+            f"SELECT {CENTER_COLUMNS} FROM centers"
             " WHERE publisher = ? AND name = ?",
             (center.publisher, center.name),
         )
         return _center(cursor.fetchone()), False
 
     async def get_center(self, publisher: str, name: str) -> Center | None:
-        rows = await self._pool.runQuery(
-            "SELECT publisher, name, private, history, ttl, created FROM centers"
+        rows = await self._query(
+            f"SELECT {CENTER_COLUMNS} FROM centers"
             " WHERE publisher = ? AND name = ?",
             (publisher, name),
         )
         return _center(rows[0]) if rows else None
 
     async def list_centers(self, publisher: str) -> list[Center]:
-        rows = await self._pool.runQuery(
-            "SELECT publisher, name, private, history, ttl, created FROM centers"
+        rows = await self._query(
+            f"SELECT {CENTER_COLUMNS} FROM centers"
             " WHERE publisher = ? ORDER BY name",
             (publisher,),
         )
         return [_center(row) for row in rows]
 
     async def all_centers(self) -> list[Center]:
-        rows = await self._pool.runQuery(
-            "SELECT publisher, name, private, history, ttl, created FROM centers ORDER BY publisher, name"
+        rows = await self._query(
+            f"SELECT {CENTER_COLUMNS} FROM centers ORDER BY publisher, name"
         )
         return [_center(row) for row in rows]
 
     async def remove_center(self, publisher: str, name: str) -> bool:
-        rows = await self._pool.runInteraction(
-            self._rowcount, "DELETE FROM centers WHERE publisher = ? AND name = ?", (publisher, name)
-        )
-        return rows == 1
+        return await self._changes("DELETE FROM centers WHERE publisher = ? AND name = ?", (publisher, name)) == 1
 
-    @staticmethod
-    def _rowcount(cursor: sqlite3.Cursor, sql: str, args: tuple[Any, ...]) -> int:
-        cursor.execute(sql, args)
-        return cursor.rowcount
+
+def _rowcount(cursor: sqlite3.Cursor, sql: str, args: tuple[Any, ...]) -> int:
+    cursor.execute(sql, args)
+    return cursor.rowcount

@@ -10,13 +10,16 @@ that carry messages and changes between daemons.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from collections.abc import Callable
+from importlib.resources import files
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import txredisapi
 from attrs import frozen
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, protocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from notifier.errors import Unavailable
@@ -49,7 +52,21 @@ class RedisAddress:
         return cls(parts.hostname, parts.port or 6379, int(db), password)
 
 
-class _Pool(txredisapi.RedisFactory):
+@frozen
+class Script:
+    """A Lua script of this package's ``lua`` folder, run by its hash."""
+
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def named(cls, name: str) -> Script:
+        source = files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+class _Pool(txredisapi.RedisFactory):  # type: ignore[misc]
     """txredisapi's pool, reconnecting whatever happens to a new connection.
 
     txredisapi stops reconnecting for good when a new connection's ``AUTH``
@@ -68,8 +85,6 @@ class Redis:
     def __init__(self, address: RedisAddress, reactor: Any, poolsize: int = 4) -> None:
         self.address = address
         self.reactor = reactor
-        self.prefix = "notifier:"
-        self.channel_prefix = f"notifier:{address.db}:"
         self._factory = _Pool(
             f"{address.host}:{address.port}", address.db, poolsize, isLazy=True,
             handler=txredisapi.ConnectionHandler, charset="utf-8", password=address.password,
@@ -77,7 +92,6 @@ class Redis:
         self._factory.maxDelay = RETRY_MAX
         self._factory.initialDelay = RETRY_FIRST
         self._commands = self._factory.handler
-        self._scripts: dict[str, str] = {}
         self._listener: ClientService | None = None
         self._started = False
 
@@ -96,8 +110,6 @@ class Redis:
     async def ready(self, timeout: float = 5) -> None:
         """Wait (bounded) for the first connection."""
         self.start()
-        from twisted.internet.task import deferLater
-
         waited = 0.0
         while not self.up:
             if waited >= timeout or not self._started:
@@ -115,18 +127,15 @@ class Redis:
         except (txredisapi.ConnectionError, ConnectionError) as e:
             raise Unavailable(f"the state store (Redis) failed: {e}", code="store_unavailable") from None
 
-    async def script(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a Lua script (by its hash, loading it when Redis lacks it)."""
-        sha = self._scripts.get(source)
-        if sha is None:
-            sha = self._scripts[source] = hashlib.sha1(source.encode()).hexdigest()
+    async def script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script (by its hash, sending it when Redis lacks it)."""
         try:
-            return await self.call("evalsha", sha, keys, args)
+            return await self.call("evalsha", script.sha, keys, args)
         except txredisapi.ScriptDoesNotExist:
-            return await self.call("eval", source, keys, args)
+            return await self.call("eval", script.source, keys, args)
         except txredisapi.ResponseError as e:
             if "NOSCRIPT" in str(e):
-                return await self.call("eval", source, keys, args)
+                return await self.call("eval", script.source, keys, args)
             raise
 
     def listen(self, channels: list[str], received: Callable[[str, str], None],
@@ -135,7 +144,7 @@ class Redis:
         ``subscribed()`` after every (re)connection, once subscribed."""
         address = self.address
 
-        class Listener(txredisapi.SubscriberProtocol):
+        class Listener(txredisapi.SubscriberProtocol):  # type: ignore[misc]
             def __init__(self) -> None:
                 super().__init__(charset="utf-8", password=address.password, convertNumbers=False)
 

@@ -1,0 +1,184 @@
+"""What the registry needs of a backend, and what a broker tells it back.
+
+A ``Store`` keeps publishers and centers; a ``Broker`` numbers published
+messages and carries them (and changes) to every node. A broker reports
+what arrives through a ``BrokerHandler``, which the registry implements;
+it never reaches into the registry or its hubs.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from attrs import frozen
+
+from notifier.model import Center, Publisher
+
+#: One retained message of a stream: ``(seq, ts, data)``.
+Retained = tuple[int, float, str]
+
+
+@frozen
+class Stream:
+    """Where a center's stream stands in a broker that keeps it: its epoch,
+    the seq of its latest message, and what it retains, oldest first."""
+
+    epoch: str
+    seq: int
+    retained: tuple[Retained, ...] = ()
+
+
+@frozen
+class Publication:
+    """A message for a center live on this node, with what a broker needs
+    of that center's hub: its position (epoch and latest seq), how many
+    messages it retains, and after how many idle seconds it expires (0:
+    never)."""
+
+    publisher: str
+    center: str
+    data: str
+    epoch: str
+    seq: int
+    history: int
+    ttl: int
+
+    @property
+    def path(self) -> str:
+        return f"{self.publisher}/{self.center}"
+
+
+@frozen
+class Arrival:
+    """A message published to a center, numbered: what a node applies to
+    its hub of that center."""
+
+    publisher: str
+    center: str
+    epoch: str
+    seq: int
+    ts: float
+    data: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.epoch}-{self.seq}"
+
+
+@frozen
+class Published:
+    """A publish's outcome: the ids, whether it happened now (``False``: a
+    retry, answered with the first publish's ids), and the messages this
+    node applies to its hubs at once. A broker fanning out through a
+    channel answers none: they arrive there, as on every other node."""
+
+    ids: tuple[str, ...]
+    fresh: bool
+    arrivals: tuple[Arrival, ...] = ()
+
+
+@frozen
+class LiveCenter:
+    """A center with a hub on this node, as expiry sees it."""
+
+    publisher: str
+    center: str
+    ttl: int
+    #: Whether it has subscribers on this node.
+    subscribed: bool
+    #: Whether this node saw neither a publish nor a subscriber for ``ttl`` seconds.
+    idle: bool
+
+    @property
+    def path(self) -> str:
+        return f"{self.publisher}/{self.center}"
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Make the store ready (create the schema)."""
+
+    async def close(self) -> None:
+        """Release the store; nothing is lost that was acknowledged."""
+
+    async def changed(self) -> bool:
+        """Whether another process may have changed the store since the
+        last call (a store whose changes are all announced by its nodes'
+        broker answers ``False``)."""
+
+    async def add_publisher(self, publisher: Publisher) -> bool:
+        """Add *publisher*; ``False`` (and nothing changed) if the name exists."""
+
+    async def get_publisher(self, name: str) -> Publisher | None: ...
+
+    async def list_publishers(self) -> list[tuple[Publisher, int]]:
+        """Every publisher by name, with its number of centers."""
+
+    async def set_secret(self, name: str, secret: str) -> bool:
+        """Replace the secret; ``False`` if there is no such publisher."""
+
+    async def remove_publisher(self, name: str) -> bool:
+        """Remove the publisher and its centers; ``False`` if unknown."""
+
+    async def add_center(self, center: Center, limit: int = 0) -> tuple[Center, bool] | None:
+        """Add *center* unless it exists; the stored center and whether it is
+        new. ``None`` (and nothing added) when it is new and its publisher
+        has *limit* centers already (0: no bound)."""
+
+    async def get_center(self, publisher: str, name: str) -> Center | None: ...
+
+    async def list_centers(self, publisher: str) -> list[Center]: ...
+
+    async def all_centers(self) -> list[Center]:
+        """Every center of every publisher."""
+
+    async def remove_center(self, publisher: str, name: str) -> bool: ...
+
+
+class BrokerHandler(Protocol):
+    """What a broker reports to the node it serves."""
+
+    def message_arrived(self, arrival: Arrival) -> None:
+        """A message published to a center, on any node, this one included."""
+
+    def control(self, event: dict[str, str]) -> None:
+        """A change a node made (``Broker.announce``)."""
+
+    def reconnected(self) -> None:
+        """The broker's feed was cut and is back: what was published
+        meanwhile never arrived, and every live hub catches up
+        (``Broker.stream``)."""
+
+
+class Broker(Protocol):
+    async def start(self, handler: BrokerHandler) -> None:
+        """Begin receiving: what arrives goes to *handler*."""
+
+    async def stop(self) -> None: ...
+
+    async def load(self, center: Center, ttl: int) -> Stream | None:
+        """A hub of *center* (idle for *ttl* seconds at most, 0: no bound)
+        starts on this node: where its stream stands (``stream``)."""
+
+    async def stream(self, center: Center) -> Stream | None:
+        """Where the stream of *center* stands; ``None`` when the broker
+        keeps none (the hub's own is the only one). ``NotFound`` when the
+        center is gone."""
+
+    async def publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:
+        """Number each message, retain it and fan it out, all or none;
+        once per ``(publisher, key)`` when *key* is given."""
+
+    async def announce(self, event: dict[str, str]) -> None:
+        """Tell every node of a change made here: ``{"type":
+        "center_deleted", "publisher", "center"}``, ``{"type":
+        "publisher_changed", "publisher"}`` or ``{"type":
+        "publisher_removed", "publisher"}``."""
+
+    async def due(self, now: float, live: list[LiveCenter]) -> list[tuple[str, str]]:
+        """``(publisher, center)`` of centers idle past their ttl, given the
+        centers live on this node."""
+
+    async def first_use(self, publisher: str, signature: str, timestamp: int) -> bool:
+        """Whether a verified request signature is used for the first time
+        on any node (remembering it until *timestamp* leaves the window)."""

@@ -1,0 +1,68 @@
+"""Delivery on one node: its hubs are the only streams there are.
+
+Messages are numbered after their hub's latest and handed back to the
+registry to apply at once. ``Idempotency-Key``\\ s and request signatures
+are remembered in memory.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+
+from notifier.auth import SIGNATURE_WINDOW
+from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published
+from notifier.idempotency import IdempotencyKeys
+from notifier.model import Center
+from notifier.replay import SignatureMemory
+
+
+class LocalBroker:
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.keys = IdempotencyKeys(clock)
+        self.signatures = SignatureMemory(clock, SIGNATURE_WINDOW)
+
+    async def start(self, handler: BrokerHandler) -> None:
+        pass  # nothing arrives from elsewhere
+
+    async def stop(self) -> None:
+        pass
+
+    async def load(self, center: Center, ttl: int) -> None:
+        return None
+
+    async def stream(self, center: Center) -> None:
+        return None
+
+    async def publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:
+        if key is None:
+            return self._numbered(publications)
+        published, fresh = await self.keys.once(publisher, key, lambda: self._now(publications))
+        return published if fresh else Published(published.ids, False)
+
+    async def _now(self, publications: list[Publication]) -> Published:
+        return self._numbered(publications)
+
+    def _numbered(self, publications: list[Publication]) -> Published:
+        # Answered without yielding to the reactor: the registry applies
+        # these before anything else is published to the same hubs.
+        ts = self.clock.seconds()
+        latest: dict[str, int] = {}
+        arrivals = []
+        for publication in publications:
+            seq = latest[publication.path] = latest.get(publication.path, publication.seq) + 1
+            arrivals.append(Arrival(publication.publisher, publication.center, publication.epoch,
+                                    seq, ts, publication.data))
+        return Published(tuple(arrival.id for arrival in arrivals), True, tuple(arrivals))
+
+    async def announce(self, event: dict[str, str]) -> None:
+        # The registry of this node made the change itself; one made by
+        # another process (the offline command) is found in the store
+        # (Store.changed).
+        pass
+
+    async def first_use(self, publisher: str, signature: str, timestamp: int) -> bool:
+        return self.signatures.first_use(publisher, signature, timestamp)
+
+    async def due(self, now: float, live: list[LiveCenter]) -> list[tuple[str, str]]:
+        return [(center.publisher, center.center) for center in live if center.idle]

@@ -1,0 +1,60 @@
+"""Every name notifier uses in Redis, keys and channels.
+
+Keys (``P`` = ``notifier:``): ``P publishers`` a hash name → JSON
+``{"secret", "created"}``; ``P centers:{publisher}`` a hash center → JSON
+``{"private", "history", "ttl", "created", "epoch"}``; per center ``P
+seq:{path}`` (its last sequence number) and ``P log:{path}`` (its retained
+messages); ``P deadlines`` a sorted set of ``{path}`` by expiry time; ``P
+idem:{publisher}:{key}`` a publish's ids by its ``Idempotency-Key``; ``P
+sig:{publisher}:{signature}`` a request signature seen. Channels, one pair
+per database (pub/sub ignores it): ``P{db}:messages`` and ``P{db}:control``.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+PREFIX = "notifier:"
+
+
+@frozen
+class Keys:
+    """The names used by the daemons sharing database *db* of one Redis."""
+
+    db: int
+
+    @property
+    def publishers(self) -> str:
+        return PREFIX + "publishers"
+
+    @property
+    def deadlines(self) -> str:
+        return PREFIX + "deadlines"
+
+    def centers(self, publisher: str) -> str:
+        return f"{PREFIX}centers:{publisher}"
+
+    def seq(self, path: str) -> str:
+        """The last sequence number of the center at *path* (or, given a
+        publisher's ``{publisher}/``, the start of its centers')."""
+        return f"{PREFIX}seq:{path}"
+
+    def log(self, path: str) -> str:
+        """The retained messages of the center at *path* (as ``seq``)."""
+        return f"{PREFIX}log:{path}"
+
+    def idempotency(self, publisher: str, key: str) -> str:
+        return f"{PREFIX}idem:{publisher}:{key}"
+
+    def signature(self, publisher: str, signature: str) -> str:
+        return f"{PREFIX}sig:{publisher}:{signature}"
+
+    @property
+    def messages(self) -> str:
+        """The channel of published messages."""
+        return f"{PREFIX}{self.db}:messages"
+
+    @property
+    def control(self) -> str:
+        """The channel of changes (``Broker.announce``)."""
+        return f"{PREFIX}{self.db}:control"

@@ -1,0 +1,8 @@
+-- Remove a center and its stream: 1, or 0 if there is no such center.
+--
+-- KEYS: the publisher's centers hash, the center's seq and log keys, deadlines
+-- ARGV: center, path
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[2])
+return 1
