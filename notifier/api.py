@@ -12,6 +12,7 @@ from twisted.web import resource
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
+from notifier.answers import answer_later, install_error_handlers, json_answer, now_or_later
 from notifier.auth import (
     SignedRequest,
     admin_granted,
@@ -26,7 +27,6 @@ from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
 from notifier.registry import HubRegistry
-from notifier.web import answer_later, install_error_handlers, json_answer, now_or_later
 
 TEXT_TYPES = (b"application/json", b"application/xml")
 MAX_JSON_BODY = 64 * 1024  # request bodies other than messages
@@ -134,7 +134,7 @@ class ApiApp:
     def body_gate(self, method: bytes, target: bytes, headers: Headers,
                   length: int | None = None) -> tuple[int, Deferred[bool] | None]:
         """How much of a request's body to read, decided from its head
-        (notifier.web.BoundedRequest): each route's own bound, and no body
+        (notifier.httpserver.BoundedRequest): each route's own bound, and no body
         at all for credentials that cannot hold, looked up first. A body of
         a known length that fits in one read is not worth a look-up: the
         handler checks the credentials before using it."""
@@ -344,7 +344,7 @@ class ApiRoot(resource.Resource):
             try:
                 result = now_or_later(self.api.publish_message(request, center))
             except Exception:
-                # Answered the one way every failure is (notifier.web.answer_later).
+                # Answered the one way every failure is (notifier.answers.answer_later).
                 return answer_later(request, fail())
             return answer_later(request, result) if isinstance(result, Deferred) else result
         return self.router.render(request)

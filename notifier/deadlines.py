@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from itertools import count
+
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from notifier.hub import Hub, Subscriber

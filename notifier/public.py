@@ -10,9 +10,9 @@ store goes the asynchronous way. Every refusal is the documented JSON error.
 from __future__ import annotations
 
 import hashlib
-from abc import ABC, abstractmethod
 import json
 import re
+from abc import ABC, abstractmethod
 from importlib.resources import files
 from typing import Any, Callable
 
@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 
+from notifier.answers import answer_later, error_answer, json_answer
 from notifier.auth import check_subscriber_token
 from notifier.config import Config
 from notifier.deadlines import TokenDeadlines
@@ -30,7 +31,6 @@ from notifier.hub import CURSOR, Hub
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
 from notifier.transports import longpoll, sse, websocket
-from notifier.web import answer_later, error_answer, json_answer
 
 log = Logger()
 

@@ -6,8 +6,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from notifier.api import ApiApp, max_body_bytes
 from notifier.config import Config
+from notifier.httpserver import QuietSite
 from notifier.public import PublicApp
-from notifier.web import QuietSite
 
 #: Subscribers send no bodies.
 PUBLIC_MAX_BODY = 4096

@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from notifier.web import QuietSite
+from notifier.httpserver import QuietSite
 from tests.support import sleep, until
 
 # HTTP on raw sockets

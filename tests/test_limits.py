@@ -22,9 +22,9 @@ from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred
 
 from notifier.api import max_body_bytes
+from notifier.httpserver import QuietSite
 from notifier.sites import PUBLIC_MAX_BODY, api_site, public_site
 from notifier.transports.websocket import SLOW_CONSUMER
-from notifier.web import QuietSite
 from tests.raw import (
     RawWebSocket,
     body_kept,

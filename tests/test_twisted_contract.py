@@ -19,10 +19,10 @@ from twisted.internet.testing import StringTransport
 from twisted.web import http, resource, server
 from twisted.web.http_headers import Headers
 
+from notifier.httpserver import Channel, QuietSite
+from notifier.model import Message
 from notifier.transports.pacing import send_now
 from notifier.transports.websocket import json_frame, raw_frame
-from notifier.model import Message
-from notifier.web import Channel, QuietSite
 
 
 class _Ok(resource.Resource):

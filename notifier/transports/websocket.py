@@ -16,12 +16,12 @@ from autobahn.websocket.protocol import PreparedMessage
 
 from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
+from notifier.errors import NotifierError
+from notifier.httpserver import raw_error_response
 from notifier.hub import Hub
 from notifier.model import Message
-from notifier.errors import NotifierError
 from notifier.transports.pacing import send_now
 from notifier.transports.streaming import StreamingSubscriber
-from notifier.web import raw_error_response
 
 GOING_AWAY = 1001
 SLOW_CONSUMER = 4408

@@ -1,146 +1,23 @@
-"""What both Klein apps share: JSON answers and the one error path."""
+"""The HTTP plumbing of both listeners: the channel, the request and the
+site, each bending twisted.web where notifier needs it (bounded bodies,
+JSON refusals of what never became a request, one send per answer, a
+deadline on request heads, no access log)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Callable
 
-from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
-from werkzeug.exceptions import NotFound as RouteNotFound
-from werkzeug.routing import RequestRedirect as RouteRedirect
 
-from notifier.errors import BadRequest, MethodNotAllowed, NotFound, NotifierError
+from notifier.answers import error_answer
+from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
 from notifier.transports.pacing import send_now
-
-log = Logger()
-T = TypeVar("T")
-
-JSON = b"application/json"
-
-
-def json_answer(request: IRequest, body: Any, status: int = 200) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", JSON)
-    return json.dumps(body).encode()
-
-
-def error_answer(request: IRequest, error: NotifierError) -> bytes:
-    request.setResponseCode(error.status)
-    request.setHeader(b"content-type", JSON)
-    request.setHeader(b"cache-control", b"no-store")
-    return error.body()
-
-
-def now_or_later(coroutine: Coroutine[Any, Any, T]) -> T | Deferred[T]:
-    """Run *coroutine*: its result at once if it never has to wait (a publish
-    to a live center does not), else a Deferred of it. Exceptions it raises
-    before waiting are raised here."""
-    try:
-        awaited = coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    return Deferred.fromCoroutine(_resume(coroutine, awaited))
-
-
-async def _resume(coroutine: Coroutine[Any, Any, T], awaited: Any) -> T:
-    """Drive *coroutine* on from where it first waited for *awaited*."""
-    while True:
-        try:
-            value = await _wait(awaited)
-        except BaseException as e:
-            try:
-                awaited = coroutine.throw(e)
-            except StopIteration as done:
-                return done.value
-            continue
-        try:
-            awaited = coroutine.send(value)
-        except StopIteration as done:
-            return done.value
-
-
-async def _wait(awaited: Any) -> Any:
-    if isinstance(awaited, Deferred):
-        return await awaited
-    # A bare yield (asyncio-style futures are not used here): go on at once.
-    return awaited
-
-
-def answer_later(request: IRequest, result: Deferred[Any]) -> Any:
-    """Answer *request* with what *result* fires with (bytes; NOT_DONE_YET
-    when the request was handed over, to a WebSocket say), or with the JSON
-    error it fails with; cancel it if the client goes away first."""
-    finished = [False]
-
-    def gone(failure: Failure) -> None:
-        finished[0] = True
-        result.cancel()
-
-    request.notifyFinish().addErrback(gone)
-
-    def done(body: Any) -> None:
-        if body is not server.NOT_DONE_YET and not finished[0]:
-            if not request.startedWriting:  # not a stream: no chunking needed
-                request.setHeader(b"content-length", b"%d" % len(body))
-            request.write(body)
-            request.finish()
-
-    def failed(failure: Failure) -> None:
-        if finished[0] or failure.check(CancelledError):
-            return
-        if failure.check(NotifierError):
-            error = failure.value
-        else:
-            log.failure("unexpected error answering {path}", failure, path=request.path)
-            error = NotifierError("the server failed to answer", code="internal_error", status=500)
-        if request.startedWriting:  # a stream already begun can only be ended
-            request.finish()
-            return
-        done(error_answer(request, error))
-
-    result.addCallbacks(done, failed)
-    return server.NOT_DONE_YET
-
-
-def install_error_handlers(app: Klein) -> None:
-    """Every failure of *app* becomes the documented JSON error; none is a traceback."""
-
-    @app.handle_errors(NotifierError)
-    def notifier_error(_app: object, request: IRequest, failure: Failure) -> bytes:
-        return error_answer(request, failure.value)
-
-    @app.handle_errors(RouteNotFound)
-    def no_route(_app: object, request: IRequest, failure: Failure) -> bytes:
-        return error_answer(request, NotFound("no such path", code="no_such_path"))
-
-    @app.handle_errors(RouteRedirect)
-    def empty_segment(_app: object, request: IRequest, failure: Failure) -> bytes:
-        # Werkzeug would redirect a path with "//" to its merged form: not ours.
-        return error_answer(request, NotFound("no such path", code="no_such_path"))
-
-    @app.handle_errors(RouteMethodNotAllowed)
-    def wrong_method(_app: object, request: IRequest, failure: Failure) -> bytes:
-        allowed = failure.value.valid_methods or []
-        request.setHeader(b"allow", ", ".join(allowed).encode())
-        method = request.method.decode("latin-1")
-        return error_answer(request, MethodNotAllowed(f"{method} is not allowed here"))
-
-    @app.handle_errors(Exception)
-    def unexpected(_app: object, request: IRequest, failure: Failure) -> bytes:
-        log.failure("unexpected error answering {method} {path}", failure,
-                    method=request.method, path=request.path)
-        return error_answer(request, NotifierError("the server failed to answer", code="internal_error", status=500))
-
 
 #: What a site may say of a request's body once its head is in: how many
 #: bytes of it to keep, and, when that takes a look-up, a Deferred firing
