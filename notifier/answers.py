@@ -4,7 +4,8 @@ answers that come later (a Deferred) or at once."""
 from __future__ import annotations
 
 import json
-from typing import Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred

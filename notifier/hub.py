@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
-from typing import Callable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from attrs import define, field
 

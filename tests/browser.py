@@ -7,7 +7,8 @@ awaits Deferreds for its results, so the daemon under test keeps running.
 from __future__ import annotations
 
 import shutil
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred

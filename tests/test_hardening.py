@@ -27,6 +27,7 @@ from twisted.web.http_headers import Headers
 from notifier.api import ApiApp
 from notifier.config import ConfigError, parse_config
 from notifier.deadlines import TokenDeadlines
+from notifier.errors import BadRequest
 from notifier.idempotency import IdempotencyKeys
 from notifier.names import check_center_name
 from notifier.replay import SignatureMemory
@@ -586,7 +587,7 @@ async def test_dot_and_dot_dot_are_not_center_names(daemon):
     secret = await daemon.add_publisher("site")
     port = daemon.service.api_port.getHost().port
     for name in (".", ".."):
-        with pytest.raises(Exception):
+        with pytest.raises(BadRequest):
             check_center_name(name)
         client = await connect(port)
         auth = base64.b64encode(f"site:{secret}".encode()).decode()

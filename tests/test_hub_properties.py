@@ -7,7 +7,7 @@ something it missed was no longer retained.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st

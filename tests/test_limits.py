@@ -306,9 +306,9 @@ async def test_a_slow_request_is_cut_after_the_idle_timeout(daemon):
             b"POST /api/v1/messages HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\nabc",
         )
         clients = [await connect(port) for _ in partials]
-        for client, partial in zip(clients, partials):
+        for client, partial in zip(clients, partials, strict=False):
             client.send(partial)
-        for client, partial in zip(clients, partials):
+        for client, partial in zip(clients, partials, strict=False):
             assert await client.wait_closed(6), f"{partial!r} was not cut"
         status, _, body = await request(port, get_request("/healthz"))
         assert status == 200 and json.loads(body) == {"status": "ok"}
@@ -452,9 +452,9 @@ async def test_a_silent_or_half_handshake_is_disconnected_within_the_timeout(dae
         handshake = ws_handshake("/sub/site/news")
         partials = (b"", handshake[:10], handshake[:len(handshake) // 2], handshake[:-2])
         clients = [await connect(port) for _ in partials]
-        for client, partial in zip(clients, partials):
+        for client, partial in zip(clients, partials, strict=False):
             client.send(partial)
-        for client, partial in zip(clients, partials):
+        for client, partial in zip(clients, partials, strict=False):
             assert await client.wait_closed(6), f"{partial!r} was not cut"
             assert not client.data or client.data.startswith(b"HTTP/1.1 4"), bytes(client.data)
         # The whole handshake still opens, and an open WebSocket is not idle-timed out.

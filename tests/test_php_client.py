@@ -354,7 +354,7 @@ async def test_each_signed_request_has_its_own_nonce_and_signature(php, recorder
         nonces.append(nonce)
         signatures.append(parts["signature"])
     # Each pair is the same call twice in a row: same method, path and body.
-    for first, second in zip(requests[::2], requests[1::2]):
+    for first, second in zip(requests[::2], requests[1::2], strict=False):
         assert (first.method, urlsplit(first.target).path, first.body) == \
             (second.method, urlsplit(second.target).path, second.body)
     assert len(set(nonces)) == len(nonces)

@@ -157,9 +157,11 @@ async def test_a_message_published_on_one_node_reaches_every_transport_on_the_ot
     for node, raw, js, es, poll in clients:
         assert [await raw.next() for _ in texts] == texts
         envelopes = await frames(js, len(texts))
-        assert [(e["id"], e["center"], e["data"]) for e in envelopes] == list(zip(ids, [CENTER] * 3, texts))
+        assert [(e["id"], e["center"], e["data"]) for e in envelopes] == \
+            list(zip(ids, [CENTER] * 3, texts, strict=False))
         events = [await es.next() for _ in texts]
-        assert [(e["id"], e["event"], e["data"]) for e in events] == list(zip(ids, ["message"] * 3, texts))
+        assert [(e["id"], e["event"], e["data"]) for e in events] == \
+            list(zip(ids, ["message"] * 3, texts, strict=False))
         # The long-poll is answered with the first; the rest follow its cursor.
         status, body = await poll.addTimeout(DELIVERY_SECONDS, reactor)
         assert status == 200, body
@@ -168,7 +170,7 @@ async def test_a_message_published_on_one_node_reaches_every_transport_on_the_ot
             status, body = await longpoll(node, since=polled[-1]["id"], timeout=5)
             assert status == 200 and body["recovered"] is True, body
             polled += body["messages"]
-        assert [(m["id"], m["data"]) for m in polled] == list(zip(ids, texts))
+        assert [(m["id"], m["data"]) for m in polled] == list(zip(ids, texts, strict=False))
         # The same ids everywhere, and what each node reports of the center.
         status, body = await call("GET", f"{node.api}/api/v1/centers/{CENTER}", auth=auth)
         assert status == 200 and body["last_id"] == ids[-1], body
@@ -203,7 +205,7 @@ async def test_a_cursor_from_one_node_resumes_on_another(nodes):
     # Reconnecting to another node with the last id seen: exactly the missed ones, then live.
     ws = await websocket(f"{b.ws}{SUB}?format=json&since={first}", b.public_port)
     assert await frames(ws, 1) == [{"recovered": True}]
-    assert [(e["id"], e["data"]) for e in await frames(ws, 2)] == list(zip(missed, ["2", "3"]))
+    assert [(e["id"], e["data"]) for e in await frames(ws, 2)] == list(zip(missed, ["2", "3"], strict=False))
     live = await published(a, auth, "4")
     assert [(e["id"], e["data"]) for e in await frames(ws, 1)] == [(live, "4")]
 
@@ -337,7 +339,7 @@ async def test_a_publisher_added_rotated_and_removed_on_one_node(nodes):
     status, _ = await a.admin("DELETE", f"/admin/v1/publishers/{PUBLISHER}")
     assert status == 204
     for node in (a, b):
-        await eventually(lambda: publish(node, rotated, "removed"), lambda r: r[0] == 401,
+        await eventually(lambda node=node: publish(node, rotated, "removed"), lambda r: r[0] == 401,
                          seconds=PUBLISHER_TTL + 2)
         status, body = await node.admin("GET", "/admin/v1/publishers")
         assert body["publishers"] == []
@@ -411,7 +413,8 @@ async def test_an_idle_center_expires_on_every_node_unless_held_or_published_to(
     await ws.closed.addTimeout(5, reactor)
     assert await status_everywhere("held") == [200, 200]
     for name in ("held", "busy"):
-        await eventually(lambda: status_everywhere(name), lambda r: r == [404, 404], seconds=8, every=0.25)
+        await eventually(lambda name=name: status_everywhere(name), lambda r: r == [404, 404],
+                         seconds=8, every=0.25)
     status, body = await b.admin("GET", "/admin/v1/publishers")
     assert body["publishers"][0]["centers"] == 0
 
@@ -552,10 +555,10 @@ async def test_a_node_cut_off_from_redis_catches_up_when_it_is_back(nodes, redis
         await relay.restore()
         # Everything published meanwhile, in order, once, with A's ids.
         assert [(e["id"], e["data"]) for e in await frames(ws, 5, timeout=10)] == list(
-            zip(meanwhile, ["1", "2", "3", "4", "5"]))
+            zip(meanwhile, ["1", "2", "3", "4", "5"], strict=False))
         assert [await raw.next(10) for _ in range(5)] == ["1", "2", "3", "4", "5"]
         assert [(e["id"], e["data"]) for e in [await es.next(10) for _ in range(5)]] == list(
-            zip(meanwhile, ["1", "2", "3", "4", "5"]))
+            zip(meanwhile, ["1", "2", "3", "4", "5"], strict=False))
         # B publishes again, and both nodes carry on from there with nothing doubled.
         await eventually(lambda: publish(b, auth, "6"), lambda r: r[0] == 201, seconds=10)
         assert (await frames(ws, 1))[0]["data"] == "6"
@@ -659,7 +662,7 @@ async def test_a_sigkilled_daemon_loses_nothing_acknowledged(redis, tmp_path):
     a = b = None
     try:
         a, b = [await _process(tmp_path / name, redis, f"tcp:{port}:interface=127.0.0.1", port)
-                for name, port in zip("ab", ports)]
+                for name, port in zip("ab", ports, strict=False)]
         status, body = await a.admin("POST", "/admin/v1/publishers", {"name": PUBLISHER})
         assert status == 201, body
         auth = (PUBLISHER, body["secret"])

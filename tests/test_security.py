@@ -599,7 +599,7 @@ async def test_a_batch_is_published_in_order_to_several_centers(daemon):
     status, body = await _batch(daemon, auth, {"messages": [{"center": c, "data": d} for c, d in entries]})
     assert status == 201, body
     assert set(body) == {"ids"} and len(body["ids"]) == len(entries)
-    ids = dict(zip([d for _, d in entries], body["ids"]))
+    ids = dict(zip([d for _, d in entries], body["ids"], strict=False))
     got_a = [json.loads(await ws_a.next()) for _ in range(3)]
     got_b = [json.loads(await ws_b.next()) for _ in range(2)]
     assert [(m["data"], m["id"], m["center"]) for m in got_a] == [(d, ids[d], "a") for d in ("1", "3", "5")]
@@ -876,7 +876,7 @@ async def test_both_listeners_serve_tls(tmp_path):
         await bounded(ws.closed)
         # The listeners speak nothing but TLS.
         for port in (daemon.public_port, daemon.service.api_port.getHost().port):
-            with pytest.raises(Exception):
+            with pytest.raises(Exception):  # noqa: B017 - whatever a plain client fails with
                 await bounded(Deferred.fromCoroutine(call("GET", f"http://127.0.0.1:{port}/healthz")), 5)
     finally:
         await daemon.service.stopService()

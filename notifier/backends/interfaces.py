@@ -8,7 +8,7 @@ it never reaches into the registry or its hubs.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from attrs import frozen
 
@@ -28,12 +28,11 @@ class Stream:
     retained: tuple[Retained, ...] = ()
 
 
-@frozen
-class Publication:
+class Publication(NamedTuple):
     """A message for a center live on this node, with what a broker needs
     of that center's hub: its position (epoch and latest seq), how many
     messages it retains, and after how many idle seconds it expires (0:
-    never)."""
+    never). A tuple: one is made for every message published."""
 
     publisher: str
     center: str
@@ -48,10 +47,9 @@ class Publication:
         return f"{self.publisher}/{self.center}"
 
 
-@frozen
-class Arrival:
+class Arrival(NamedTuple):
     """A message published to a center, numbered: what a node applies to
-    its hub of that center."""
+    its hub of that center. A tuple: one is made for every message."""
 
     publisher: str
     center: str

@@ -47,10 +47,11 @@ class LocalBroker:
         # Answered without yielding to the reactor: the registry applies
         # these before anything else is published to the same hubs.
         ts = self.clock.seconds()
-        latest: dict[str, int] = {}
+        latest: dict[tuple[str, str], int] = {}
         arrivals = []
         for publication in publications:
-            seq = latest[publication.path] = latest.get(publication.path, publication.seq) + 1
+            key = (publication.publisher, publication.center)
+            seq = latest[key] = latest.get(key, publication.seq) + 1
             arrivals.append(Arrival(publication.publisher, publication.center, publication.epoch,
                                     seq, ts, publication.data))
         return Published(tuple(arrival.id for arrival in arrivals), True, tuple(arrivals))

@@ -11,7 +11,7 @@ only its frames and how it cuts a connection.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 from notifier.deadlines import TokenDeadlines
 from notifier.hub import Batch, Hub
