@@ -50,6 +50,7 @@ test-tools:
 	fi
 
 test: $(TEST_STAMP) test-tools
+	$(BIN)/ruff check notifier tests
 	$(BIN)/python -m pytest
 
 test-unit: $(TEST_STAMP)

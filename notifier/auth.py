@@ -169,7 +169,8 @@ def check_subscriber_token(token: str | None, publisher: Publisher, center: str,
     except jwt.PyJWTError:
         raise _bad("invalid subscriber token", code="invalid_token") from None
     exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-    if not _number(exp) or not _number(nbf):
+    if not isinstance(exp, (int, float)) or not isinstance(nbf, (int, float)) or not _number(exp) \
+            or not _number(nbf):
         raise _bad("invalid subscriber token", code="invalid_token")
     if now >= exp:
         raise _bad("the subscriber token has expired", code="expired_token")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from typing import Any
 
 from attrs import field, fields, frozen
@@ -77,7 +78,7 @@ def _origins(key: str, value: list[Any]) -> None:
             raise ConfigError(f"{key}: every origin must be a non-empty string")
 
 
-def _at_least(minimum: int | float):
+def _at_least(minimum: int | float) -> Callable[[str, int | float], None]:
     def check(key: str, value: int | float) -> None:
         if not value >= minimum:  # also refuses nan
             raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
@@ -85,7 +86,7 @@ def _at_least(minimum: int | float):
     return check
 
 
-def _between(low: int | float, high: int | float):
+def _between(low: int | float, high: int | float) -> Callable[[str, int | float], None]:
     def check(key: str, value: int | float) -> None:
         if not low <= value <= high:
             raise ConfigError(f"{key}: must be between {low} and {high}, got {value}")

@@ -67,8 +67,8 @@ class Metrics:
         for (transport, publisher), n in sorted(self.connections().items()):
             connections.add_metric([transport, publisher], n)
         centers = GaugeMetricFamily("notifier_centers", "Notification centers.", labels=["publisher"])
-        for publisher, count in publishers:
-            centers.add_metric([publisher.name], count)
+        for owner, count in publishers:
+            centers.add_metric([owner.name], count)
         families: list[Metric] = [connections, centers]
         for name, doc, counter in (
             ("notifier_messages_in", "Messages published through this node.", stats.messages_in),

@@ -39,7 +39,8 @@ class ReusePortEndpoint:
             sock.bind((self.interface, self.port))
             sock.listen(self.backlog)
             sock.setblocking(False)
-            return self.reactor.adoptStreamPort(sock.fileno(), family, factory)
+            port: interfaces.IListeningPort = self.reactor.adoptStreamPort(sock.fileno(), family, factory)
+            return port
         finally:
             sock.close()  # the reactor holds its own duplicate of the socket
 
@@ -48,6 +49,6 @@ class ReusePortEndpoint:
 class ReusePortParser:
     prefix = "reuseport"
 
-    def parseStreamServer(self, reactor: Any, port: str, interface: str = "",
-                          backlog: str = "128") -> ReusePortEndpoint:
+    def parseStreamServer(  # type: ignore[override]  # the interface allows any arguments: these are ours
+            self, reactor: Any, port: str, interface: str = "", backlog: str = "128") -> ReusePortEndpoint:
         return ReusePortEndpoint(reactor, int(port), interface, int(backlog))

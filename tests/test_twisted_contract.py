@@ -21,7 +21,8 @@ from twisted.web.http_headers import Headers
 
 from notifier.httpserver import Channel, QuietSite
 from notifier.model import Message
-from notifier.transports.pacing import send_now
+from notifier.transports.pacing import Paced, send_now
+from notifier.transports.streaming import StreamingSubscriber
 from notifier.transports.websocket import json_frame, raw_frame
 
 
@@ -108,3 +109,13 @@ def test_frames_are_autobahn_s_own():
     assert payload == {"id": "e-1", "center": "news", "data": "héllo", "ts": 1.5}
     # Closes with 1001 and 4401 go through this, which sendClose does not allow.
     assert callable(getattr(WebSocketServerProtocol, "sendCloseFrame", None))
+
+
+def test_the_streaming_subscriber_names_nothing_autobahn_has():
+    # The WebSocket subscriber is both: a name of ours that Autobahn also
+    # defines would replace Autobahn's (its own _send, once, did).
+    ours = set(vars(StreamingSubscriber)) | set(vars(Paced))
+    theirs = {name for cls in WebSocketServerProtocol.__mro__ for name in vars(cls)}
+    shared = {name for name in ours & theirs if not name.startswith("__")}
+    # IPushProducer's methods, and what Autobahn leaves to subclasses.
+    assert shared <= {"pauseProducing", "resumeProducing", "stopProducing", "_abc_impl"}, shared

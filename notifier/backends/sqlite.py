@@ -63,7 +63,7 @@ def _data_version(cursor: sqlite3.Cursor) -> int:
 class SQLiteStore:
     def __init__(self, path: str, reactor: Any) -> None:
         self.path = path
-        self._pool = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
+        self._pool = adbapi.ConnectionPool(
             "sqlite3",
             path,
             check_same_thread=False,
@@ -77,10 +77,10 @@ class SQLiteStore:
     async def _interact(self, interaction: Callable[Concatenate[sqlite3.Cursor, P], T],
                         *args: P.args, **kwargs: P.kwargs) -> T:
         """*interaction* run in a transaction on the pool's thread."""
-        return await self._pool.runInteraction(interaction, *args, **kwargs)  # type: ignore[no-any-return, no-untyped-call]
+        return await self._pool.runInteraction(interaction, *args, **kwargs)  # type: ignore[no-any-return]
 
     async def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return await self._pool.runQuery(sql, args)  # type: ignore[no-any-return, no-untyped-call]
+        return await self._pool.runQuery(sql, args)  # type: ignore[no-any-return]
 
     async def _changes(self, sql: str, args: tuple[Any, ...]) -> int:
         """How many rows *sql* changed."""
@@ -109,7 +109,7 @@ class SQLiteStore:
             cursor.execute("PRAGMA journal_mode = WAL")
 
     async def close(self) -> None:
-        self._pool.close()  # type: ignore[no-untyped-call]
+        self._pool.close()
 
     async def add_publisher(self, publisher: Publisher) -> bool:
         added = await self._changes("INSERT OR IGNORE INTO publishers (name, secret, created) VALUES (?, ?, ?)",

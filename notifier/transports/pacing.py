@@ -90,7 +90,7 @@ class Paced(ABC):
 
     # sending
 
-    def _send(self, item: Any) -> None:
+    def _pace(self, item: Any) -> None:
         if self._waiting is None:
             if not self._dropped:
                 self._write(item)
@@ -112,7 +112,7 @@ class Paced(ABC):
         for piece in pieces(forms):
             if self._dropped:
                 return
-            self._send(piece)
+            self._pace(piece)
 
     def _stalled(self) -> bool:
         """Asked every heartbeat: whether the connection has stayed paused

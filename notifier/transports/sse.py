@@ -54,7 +54,7 @@ class EventStream(StreamingSubscriber):
         head.append(b"\n")
         if cursor is not None:
             head.append(recovery(recovered))
-        self._send(b"".join(head))
+        self._pace(b"".join(head))
 
     def _keep_alive(self) -> None:
         if self._waiting is None:  # a stream that is behind needs no keep-alive

@@ -40,6 +40,10 @@ class StreamingSubscriber(Paced):
         follows."""
 
     @abstractmethod
+    def close(self, reason: str) -> None:
+        """End the subscription (Subscriber.close)."""
+
+    @abstractmethod
     def _cut_slow(self) -> None:
         """End a connection whose client fell too far behind."""
 
@@ -62,7 +66,7 @@ class StreamingSubscriber(Paced):
         self._send_backlog(prepared.form(encode) for prepared in backlog)
 
     def deliver(self, batch: Batch) -> None:
-        self._send(batch.joined(self.encode))
+        self._pace(batch.joined(self.encode))
 
     def _leave(self) -> None:
         hubs, self.hubs = self.hubs, ()

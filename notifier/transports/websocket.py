@@ -94,7 +94,7 @@ class WebSocketSubscriber(StreamingSubscriber, WebSocketServerProtocol):
 
     def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
         if cursor is not None and self.tells_recovery:
-            self._send(RECOVERY[recovered])
+            self._pace(RECOVERY[recovered])
 
     # Client frames carry nothing for us: their data is dropped as it comes,
     # never gathered into messages (their frames are capped in size).
