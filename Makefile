@@ -49,8 +49,7 @@ test-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: $(TEST_STAMP) test-tools
-	$(BIN)/ruff check notifier tests
+test: $(TEST_STAMP) test-tools lint
 	$(BIN)/python -m pytest
 
 test-unit: $(TEST_STAMP)

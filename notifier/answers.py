@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
@@ -45,7 +45,8 @@ def now_or_later(coroutine: Coroutine[Any, Any, T]) -> T | Deferred[T]:
     try:
         awaited = coroutine.send(None)
     except StopIteration as done:
-        return done.value
+        result: T = done.value  # StopIteration leaves the coroutine's result untyped
+        return result
     return Deferred.fromCoroutine(_resume(coroutine, awaited))
 
 
@@ -58,12 +59,14 @@ async def _resume(coroutine: Coroutine[Any, Any, T], awaited: Any) -> T:
             try:
                 awaited = coroutine.throw(e)
             except StopIteration as done:
-                return done.value
+                thrown_result: T = done.value  # untyped in StopIteration
+                return thrown_result
             continue
         try:
             awaited = coroutine.send(value)
         except StopIteration as done:
-            return done.value
+            sent_result: T = done.value  # untyped in StopIteration
+            return sent_result
 
 
 async def _wait(awaited: Any) -> Any:
@@ -73,7 +76,7 @@ async def _wait(awaited: Any) -> Any:
     return awaited
 
 
-def answer_later(request: IRequest, result: Deferred[Any]) -> Any:
+def answer_later(request: server.Request, result: Deferred[Any]) -> int:
     """Answer *request* with what *result* fires with (bytes; NOT_DONE_YET
     when the request was handed over, to a WebSocket say), or with the JSON
     error it fails with; cancel it if the client goes away first."""
@@ -96,7 +99,7 @@ def answer_later(request: IRequest, result: Deferred[Any]) -> Any:
         if finished[0] or failure.check(CancelledError):
             return
         if failure.check(NotifierError):
-            error = failure.value
+            error = cast(NotifierError, failure.value)
         else:
             log.failure("unexpected error answering {path}", failure, path=request.path)
             error = NotifierError("the server failed to answer", code="internal_error", status=500)
@@ -110,30 +113,33 @@ def answer_later(request: IRequest, result: Deferred[Any]) -> Any:
 
 
 def install_error_handlers(app: Klein) -> None:
-    """Every failure of *app* becomes the documented JSON error; none is a traceback."""
+    """Every failure of *app* becomes the documented JSON error; none is a traceback.
+
+    Each handler is a Klein ``KleinErrorMethod``: its parameters are named
+    ``self`` (what the app is bound to), ``request`` and ``failure``."""
 
     @app.handle_errors(NotifierError)
-    def notifier_error(_app: object, request: IRequest, failure: Failure) -> bytes:
-        return error_answer(request, failure.value)
+    def notifier_error(self: object, request: IRequest, failure: Failure) -> bytes:
+        return error_answer(request, cast(NotifierError, failure.value))  # handled for NotifierError only
 
     @app.handle_errors(RouteNotFound)
-    def no_route(_app: object, request: IRequest, failure: Failure) -> bytes:
+    def no_route(self: object, request: IRequest, failure: Failure) -> bytes:
         return error_answer(request, NotFound("no such path", code="no_such_path"))
 
     @app.handle_errors(RouteRedirect)
-    def empty_segment(_app: object, request: IRequest, failure: Failure) -> bytes:
+    def empty_segment(self: object, request: IRequest, failure: Failure) -> bytes:
         # Werkzeug would redirect a path with "//" to its merged form: not ours.
         return error_answer(request, NotFound("no such path", code="no_such_path"))
 
     @app.handle_errors(RouteMethodNotAllowed)
-    def wrong_method(_app: object, request: IRequest, failure: Failure) -> bytes:
-        allowed = failure.value.valid_methods or []
+    def wrong_method(self: object, request: IRequest, failure: Failure) -> bytes:
+        allowed = cast(RouteMethodNotAllowed, failure.value).valid_methods or []
         request.setHeader(b"allow", ", ".join(allowed).encode())
         method = request.method.decode("latin-1")
         return error_answer(request, MethodNotAllowed(f"{method} is not allowed here"))
 
     @app.handle_errors(Exception)
-    def unexpected(_app: object, request: IRequest, failure: Failure) -> bytes:
+    def unexpected(self: object, request: IRequest, failure: Failure) -> bytes:
         log.failure("unexpected error answering {method} {path}", failure,
                     method=request.method, path=request.path)
         return error_answer(request, NotifierError("the server failed to answer", code="internal_error", status=500))

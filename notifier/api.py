@@ -8,7 +8,7 @@ from typing import Any
 from klein import Klein
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import resource
+from twisted.web import resource, server
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
@@ -61,7 +61,8 @@ def _read(request: IRequest) -> bytes:
     if getattr(request, "body_too_large", False):
         raise TooLarge("the request body is too large")
     request.content.seek(0)
-    return request.content.read()
+    body: bytes = request.content.read()
+    return body
 
 
 def _json_object(data: bytes, *, required: bool, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
@@ -178,7 +179,8 @@ class ApiApp:
             return None
         if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
             raise BadRequest(f"Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} bytes", code="invalid_idempotency_key")
-        return key.decode("latin-1")
+        decoded: str = key.decode("latin-1")
+        return decoded
 
     def _admin(self, request: IRequest) -> None:
         check_admin(request, self.config.api.admin_token)
@@ -330,12 +332,13 @@ class ApiRoot(resource.Resource):
     isLeaf = True
 
     def __init__(self, api: ApiApp) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.api = api
         self.router = api.app.resource()
 
-    def render(self, request: IRequest) -> Any:
+    def render(self, request: server.Request) -> Any:
         path = request.postpath
+        assert path is not None  # set by the site before rendering
         if _is_publish(request.method, path):
             try:
                 center = path[3].decode("utf-8")

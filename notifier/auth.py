@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 from base64 import b64decode
+from collections.abc import Sequence
 from typing import Any
 
 import jwt
@@ -99,7 +100,7 @@ def publisher_credentials(request: IRequest) -> BasicCredentials | SignedRequest
     return publisher_credentials_from([request.getHeader(b"authorization") or b""])
 
 
-def publisher_credentials_from(values: list[bytes]) -> BasicCredentials | SignedRequest:
+def publisher_credentials_from(values: Sequence[bytes]) -> BasicCredentials | SignedRequest:
     """What the ``Authorization`` header's *values* (the first counts) claim."""
     header = values[0] if values else b""
     scheme, _, value = header.partition(b" ")

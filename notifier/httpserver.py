@@ -5,16 +5,19 @@ deadline on request heads, no access log)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.web import server
+from twisted.python.failure import Failure
+from twisted.web import http, server
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 
 from notifier.answers import error_answer
 from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
@@ -40,26 +43,31 @@ class BoundedRequest(server.Request):
     body_refused = False
     _received = 0
     _limit = 0
+    #: A QuietSite's requests come in on its channels.
+    channel: Channel
 
     def gotLength(self, length: int | None) -> None:
         site = self.channel.site
         self._limit = site.max_body_bytes
         gate: BodyGate | None = getattr(site, "body_gate", None)
+        verdict = None
         if gate is not None:
             # The method and target are the channel's until the body is in.
             self._limit, verdict = gate(self.channel._command, self.channel._path, self.requestHeaders, length)
-            if verdict is not None:
-                self._await_verdict(verdict)
         if length is not None and length > self._limit:
             self.body_too_large = True
             length = 0
-        super().gotLength(length)
+        super().gotLength(length)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        if verdict is not None:  # once the body's buffer exists
+            self._await_verdict(verdict)
 
     def _await_verdict(self, verdict: Deferred[bool]) -> None:
         if verdict.called:
             verdict.addCallback(self._verdict)
             return
-        transport = self.channel.transport
+        # A connection's transport is its producer (HTTPChannel.connectionMade
+        # registers it as one); Twisted types it only as an ITransport.
+        transport = cast(IPushProducer, self.channel.transport)
         transport.pauseProducing()
 
         def decided(admitted: object) -> None:
@@ -71,6 +79,7 @@ class BoundedRequest(server.Request):
     def _verdict(self, admitted: object) -> None:
         if admitted is not True:
             self.body_refused = True
+            assert self.content is not None  # made by gotLength before any verdict
             self.content.seek(0)
             self.content.truncate()
 
@@ -80,21 +89,24 @@ class BoundedRequest(server.Request):
         self._received += len(data)
         if self._received > self._limit:
             self.body_too_large = True
+            assert self.content is not None  # made by gotLength, before any of the body
             self.content.seek(0)
             self.content.truncate()
             return
-        super().handleContentChunk(data)
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def _handleStar(self) -> None:
         # Twisted answers "OPTIONS *" itself and any other method on "*" with
         # a bare 405: that one is a JSON error too.
         if self.method == b"OPTIONS":
-            super()._handleStar()
+            super()._handleStar()  # type: ignore[no-untyped-call]  # unannotated in Twisted
             return
-        self.setHeader(b"allow", b"OPTIONS")
+        # Request's own setHeader, write and finish are unannotated in Twisted.
+        self.setHeader(b"allow", b"OPTIONS")  # type: ignore[no-untyped-call]
         method = self.method.decode("latin-1")
-        self.write(error_answer(self, MethodNotAllowed(f"{method} is not allowed on *")))
-        self.finish()
+        body = error_answer(self, MethodNotAllowed(f"{method} is not allowed on *"))
+        self.write(body)  # type: ignore[no-untyped-call]
+        self.finish()  # type: ignore[no-untyped-call]
 
 
 def raw_error_response(error: NotifierError, headers: list[tuple[bytes, bytes]] | None = None) -> bytes:
@@ -116,7 +128,9 @@ class Channel(HTTPChannel):
     answers go straight to the socket when nothing is queued (the same path
     as the WebSocket fan-out, notifier.transports.pacing)."""
 
-    _host: Any = None
+    _host: IAddress | None = None
+    #: Set by the site that builds the channel (Site.buildProtocol).
+    site: QuietSite
     #: The status line and headers, sent with the first body bytes: one send.
     _head = b""
     #: When the request head being read began (``None``: none is being read).
@@ -130,15 +144,15 @@ class Channel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self.line_mode and self.head_started is None:
             self.head_started = self.site.head_begun(self)
-        super().dataReceived(data)
+        super().dataReceived(data)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def allHeadersReceived(self) -> None:
         self._head_done()
-        super().allHeadersReceived()
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._head_done()
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def _head_done(self) -> None:
         if self.head_started is not None:
@@ -147,12 +161,15 @@ class Channel(HTTPChannel):
 
     def head_too_slow(self) -> None:
         self._head_done()
+        assert self.transport is not None  # a head being read: connected
         self.transport.write(raw_error_response(_SLOW_HEAD))
         self.transport.loseConnection()
 
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes,
+                     headers: Headers | Iterable[tuple[bytes, bytes]]) -> None:
         if not isinstance(headers, Headers):
-            super().writeHeaders(version, code, reason, headers)
+            # HTTPChannel.writeHeaders is unannotated in Twisted.
+            super().writeHeaders(version, code, reason, headers)  # type: ignore[no-untyped-call]
             return
         parts = [version, b" ", code, b" ", reason, b"\r\n"]
         for name, values in headers.getAllRawHeaders():  # Headers refuses CR and LF
@@ -173,18 +190,18 @@ class Channel(HTTPChannel):
         if self._head:
             self.write(b"")
 
-    def requestDone(self, request: Any) -> None:
+    def requestDone(self, request: http.Request) -> None:
         self._flush_head()  # an answer without a body
-        super().requestDone(request)
+        super().requestDone(request)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def loseConnection(self) -> None:
         self._flush_head()
-        super().loseConnection()
+        super().loseConnection()  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
-    def getHost(self) -> Any:
+    def getHost(self) -> IAddress:
         # Asked by every request: one getsockname(2) per connection is enough.
         if self._host is None:
-            self._host = super().getHost()
+            self._host = super().getHost()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         return self._host
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -192,6 +209,7 @@ class Channel(HTTPChannel):
         self._respondToBadRequestAndDisconnect()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
+        assert self.transport is not None  # a request being read: connected
         self.transport.write(raw_error_response(_BAD_REQUEST))
         self.loseConnection()
 
@@ -208,15 +226,17 @@ class QuietSite(server.Site):
 
     displayTracebacks = False
     requestFactory = BoundedRequest
-    protocol = Channel
+    # Twisted types a site's protocol as its HTTP/1.1-or-2 wrapper's factory;
+    # any HTTPChannel builds a working channel (HTTP/1.1 only) as well.
+    protocol = Channel  # type: ignore[assignment]
 
-    def __init__(self, resource: Any, *, max_body_bytes: int = 64 * 1024, timeout: float = 60,
-                 header_timeout: float = 10, body_gate: BodyGate | None = None, **kwargs: Any) -> None:
+    def __init__(self, resource: IResource, *, max_body_bytes: int = 64 * 1024, timeout: float = 60,
+                 header_timeout: float = 10, body_gate: BodyGate | None = None, **kwargs: object) -> None:
         # Bodies are opaque: Twisted would parse a POSTed form into
         # request.args and answer a malformed multipart body with a bare 400,
         # before our handlers could refuse it as JSON (415).
         kwargs.setdefault("parsePOSTFormSubmission", False)
-        super().__init__(resource, timeout=timeout, **kwargs)
+        super().__init__(resource, timeout=timeout, **kwargs)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.max_body_bytes = max_body_bytes
         self.header_timeout = header_timeout
         if body_gate is not None:
@@ -251,17 +271,19 @@ class QuietSite(server.Site):
             self._head_sweep.stop()
         super().stopFactory()
 
-    def getResourceFor(self, request: server.Request) -> Any:
+    def getResourceFor(self, request: server.Request) -> IResource:
         # Klein answers a path that does not decode to UTF-8 with HTML (and
         # logs a traceback): refuse it here, as JSON.
+        assert request.postpath is not None  # Request.process set it
         try:
             b"/".join(request.postpath).decode("utf-8")
         except UnicodeDecodeError:
             request.site = self
             return _Refusal(BadRequest("the URL path is not UTF-8 text", code="invalid_url"))
-        return super().getResourceFor(request)
+        found: IResource = super().getResourceFor(request)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        return found
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 
@@ -269,7 +291,7 @@ class _Refusal(Resource):
     isLeaf = True
 
     def __init__(self, error: NotifierError) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves Resource.__init__ unannotated
         self.error = error
 
     def render(self, request: IRequest) -> bytes:

@@ -40,11 +40,11 @@ MAX_LONGPOLL_TIMEOUT = 120
 #: Long-poll answers kept for the subscribers asking the same are at most
 #: this large; larger ones are built for each request (and bounded too).
 MEMO_BYTES = 64 * 1024
-NOT_DONE_YET: Any = server.NOT_DONE_YET
+NOT_DONE_YET: int = server.NOT_DONE_YET
 
 
 def _arg(request: IRequest, name: bytes) -> str | None:
-    values = request.args.get(name)
+    values: list[bytes] | None = request.args.get(name)
     if not values:
         return None
     try:
@@ -80,7 +80,7 @@ def _jsonp(request: IRequest, callback: str, payload: bytes) -> bytes:
 
 #: Serves an admitted request for a hub: the request, the hub, and when the
 #: token it was admitted with expires (``None``: a public center).
-Serve = Callable[[IRequest, Hub, "float | None"], Any]
+Serve = Callable[[server.Request, Hub, "float | None"], Any]
 
 
 def _no_center(center: str) -> NotFound:
@@ -93,7 +93,10 @@ class _Leaf(resource.Resource, ABC):
     isLeaf = True
     methods: tuple[bytes, ...] = (b"GET", b"HEAD")
 
-    def render(self, request: IRequest) -> Any:
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves Resource.__init__ unannotated
+
+    def render(self, request: server.Request) -> Any:
         if request.method not in self.methods:
             request.setHeader(b"allow", b", ".join(self.methods))
             method = request.method.decode("latin-1")
@@ -104,12 +107,12 @@ class _Leaf(resource.Resource, ABC):
             return error_answer(request, e)
 
     @abstractmethod
-    def answer(self, request: IRequest) -> Any:
+    def answer(self, request: server.Request) -> Any:
         """The answer to a request of one of ``methods``."""
 
 
 class _Health(_Leaf):
-    def answer(self, request: IRequest) -> bytes:
+    def answer(self, request: server.Request) -> bytes:
         return json_answer(request, {"status": "ok"})
 
 
@@ -121,7 +124,7 @@ class _Script(_Leaf):
         self.script = files("notifier").joinpath("static/notifier.js").read_bytes()
         self.etag = b'"' + hashlib.sha256(self.script).hexdigest()[:32].encode() + b'"'
 
-    def answer(self, request: IRequest) -> bytes:
+    def answer(self, request: server.Request) -> bytes:
         request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
         request.setHeader(b"cache-control", b"public, max-age=3600")
         request.setHeader(b"access-control-allow-origin", b"*")
@@ -135,7 +138,7 @@ class _Script(_Leaf):
 class _NoSuchPath(_Leaf):
     methods = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")
 
-    def answer(self, request: IRequest) -> bytes:
+    def answer(self, request: server.Request) -> bytes:
         raise NotFound("no such path", code="no_such_path")
 
 
@@ -144,7 +147,7 @@ class PublicApp(resource.Resource):
 
     def __init__(self, registry: HubRegistry, config: Config, clock: IReactorTime,
                  websockets: websocket.NotifierFactory) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves Resource.__init__ unannotated
         self.closing = False
         #: Ends private subscriptions when their tokens expire.
         self.deadlines = TokenDeadlines(clock)
@@ -196,8 +199,9 @@ class Subscriptions(_Leaf):
 
     # dispatch
 
-    def answer(self, request: IRequest) -> Any:
+    def answer(self, request: server.Request) -> Any:
         parts = request.postpath
+        assert parts is not None  # the resource traversal that led here set it
         last = len(parts) == 3 and parts[2] == b"last"
         if len(parts) != 2 and not last:
             raise NotFound("no such path", code="no_such_path")
@@ -225,7 +229,7 @@ class Subscriptions(_Leaf):
             return self._finish(request, self._admitted(request, hub, serve, last, None))
         return self._finish(request, Deferred.fromCoroutine(self._find(request, publisher, center, serve, last)))
 
-    async def _find(self, request: IRequest, publisher: str, center: str, serve: Serve, last: bool) -> Any:
+    async def _find(self, request: server.Request, publisher: str, center: str, serve: Serve, last: bool) -> Any:
         """The asynchronous way: a center not live here yet, or a private one."""
         if not PUBLISHER_NAME.match(publisher) or not CENTER_NAME.match(center):
             raise _no_center(center)
@@ -241,7 +245,7 @@ class Subscriptions(_Leaf):
             return await result
         return result
 
-    def _admitted(self, request: IRequest, hub: Hub, serve: Serve, last: bool, expires: float | None) -> Any:
+    def _admitted(self, request: server.Request, hub: Hub, serve: Serve, last: bool, expires: float | None) -> Any:
         limit = self.config.subscribers.max_per_center
         if not last and limit and len(hub.subscribers) >= limit:
             request.setHeader(b"retry-after", b"10")
@@ -249,7 +253,7 @@ class Subscriptions(_Leaf):
         return serve(request, hub, expires)
 
     @staticmethod
-    def _finish(request: IRequest, result: Any) -> Any:
+    def _finish(request: server.Request, result: Any) -> Any:
         """Answer with *result*: bytes now, or a Deferred's bytes later."""
         return answer_later(request, result) if isinstance(result, Deferred) else result
 
@@ -263,13 +267,13 @@ class Subscriptions(_Leaf):
             raise Forbidden("this origin may not subscribe", code="origin_not_allowed")
         since = _cursor(_arg(request, b"since"))
 
-        def serve(request: IRequest, hub: Hub, expires: float | None) -> Any:
+        def serve(request: server.Request, hub: Hub, expires: float | None) -> Any:
             request.channel.setTimeout(None)  # the connection is the subscriber's now
             return websocket.upgrade(self.websockets, hub, fmt, since, expires).render(request)
 
         return serve
 
-    def _event_stream(self, request: IRequest, hub: Hub, expires: float | None) -> Deferred[bytes]:
+    def _event_stream(self, request: server.Request, hub: Hub, expires: float | None) -> Deferred[bytes]:
         # A browser reconnecting by itself sends the last id it saw in
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
@@ -287,7 +291,7 @@ class Subscriptions(_Leaf):
         since = _cursor(_arg(request, b"since"))
         timeout = self._timeout(request)
 
-        def serve(request: IRequest, hub: Hub, expires: float | None) -> Any:
+        def serve(request: server.Request, hub: Hub, expires: float | None) -> Any:
             request.setHeader(b"cache-control", b"no-store")
             # Clients polling again after the same message ask the same:
             # answered once, kept by what the answer holds, never by the

@@ -46,14 +46,14 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     api = ApiApp(registry, config, reactor, Metrics(registry, reactor))
     state = StateService(store, broker, registry, reactor, config.subscribers.drain_seconds)
     daemon = NotifierService(config, registry, state, public, api)
-    state.setServiceParent(daemon)
+    state.setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     heartbeat_service(registry, reactor, config.subscribers.ping_interval).setServiceParent(daemon)
     expiry = TimerService(EXPIRY_SWEEP, ExpirySweep(registry, state).sweep)
     expiry.clock = reactor
     expiry.setServiceParent(daemon)
     daemon.listen("api", config.api.endpoint, api_site(api, config, reactor), reactor)
     daemon.listen("public", config.public.endpoint, public_site(public, config, reactor), reactor)
-    Admission(public).setServiceParent(daemon)
+    Admission(public).setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     return daemon
 
 
@@ -65,7 +65,7 @@ class NotifierService(MultiService):
 
     def __init__(self, config: Config, registry: HubRegistry, state: StateService, public: PublicApp,
                  api: ApiApp) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.config = config
         self.registry = registry
         self.state = state
@@ -139,7 +139,7 @@ class StateService(Service):
         self.ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         # The store's first task on its own thread: queries queue behind it.
         defer.Deferred.fromCoroutine(self._open()).addCallbacks(self._opened, self._fatal)
 
@@ -158,7 +158,7 @@ class StateService(Service):
         self.reactor.stop()
 
     def stopService(self) -> defer.Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
@@ -224,6 +224,6 @@ class Admission(Service):
         self.public = public
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.public.closing = True
         self.public.deadlines.stop()

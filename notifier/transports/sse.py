@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import cast
 
 from twisted.internet.defer import Deferred
-from twisted.web.iweb import IRequest
+from twisted.internet.interfaces import ITCPTransport
+from twisted.web.server import Request
 
 from notifier.hub import Hub
 from notifier.model import Message
@@ -36,7 +38,7 @@ class EventStream(StreamingSubscriber):
     transport_name = "sse"
     encode = staticmethod(event)
 
-    def __init__(self, request: IRequest, send_buffer_bytes: int, dropped: Callable[[Hub], None]) -> None:
+    def __init__(self, request: Request, send_buffer_bytes: int, dropped: Callable[[Hub], None]) -> None:
         self.request = request
         self.send_buffer_bytes = send_buffer_bytes
         self.dropped = dropped
@@ -74,4 +76,5 @@ class EventStream(StreamingSubscriber):
 
     def _cut_slow(self) -> None:
         # Nothing more can reach a client this far behind: cut the connection.
-        self.request.channel.transport.abortConnection()
+        # (A TCP transport; Twisted types a channel's only as an ITransport.)
+        cast(ITCPTransport, self.request.channel.transport).abortConnection()

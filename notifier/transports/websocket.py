@@ -59,7 +59,8 @@ class NotifierFactory(WebSocketServerFactory):
     dropped: Callable[[Hub], None] = staticmethod(lambda hub: None)
 
 
-class WebSocketSubscriber(StreamingSubscriber, WebSocketServerProtocol):
+class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagree on two attributes' types
+        StreamingSubscriber, WebSocketServerProtocol):
     """A subscriber, and the streaming producer of its own connection
     (notifier.transports.pacing); dropped with 4408 when too far behind."""
 
@@ -103,7 +104,7 @@ class WebSocketSubscriber(StreamingSubscriber, WebSocketServerProtocol):
         pass
 
     def onMessageFrameEnd(self) -> None:
-        self.frame_data = None
+        self.frame_data = None  # type: ignore[assignment]  # nothing gathered: Autobahn types it a list
 
     def onMessageEnd(self) -> None:
         pass
@@ -112,7 +113,7 @@ class WebSocketSubscriber(StreamingSubscriber, WebSocketServerProtocol):
         # A client that does not read gets no pongs queued for it: a ping
         # flood would grow the write buffer as much as it sends.
         if self._waiting is None and self.state == self.STATE_OPEN:
-            self.sendPong(payload)
+            self.sendPong(payload)  # type: ignore[no-untyped-call]  # unannotated in Autobahn
 
     def onPong(self, payload: bytes) -> None:
         # Only the answer to our own ping is a sign of life.
@@ -171,10 +172,10 @@ FORMATS: dict[str, type[WebSocketSubscriber]] = {"raw": WebSocketSubscriber, "js
 
 def websocket_factory(send_buffer_bytes: int, dropped: Callable[[Hub], None],
                       max_frame_bytes: int = 4096) -> NotifierFactory:
-    factory = NotifierFactory(server="notifier")
+    factory = NotifierFactory(server="notifier")  # type: ignore[no-untyped-call]  # unannotated in Autobahn
     factory.send_buffer_bytes = send_buffer_bytes
     factory.dropped = dropped
-    factory.setProtocolOptions(
+    factory.setProtocolOptions(  # type: ignore[no-untyped-call]  # unannotated in Autobahn
         maxFramePayloadSize=max_frame_bytes,
         maxMessagePayloadSize=0,  # never limit what we send; frames are capped above
         perMessageCompressionAccept=lambda offers: None,  # prepared frames need it off
