@@ -11,17 +11,19 @@ writes.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from attrs import define, field
 
 from notifier.model import Center, Message
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class Subscriber(Protocol):
@@ -74,6 +76,15 @@ class Batch:
             return self.items[0].form(encode)
         return self.form(lambda batch: b"".join(prepared.form(encode) for prepared in batch.items), encode)
 
+    def shared(self, key: K, build: Callable[[Batch, K], T]) -> T:
+        """``build(self, key)``, built once for every subscriber asking with
+        an equal *key* (what it depends on besides the batch)."""
+        try:
+            return self._forms[key]  # type: ignore[index, return-value]
+        except KeyError:
+            value = self._forms[key] = build(self, key)  # type: ignore[index]
+            return value
+
     def form(self, build: Callable[[Batch], T], key: object = None) -> T:
         key = build if key is None else key
         try:
@@ -101,6 +112,26 @@ def parse_id(message_id: str) -> tuple[str, int] | None:
     if match is None:
         return None
     return match[1], int(match[2])
+
+
+class Opening(NamedTuple):
+    """What a subscriber attaching to a hub starts with."""
+
+    #: The retained messages it is sent first.
+    backlog: list[Prepared]
+    #: Whether none it asked for were missed.
+    recovered: bool
+    #: The position just before its first message: what it has seen of the
+    #: center, as a cursor to hand back (README.rst: Cursors).
+    position: str
+
+
+def interleave(backlogs: list[list[Prepared]]) -> list[Prepared]:
+    """The backlogs of several centers as one, in the order they were
+    published (each center's own order kept whatever the clock did)."""
+    if len(backlogs) == 1:
+        return backlogs[0]
+    return list(heapq.merge(*backlogs, key=lambda prepared: prepared.message.ts))
 
 
 @define(slots=True, eq=False)
@@ -242,6 +273,14 @@ class Hub:
         # Up to date (seq == sent): nothing to send, however little is retained.
         return max(seq - oldest + 1, 0), end, True
 
+    def start_position(self, start: int, end: int) -> str:
+        """The position just before the retained message *start* (of the
+        slice ``[start, end)`` a resume is sent), or, with nothing to
+        send, the position of everything sent so far."""
+        if start < end:
+            return f"{self.epoch}-{self._seq - len(self._retained) + start}"
+        return self.position
+
     def retained_after(self, cursor: str | None) -> tuple[list[Prepared], bool]:
         """Retained messages after *cursor*, and whether none were missed
         (``resume_point``)."""
@@ -252,15 +291,15 @@ class Hub:
         """The retained messages ``[start, end)`` (``resume_point``)."""
         return list(islice(self._retained, start, end))
 
-    def attach(self, subscriber: Subscriber, cursor: str | None) -> tuple[list[Prepared], bool]:
+    def attach(self, subscriber: Subscriber, cursor: str | None) -> Opening:
         """Subscribe and return the backlog after *cursor*, in one step.
 
         Nothing can be published between the two, so the backlog and the live
         messages that follow meet with no gap and no duplicate.
         """
-        backlog = self.retained_after(cursor)
+        start, end, recovered = self.resume_point(cursor)
         self.subscribers.add(subscriber)
-        return backlog
+        return Opening(self.retained(start, end), recovered, self.start_position(start, end))
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.add(subscriber)

@@ -35,10 +35,16 @@ class Metrics:
         self.clock = clock
 
     def connections(self) -> Counter[tuple[str, str]]:
-        """Live subscribers by ``(transport, publisher)``."""
+        """Live subscribers by ``(transport, publisher)``: connections, a
+        multiplexed one counted once however many centers it follows."""
         counts: Counter[tuple[str, str]] = Counter()
+        seen: set[int] = set()
         for hub in self.registry.hubs():
             for subscriber in tuple(hub.subscribers):
+                if len(getattr(subscriber, "hubs", ())) > 1:
+                    if id(subscriber) in seen:
+                        continue
+                    seen.add(id(subscriber))
                 counts[subscriber.transport_name, hub.center.publisher] += 1
         return counts
 

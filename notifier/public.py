@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -28,7 +28,7 @@ from notifier.auth import check_subscriber_token
 from notifier.config import Config
 from notifier.deadlines import TokenDeadlines
 from notifier.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, NotifierError, Unavailable
-from notifier.hub import CURSOR, Hub
+from notifier.hub import CURSOR, Hub, interleave
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
 from notifier.transports import longpoll, sse, websocket
@@ -66,6 +66,35 @@ def _cursor(value: str | None) -> str | None:
     raise BadRequest("a cursor is {epoch}-{seq}, seq being 1 to 18 ASCII digits", code="bad_cursor")
 
 
+def _cursors(value: str | None, count: int) -> tuple[str | None, ...]:
+    """A cursor for each of *count* centers: one position for one center;
+    for several, a compound cursor, its entries joined with ``,`` in the
+    order of the URL, an empty one meaning "live only"."""
+    if value is None:
+        return (None,) * count
+    if count == 1:
+        return (_cursor(value),)
+    entries = value.split(",")
+    if len(entries) != count:
+        raise BadRequest(f"a cursor for {count} centers has {count} entries, joined with ','", code="bad_cursor")
+    return tuple(_cursor(entry) if entry else None for entry in entries)
+
+
+def _centers(segment: str) -> tuple[str, ...]:
+    """The centers a subscription names: one, or 2 to ``MAX_CENTERS``
+    distinct ones joined with ``,``."""
+    if "," not in segment:
+        return (segment,)
+    names = tuple(segment.split(","))
+    if len(names) > MAX_CENTERS:
+        raise BadRequest(f"at most {MAX_CENTERS} centers on one connection", code="bad_center_list")
+    if "" in names:
+        raise BadRequest("an empty center name in the list", code="bad_center_list")
+    if len(set(names)) != len(names):
+        raise BadRequest("a center named twice in the list", code="bad_center_list")
+    return names
+
+
 def _callback(request: IRequest) -> str | None:
     callback = _arg(request, b"callback")
     if callback is not None and not CALLBACK.match(callback):
@@ -78,9 +107,16 @@ def _jsonp(request: IRequest, callback: str, payload: bytes) -> bytes:
     return b"/**/" + callback.encode() + b"(" + payload + b");"
 
 
-#: Serves an admitted request for a hub: the request, the hub, and when the
-#: token it was admitted with expires (``None``: a public center).
-Serve = Callable[[server.Request, Hub, "float | None"], Any]
+#: Serves an admitted request for its hubs (one per center of the URL): the
+#: request, the hubs, and when the token it was admitted with expires
+#: (``None``: public centers only).
+Serve = Callable[[server.Request, Sequence[Hub], "float | None"], Any]
+
+#: At most this many centers on one connection (README.rst: Many centers on one connection).
+MAX_CENTERS = 32
+#: Lookups of a subscription's hubs before giving up on centers that keep
+#: being dropped while the others are looked up.
+LOOKUPS = 3
 
 
 def _no_center(center: str) -> NotFound:
@@ -164,7 +200,8 @@ class PublicApp(resource.Resource):
 
 
 class Subscriptions(_Leaf):
-    """``/sub/{publisher}/{center}`` (every transport) and ``.../last``."""
+    """``/sub/{publisher}/{center}`` and ``/sub/{publisher}/{c1},{c2},…``
+    (every transport), and ``.../last``."""
 
     methods = (b"GET", b"HEAD", b"OPTIONS")
 
@@ -206,7 +243,7 @@ class Subscriptions(_Leaf):
         if len(parts) != 2 and not last:
             raise NotFound("no such path", code="no_such_path")
         try:
-            publisher, center = parts[0].decode("utf-8"), parts[1].decode("utf-8")
+            publisher, segment = parts[0].decode("utf-8"), parts[1].decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("the URL path is not UTF-8 text", code="invalid_url") from None
         self._cors(request)
@@ -214,43 +251,69 @@ class Subscriptions(_Leaf):
             request.setHeader(b"access-control-allow-methods", b"GET, HEAD, OPTIONS")
             request.setResponseCode(204)
             return b""
+        names = _centers(segment)
+        count = len(names)
         if last:
+            if count > 1:
+                raise BadRequest("/last is the latest message of one center", code="bad_center_list")
             serve: Serve = self._last
         elif (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
-            serve = self._websocket_checked(request)
+            serve = self._websocket_checked(request, count)
         elif b"text/event-stream" in (request.getHeader(b"accept") or b""):
-            serve = self._event_stream
+            serve = self._event_stream_checked(request, count)
         else:
-            serve = self._longpoll_checked(request)
+            serve = self._longpoll_checked(request, count)
         if self.root.closing:
             raise Unavailable("the server is shutting down", code="shutting_down")
-        hub = self.registry.loaded(publisher, center)
-        if hub is not None and not hub.center.private:
-            return self._finish(request, self._admitted(request, hub, serve, last, None))
-        return self._finish(request, Deferred.fromCoroutine(self._find(request, publisher, center, serve, last)))
+        if count == 1:
+            hub = self.registry.loaded(publisher, segment)
+            if hub is not None and not hub.center.private:
+                return self._finish(request, self._admitted(request, (hub,), serve, last, None))
+        else:
+            hubs = [self.registry.loaded(publisher, name) for name in names]
+            if all(hub is not None and not hub.center.private for hub in hubs):
+                return self._finish(request, self._admitted(request, hubs, serve, last, None))  # type: ignore[arg-type]  # none is None
+        return self._finish(request, Deferred.fromCoroutine(self._find(request, publisher, names, serve, last)))
 
-    async def _find(self, request: server.Request, publisher: str, center: str, serve: Serve, last: bool) -> Any:
+    async def _find(self, request: server.Request, publisher: str, names: tuple[str, ...], serve: Serve,
+                    last: bool) -> Any:
         """The asynchronous way: a center not live here yet, or a private one."""
-        if not PUBLISHER_NAME.match(publisher) or not CENTER_NAME.match(center):
-            raise _no_center(center)
-        hub = await self.registry.hub(publisher, center)
-        expires = None
-        if hub.center.private:
-            owner = await self.registry.publisher(publisher)
-            if owner is None:
-                raise _no_center(center)
-            expires = check_subscriber_token(_arg(request, b"token"), owner, center, self.clock.seconds())
-        result = self._admitted(request, hub, serve, last, expires)
+        if not PUBLISHER_NAME.match(publisher):
+            raise _no_center(names[0])
+        for name in names:
+            if not CENTER_NAME.match(name):
+                raise _no_center(name)
+        for _ in range(LOOKUPS):
+            hubs = [await self.registry.hub(publisher, name) for name in names]
+            private = [hub.center.name for hub in hubs if hub.center.private]
+            expires = None
+            if private:
+                owner = await self.registry.publisher(publisher)
+                if owner is None:
+                    raise _no_center(private[0])
+                token, now = _arg(request, b"token"), self.clock.seconds()
+                expires = min(check_subscriber_token(token, owner, name, now) for name in private)
+            # A hub dropped while others were looked up (a center deleted, a
+            # node catching up) is looked up again: never attach to one gone.
+            if all(self.registry.loaded(publisher, hub.center.name) is hub for hub in hubs):
+                break
+        else:
+            raise Unavailable("the centers keep changing; try again", code="store_unavailable")
+        result = self._admitted(request, hubs, serve, last, expires)
         if isinstance(result, Deferred):
             return await result
         return result
 
-    def _admitted(self, request: server.Request, hub: Hub, serve: Serve, last: bool, expires: float | None) -> Any:
+    def _admitted(self, request: server.Request, hubs: Sequence[Hub], serve: Serve, last: bool,
+                  expires: float | None) -> Any:
         limit = self.config.subscribers.max_per_center
-        if not last and limit and len(hub.subscribers) >= limit:
-            request.setHeader(b"retry-after", b"10")
-            raise Unavailable(f"this center has its {limit} subscribers already", code="center_full")
-        return serve(request, hub, expires)
+        if not last and limit:
+            for hub in hubs:
+                if len(hub.subscribers) >= limit:
+                    request.setHeader(b"retry-after", b"10")
+                    raise Unavailable(f"center {hub.center.name!r} has its {limit} subscribers already",
+                                      code="center_full")
+        return serve(request, hubs, expires)
 
     @staticmethod
     def _finish(request: server.Request, result: Any) -> Any:
@@ -259,40 +322,58 @@ class Subscriptions(_Leaf):
 
     # transports
 
-    def _websocket_checked(self, request: IRequest) -> Serve:
-        fmt = _arg(request, b"format") or "raw"
-        if fmt not in websocket.FORMATS:
+    def _websocket_checked(self, request: IRequest, count: int) -> Serve:
+        fmt = _arg(request, b"format")
+        if fmt is not None and fmt not in websocket.FORMATS:
             raise BadRequest("format must be raw or json", code="invalid_format")
+        if count > 1:
+            if fmt == "raw":
+                raise BadRequest("several centers are told apart by the envelope: format=json",
+                                 code="raw_needs_one_center")
+            fmt = "json"
+        fmt = fmt or "raw"
         if not self._origin_allowed(request.getHeader(b"origin")):
             raise Forbidden("this origin may not subscribe", code="origin_not_allowed")
-        since = _cursor(_arg(request, b"since"))
+        cursors = _cursors(_arg(request, b"since"), count)
 
-        def serve(request: server.Request, hub: Hub, expires: float | None) -> Any:
+        def serve(request: server.Request, hubs: Sequence[Hub], expires: float | None) -> Any:
             request.channel.setTimeout(None)  # the connection is the subscriber's now
-            return websocket.upgrade(self.websockets, hub, fmt, since, expires).render(request)
+            return websocket.upgrade(self.websockets, hubs, fmt, cursors, expires).render(request)
 
         return serve
 
-    def _event_stream(self, request: server.Request, hub: Hub, expires: float | None) -> Deferred[bytes]:
+    def _event_stream_checked(self, request: IRequest, count: int) -> Serve:
         # A browser reconnecting by itself sends the last id it saw in
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
-        since = _cursor(last_event_id.decode("latin-1") if last_event_id else _arg(request, b"since"))
-        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-cache")
-        request.setHeader(b"x-accel-buffering", b"no")
-        request.channel.setTimeout(None)
-        stream = sse.EventStream(request, self.config.subscribers.send_buffer_bytes, self.registry.dropped)
-        stream.attach(hub, since, expires, self.root.deadlines)
-        return stream.done
+        cursors = _cursors(last_event_id.decode("latin-1") if last_event_id else _arg(request, b"since"), count)
 
-    def _longpoll_checked(self, request: IRequest) -> Serve:
+        def serve(request: server.Request, hubs: Sequence[Hub], expires: float | None) -> Deferred[bytes]:
+            request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-cache")
+            request.setHeader(b"x-accel-buffering", b"no")
+            request.channel.setTimeout(None)
+            if len(hubs) == 1:
+                stream = sse.EventStream(request, self.config.subscribers.send_buffer_bytes, self.registry.dropped)
+                stream.attach(hubs[0], cursors[0], expires, self.root.deadlines)
+            else:
+                stream = sse.MultiEventStream(request, self.config.subscribers.send_buffer_bytes,
+                                              self.registry.dropped)
+                stream.attach_many(hubs, cursors, expires, self.root.deadlines)
+            return stream.done
+
+        return serve
+
+    def _longpoll_checked(self, request: IRequest, count: int) -> Serve:
         callback = _callback(request)
-        since = _cursor(_arg(request, b"since"))
+        cursors = _cursors(_arg(request, b"since"), count)
         timeout = self._timeout(request)
 
-        def serve(request: server.Request, hub: Hub, expires: float | None) -> Any:
+        def serve(request: server.Request, hubs: Sequence[Hub], expires: float | None) -> Any:
             request.setHeader(b"cache-control", b"no-store")
+            if len(hubs) > 1:
+                return self._longpoll_many(request, hubs, cursors, timeout, callback)
+            hub, since = hubs[0], cursors[0]
             # Clients polling again after the same message ask the same:
             # answered once, kept by what the answer holds, never by the
             # cursor's text (at most one answer per retained message).
@@ -307,16 +388,39 @@ class Subscriptions(_Leaf):
                     payload = longpoll.body([], since, True)
                 else:
                     waiting = longpoll.LongPoll(hub, since, timeout, self.clock).answer
-                    return waiting.addCallback(lambda payload: self._longpoll_answer(request, hub, payload, callback))
-            return self._longpoll_answer(request, hub, payload, callback)
+                    return waiting.addCallback(
+                        lambda payload: self._longpoll_answer(request, hub.position, payload, callback))
+            return self._longpoll_answer(request, hub.position, payload, callback)
 
         return serve
 
+    def _longpoll_many(self, request: IRequest, hubs: Sequence[Hub], cursors: tuple[str | None, ...],
+                       timeout: float, callback: str | None) -> Any:
+        """A long-poll on several centers: what any of them has after its
+        entry of the compound cursor, else the first live messages of any."""
+        points = [hub.resume_point(cursor) for hub, cursor in zip(hubs, cursors, strict=True)]
+        positions = [hub.start_position(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)]
+        lost = [hub.center.name for hub, (_, _, recovered) in zip(hubs, points, strict=True) if not recovered]
+        if lost or any(start < end for start, end, _ in points):
+            # Not kept for others: the answer depends on every entry.
+            backlog = interleave([hub.retained(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)])
+            items = longpoll.backlog_answer(backlog, self.config.subscribers.send_buffer_bytes)
+            index = {hub.center.name: i for i, hub in enumerate(hubs)}
+            cursor = ",".join(longpoll.advanced(positions, index, items))
+            payload = longpoll.body(items, cursor, not lost, lost)
+        elif timeout == 0:
+            cursor = ",".join(positions)
+            payload = longpoll.body([], cursor, True, [])
+        else:
+            waiting = longpoll.MultiLongPoll(hubs, positions, timeout, self.clock).answer
+            return waiting.addCallback(lambda answer: self._longpoll_answer(request, answer[1], answer[0], callback))
+        return self._longpoll_answer(request, cursor, payload, callback)
+
     @staticmethod
-    def _longpoll_answer(request: IRequest, hub: Hub, payload: bytes, callback: str | None) -> bytes:
+    def _longpoll_answer(request: IRequest, cursor: str, payload: bytes, callback: str | None) -> bytes:
         # Where to go on from, even when the body's last_id is null (a
         # timeout without since): nothing published after this answer is lost.
-        request.setHeader(b"notifier-cursor", hub.position.encode())
+        request.setHeader(b"notifier-cursor", cursor.encode())
         if callback is not None:
             return _jsonp(request, callback, payload)
         request.setHeader(b"content-type", b"application/json")
@@ -340,7 +444,8 @@ class Subscriptions(_Leaf):
             raise BadRequest(f"timeout must be 0 to {MAX_LONGPOLL_TIMEOUT} seconds", code="invalid_timeout")
         return timeout
 
-    def _last(self, request: IRequest, hub: Hub, expires: float | None) -> bytes:
+    def _last(self, request: IRequest, hubs: Sequence[Hub], expires: float | None) -> bytes:
+        hub = hubs[0]
         callback = _callback(request)
         request.setHeader(b"cache-control", b"no-store")
         text = hub.latest.data if hub.latest is not None else None

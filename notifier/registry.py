@@ -397,6 +397,7 @@ class HubRegistry:
         return iter(tuple(self._hubs.values()))
 
     def subscribers(self) -> Iterator[Subscriber]:
-        for hub in self.hubs():
-            yield from tuple(hub.subscribers)
+        """Every subscriber of this node, once (a multiplexed one is a
+        subscriber of each of its hubs)."""
+        return iter(dict.fromkeys(subscriber for hub in self.hubs() for subscriber in tuple(hub.subscribers)))
 

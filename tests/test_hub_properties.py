@@ -136,7 +136,7 @@ def _run(hub: Hub, ops: list[tuple[str, int]], settle: Callable[[], None],
                 first_index[n] = int(hub.position.rsplit("-", 1)[1])
             cursor = client.received[-1] if client.received else start_cursor[n]
             client.connection = Connection(client)
-            backlog, recovered = hub.attach(client.connection, cursor)
+            backlog, recovered, _ = hub.attach(client.connection, cursor)
             since = published.index(cursor) + 1 if cursor in published else first_index[n]
             # What is on its way to every subscriber is not missed: it comes live.
             on_its_way = int(hub.position.rsplit("-", 1)[1])

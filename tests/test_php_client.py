@@ -35,7 +35,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tests.support import Daemon, sleep, start_daemon, websocket
+from tests.support import Daemon, call, sleep, start_daemon, websocket
 
 pytestmark = pytest.mark.php
 
@@ -557,15 +557,20 @@ async def test_the_drupal_example_publishes_saved_nodes_after_the_response(php):
     inbox = await php.result("getCenter", "user.7")
     assert inbox["private"] is True
     browser = printed["browser"]
-    assert browser["url"] == daemon.public and browser["publisher"] == "site"
-    assert browser["centers"][0] == {"name": "content"}
-    assert browser["centers"][1]["name"] == "user.7"
-    # A cursor from no epoch of this center: everything retained, recovered false.
-    status, body = await longpoll(daemon, "user.7", since="0-0", token=browser["centers"][1]["token"])
+    assert browser["url"] == f"{daemon.public}/sub/site/content,user.7"
+    assert browser["centers"] == ["content", "user.7"]
+    # The page's one connection: a cursor from no epoch of either center
+    # gets everything retained of both, recovered false.
+    status, body = await call("GET", f"{browser['url']}?timeout=0&since=0-0,0-0&token={browser['token']}")
     assert status == 200, body
-    assert body["recovered"] is False
-    assert [json.loads(m["data"])["id"] for m in body["messages"]] == [1, 2]
-    assert body["messages"][-1]["id"] == inbox["last_id"]
+    assert body["recovered"] is False and body["lost"] == ["content", "user.7"]
+    mine = [m for m in body["messages"] if m["center"] == "user.7"]
+    assert [json.loads(m["data"])["id"] for m in mine] == [1, 2]
+    assert mine[-1]["id"] == inbox["last_id"]
+    assert [json.loads(m["data"])["id"] for m in body["messages"] if m["center"] == "content"] == [1]
+    # Without the token, the private center keeps the whole URL shut.
+    status, body = await call("GET", f"{browser['url']}?timeout=0")
+    assert status == 401, body
 
 
 @pytest_twisted.ensureDeferred
@@ -586,7 +591,7 @@ async def test_the_drupal_example_with_auto_create_makes_user_centers_private(ph
         assert inbox["private"] is True
         status, body = await longpoll(daemon, "user.7", since="0-0")
         assert (status, body["error"]) == (401, "token_required")
-        token = printed["browser"]["centers"][1]["token"]
+        token = printed["browser"]["token"]
         status, body = await longpoll(daemon, "user.7", since="0-0", token=token)
         assert status == 200, body
         assert [json.loads(m["data"])["id"] for m in body["messages"]] == [1, 2]

@@ -571,6 +571,54 @@ async def test_a_node_cut_off_from_redis_catches_up_when_it_is_back(nodes, redis
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_multiplexed_subscriber_gets_every_node_s_messages_and_each_center_catches_up(nodes, redis):
+    relay = Relay(redis.port)
+    await relay.start()
+    try:
+        a = await nodes()
+        b = await nodes(f"redis://127.0.0.1:{relay.port_number}/0")
+        auth = await setup_site(a)
+        await make_center(a, auth, "user.17")
+        path = f"/sub/{PUBLISHER}/{CENTER},user.17"
+        ws = await websocket(f"{b.ws}{path}", b.public_port)
+        opening = json.loads(await ws.next())
+        assert opening["recovered"] is True and len(opening["cursor"].split(",")) == 2
+        es = await event_source(b.public_port, path)
+        await es.next()  # the starting point
+        await es.next()  # recovery
+        await subscribers(b, 2, "user.17")
+
+        def expect(sent: list[tuple[str, str]], got: list[dict[str, Any]]) -> None:
+            assert [(g["id"], g["center"]) for g in got] == sent
+
+        sent = [(await published(a, auth, f"{center} live", center), center) for center in (CENTER, "user.17")]
+        expect(sent, await frames(ws, 2))
+        expect(sent, [json.loads((await es.next())["data"]) for _ in sent])
+
+        await relay.cut()
+        meanwhile = [(await published(a, auth, f"{center} {i}", center), center)
+                     for i in range(3) for center in ("user.17", CENTER)]
+        await relay.restore()
+        # Each center caught up on its own: in order, once, nothing missed.
+        got = await frames(ws, len(meanwhile), timeout=10)
+        for center in (CENTER, "user.17"):
+            assert [g["id"] for g in got if g["center"] == center] == [i for i, c in meanwhile if c == center]
+        events = [json.loads((await es.next(10))["data"]) for _ in meanwhile]
+        assert sorted((e["id"], e["center"]) for e in events) == sorted(meanwhile)
+        # The long-poll's compound cursor from node A resumes on node B.
+        status, body = await call("GET", f"{a.public}{path}?timeout=0")
+        cursor = body["last_id"]
+        more = await published(a, auth, "more", "user.17")
+        status, body = await call("GET", f"{b.public}{path}?timeout=5&since={cursor}")
+        assert status == 200 and [m["id"] for m in body["messages"]] == [more], body
+        assert body["recovered"] is True and body["lost"] == []
+        assert (await frames(ws, 1))[0]["id"] == more
+        es.close()
+    finally:
+        await relay.cut()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_node_that_missed_more_than_redis_retains_sends_its_subscribers_back(nodes, redis):
     relay = Relay(redis.port)
     await relay.start()

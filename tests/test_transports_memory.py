@@ -60,7 +60,7 @@ async def _open(hub: Hub, fmt: str = "json", cursor: str | None = None, expires:
     def server() -> WebSocketSubscriber:
         subscriber = FORMATS[fmt]()
         subscriber.factory = factory
-        subscriber.start = (hub, cursor, expires)
+        subscriber.start = ((hub,), (cursor,), expires)
         made.append(subscriber)
         return subscriber
 

@@ -1,8 +1,10 @@
-"""Long-poll subscribers: one request held until a message or the timeout."""
+"""Long-poll subscribers: one request held until a message or the timeout,
+on one center or on several (README.rst: Many centers on one connection)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -19,13 +21,15 @@ def envelope_bytes(message: Message) -> bytes:
     return envelope_json(message).encode()
 
 
-def body(items: list[Prepared], last_id: str | None, recovered: bool) -> bytes:
-    """``{"messages": [...], "last_id", "recovered"}``, each message's
-    envelope encoded once for every answer it is in."""
+def body(items: list[Prepared], last_id: str | None, recovered: bool, lost: list[str] | None = None) -> bytes:
+    """``{"messages": [...], "last_id", "recovered"}`` (and ``"lost"``, the
+    centers a multiplexed poll could not resume), each message's envelope
+    encoded once for every answer it is in."""
     return b"".join((
         b'{"messages": [', b", ".join([prepared.form(envelope_bytes) for prepared in items]),
         b'], "last_id": ', json.dumps(last_id).encode(),
-        b', "recovered": ', b"true" if recovered else b"false", b"}",
+        b', "recovered": ', b"true" if recovered else b"false",
+        b"" if lost is None else b', "lost": ' + json.dumps(lost).encode(), b"}",
     ))
 
 
@@ -82,3 +86,65 @@ class LongPoll:
             self._respond(NotFound("the center was deleted", code="center_deleted"))
         else:
             self._respond(body([], self.cursor, True))
+
+
+def advanced(positions: Sequence[str], index: dict[str, int], items: list[Prepared]) -> list[str]:
+    """A multiplexed poll's *positions* after *items*: each center's entry
+    moved to the last of its messages."""
+    after = list(positions)
+    for prepared in items:
+        message = prepared.message
+        after[index[message.center]] = message.id
+    return after
+
+
+class MultiLongPoll:
+    """A waiting long-poll on several hubs, subscribed to each until one of
+    them has messages for it; answered with the body and the compound
+    cursor after it."""
+
+    transport_name = "longpoll"
+    __slots__ = ("hubs", "positions", "index", "answer", "_timer")
+
+    def __init__(self, hubs: Sequence[Hub], positions: list[str], timeout: float, clock: IReactorTime) -> None:
+        self.hubs = tuple(hubs)
+        self.positions = tuple(positions)
+        self.index = {hub.center.name: i for i, hub in enumerate(hubs)}
+        self.answer: Deferred[tuple[bytes, str]] = Deferred(lambda _: self._leave())
+        self._timer: IDelayedCall | None = clock.callLater(timeout, self._expire)
+        for hub in hubs:
+            hub.subscribe(self)
+
+    def _leave(self) -> None:
+        for hub in self.hubs:
+            hub.unsubscribe(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _respond(self, result: tuple[bytes, str] | Exception) -> None:
+        self._leave()
+        if not self.answer.called:
+            self.answer.errback(result) if isinstance(result, Exception) else self.answer.callback(result)
+
+    def _unchanged(self) -> tuple[bytes, str]:
+        cursor = ",".join(self.positions)
+        return body([], cursor, True, []), cursor
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._respond(self._unchanged())
+
+    def deliver(self, batch: Batch) -> None:
+        # The polls waiting with the same cursor share their answer.
+        self._respond(batch.form(self._live, (self.hubs, self.positions)))
+
+    def _live(self, batch: Batch) -> tuple[bytes, str]:
+        cursor = ",".join(advanced(self.positions, self.index, batch.items))
+        return body(batch.items, cursor, True, []), cursor
+
+    def close(self, reason: str) -> None:
+        if reason == "deleted":
+            self._respond(NotFound("the center was deleted", code="center_deleted"))
+        else:
+            self._respond(self._unchanged())

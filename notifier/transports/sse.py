@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITCPTransport
 from twisted.web.server import Request
 
-from notifier.hub import Hub
+from notifier.envelope import envelope_json
+from notifier.hub import Batch, Hub, Prepared
 from notifier.model import Message
 from notifier.transports.streaming import StreamingSubscriber
 
@@ -31,6 +32,29 @@ def recovery(recovered: bool) -> bytes:
     return b"event: recovery\ndata: " + json.dumps({"recovered": recovered}).encode() + b"\n\n"
 
 
+def envelope_event(message: Message) -> bytes:
+    """A multiplexed ``message`` event after its ``id:`` line (which is each
+    subscriber's own): the envelope as one line of JSON, encoded once."""
+    return b"\nevent: message\ndata: " + envelope_json(message).encode() + b"\n\n"
+
+
+def _id_bytes(message: Message) -> bytes:
+    return message.id.encode()
+
+
+def _events(batch: Batch, at: tuple[tuple[bytes, ...] | None, int]) -> tuple[tuple[bytes, ...], bytes]:
+    """A multiplexed stream's events for *batch* (one center's messages),
+    from the cursor and the center's place in it *at*: the cursor after
+    them, and the events, each ``id:`` the compound cursor after it."""
+    cursor, slot = at
+    assert cursor is not None
+    events: list[bytes] = []
+    for prepared in batch.items:
+        cursor = (*cursor[:slot], prepared.form(_id_bytes), *cursor[slot + 1:])
+        events += (b"id: ", b",".join(cursor), prepared.form(envelope_event))
+    return cursor, b"".join(events)
+
+
 class EventStream(StreamingSubscriber):
     """A subscriber whose messages are written to a streaming response; the
     streaming producer of that response (notifier.transports.pacing)."""
@@ -46,6 +70,9 @@ class EventStream(StreamingSubscriber):
         # when the client goes away.
         self.done: Deferred[bytes] = Deferred(lambda _: self._leave())
         request.registerProducer(self, True)
+
+    def _announce_many(self, positions: list[str], lost: list[str]) -> None:
+        raise TypeError("a stream of several centers is a MultiEventStream")
 
     def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
         head = [f"retry: {RETRY_MS}\n".encode()]
@@ -78,3 +105,31 @@ class EventStream(StreamingSubscriber):
         # Nothing more can reach a client this far behind: cut the connection.
         # (A TCP transport; Twisted types a channel's only as an ITransport.)
         cast(ITCPTransport, self.request.channel.transport).abortConnection()
+
+
+class MultiEventStream(EventStream):
+    """A stream of several centers: each event's ``data:`` is the envelope,
+    its ``id:`` the compound cursor after it (README.rst: Many centers on one
+    connection), so that the browser's own reconnection resumes every
+    center. Streams at the same cursor share what a batch makes of it."""
+
+    #: The position of each center, in the order of the URL (set by the announcement).
+    _cursor: tuple[bytes, ...] | None = None
+    _index: dict[str, int]
+
+    def _announce_many(self, positions: list[str], lost: list[str]) -> None:
+        self._cursor = tuple(position.encode() for position in positions)
+        self._index = {hub.center.name: i for i, hub in enumerate(self.hubs)}
+        self._pace(b"".join((
+            f"retry: {RETRY_MS}\nid: {','.join(positions)}\n\n".encode(),
+            b"event: recovery\ndata: ", json.dumps({"recovered": not lost, "lost": lost}).encode(), b"\n\n",
+        )))
+
+    def _replayed(self, backlog: list[Prepared]) -> Iterable[bytes]:
+        for prepared in backlog:
+            self._cursor, events = _events(Batch([prepared]), (self._cursor, self._index[prepared.message.center]))
+            yield events
+
+    def deliver(self, batch: Batch) -> None:
+        self._cursor, events = batch.shared((self._cursor, self._index[batch.items[0].message.center]), _events)
+        self._pace(events)

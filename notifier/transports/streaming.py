@@ -1,8 +1,10 @@
 """What every streaming subscriber does, whatever its frames.
 
 A streaming subscriber (WebSocket, Server-Sent Events) holds one connection
-and is attached to one or more hubs. It owns the attachment (backlog and
-live messages meeting with no gap), the announcement of where it starts,
+and is attached to one hub, or to several (a multiplexed subscription,
+README.rst: Many centers on one connection). It owns the attachment
+(backlog and live messages meeting with no gap), the announcement of where
+it starts,
 the replayed backlog under backpressure, leaving its hubs, the end of its
 token, and the drop of a client too slow or stuck. A transport supplies
 only its frames and how it cuts a connection.
@@ -11,10 +13,10 @@ only its frames and how it cuts a connection.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from notifier.deadlines import TokenDeadlines
-from notifier.hub import Batch, Hub
+from notifier.hub import Batch, Hub, Prepared, interleave
 from notifier.model import Message
 from notifier.transports.pacing import Paced
 
@@ -40,6 +42,11 @@ class StreamingSubscriber(Paced):
         follows."""
 
     @abstractmethod
+    def _announce_many(self, positions: list[str], lost: list[str]) -> None:
+        """Send what opens a multiplexed subscription: its starting point
+        (*positions*, one per center) and the centers it could not resume."""
+
+    @abstractmethod
     def close(self, reason: str) -> None:
         """End the subscription (Subscriber.close)."""
 
@@ -57,13 +64,31 @@ class StreamingSubscriber(Paced):
                deadlines: TokenDeadlines | None = None) -> None:
         """Follow *hub* from *cursor*: the announcement, the backlog, then
         live messages; until *expires* (a private center's token), if given."""
-        backlog, recovered = hub.attach(self, cursor)
+        backlog, recovered, _ = hub.attach(self, cursor)
         self.hubs = (*self.hubs, hub)
         if expires is not None and deadlines is not None:
             deadlines.add(expires, hub, self)
         self._announce(cursor, recovered, bool(backlog))
         encode = self.encode
         self._send_backlog(prepared.form(encode) for prepared in backlog)
+
+    def attach_many(self, hubs: Sequence[Hub], cursors: Sequence[str | None], expires: float | None = None,
+                    deadlines: TokenDeadlines | None = None) -> None:
+        """Follow several hubs from their *cursors* (``None``: live only) on
+        one connection: the starting point, the backlogs interleaved in
+        publish order, then live messages as each hub sends them."""
+        openings = [hub.attach(self, cursor) for hub, cursor in zip(hubs, cursors, strict=True)]
+        self.hubs = tuple(hubs)
+        if expires is not None and deadlines is not None:
+            deadlines.add(expires, hubs[0], self)  # it leaves every hub at once
+        lost = [hub.center.name for hub, opening in zip(hubs, openings, strict=True) if not opening.recovered]
+        self._announce_many([opening.position for opening in openings], lost)
+        self._send_backlog(self._replayed(interleave([opening.backlog for opening in openings])))
+
+    def _replayed(self, backlog: list[Prepared]) -> Iterable[bytes]:
+        """A multiplexed backlog as frames (what ``deliver`` would send)."""
+        encode = self.encode
+        return (prepared.form(encode) for prepared in backlog)
 
     def deliver(self, batch: Batch) -> None:
         self._pace(batch.joined(self.encode))
@@ -78,8 +103,8 @@ class StreamingSubscriber(Paced):
     def _drop_slow(self) -> None:
         hubs = self.hubs
         self._leave()
-        for hub in hubs:
-            self.dropped(hub)
+        if hubs:
+            self.dropped(hubs[0])  # one subscriber, however many centers
         self._cut_slow()
 
     def heartbeat(self) -> None:

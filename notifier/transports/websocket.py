@@ -1,14 +1,14 @@
 """WebSocket subscribers (Autobahn), server to client only.
 
-The public app validates the request and resolves the hub first; only then
-is the connection handed to Autobahn, bound to that hub.
+The public app validates the request and resolves the hubs first; only then
+is the connection handed to Autobahn, bound to them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -69,8 +69,8 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
     encode = staticmethod(raw_frame)
     #: Whether a first ``{"recovered": ...}`` frame fits the format.
     tells_recovery = False
-    #: Where it goes once open: the hub, the cursor, and when its token expires.
-    start: tuple[Hub, str | None, float | None] | None = None
+    #: Where it goes once open: the hubs, a cursor for each, and when its token expires.
+    start: tuple[Sequence[Hub], Sequence[str | None], float | None] | None = None
     #: The payload of the ping not answered yet; only its pong counts.
     _ping: bytes | None = None
 
@@ -90,12 +90,19 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
         # The connection was HTTP's: from now on it pauses and resumes us.
         self.unregisterProducer()
         self.registerProducer(self, True)
-        hub, cursor, expires = self.start
-        self.attach(hub, cursor, expires, self.factory.deadlines)
+        hubs, cursors, expires = self.start
+        if len(hubs) == 1:
+            self.attach(hubs[0], cursors[0], expires, self.factory.deadlines)
+        else:
+            self.attach_many(hubs, cursors, expires, self.factory.deadlines)
 
     def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
         if cursor is not None and self.tells_recovery:
             self._pace(RECOVERY[recovered])
+
+    def _announce_many(self, positions: list[str], lost: list[str]) -> None:
+        opening = {"cursor": ",".join(positions), "recovered": not lost, "lost": lost}
+        self._pace(_frame(json.dumps(opening).encode()))
 
     # Client frames carry nothing for us: their data is dropped as it comes,
     # never gathered into messages (their frames are capped in size).
@@ -187,22 +194,24 @@ def websocket_factory(send_buffer_bytes: int, dropped: Callable[[Hub], None],
 
 
 class _BoundFactory:
-    """Builds one protocol of *cls*, bound to *hub*, for Autobahn's resource."""
+    """Builds one protocol of *cls*, bound to *hubs*, for Autobahn's resource."""
 
     def __init__(self, factory: NotifierFactory, cls: type[WebSocketSubscriber],
-                 hub: Hub, cursor: str | None, expires: float | None) -> None:
-        self.factory, self.cls, self.hub, self.cursor, self.expires = factory, cls, hub, cursor, expires
+                 hubs: Sequence[Hub], cursors: Sequence[str | None], expires: float | None) -> None:
+        self.factory, self.cls = factory, cls
+        self.start = (hubs, cursors, expires)
 
     def buildProtocol(self, addr: Any) -> WebSocketSubscriber:
         protocol = self.cls()
         protocol.factory = self.factory
-        protocol.start = (self.hub, self.cursor, self.expires)
+        protocol.start = self.start
         return protocol
 
 
-def upgrade(factory: NotifierFactory, hub: Hub, fmt: str, cursor: str | None,
+def upgrade(factory: NotifierFactory, hubs: Sequence[Hub], fmt: str, cursors: Sequence[str | None],
             expires: float | None = None) -> WebSocketResource:
-    """The resource that hands the request's connection to a subscriber of *hub*,
-    resuming after *cursor* (``None``: live messages only), until *expires*
-    (a private center's token) if given."""
-    return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hub, cursor, expires))
+    """The resource that hands the request's connection to a subscriber of
+    *hubs*, resuming each after its cursor (``None``: live messages only),
+    until *expires* (a private center's token) if given. Several hubs need
+    the ``json`` format."""
+    return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hubs, cursors, expires))

@@ -149,22 +149,28 @@ final class NotifierPublisher implements DestructableInterface {
   /**
    * What notifier.js needs, for drupalSettings.notifier; NULL if unconfigured.
    *
-   * No request to the daemon: the token is signed here, with the secret.
+   * The page follows all of its centers on one connection: the public
+   * "content" center and, for a signed-in user, their private center, in
+   * one URL (/sub/{publisher}/content,user.{uid}) with one token granting
+   * the private one. No request to the daemon: the token is signed here,
+   * with the secret.
    */
   public function browserSettings(AccountInterface $account): ?array {
     $config = $this->config();
     if ($config === NULL || empty($config['public_url'])) {
       return NULL;
     }
-    $centers = [['name' => 'content']];
+    $centers = ['content'];
+    $token = NULL;
     if ($account->isAuthenticated()) {
-      $name = 'user.' . $account->id();
-      $centers[] = ['name' => $name, 'token' => SubscriberToken::create($config['secret'], $name, self::TOKEN_TTL)];
+      $centers[] = $name = 'user.' . $account->id();
+      $token = SubscriberToken::create($config['secret'], $name, self::TOKEN_TTL);
     }
     return [
-      'url' => rtrim($config['public_url'], '/'),
-      'publisher' => $config['publisher'],
+      'url' => rtrim($config['public_url'], '/') . '/sub/' . rawurlencode($config['publisher']) . '/'
+        . implode(',', array_map('rawurlencode', $centers)),
       'centers' => $centers,
+      'token' => $token,
     ];
   }
 
