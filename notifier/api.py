@@ -22,11 +22,12 @@ from notifier.auth import (
     publisher_credentials_from,
 )
 from notifier.config import Config
-from notifier.errors import BadRequest, NotifierError, TooLarge, Unauthorized, UnsupportedMediaType
+from notifier.errors import BadRequest, NotFound, NotifierError, TooLarge, Unauthorized, UnsupportedMediaType
 from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
 from notifier.registry import HubRegistry
+from notifier.webhooks import webhook_json, webhook_of
 
 TEXT_TYPES = (b"application/json", b"application/xml")
 MAX_JSON_BODY = 64 * 1024  # request bodies other than messages
@@ -84,9 +85,9 @@ def _json_object(data: bytes, *, required: bool, limit: int = MAX_JSON_BODY) -> 
 def _center_options(body: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key, value in body.items():
-        if key == "private":
+        if key in ("private", "presence"):
             if not isinstance(value, bool):
-                raise BadRequest("private must be true or false", code="invalid_center_options")
+                raise BadRequest(f"{key} must be true or false", code="invalid_center_options")
         elif key in ("history", "ttl"):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100_000_000:
                 raise BadRequest(f"{key} must be a non-negative integer", code="invalid_center_options")
@@ -185,18 +186,26 @@ class ApiApp:
     def _admin(self, request: IRequest) -> None:
         check_admin(request, self.config.api.admin_token)
 
-    def _center(self, center: Center) -> dict[str, Any]:
+    async def _center(self, center: Center) -> dict[str, Any]:
         hub = self.registry.loaded(center.publisher, center.name)
-        return {
+        described = {
             "name": center.name,
             "path": center.path,
             "private": center.private,
+            "presence": center.presence,
             "history": self.config.centers.history if center.history is None else center.history,
             "ttl": self.config.centers.idle_ttl if center.ttl is None else center.ttl,
             "subscribers": len(hub.subscribers) if hub is not None else 0,
             "last_id": hub.last_id if hub is not None else None,
             "created": center.created,
         }
+        if center.presence:
+            described["members"] = len(await self._members(center))
+        return described
+
+    async def _members(self, center: Center) -> list[tuple[str, Any]]:
+        presence = self.registry.presence
+        return [] if presence is None else await presence.members(center.path)
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
@@ -208,20 +217,52 @@ class ApiApp:
     async def list_centers(self, request: IRequest) -> bytes:
         publisher, _ = await self._publisher(request)
         centers = await self.registry.list_centers(publisher)
-        return json_answer(request, {"centers": [self._center(c) for c in centers]})
+        return json_answer(request, {"centers": [await self._center(c) for c in centers]})
 
     @app.route("/api/v1/centers/<center>", methods=["PUT"])
     async def create_center(self, request: IRequest, center: str) -> bytes:
         publisher, body = await self._publisher(request)
         options = _center_options(_json_object(body, required=False))
         created_center, created = await self.registry.create_center(publisher, center, **options)
-        return json_answer(request, self._center(created_center), 201 if created else 200)
+        return json_answer(request, await self._center(created_center), 201 if created else 200)
 
     @app.route("/api/v1/centers/<center>", methods=["GET"])
     async def get_center(self, request: IRequest, center: str) -> bytes:
         publisher, _ = await self._publisher(request)
         hub = await self.registry.hub(publisher, center)
-        return json_answer(request, self._center(hub.center))
+        return json_answer(request, await self._center(hub.center))
+
+    @app.route("/api/v1/centers/<center>/presence", methods=["GET"])
+    async def presence(self, request: IRequest, center: str) -> bytes:
+        publisher, _ = await self._publisher(request)
+        hub = await self.registry.hub(publisher, center)
+        if not hub.center.presence:
+            raise BadRequest(f"center {center!r} does not track presence", code="no_presence")
+        members = await self._members(hub.center)
+        return json_answer(request, {"count": len(members),
+                                     "members": [{"uid": uid, "info": info} for uid, info in members]})
+
+    @app.route("/api/v1/webhook", methods=["PUT"])
+    async def set_webhook(self, request: IRequest) -> bytes:
+        publisher, body = await self._publisher(request)
+        webhook = webhook_of(_json_object(body, required=True))
+        await self.registry.set_webhook(publisher, webhook)
+        return json_answer(request, webhook_json(webhook))
+
+    @app.route("/api/v1/webhook", methods=["GET"])
+    async def get_webhook(self, request: IRequest) -> bytes:
+        publisher, _ = await self._publisher(request)
+        webhook = await self.registry.get_webhook(publisher)
+        if webhook is None:
+            raise NotFound("no webhook is set", code="no_webhook")
+        return json_answer(request, webhook_json(webhook))
+
+    @app.route("/api/v1/webhook", methods=["DELETE"])
+    async def delete_webhook(self, request: IRequest) -> bytes:
+        publisher, _ = await self._publisher(request)
+        await self.registry.remove_webhook(publisher)
+        request.setResponseCode(204)
+        return b""
 
     @app.route("/api/v1/centers/<center>", methods=["DELETE"])
     async def delete_center(self, request: IRequest, center: str) -> bytes:

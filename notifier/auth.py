@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from base64 import b64decode
@@ -159,6 +160,15 @@ def check_admin(request: IRequest, token: str) -> None:
 def check_subscriber_token(token: str | None, publisher: Publisher, center: str, now: float) -> float:
     """Pass a JWT (HS256, the publisher's secret) that grants *center* and
     has not expired; when it expires."""
+    claims = subscriber_claims(token, publisher, now)
+    if not grants(claims, center):
+        raise _bad("the subscriber token is for another center", code="invalid_token")
+    return float(claims["exp"])
+
+
+def subscriber_claims(token: str | None, publisher: Publisher, now: float) -> dict[str, Any]:
+    """The claims of a subscriber token (HS256, the publisher's secret)
+    that has not expired; which centers it grants is ``grants``'s to say."""
     if not token:
         raise _bad("this center needs a subscriber token (token=)", code="token_required")
     try:
@@ -177,9 +187,27 @@ def check_subscriber_token(token: str | None, publisher: Publisher, center: str,
         raise _bad("the subscriber token has expired", code="expired_token")
     if now < nbf:
         raise _bad("the subscriber token is not valid yet", code="invalid_token")
-    if not grants(claims, center):
-        raise _bad("the subscriber token is for another center", code="invalid_token")
-    return float(exp)
+    return claims
+
+
+#: The longest ``uid`` a token may carry, in characters.
+MAX_UID = 128
+#: The largest ``info`` a token may carry, in bytes of JSON.
+MAX_INFO_BYTES = 1024
+
+
+def member(claims: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """Who a token's holder is in a presence center (README.rst: Presence):
+    its ``uid`` and ``info``."""
+    uid = claims.get("uid")
+    if not isinstance(uid, str) or not 1 <= len(uid) <= MAX_UID:
+        raise _bad(f"a presence center needs a token with a uid (a string of 1 to {MAX_UID} characters)",
+                   code="uid_required")
+    info = claims.get("info")
+    if info is not None and (not isinstance(info, dict)
+                             or len(json.dumps(info, ensure_ascii=False).encode()) > MAX_INFO_BYTES):
+        raise _bad(f"a token's info is a JSON object of at most {MAX_INFO_BYTES} bytes", code="invalid_token")
+    return uid, info
 
 
 def _number(value: Any) -> bool:

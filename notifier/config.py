@@ -138,12 +138,32 @@ class SubscribersConfig:
 
 
 @frozen
+class PresenceConfig:
+    #: Seconds a member (or a center's last subscriber) may be gone before it counts as left.
+    leave_grace: float = _key(5, (int, float), _between(0, 3600))
+
+
+@frozen
+class WebhooksConfig:
+    #: Seconds of events gathered into one request.
+    batch_seconds: float = _key(1, (int, float), _between(0, 3600))
+    #: Seconds a site has to answer a request.
+    timeout: float = _key(5, (int, float), _between(0.1, 600))
+    #: Seconds a request is retried before its events are given up.
+    retry_for: float = _key(600, (int, float), _between(0, 7 * 86400))
+    #: Events waiting per publisher at most; more drop the oldest.
+    max_queue: int = _key(10_000, int, _between(1, 10_000_000))
+
+
+@frozen
 class Config:
     public: PublicConfig = PublicConfig()
     api: ApiConfig = ApiConfig()
     store: StoreConfig = StoreConfig()
     centers: CentersConfig = CentersConfig()
     subscribers: SubscribersConfig = SubscribersConfig()
+    presence: PresenceConfig = PresenceConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
 
 def _section(name: str, cls: type, table: Any) -> Any:

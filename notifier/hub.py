@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from attrs import define, field
 
-from notifier.model import Center, Message
+from notifier.model import Center, Member, Message
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -94,6 +94,19 @@ class Batch:
             return value
 
 
+class Watcher(Protocol):
+    """Told when a hub gets its first subscriber and loses its last, and
+    when members of a presence center come and go (notifier.presence)."""
+
+    def filled(self, hub: Hub) -> None: ...
+
+    def emptied(self, hub: Hub) -> None: ...
+
+    def came(self, hub: Hub, subscriber: Subscriber, member: Member) -> None: ...
+
+    def went(self, hub: Hub, subscriber: Subscriber) -> None: ...
+
+
 def _at_once(call: Callable[[], object]) -> None:
     call()
 
@@ -160,6 +173,10 @@ class Hub:
     _outbox: list[Prepared] = field(factory=list)
     _fanning_out: bool = False
     _memo: dict[object, object] = field(factory=dict)
+    #: Told of subscribers coming and going (occupancy, presence), if set.
+    watcher: Watcher | None = field(default=None, kw_only=True)
+    #: The subscribers that are members (a presence center): their uid.
+    members: dict[Subscriber, str] = field(factory=dict)
 
     @touched.default
     def _created(self) -> float:
@@ -291,25 +308,43 @@ class Hub:
         """The retained messages ``[start, end)`` (``resume_point``)."""
         return list(islice(self._retained, start, end))
 
-    def attach(self, subscriber: Subscriber, cursor: str | None) -> Opening:
-        """Subscribe and return the backlog after *cursor*, in one step.
+    def attach(self, subscriber: Subscriber, cursor: str | None, member: Member | None = None) -> Opening:
+        """Subscribe (as *member*, in a presence center) and return the
+        backlog after *cursor*, in one step.
 
         Nothing can be published between the two, so the backlog and the live
         messages that follow meet with no gap and no duplicate.
         """
         start, end, recovered = self.resume_point(cursor)
-        self.subscribers.add(subscriber)
-        return Opening(self.retained(start, end), recovered, self.start_position(start, end))
+        opening = Opening(self.retained(start, end), recovered, self.start_position(start, end))
+        self.subscribe(subscriber, member)
+        return opening
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        self.subscribers.add(subscriber)
+    def subscribe(self, subscriber: Subscriber, member: Member | None = None) -> None:
+        subscribers = self.subscribers
+        watcher = self.watcher
+        if watcher is None:
+            subscribers.add(subscriber)
+            return
+        if not subscribers:
+            watcher.filled(self)
+        subscribers.add(subscriber)
+        if member is not None and self.center.presence:
+            self.members[subscriber] = member[0]
+            watcher.came(self, subscriber, member)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscribers = self.subscribers
         if subscriber in subscribers:
             subscribers.discard(subscriber)
+            watcher = self.watcher
+            if watcher is not None and subscriber in self.members:
+                watcher.went(self, subscriber)
+                del self.members[subscriber]
             if not subscribers:
                 self.touched = self.clock()
+                if watcher is not None:
+                    watcher.emptied(self)
 
     def idle(self, now: float) -> bool:
         """Whether the center has outlived its ``ttl`` unused."""
@@ -318,4 +353,5 @@ class Hub:
     def close(self, reason: str) -> None:
         for subscriber in tuple(self.subscribers):
             subscriber.close(reason)
-        self.subscribers.clear()
+        for subscriber in tuple(self.subscribers):  # one that did not leave when closed
+            self.unsubscribe(subscriber)

@@ -75,11 +75,22 @@ class Metrics:
         centers = GaugeMetricFamily("notifier_centers", "Notification centers.", labels=["publisher"])
         for owner, count in publishers:
             centers.add_metric([owner.name], count)
-        families: list[Metric] = [connections, centers]
+        members = GaugeMetricFamily("notifier_members", "Members of presence centers on this node "
+                                    "(a uid counted once per center).", labels=["publisher"])
+        presence = self.registry.presence
+        for publisher, n in sorted((presence.local_members() if presence is not None else {}).items()):
+            members.add_metric([publisher], n)
+        families: list[Metric] = [connections, centers, members]
         for name, doc, counter in (
             ("notifier_messages_in", "Messages published through this node.", stats.messages_in),
             ("notifier_messages_out", "Deliveries to subscribers of this node.", stats.messages_out),
             ("notifier_dropped_subscribers", "Subscribers dropped as too slow.", stats.drops),
+            ("notifier_webhook_requests_sent", "Webhook requests the site accepted.", stats.webhooks_sent),
+            ("notifier_webhook_requests_failed", "Webhook requests given up after retrying for retry_for.",
+             stats.webhooks_failed),
+            ("notifier_webhook_retries", "Webhook requests tried again.", stats.webhooks_retried),
+            ("notifier_webhook_events_dropped", "Webhook events dropped from a full queue.",
+             stats.webhooks_dropped),
         ):
             family = CounterMetricFamily(name, doc, labels=["publisher"])
             for publisher, n in sorted(counter.items()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from attrs import frozen
 
 
@@ -32,10 +34,24 @@ class Center:
     ttl: int | None
     created: float
     epoch: str = ""
+    #: Whether it tracks who is there (README.rst: Presence); only a private center does.
+    presence: bool = False
 
     @property
     def path(self) -> str:
         return f"{self.publisher}/{self.name}"
+
+
+#: What a webhook may be told (README.rst: Webhooks).
+WEBHOOK_EVENTS = ("center_occupied", "center_vacated", "member_joined", "member_left")
+
+
+@frozen
+class Webhook:
+    """Where a publisher's site is told what happens: a URL and the events it wants."""
+
+    url: str
+    events: tuple[str, ...]
 
 
 @frozen
@@ -46,3 +62,15 @@ class Message:
     center: str
     data: str
     ts: float
+
+
+#: Who a subscriber of a presence center is: its token's ``uid`` and ``info``.
+Member = tuple[str, "dict[str, Any] | None"]
+
+
+class Grant(NamedTuple):
+    """What a subscriber token admitted a subscription with: when it
+    expires, and, for a presence center, whom as (its ``uid`` and ``info``)."""
+
+    expires: float
+    member: Member | None = None

@@ -24,11 +24,20 @@ from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 
 from notifier.answers import answer_later, error_answer, json_answer
-from notifier.auth import check_subscriber_token
+from notifier.auth import grants, member, subscriber_claims
 from notifier.config import Config
 from notifier.deadlines import TokenDeadlines
-from notifier.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, NotifierError, Unavailable
+from notifier.errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    NotifierError,
+    Unauthorized,
+    Unavailable,
+)
 from notifier.hub import CURSOR, Hub, interleave
+from notifier.model import Grant, Member
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
 from notifier.transports import longpoll, sse, websocket
@@ -108,9 +117,9 @@ def _jsonp(request: IRequest, callback: str, payload: bytes) -> bytes:
 
 
 #: Serves an admitted request for its hubs (one per center of the URL): the
-#: request, the hubs, and when the token it was admitted with expires
+#: request, the hubs, and what the token it was admitted with grants
 #: (``None``: public centers only).
-Serve = Callable[[server.Request, Sequence[Hub], "float | None"], Any]
+Serve = Callable[[server.Request, Sequence[Hub], "Grant | None"], Any]
 
 #: At most this many centers on one connection (README.rst: Many centers on one connection).
 MAX_CENTERS = 32
@@ -286,26 +295,31 @@ class Subscriptions(_Leaf):
         for _ in range(LOOKUPS):
             hubs = [await self.registry.hub(publisher, name) for name in names]
             private = [hub.center.name for hub in hubs if hub.center.private]
-            expires = None
+            grant = None
             if private:
                 owner = await self.registry.publisher(publisher)
                 if owner is None:
                     raise _no_center(private[0])
-                token, now = _arg(request, b"token"), self.clock.seconds()
-                expires = min(check_subscriber_token(token, owner, name, now) for name in private)
+                claims = subscriber_claims(_arg(request, b"token"), owner, self.clock.seconds())
+                for name in private:
+                    if not grants(claims, name):
+                        raise Unauthorized(f"the subscriber token does not grant center {name!r}",
+                                           code="invalid_token")
+                presence = any(hub.center.presence for hub in hubs)
+                grant = Grant(float(claims["exp"]), member(claims) if presence else None)
             # A hub dropped while others were looked up (a center deleted, a
             # node catching up) is looked up again: never attach to one gone.
             if all(self.registry.loaded(publisher, hub.center.name) is hub for hub in hubs):
                 break
         else:
             raise Unavailable("the centers keep changing; try again", code="store_unavailable")
-        result = self._admitted(request, hubs, serve, last, expires)
+        result = self._admitted(request, hubs, serve, last, grant)
         if isinstance(result, Deferred):
             return await result
         return result
 
     def _admitted(self, request: server.Request, hubs: Sequence[Hub], serve: Serve, last: bool,
-                  expires: float | None) -> Any:
+                  grant: Grant | None) -> Any:
         limit = self.config.subscribers.max_per_center
         if not last and limit:
             for hub in hubs:
@@ -313,7 +327,7 @@ class Subscriptions(_Leaf):
                     request.setHeader(b"retry-after", b"10")
                     raise Unavailable(f"center {hub.center.name!r} has its {limit} subscribers already",
                                       code="center_full")
-        return serve(request, hubs, expires)
+        return serve(request, hubs, grant)
 
     @staticmethod
     def _finish(request: server.Request, result: Any) -> Any:
@@ -336,9 +350,9 @@ class Subscriptions(_Leaf):
             raise Forbidden("this origin may not subscribe", code="origin_not_allowed")
         cursors = _cursors(_arg(request, b"since"), count)
 
-        def serve(request: server.Request, hubs: Sequence[Hub], expires: float | None) -> Any:
+        def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
             request.channel.setTimeout(None)  # the connection is the subscriber's now
-            return websocket.upgrade(self.websockets, hubs, fmt, cursors, expires).render(request)
+            return websocket.upgrade(self.websockets, hubs, fmt, cursors, grant).render(request)
 
         return serve
 
@@ -348,18 +362,18 @@ class Subscriptions(_Leaf):
         last_event_id = request.getHeader(b"last-event-id")
         cursors = _cursors(last_event_id.decode("latin-1") if last_event_id else _arg(request, b"since"), count)
 
-        def serve(request: server.Request, hubs: Sequence[Hub], expires: float | None) -> Deferred[bytes]:
+        def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Deferred[bytes]:
             request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
             request.setHeader(b"cache-control", b"no-cache")
             request.setHeader(b"x-accel-buffering", b"no")
             request.channel.setTimeout(None)
             if len(hubs) == 1:
                 stream = sse.EventStream(request, self.config.subscribers.send_buffer_bytes, self.registry.dropped)
-                stream.attach(hubs[0], cursors[0], expires, self.root.deadlines)
+                stream.attach(hubs[0], cursors[0], grant, self.root.deadlines)
             else:
                 stream = sse.MultiEventStream(request, self.config.subscribers.send_buffer_bytes,
                                               self.registry.dropped)
-                stream.attach_many(hubs, cursors, expires, self.root.deadlines)
+                stream.attach_many(hubs, cursors, grant, self.root.deadlines)
             return stream.done
 
         return serve
@@ -369,10 +383,11 @@ class Subscriptions(_Leaf):
         cursors = _cursors(_arg(request, b"since"), count)
         timeout = self._timeout(request)
 
-        def serve(request: server.Request, hubs: Sequence[Hub], expires: float | None) -> Any:
+        def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
             request.setHeader(b"cache-control", b"no-store")
+            member = grant.member if grant is not None else None
             if len(hubs) > 1:
-                return self._longpoll_many(request, hubs, cursors, timeout, callback)
+                return self._longpoll_many(request, hubs, cursors, timeout, callback, member)
             hub, since = hubs[0], cursors[0]
             # Clients polling again after the same message ask the same:
             # answered once, kept by what the answer holds, never by the
@@ -387,7 +402,7 @@ class Subscriptions(_Leaf):
                 if timeout == 0:
                     payload = longpoll.body([], since, True)
                 else:
-                    waiting = longpoll.LongPoll(hub, since, timeout, self.clock).answer
+                    waiting = longpoll.LongPoll(hub, since, timeout, self.clock, member).answer
                     return waiting.addCallback(
                         lambda payload: self._longpoll_answer(request, hub.position, payload, callback))
             return self._longpoll_answer(request, hub.position, payload, callback)
@@ -395,7 +410,7 @@ class Subscriptions(_Leaf):
         return serve
 
     def _longpoll_many(self, request: IRequest, hubs: Sequence[Hub], cursors: tuple[str | None, ...],
-                       timeout: float, callback: str | None) -> Any:
+                       timeout: float, callback: str | None, member: Member | None) -> Any:
         """A long-poll on several centers: what any of them has after its
         entry of the compound cursor, else the first live messages of any."""
         points = [hub.resume_point(cursor) for hub, cursor in zip(hubs, cursors, strict=True)]
@@ -412,7 +427,7 @@ class Subscriptions(_Leaf):
             cursor = ",".join(positions)
             payload = longpoll.body([], cursor, True, [])
         else:
-            waiting = longpoll.MultiLongPoll(hubs, positions, timeout, self.clock).answer
+            waiting = longpoll.MultiLongPoll(hubs, positions, timeout, self.clock, member).answer
             return waiting.addCallback(lambda answer: self._longpoll_answer(request, answer[1], answer[0], callback))
         return self._longpoll_answer(request, cursor, payload, callback)
 
@@ -444,7 +459,7 @@ class Subscriptions(_Leaf):
             raise BadRequest(f"timeout must be 0 to {MAX_LONGPOLL_TIMEOUT} seconds", code="invalid_timeout")
         return timeout
 
-    def _last(self, request: IRequest, hubs: Sequence[Hub], expires: float | None) -> bytes:
+    def _last(self, request: IRequest, hubs: Sequence[Hub], grant: Grant | None) -> bytes:
         hub = hubs[0]
         callback = _callback(request)
         request.setHeader(b"cache-control", b"no-store")

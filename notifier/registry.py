@@ -19,11 +19,13 @@ from twisted.logger import Logger
 
 from notifier.backends.interfaces import Arrival, Broker, LiveCenter, Publication, Store
 from notifier.config import CentersConfig
-from notifier.errors import Conflict, Forbidden, NotFound
+from notifier.errors import BadRequest, Conflict, Forbidden, NotFound
 from notifier.hub import Hub, Subscriber
-from notifier.model import Center, Publisher
+from notifier.model import Center, Publisher, Webhook
 from notifier.names import CENTER_NAME, check_center_name, check_publisher_name, matches
+from notifier.presence import Presence
 from notifier.stats import Stats
+from notifier.webhooks import Webhooks
 
 log = Logger()
 
@@ -55,6 +57,10 @@ class HubRegistry:
     _loading: dict[tuple[str, str], list[Deferred[Hub]]] = field(factory=dict)
     #: Hubs being loaded or caught up: what arrives for them meanwhile.
     _pending: dict[tuple[str, str], list[Arrival]] = field(factory=dict)
+    #: Occupancy and members (notifier.presence), told by every hub; set by the service.
+    presence: Presence | None = None
+    #: The publishers' webhooks (notifier.webhooks); set by the service.
+    webhooks: Webhooks | None = None
 
     @stats.default
     def _stats(self) -> Stats:
@@ -89,12 +95,37 @@ class HubRegistry:
         self.forget_publisher(name, removed=True)
         await self.broker.announce({"type": "publisher_removed", "publisher": name})
 
+    # webhooks
+
+    async def set_webhook(self, publisher: str, webhook: Webhook) -> None:
+        if not await self.store.set_webhook(publisher, webhook):
+            raise self._no_publisher(publisher)
+        await self._webhook_changed(publisher)
+
+    async def get_webhook(self, publisher: str) -> Webhook | None:
+        return await self.store.get_webhook(publisher)
+
+    async def remove_webhook(self, publisher: str) -> None:
+        await self.store.remove_webhook(publisher)
+        await self._webhook_changed(publisher)
+
+    async def _webhook_changed(self, publisher: str) -> None:
+        if self.webhooks is not None:
+            self.webhooks.changed(publisher)
+        await self.broker.announce({"type": "webhook_changed", "publisher": publisher})
+
+    async def webhook_destination(self, publisher: str) -> tuple[Webhook | None, Publisher | None]:
+        """Where *publisher*'s webhook events go, and its secret (notifier.webhooks)."""
+        return await self.store.get_webhook(publisher), await self.publisher(publisher)
+
     def forget_publisher(self, name: str, removed: bool = False) -> None:
         """Drop what this node holds of a publisher changed elsewhere (or
         here): its hubs if it was removed; else (its secret changed) the
         subscriptions of its private centers, whose tokens the new secret
         no longer admits."""
         self._publishers.pop(name, None)
+        if self.webhooks is not None:
+            self.webhooks.changed(name)
         for key in [key for key in self._hubs if key[0] == name]:
             if removed:
                 self._hubs.pop(key).close("deleted")
@@ -154,10 +185,13 @@ class HubRegistry:
 
     async def create_center(
         self, publisher: str, name: str, *, private: bool = False,
-        history: int | None = None, ttl: int | None = None,
+        history: int | None = None, ttl: int | None = None, presence: bool = False,
     ) -> tuple[Center, bool]:
         check_center_name(name)
-        center = Center(publisher, name, private, history, ttl, self.clock.seconds(), self.make_epoch())
+        if presence and not private:
+            raise BadRequest("a presence center is private: its members are the uids of its tokens",
+                             code="presence_needs_private")
+        center = Center(publisher, name, private, history, ttl, self.clock.seconds(), self.make_epoch(), presence)
         limit = self.config.max_per_publisher
         added = await self.store.add_center(center, limit)
         if added is None:
@@ -211,7 +245,8 @@ class HubRegistry:
         history = self.config.history if center.history is None else center.history
         # A broker keeping no stream: the hub's own begins now, in an epoch of its own.
         epoch = self.make_epoch() if stream is None else stream.epoch
-        hub = self._hubs[key] = Hub(center, epoch, history, self.clock.seconds, ttl, self._later)
+        hub = self._hubs[key] = Hub(center, epoch, history, self.clock.seconds, ttl, self._later,
+                                    watcher=self.presence)
         if stream is not None:
             hub.restore(stream.epoch, stream.seq, list(stream.retained))
         for arrival in arrived:
@@ -328,7 +363,13 @@ class HubRegistry:
 
     def control(self, event: dict[str, str]) -> None:
         kind, publisher = event.get("type"), event.get("publisher", "")
-        if kind == "center_deleted":
+        if kind == "presence":
+            if self.presence is not None:
+                self.presence.remote(event)
+        elif kind == "webhook_changed":
+            if self.webhooks is not None:
+                self.webhooks.changed(publisher)
+        elif kind == "center_deleted":
             self.drop_hub(publisher, event.get("center", ""))
         elif kind in ("publisher_changed", "publisher_removed"):
             self.forget_publisher(publisher, removed=kind == "publisher_removed")

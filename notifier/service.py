@@ -3,6 +3,7 @@ timers and both listeners, stopped in the reverse of the order they start."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from twisted.application import strports
@@ -16,17 +17,20 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from notifier.api import ApiApp
-from notifier.backends import open_backend
+from notifier.backends import open_backend, presence_directory
 from notifier.backends.interfaces import Broker, Store
+from notifier.backends.redis.presence import REFRESH
 from notifier.config import Config
 from notifier.errors import NotifierError
 from notifier.heartbeat import heartbeat_service
 from notifier.hub import Subscriber
 from notifier.metrics import Metrics
+from notifier.presence import Presence
 from notifier.public import PublicApp
 from notifier.registry import HubRegistry
 from notifier.sites import api_site, public_site
 from notifier.transports.websocket import websocket_factory
+from notifier.webhooks import Webhooks
 
 log = Logger()
 
@@ -41,6 +45,11 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     """Every object of the daemon, built and wired, under one service."""
     store, broker = open_backend(config.store.url, reactor)
     registry = HubRegistry(store, broker, config.centers, reactor)
+    node = secrets.token_hex(8)
+    registry.webhooks = Webhooks(config.webhooks, reactor, registry.stats, registry.webhook_destination)
+    registry.presence = Presence(
+        presence_directory(broker, reactor, node), reactor, config.presence.leave_grace, registry.loaded,
+        lambda event: announced(broker, event), registry.webhooks.event, node)
     websockets = websocket_factory(config.subscribers.send_buffer_bytes, registry.dropped)
     public = PublicApp(registry, config, reactor, websockets)
     api = ApiApp(registry, config, reactor, Metrics(registry, reactor))
@@ -51,10 +60,50 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     expiry = TimerService(EXPIRY_SWEEP, ExpirySweep(registry, state).sweep)
     expiry.clock = reactor
     expiry.setServiceParent(daemon)
+    _timer(registry.presence.sweep, min(1.0, max(config.presence.leave_grace / 4, 0.05)), reactor, daemon)
+    _timer(PresenceRefresh(registry.presence, state).refresh, REFRESH, reactor, daemon)
     daemon.listen("api", config.api.endpoint, api_site(api, config, reactor), reactor)
     daemon.listen("public", config.public.endpoint, public_site(public, config, reactor), reactor)
     Admission(public).setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     return daemon
+
+
+def _timer(call: Any, interval: float, reactor: Any, parent: MultiService) -> None:
+    timer = TimerService(interval, call)
+    timer.clock = reactor
+    timer.setServiceParent(parent)
+
+
+def announced(broker: Broker, event: dict[str, str]) -> defer.Deferred[None]:
+    """Tell the other nodes of *event*; a failure (Redis away) is logged: a
+    node that misses it catches up with the next refresh."""
+    return defer.Deferred.fromCoroutine(broker.announce(event)).addErrback(
+        lambda f: log.warn("telling the other nodes failed: {error}", error=f.getErrorMessage()))
+
+
+class PresenceRefresh:
+    """Tells the presence directory again what this node holds, once the
+    store is open; a failure is logged once, and so is its end."""
+
+    def __init__(self, presence: Presence, state: StateService) -> None:
+        self.presence = presence
+        self.state = state
+        self._failing = False
+
+    def refresh(self) -> defer.Deferred[None] | None:
+        if not self.state.opened:
+            return None
+        return defer.Deferred.fromCoroutine(self.presence.refresh()).addCallbacks(self._done, self._failed)
+
+    def _done(self, _: object) -> None:
+        if self._failing:
+            log.info("presence is kept up to date again")
+        self._failing = False
+
+    def _failed(self, failure: Failure) -> None:
+        if not self._failing:
+            log.warn("refreshing presence failed: {error}", error=failure.getErrorMessage())
+        self._failing = True
 
 
 class NotifierService(MultiService):

@@ -17,3 +17,8 @@ class Stats:
     messages_in: Counter[str] = field(factory=Counter)
     messages_out: Counter[str] = field(factory=Counter)
     drops: Counter[str] = field(factory=Counter)
+    #: Webhook requests accepted by the site, given up, tried again; events dropped from a full queue.
+    webhooks_sent: Counter[str] = field(factory=Counter)
+    webhooks_failed: Counter[str] = field(factory=Counter)
+    webhooks_retried: Counter[str] = field(factory=Counter)
+    webhooks_dropped: Counter[str] = field(factory=Counter)

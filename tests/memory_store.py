@@ -5,13 +5,14 @@ It passes the same contract tests as the real stores (tests/test_store.py).
 
 from __future__ import annotations
 
-from notifier.model import Center, Publisher
+from notifier.model import Center, Publisher, Webhook
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.publishers: dict[str, Publisher] = {}
         self.centers: dict[tuple[str, str], Center] = {}
+        self.webhooks: dict[str, Webhook] = {}
         self.closed = False
 
     async def open(self) -> None:
@@ -50,6 +51,7 @@ class MemoryStore:
             return False
         for key in [key for key in self.centers if key[0] == name]:
             del self.centers[key]
+        self.webhooks.pop(name, None)
         return True
 
     async def add_center(self, center: Center, limit: int = 0) -> tuple[Center, bool] | None:
@@ -72,3 +74,15 @@ class MemoryStore:
 
     async def remove_center(self, publisher: str, name: str) -> bool:
         return self.centers.pop((publisher, name), None) is not None
+
+    async def set_webhook(self, publisher: str, webhook: Webhook) -> bool:
+        if publisher not in self.publishers:
+            return False
+        self.webhooks[publisher] = webhook
+        return True
+
+    async def get_webhook(self, publisher: str) -> Webhook | None:
+        return self.webhooks.get(publisher)
+
+    async def remove_webhook(self, publisher: str) -> bool:
+        return self.webhooks.pop(publisher, None) is not None

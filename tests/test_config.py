@@ -50,6 +50,15 @@ ping_interval = 25                         # WebSocket pings, SSE heartbeats
 drain_seconds = 2                          # spread of closes on shutdown
 max_per_center = 0                         # 0 = unlimited
 send_buffer_bytes = 1048576                # per connection; past it, drop (4408)
+
+[presence]
+leave_grace = 5                            # seconds a member may be gone before it has left
+
+[webhooks]
+batch_seconds = 1                          # events gathered into one request
+timeout = 5                                # seconds a site has to answer
+retry_for = 600                            # seconds a request is retried, then given up
+max_queue = 10000                          # events waiting per publisher; more drop the oldest
 """
 
 #: A value for every key, each different from its default and valid.
@@ -62,6 +71,8 @@ VALID: dict[str, dict[str, Any]] = {
                 "auto_create_private": ["user.*", "exact"], "max_per_publisher": 5},
     "subscribers": {"longpoll_timeout": 120, "ping_interval": 0.5, "drain_seconds": 0.25,
                     "max_per_center": 10, "send_buffer_bytes": 4096},
+    "presence": {"leave_grace": 0.5},
+    "webhooks": {"batch_seconds": 0.25, "timeout": 2, "retry_for": 30, "max_queue": 100},
 }
 
 

@@ -891,3 +891,130 @@ async def test_rotating_a_secret_on_one_node_ends_private_streams_on_every_node(
     ws.closed.addTimeout(DELIVERY_SECONDS, reactor)
     code, _ = await ws.closed
     assert code == 4401
+
+
+# presence and webhooks across nodes
+
+
+class _Site:
+    """A site's webhook route: the events of every request it accepted."""
+
+    def __init__(self) -> None:
+        from twisted.web import resource, server
+
+        site = self
+
+        class Route(resource.Resource):
+            isLeaf = True
+
+            def render_POST(self, request: Any) -> bytes:
+                site.events.extend(json.loads(request.content.read())["events"])
+                request.setResponseCode(204)
+                return b""
+
+        self.events: list[dict[str, Any]] = []
+        self.factory = server.Site(Route())
+
+    async def start(self) -> str:
+        from twisted.internet import endpoints
+
+        self.port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.factory)
+        return f"http://127.0.0.1:{self.port.getHost().port}/hook"
+
+    def names(self) -> list[tuple[str, str, str | None]]:
+        return [(e["name"], e["center"], e.get("uid")) for e in self.events]
+
+
+PRESENCE = {"presence": {"leave_grace": 0.3}, "webhooks": {"batch_seconds": 0.1, "timeout": 1}}
+
+
+def _member_token(secret: str, uid: str) -> str:
+    return subscriber_token(secret, sub="room", uid=uid)
+
+
+@pytest_twisted.ensureDeferred
+async def test_presence_is_cluster_wide_and_each_event_is_sent_once(nodes):
+    a, b = await nodes(**PRESENCE), await nodes(**PRESENCE)
+    auth = await setup_site(a)
+    await make_center(a, auth, "room", private=True, presence=True)
+    site = _Site()
+    url = await site.start()
+    try:
+        status, _ = await call("PUT", f"{b.api}/api/v1/webhook", {"url": url, "events": [
+            "center_occupied", "center_vacated", "member_joined", "member_left"]}, auth=auth)
+        assert status == 200
+        path = f"/sub/{PUBLISHER}/room?format=json&token="
+        ann_a = await websocket(f"{a.ws}{path}{_member_token(auth[1], 'ann')}", a.public_port)
+        assert [m["uid"] for m in json.loads(await ann_a.next())["members"]] == ["ann"]
+        # Ann on the other node too, and Bob there: one join each, seen on every node.
+        ann_b = await websocket(f"{b.ws}{path}{_member_token(auth[1], 'ann')}", b.public_port)
+        assert [m["uid"] for m in json.loads(await ann_b.next())["members"]] == ["ann"]
+        bob_b = await websocket(f"{b.ws}{path}{_member_token(auth[1], 'bob')}", b.public_port)
+        assert [m["uid"] for m in json.loads(await bob_b.next())["members"]] == ["ann", "bob"]
+        assert json.loads(await ann_a.next(DELIVERY_SECONDS)) == {
+            "presence": "join", "center": "room", "uid": "bob", "info": None}
+        assert json.loads(await ann_b.next(DELIVERY_SECONDS))["uid"] == "bob"
+        for node in (a, b):
+            status, body = await call("GET", f"{node.api}/api/v1/centers/room/presence", auth=auth)
+            assert body == {"count": 2, "members": [{"uid": "ann", "info": None}, {"uid": "bob", "info": None}]}
+            status, body = await call("GET", f"{node.api}/api/v1/centers/room", auth=auth)
+            assert body["members"] == 2
+        # Ann leaves node A only: still there (on B).
+        ann_a.close()
+        await sleep(1.0)
+        assert bob_b.messages.pending == []
+        # Bob leaves: node A's... nobody; node B's Ann is told, once.
+        bob_b.close()
+        assert json.loads(await ann_b.next(5)) == {"presence": "leave", "center": "room", "uid": "bob"}
+        ann_b.close()
+        await eventually(lambda: _presence_count(a, auth), lambda n: n == 0)
+        await sleep(1.0)
+        # Every event once for the cluster, in an order that makes sense.
+        names = site.names()
+        assert sorted(names) == sorted([
+            ("center_occupied", "room", None), ("member_joined", "room", "ann"), ("member_joined", "room", "bob"),
+            ("member_left", "room", "bob"), ("member_left", "room", "ann"), ("center_vacated", "room", None)]), names
+    finally:
+        await site.port.stopListening()
+
+
+async def _presence_count(node: Daemon, auth: tuple[str, str]) -> int:
+    status, body = await call("GET", f"{node.api}/api/v1/centers/room/presence", auth=auth)
+    assert status == 200, body
+    return body["count"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_gone_silent_leaves_no_ghost_members(nodes, redis, monkeypatch):
+    import notifier.backends.redis.presence as redis_presence
+    import notifier.service
+
+    monkeypatch.setattr(redis_presence, "NODE_TTL", 1.5)
+    monkeypatch.setattr(notifier.service, "REFRESH", 0.3)
+    relay = Relay(redis.port)
+    await relay.start()
+    try:
+        a = await nodes(**PRESENCE)
+        lost = await nodes(f"redis://127.0.0.1:{relay.port_number}/0", **PRESENCE)
+        auth = await setup_site(a)
+        await make_center(a, auth, "room", private=True, presence=True)
+        path = f"/sub/{PUBLISHER}/room?format=json&token="
+        ann = await websocket(f"{a.ws}{path}{_member_token(auth[1], 'ann')}", a.public_port)
+        await ann.next()
+        ghost = await websocket(f"{lost.ws}{path}{_member_token(auth[1], 'ghost')}", lost.public_port)
+        await ghost.next()
+        assert json.loads(await ann.next(DELIVERY_SECONDS))["uid"] == "ghost"
+        await sleep(0.5)  # held: it says so again in time
+        assert await _presence_count(a, auth) == 2
+        # The node goes silent (as one killed would): the others forget what it held.
+        await relay.cut()
+        assert json.loads(await ann.next(10)) == {"presence": "leave", "center": "room", "uid": "ghost"}
+        assert await _presence_count(a, auth) == 1
+        # Back, it says so again: the member it still holds is there again.
+        await relay.restore()
+        assert json.loads(await ann.next(10))["presence"] == "join"
+        assert await _presence_count(a, auth) == 2
+        ghost.close()
+        ann.close()
+    finally:
+        await relay.cut()

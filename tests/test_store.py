@@ -21,7 +21,7 @@ from notifier.backends.redis.client import Redis, RedisAddress
 from notifier.backends.redis.keys import Keys
 from notifier.backends.redis.store import RedisStore
 from notifier.backends.sqlite import SQLiteStore
-from notifier.model import Center, Publisher
+from notifier.model import Center, Publisher, Webhook
 from tests.memory_store import MemoryStore
 from tests.redis_server import RedisServer
 
@@ -388,3 +388,34 @@ async def test_sqlite_opens_a_file_from_before_centers_kept_their_epoch(tmp_path
         assert await store.list_centers("site") == [later, center("site", "news", created=2.0, epoch="")]
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_presence_center_round_trips(store):
+    await _with_publishers(store, "site")
+    original = Center("site", "room.1", True, None, None, 5.0, "e1", True)
+    assert await store.add_center(original) == (original, True)
+    assert await store.get_center("site", "room.1") == original
+    assert (await store.list_centers("site"))[0].presence is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_webhooks_are_kept_per_publisher_and_go_with_it(store):
+    await _with_publishers(store, "site", "other")
+    hook = Webhook("https://site.example/notifier", ("center_occupied", "member_left"))
+    assert await store.get_webhook("site") is None
+    assert await store.set_webhook("site", hook) is True
+    assert await store.get_webhook("site") == hook
+    assert await store.get_webhook("other") is None
+    replaced = Webhook("http://127.0.0.1:8000/hook", ("member_joined",))
+    assert await store.set_webhook("site", replaced) is True
+    assert await store.get_webhook("site") == replaced
+    assert await store.set_webhook("nobody", hook) is False
+    assert await store.get_webhook("nobody") is None
+    await store.set_webhook("other", hook)
+    assert await store.remove_webhook("other") is True
+    assert await store.remove_webhook("other") is False
+    assert await store.remove_publisher("site")
+    assert await store.get_webhook("site") is None
+    await store.add_publisher(Publisher("site", "s" * 43, 1.0))
+    assert await store.get_webhook("site") is None

@@ -20,7 +20,7 @@ from twisted.internet.task import Clock
 
 from notifier.deadlines import TokenDeadlines
 from notifier.hub import Hub
-from notifier.model import Center
+from notifier.model import Center, Grant
 from notifier.transports.websocket import FORMATS, WebSocketSubscriber, websocket_factory
 
 
@@ -60,7 +60,7 @@ async def _open(hub: Hub, fmt: str = "json", cursor: str | None = None, expires:
     def server() -> WebSocketSubscriber:
         subscriber = FORMATS[fmt]()
         subscriber.factory = factory
-        subscriber.start = ((hub,), (cursor,), expires)
+        subscriber.start = ((hub,), (cursor,), Grant(expires) if expires is not None else None)
         made.append(subscriber)
         return subscriber
 

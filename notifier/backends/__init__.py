@@ -13,8 +13,10 @@ from notifier.backends.local import LocalBroker
 from notifier.backends.redis.broker import RedisBroker
 from notifier.backends.redis.client import Redis, RedisAddress
 from notifier.backends.redis.keys import Keys
+from notifier.backends.redis.presence import RedisDirectory
 from notifier.backends.redis.store import RedisStore
 from notifier.backends.sqlite import SQLiteStore
+from notifier.presence import Directory, LocalDirectory
 
 
 def open_backend(url: str, reactor: IReactorTime) -> tuple[Store, Broker]:
@@ -25,3 +27,11 @@ def open_backend(url: str, reactor: IReactorTime) -> tuple[Store, Broker]:
         redis, keys = Redis(address, reactor), Keys(address.db)
         return RedisStore(redis, keys), RedisBroker(redis, keys, reactor)
     return SQLiteStore(url.removeprefix("sqlite:"), reactor), LocalBroker(reactor)
+
+
+def presence_directory(broker: Broker, reactor: IReactorTime, node: str) -> Directory:
+    """Where presence is kept for the nodes that share *broker*: Redis's, or
+    this node's own memory when it is the only one."""
+    if isinstance(broker, RedisBroker):
+        return RedisDirectory(broker.redis, broker.keys, reactor, node)
+    return LocalDirectory()

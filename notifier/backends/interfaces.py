@@ -12,7 +12,7 @@ from typing import NamedTuple, Protocol
 
 from attrs import frozen
 
-from notifier.model import Center, Publisher
+from notifier.model import Center, Publisher, Webhook
 
 #: One retained message of a stream: ``(seq, ts, data)``.
 Retained = tuple[int, float, str]
@@ -131,6 +131,14 @@ class Store(Protocol):
         """Every center of every publisher."""
 
     async def remove_center(self, publisher: str, name: str) -> bool: ...
+
+    async def set_webhook(self, publisher: str, webhook: Webhook) -> bool:
+        """Set (or replace) the publisher's webhook; ``False`` if there is no such publisher."""
+
+    async def get_webhook(self, publisher: str) -> Webhook | None: ...
+
+    async def remove_webhook(self, publisher: str) -> bool:
+        """``False`` if it had none. Removing a publisher removes its webhook."""
 
 
 class BrokerHandler(Protocol):

@@ -8,6 +8,7 @@ runs; SQLite's ``data_version`` tells the daemon so (``changed``).
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from twisted.enterprise import adbapi
 
-from notifier.model import Center, Publisher
+from notifier.model import Center, Publisher, Webhook
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS publishers (
@@ -31,11 +32,20 @@ CREATE TABLE IF NOT EXISTS centers (
     ttl       INTEGER,
     created   REAL NOT NULL,
     epoch     TEXT NOT NULL DEFAULT '',
+    presence  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (publisher, name)
+);
+CREATE TABLE IF NOT EXISTS webhooks (
+    publisher TEXT PRIMARY KEY REFERENCES publishers(name) ON DELETE CASCADE,
+    url       TEXT NOT NULL,
+    events    TEXT NOT NULL
 );
 """
 
-CENTER_COLUMNS = "publisher, name, private, history, ttl, created, epoch"
+CENTER_COLUMNS = "publisher, name, private, history, ttl, created, epoch, presence"
+#: Columns added since the first schema, with their definitions: a file
+#: made before them gets them when it is opened.
+ADDED_COLUMNS = {"epoch": "TEXT NOT NULL DEFAULT ''", "presence": "INTEGER NOT NULL DEFAULT 0"}
 
 MEMORY = ":memory:"
 
@@ -49,8 +59,8 @@ def _prepare(connection: sqlite3.Connection) -> None:
 
 
 def _center(row: tuple[Any, ...]) -> Center:
-    publisher, name, private, history, ttl, created, epoch = row
-    return Center(publisher, name, bool(private), history, ttl, created, epoch)
+    publisher, name, private, history, ttl, created, epoch, presence = row
+    return Center(publisher, name, bool(private), history, ttl, created, epoch, bool(presence))
 
 
 def _data_version(cursor: sqlite3.Cursor) -> int:
@@ -103,8 +113,10 @@ class SQLiteStore:
             os.chmod(self.path, 0o600)
         cursor.executescript(SCHEMA)
         cursor.execute("PRAGMA table_info(centers)")
-        if "epoch" not in {column[1] for column in cursor.fetchall()}:  # a file from before epochs were kept
-            cursor.execute("ALTER TABLE centers ADD COLUMN epoch TEXT NOT NULL DEFAULT ''")
+        present = {column[1] for column in cursor.fetchall()}
+        for column, definition in ADDED_COLUMNS.items():
+            if column not in present:
+                cursor.execute(f"ALTER TABLE centers ADD COLUMN {column} {definition}")
         if self.path != MEMORY:
             cursor.execute("PRAGMA journal_mode = WAL")
 
@@ -146,9 +158,9 @@ class SQLiteStore:
             if not existing and count >= limit:
                 return None
         cursor.execute(
-            f"INSERT OR IGNORE INTO centers ({CENTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR IGNORE INTO centers ({CENTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (center.publisher, center.name, int(center.private), center.history, center.ttl, center.created,
-             center.epoch),
+             center.epoch, int(center.presence)),
         )
         if cursor.rowcount == 1:
             return center, True
@@ -183,6 +195,25 @@ class SQLiteStore:
 
     async def remove_center(self, publisher: str, name: str) -> bool:
         return await self._changes("DELETE FROM centers WHERE publisher = ? AND name = ?", (publisher, name)) == 1
+
+    async def set_webhook(self, publisher: str, webhook: Webhook) -> bool:
+        return await self._interact(self._set_webhook, publisher, webhook)
+
+    @staticmethod
+    def _set_webhook(cursor: sqlite3.Cursor, publisher: str, webhook: Webhook) -> bool:
+        cursor.execute("SELECT 1 FROM publishers WHERE name = ?", (publisher,))
+        if cursor.fetchone() is None:
+            return False
+        cursor.execute("INSERT OR REPLACE INTO webhooks (publisher, url, events) VALUES (?, ?, ?)",
+                       (publisher, webhook.url, json.dumps(list(webhook.events))))
+        return True
+
+    async def get_webhook(self, publisher: str) -> Webhook | None:
+        rows = await self._query("SELECT url, events FROM webhooks WHERE publisher = ?", (publisher,))
+        return Webhook(rows[0][0], tuple(json.loads(rows[0][1]))) if rows else None
+
+    async def remove_webhook(self, publisher: str) -> bool:
+        return await self._changes("DELETE FROM webhooks WHERE publisher = ?", (publisher,)) == 1
 
 
 def _rowcount(cursor: sqlite3.Cursor, sql: str, args: tuple[Any, ...]) -> int:

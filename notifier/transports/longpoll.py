@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from notifier.envelope import envelope_json
 from notifier.errors import NotFound
 from notifier.hub import Batch, Hub, Prepared
-from notifier.model import Message
+from notifier.model import Member, Message
 
 
 def envelope_bytes(message: Message) -> bytes:
@@ -56,12 +56,13 @@ class LongPoll:
     transport_name = "longpoll"
     __slots__ = ("hub", "answer", "cursor", "_timer")
 
-    def __init__(self, hub: Hub, cursor: str | None, timeout: float, clock: IReactorTime) -> None:
+    def __init__(self, hub: Hub, cursor: str | None, timeout: float, clock: IReactorTime,
+                 member: Member | None = None) -> None:
         self.hub = hub
         self.cursor = cursor
         self.answer: Deferred[bytes] = Deferred(lambda _: self._leave())
         self._timer: IDelayedCall | None = clock.callLater(timeout, self._expire)
-        hub.subscribe(self)
+        hub.subscribe(self, member)
 
     def _leave(self) -> None:
         self.hub.unsubscribe(self)
@@ -106,14 +107,15 @@ class MultiLongPoll:
     transport_name = "longpoll"
     __slots__ = ("hubs", "positions", "index", "answer", "_timer")
 
-    def __init__(self, hubs: Sequence[Hub], positions: list[str], timeout: float, clock: IReactorTime) -> None:
+    def __init__(self, hubs: Sequence[Hub], positions: list[str], timeout: float, clock: IReactorTime,
+                 member: Member | None = None) -> None:
         self.hubs = tuple(hubs)
         self.positions = tuple(positions)
         self.index = {hub.center.name: i for i, hub in enumerate(hubs)}
         self.answer: Deferred[tuple[bytes, str]] = Deferred(lambda _: self._leave())
         self._timer: IDelayedCall | None = clock.callLater(timeout, self._expire)
         for hub in hubs:
-            hub.subscribe(self)
+            hub.subscribe(self, member)
 
     def _leave(self) -> None:
         for hub in self.hubs:

@@ -14,6 +14,7 @@ from twisted.web.server import Request
 from notifier.envelope import envelope_json
 from notifier.hub import Batch, Hub, Prepared
 from notifier.model import Message
+from notifier.presence import Item
 from notifier.transports.streaming import StreamingSubscriber
 
 #: How long a browser waits before reconnecting, in milliseconds.
@@ -55,12 +56,19 @@ def _events(batch: Batch, at: tuple[tuple[bytes, ...] | None, int]) -> tuple[tup
     return cursor, b"".join(events)
 
 
+def item_event(item: Item) -> bytes:
+    """A presence item: ``event: members|join|leave``, its JSON as data, no id."""
+    return f"event: {item.kind}\ndata: {item.json()}\n\n".encode()
+
+
 class EventStream(StreamingSubscriber):
     """A subscriber whose messages are written to a streaming response; the
     streaming producer of that response (notifier.transports.pacing)."""
 
     transport_name = "sse"
     encode = staticmethod(event)
+    tells_presence = True
+    encode_item = staticmethod(item_event)
 
     def __init__(self, request: Request, send_buffer_bytes: int, dropped: Callable[[Hub], None]) -> None:
         self.request = request

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from notifier.deadlines import TokenDeadlines
 from notifier.hub import Batch, Hub, Prepared, interleave
-from notifier.model import Message
+from notifier.model import Grant, Message
+from notifier.presence import Item
 from notifier.transports.pacing import Paced
 
 
@@ -60,27 +61,29 @@ class StreamingSubscriber(Paced):
 
     # attachment
 
-    def attach(self, hub: Hub, cursor: str | None, expires: float | None = None,
+    def attach(self, hub: Hub, cursor: str | None, grant: Grant | None = None,
                deadlines: TokenDeadlines | None = None) -> None:
         """Follow *hub* from *cursor*: the announcement, the backlog, then
-        live messages; until *expires* (a private center's token), if given."""
-        backlog, recovered, _ = hub.attach(self, cursor)
+        live messages; until the *grant* of a private center's token
+        expires, if given (and as its member, in a presence center)."""
+        backlog, recovered, _ = hub.attach(self, cursor, grant.member if grant is not None else None)
         self.hubs = (*self.hubs, hub)
-        if expires is not None and deadlines is not None:
-            deadlines.add(expires, hub, self)
+        if grant is not None and deadlines is not None:
+            deadlines.add(grant.expires, hub, self)
         self._announce(cursor, recovered, bool(backlog))
         encode = self.encode
         self._send_backlog(prepared.form(encode) for prepared in backlog)
 
-    def attach_many(self, hubs: Sequence[Hub], cursors: Sequence[str | None], expires: float | None = None,
+    def attach_many(self, hubs: Sequence[Hub], cursors: Sequence[str | None], grant: Grant | None = None,
                     deadlines: TokenDeadlines | None = None) -> None:
         """Follow several hubs from their *cursors* (``None``: live only) on
         one connection: the starting point, the backlogs interleaved in
         publish order, then live messages as each hub sends them."""
-        openings = [hub.attach(self, cursor) for hub, cursor in zip(hubs, cursors, strict=True)]
+        member = grant.member if grant is not None else None
+        openings = [hub.attach(self, cursor, member) for hub, cursor in zip(hubs, cursors, strict=True)]
         self.hubs = tuple(hubs)
-        if expires is not None and deadlines is not None:
-            deadlines.add(expires, hubs[0], self)  # it leaves every hub at once
+        if grant is not None and deadlines is not None:
+            deadlines.add(grant.expires, hubs[0], self)  # it leaves every hub at once
         lost = [hub.center.name for hub, opening in zip(hubs, openings, strict=True) if not opening.recovered]
         self._announce_many([opening.position for opening in openings], lost)
         self._send_backlog(self._replayed(interleave([opening.backlog for opening in openings])))
@@ -92,6 +95,18 @@ class StreamingSubscriber(Paced):
 
     def deliver(self, batch: Batch) -> None:
         self._pace(batch.joined(self.encode))
+
+    # presence (notifier.presence)
+
+    #: Whether presence items reach this subscriber.
+    tells_presence = False
+
+    def present(self, item: Item) -> None:
+        """Send a presence item, as this transport frames one."""
+        self._pace(item.form(self.encode_item))
+
+    def encode_item(self, item: Item) -> bytes:
+        raise TypeError(f"{type(self).__name__} carries no presence items")
 
     def _leave(self) -> None:
         hubs, self.hubs = self.hubs, ()

@@ -20,7 +20,8 @@ from notifier.envelope import envelope_json
 from notifier.errors import NotifierError
 from notifier.httpserver import raw_error_response
 from notifier.hub import Hub
-from notifier.model import Message
+from notifier.model import Grant, Message
+from notifier.presence import Item
 from notifier.transports.pacing import send_now
 from notifier.transports.streaming import StreamingSubscriber
 
@@ -69,8 +70,8 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
     encode = staticmethod(raw_frame)
     #: Whether a first ``{"recovered": ...}`` frame fits the format.
     tells_recovery = False
-    #: Where it goes once open: the hubs, a cursor for each, and when its token expires.
-    start: tuple[Sequence[Hub], Sequence[str | None], float | None] | None = None
+    #: Where it goes once open: the hubs, a cursor for each, and what its token grants.
+    start: tuple[Sequence[Hub], Sequence[str | None], Grant | None] | None = None
     #: The payload of the ping not answered yet; only its pong counts.
     _ping: bytes | None = None
 
@@ -90,11 +91,11 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
         # The connection was HTTP's: from now on it pauses and resumes us.
         self.unregisterProducer()
         self.registerProducer(self, True)
-        hubs, cursors, expires = self.start
+        hubs, cursors, grant = self.start
         if len(hubs) == 1:
-            self.attach(hubs[0], cursors[0], expires, self.factory.deadlines)
+            self.attach(hubs[0], cursors[0], grant, self.factory.deadlines)
         else:
-            self.attach_many(hubs, cursors, expires, self.factory.deadlines)
+            self.attach_many(hubs, cursors, grant, self.factory.deadlines)
 
     def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
         if cursor is not None and self.tells_recovery:
@@ -169,9 +170,16 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
         self.sendPing(self._ping)
 
 
+def item_frame(item: Item) -> bytes:
+    """A presence item as a text frame of JSON (made once per item)."""
+    return _frame(item.json().encode())
+
+
 class JsonSubscriber(WebSocketSubscriber):
     encode = staticmethod(json_frame)
     tells_recovery = True
+    tells_presence = True
+    encode_item = staticmethod(item_frame)
 
 
 FORMATS: dict[str, type[WebSocketSubscriber]] = {"raw": WebSocketSubscriber, "json": JsonSubscriber}
@@ -197,9 +205,9 @@ class _BoundFactory:
     """Builds one protocol of *cls*, bound to *hubs*, for Autobahn's resource."""
 
     def __init__(self, factory: NotifierFactory, cls: type[WebSocketSubscriber],
-                 hubs: Sequence[Hub], cursors: Sequence[str | None], expires: float | None) -> None:
+                 hubs: Sequence[Hub], cursors: Sequence[str | None], grant: Grant | None) -> None:
         self.factory, self.cls = factory, cls
-        self.start = (hubs, cursors, expires)
+        self.start = (hubs, cursors, grant)
 
     def buildProtocol(self, addr: Any) -> WebSocketSubscriber:
         protocol = self.cls()
@@ -209,9 +217,9 @@ class _BoundFactory:
 
 
 def upgrade(factory: NotifierFactory, hubs: Sequence[Hub], fmt: str, cursors: Sequence[str | None],
-            expires: float | None = None) -> WebSocketResource:
+            grant: Grant | None = None) -> WebSocketResource:
     """The resource that hands the request's connection to a subscriber of
     *hubs*, resuming each after its cursor (``None``: live messages only),
-    until *expires* (a private center's token) if given. Several hubs need
-    the ``json`` format."""
-    return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hubs, cursors, expires))
+    until the *grant* of a private center's token expires, if given. Several
+    hubs need the ``json`` format."""
+    return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hubs, cursors, grant))

@@ -6,7 +6,10 @@ Keys (``P`` = ``notifier:``): ``P publishers`` a hash name → JSON
 seq:{path}`` (its last sequence number) and ``P log:{path}`` (its retained
 messages); ``P deadlines`` a sorted set of ``{path}`` by expiry time; ``P
 idem:{publisher}:{key}`` a publish's ids by its ``Idempotency-Key``; ``P
-sig:{publisher}:{signature}`` a request signature seen. Channels, one pair
+sig:{publisher}:{signature}`` a request signature seen; ``P webhooks`` a
+hash publisher → JSON ``{"url", "events"}``; presence (``P members:{path}``,
+``P info:{path}``, ``P occupants:{path}``, ``P presence``: see
+notifier.backends.redis.presence). Channels, one pair
 per database (pub/sub ignores it): ``P{db}:messages`` and ``P{db}:control``.
 """
 
@@ -30,6 +33,31 @@ class Keys:
     @property
     def deadlines(self) -> str:
         return PREFIX + "deadlines"
+
+    @property
+    def webhooks(self) -> str:
+        return PREFIX + "webhooks"
+
+    # presence (notifier.backends.redis.presence)
+
+    @property
+    def presence(self) -> str:
+        return PREFIX + "presence"
+
+    def presence_members(self, path: str) -> str:
+        return f"{PREFIX}members:{path}"
+
+    def presence_uids(self, path: str) -> str:
+        return f"{PREFIX}uids:{path}"
+
+    def presence_info(self, path: str) -> str:
+        return f"{PREFIX}info:{path}"
+
+    def presence_occupants(self, path: str) -> str:
+        return f"{PREFIX}occupants:{path}"
+
+    def presence_occupied(self, path: str) -> str:
+        return f"{PREFIX}occupied:{path}"
 
     def centers(self, publisher: str) -> str:
         return f"{PREFIX}centers:{publisher}"

@@ -12,18 +12,19 @@ import json
 
 from notifier.backends.redis.client import Redis, Script
 from notifier.backends.redis.keys import Keys
-from notifier.model import Center, Publisher
+from notifier.model import Center, Publisher, Webhook
 
 ADD_CENTER = Script.named("add_center")
 REMOVE_CENTER = Script.named("remove_center")
 REMOVE_PUBLISHER = Script.named("remove_publisher")
 SET_SECRET = Script.named("set_secret")
+SET_WEBHOOK = Script.named("set_webhook")
 
 
 def _center(publisher: str, name: str, record: str) -> Center:
     fields = json.loads(record)
     return Center(publisher, name, fields["private"], fields["history"], fields["ttl"], fields["created"],
-                  fields["epoch"])
+                  fields["epoch"], fields.get("presence", False))
 
 
 class RedisStore:
@@ -64,7 +65,7 @@ class RedisStore:
         return int(await self.redis.script(SET_SECRET, [self.keys.publishers], [name, secret])) == 1
 
     async def remove_publisher(self, name: str) -> bool:
-        keys = [self.keys.publishers, self.keys.centers(name), self.keys.deadlines]
+        keys = [self.keys.publishers, self.keys.centers(name), self.keys.deadlines, self.keys.webhooks]
         paths = f"{name}/"
         args = [name, self.keys.seq(paths), self.keys.log(paths), paths]
         return int(await self.redis.script(REMOVE_PUBLISHER, keys, args)) == 1
@@ -74,7 +75,7 @@ class RedisStore:
             raise ValueError("a center is stored with its epoch")
         record = json.dumps({
             "private": center.private, "history": center.history, "ttl": center.ttl,
-            "created": center.created, "epoch": center.epoch,
+            "created": center.created, "epoch": center.epoch, "presence": center.presence,
         })
         created, stored = await self.redis.script(
             ADD_CENTER, [self.keys.centers(center.publisher)], [center.name, record, limit])
@@ -100,3 +101,18 @@ class RedisStore:
         path = f"{publisher}/{name}"
         keys = [self.keys.centers(publisher), self.keys.seq(path), self.keys.log(path), self.keys.deadlines]
         return int(await self.redis.script(REMOVE_CENTER, keys, [name, path])) == 1
+
+    async def set_webhook(self, publisher: str, webhook: Webhook) -> bool:
+        record = json.dumps({"url": webhook.url, "events": list(webhook.events)})
+        stored = await self.redis.script(SET_WEBHOOK, [self.keys.publishers, self.keys.webhooks], [publisher, record])
+        return int(stored) == 1
+
+    async def get_webhook(self, publisher: str) -> Webhook | None:
+        record = await self.redis.call("hget", self.keys.webhooks, publisher)
+        if record is None:
+            return None
+        fields = json.loads(record)
+        return Webhook(fields["url"], tuple(fields["events"]))
+
+    async def remove_webhook(self, publisher: str) -> bool:
+        return int(await self.redis.call("hdel", self.keys.webhooks, publisher)) == 1
