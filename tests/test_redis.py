@@ -1018,3 +1018,37 @@ async def test_a_node_gone_silent_leaves_no_ghost_members(nodes, redis, monkeypa
         ann.close()
     finally:
         await relay.cut()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sigkilled_node_leaves_no_ghost_member_behind(nodes, redis, tmp_path):
+    """A real process holding a member is killed: another node reports the
+    member gone once the dead node's entries have expired (NODE_TTL), with
+    nothing but Redis to tell it."""
+    from notifier.backends.redis.presence import NODE_TTL, REFRESH
+
+    port = free_port()
+    doomed = None
+    try:
+        doomed = await _process(tmp_path / "doomed", redis, f"tcp:{port}:interface=127.0.0.1", port)
+        a = await nodes(**PRESENCE)
+        status, body = await a.admin("POST", "/admin/v1/publishers", {"name": PUBLISHER})
+        auth = (PUBLISHER, body["secret"])
+        await make_center(a, auth, "room", private=True, presence=True)
+        path = f"/sub/{PUBLISHER}/room?format=json&token="
+        ann = await websocket(f"{a.ws}{path}{_member_token(auth[1], 'ann')}", a.public_port)
+        await ann.next()
+        ghost = await websocket(f"{doomed.ws}{path}{_member_token(auth[1], 'ghost')}", doomed.public_port)
+        await ghost.next()
+        assert json.loads(await ann.next(DELIVERY_SECONDS))["uid"] == "ghost"
+        doomed.transport.signalProcess("KILL")
+        await doomed.stopped(10)
+        killed = reactor.seconds()
+        left = json.loads(await ann.next(NODE_TTL + 2 * REFRESH + 5))
+        assert left == {"presence": "leave", "center": "room", "uid": "ghost"}
+        assert reactor.seconds() - killed >= NODE_TTL - REFRESH  # not before its entries expired
+        assert await _presence_count(a, auth) == 1
+        ann.close()
+    finally:
+        if doomed is not None:
+            await doomed.kill()
