@@ -165,8 +165,8 @@ async def test_create_get_list_and_delete_centers(php):
     assert existed["center"]["private"] is False  # an existing center keeps its options
     assert private["created"] is True
     assert private["center"] | {"created": None} == {
-        "name": name, "path": f"site/{name}", "private": True, "history": 5, "ttl": 60,
-        "subscribers": 0, "last_id": None, "created": None,
+        "name": name, "path": f"site/{name}", "private": True, "presence": False,
+        "history": 5, "ttl": 60, "subscribers": 0, "last_id": None, "created": None,
     }
     assert news == created["center"]
     assert room == private["center"]
