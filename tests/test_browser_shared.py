@@ -19,7 +19,7 @@ from twisted.web import resource, server, static
 
 from tests.browser import Browser
 from tests.relay import Relay
-from tests.support import call, eventually, sleep, start_daemon, subscriber_count
+from tests.support import call, eventually, sleep, start_daemon, subscriber_count, subscriber_token, websocket
 
 pytestmark = pytest.mark.browser
 
@@ -29,7 +29,9 @@ PAGE = """<!doctype html>
 <script>
 window.received = [];
 window.statuses = [];
+window.presence = [];
 window.start = function (url, options) {
+  options.onPresence = function (item) { window.presence.push(item); };
   options.onMessage = function (data, message) {
     window.received.push({id: message.id, center: message.center, data: data});
   };
@@ -42,6 +44,8 @@ window.start = function (url, options) {
 """
 
 TRANSPORTS = ["websocket", "sse", "longpoll"]
+#: Seconds a presence member's last connection may be gone before it leaves.
+GRACE = 0.5
 CENTERS = ["news", "user.17", "node.5"]
 PUBLISHER = "drupal"
 
@@ -149,7 +153,8 @@ async def site(tmp_path):
     page_port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
         server.Site(page))
     origin = f"http://127.0.0.1:{page_port.getHost().port}"
-    daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", public={"allowed_origins": [origin]})
+    daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", public={"allowed_origins": [origin]},
+                                presence={"leave_grace": GRACE})
     page.putChild(b"page.html", static.Data(
         (PAGE % {"script": f"{daemon.public}/notifier.js"}).encode(), "text/html; charset=utf-8"))
     secret = await daemon.add_publisher(PUBLISHER)
@@ -446,3 +451,102 @@ async def test_without_locks_a_tab_connects_on_its_own(site, tabs):
     await tab.evaluate("window.subscription.close()")
     assert (await tab.statuses())[-1][0] == "closed"
     await eventually(site.subscribers, lambda n: n == 0)
+
+
+# presence
+
+
+async def _presence_room(site: Site) -> None:
+    status, body = await call("PUT", f"{site.daemon.api}/api/v1/centers/room",
+                              {"private": True, "presence": True}, auth=site.auth)
+    assert status == 201, body
+
+
+def _member_token(site: Site, uid: str, info: dict | None = None) -> str:
+    claims: dict = {"centers": ["room"], "uid": uid}
+    if info is not None:
+        claims["info"] = info
+    return subscriber_token(site.secret, **claims)
+
+
+async def _presence(tab: Tab, count: int) -> list[dict]:
+    await tab.wait_for("n => window.presence.length >= n", count)
+    await sleep(0.3)  # time for anything more to show up
+    return await tab.evaluate("window.presence")
+
+
+async def _visitor(site: Site, uid: str):
+    """Another member of the room: a WebSocket of its own."""
+    return await websocket(f"{site.daemon.ws}/sub/{PUBLISHER}/room?format=json&token={_member_token(site, uid)}",
+                           site.daemon.public_port)
+
+
+ANN = {"uid": "17", "info": {"name": "Ann"}}
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+@pytest_twisted.ensureDeferred
+async def test_on_presence_tells_the_members_then_who_joins_and_leaves(site, tabs, transport):
+    """A page subscribed to a presence center among others is told who is
+    there (itself included), then each join and leave, with the center."""
+    await _presence_room(site)
+    tab = await tabs.open()
+    await tab.subscribe(site.url("news", "room"), token=_member_token(site, "17", {"name": "Ann"}),
+                        transports=[transport], shared=False)
+    assert await _presence(tab, 1) == [{"presence": "members", "center": "room", "members": [ANN]}]
+    visitor = await _visitor(site, "42")
+    items = await _presence(tab, 2)
+    assert items[1] == {"presence": "join", "center": "room", "uid": "42", "info": None}
+    visitor.close()
+    items = await _presence(tab, 3)
+    assert items[2] == {"presence": "leave", "center": "room", "uid": "42"}
+    published = [await site.publish("still here", "news")]
+    assert await _received(tab, 1) == published  # messages go on beside presence
+    assert len(await tab.evaluate("window.presence")) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_carries_no_presence(site, tabs):
+    await _presence_room(site)
+    tab = await tabs.open()
+    await tab.subscribe(site.url("news", "room"), token=_member_token(site, "17"),
+                        transports=["longpoll"], shared=False)
+    await _connected(tab)
+    status, body = await call("GET", f"{site.daemon.api}/api/v1/centers/room/presence", auth=site.auth)
+    assert status == 200 and [m["uid"] for m in body["members"]] == ["17"], body  # a member all the same
+    published = [await site.publish("polled", "room")]
+    assert await _received(tab, 1) == published
+    assert await tab.evaluate("window.presence") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_tabs_are_told_who_is_there_and_a_new_leader_is_told_again(site, tabs):
+    """A tab that joins a shared subscription is told the members the
+    leading tab knows; both are told each join and leave; the tab that
+    takes over is sent the members again by its own connection, and the
+    handover is no leave and join of the tabs' own uid."""
+    await _presence_room(site)
+    token = _member_token(site, "17", {"name": "Ann"})
+    url = site.url("news", "room")
+    first = await tabs.open()
+    await first.subscribe(url, token=token)
+    await _connected(first, leader=True)
+    members = {"presence": "members", "center": "room", "members": [ANN]}
+    assert await _presence(first, 1) == [members]
+    second = await tabs.open()
+    await second.subscribe(url, token=token)
+    assert await _presence(second, 1) == [members]  # from the leading tab
+    assert await second.leader() is False
+    visitor = await _visitor(site, "42")
+    joined = {"presence": "join", "center": "room", "uid": "42", "info": None}
+    for tab in (first, second):
+        assert (await _presence(tab, 2))[1] == joined
+    await first.close()
+    await _connected(second, leader=True)
+    both = {"presence": "members", "center": "room", "members": [ANN, {"uid": "42", "info": None}]}
+    assert (await _presence(second, 3))[2] == both
+    visitor.close()
+    items = await _presence(second, 4)
+    assert items[3] == {"presence": "leave", "center": "room", "uid": "42"}
+    await sleep(GRACE * 2)
+    assert len(await second.evaluate("window.presence")) == 4  # no leave of 17 for the handover

@@ -7,7 +7,8 @@
  *     transports: ["websocket", "sse", "longpoll"],   // tried in this order
  *     shared: true,              // one connection for all of the origin's tabs
  *     onMessage: function (data, message) {},         // text; {id, center, data, ts}
- *     onStatus: function (status, detail) {}          // see below
+ *     onStatus: function (status, detail) {},         // see below
+ *     onPresence: function (item) {}                  // presence centers: see below
  *   });
  *   sub.lastId;                  // the cursor: where a new subscription would resume
  *   sub.close();
@@ -51,6 +52,13 @@
  * a shared tab given `since` could not fetch what it missed), "failed" {transport,
  * status, error} (the server refused for good: no such center, bad or
  * expired string token), "closed".
+ *
+ * Presence centers (a token with `uid`): `onPresence` is given the server's
+ * presence items as they come, `{presence: "members", center, members:
+ * [{uid, info}, ...]}` when a connection opens (again after each
+ * reconnection), then `{presence: "join", center, uid, info}` and
+ * `{presence: "leave", center, uid}`. WebSocket and SSE carry them,
+ * long-poll does not.
  *
  * It resumes from the last position it saw after any disconnect (every
  * center of a multiplexed subscription from its own), so nothing the server
@@ -107,6 +115,8 @@
  * follower are those of the shared connection: on joining, the leader's
  * current one ("connected" once the shared connection is up), then every
  * "connecting", "connected", "reconnecting" and "lost" the leader reports.
+ * A tab that joins is given the members the leader knows of each presence
+ * center as a "members" item, then every item the leader is given.
  * "failed" and "closed" are each tab's own: a leader that is refused for
  * good reports "failed" and "closed" and lets the next tab try with its
  * own options. In a shared subscription `detail.leader` says whether this
@@ -131,6 +141,7 @@
   var STALE = 3000;           // ms: a follower that heard nothing for this long pings
   var PING_WAIT = 1000;       // ms: an unanswered ping for this long: take over
   var STATES = ["connecting", "connected", "reconnecting"];
+  var PRESENCE = ["members", "join", "leave"];
 
   function query(url, params) {
     var parts = [];
@@ -281,7 +292,8 @@
   };
 
   // One connection (with its reconnections) to the server. `sink.message`
-  // gets each new message, `sink.status` each status.
+  // gets each new message, `sink.presence` each presence item, `sink.status`
+  // each status.
   function Subscription(url, options, cursor, sink) {
     this.url = url;
     this.token = options.token || null;
@@ -336,6 +348,13 @@
     var fresh = this.cursor.accept(message);
     if (after) this.cursor.merge(after);
     if (fresh) this.sink.message(message);
+  };
+
+  // A presence item ({presence: "members"|"join"|"leave", center, ...}).
+  Subscription.prototype.presence = function (item) {
+    if (!item || PRESENCE.indexOf(item.presence) === -1) return;
+    if (!item.center) item.center = this.cursor.centers[0];
+    this.sink.presence(item);
   };
 
   Subscription.prototype.recovery = function (recovered, lost) {
@@ -431,7 +450,9 @@
       var frame;
       try { frame = JSON.parse(event.data); } catch (e) { return; }
       if (!frame || typeof frame !== "object") return;
-      if (frame.id === undefined) {
+      if (frame.presence !== undefined) {
+        self.presence(frame);
+      } else if (frame.id === undefined) {
         // The first frame: where each center starts (several centers), and
         // whether the resumption was complete.
         if (frame.cursor) self.cursor.merge(frame.cursor);
@@ -466,6 +487,11 @@
       var body;
       try { body = JSON.parse(event.data); } catch (e) { return; /* malformed: ignore */ }
       self.recovery(body.recovered, body.lost);
+    });
+    PRESENCE.forEach(function (kind) {
+      source.addEventListener(kind, function (event) {
+        try { self.presence(JSON.parse(event.data)); } catch (e) { /* malformed: ignore */ }
+      });
     });
     source.addEventListener("message", function (event) {
       if (!self.multiplexed) {
@@ -563,6 +589,8 @@
     this.options = options;
     this.onMessage = options.onMessage || function () {};
     this.onStatus = options.onStatus || function () {};
+    this.onPresence = options.onPresence || function () {};
+    this.rosters = Object.create(null);  // center -> its members, as presence items told them
     this.name = "notifier:" + url;
     this.cursor = new Cursor(centersOf(url), options.since);
     this.closed = false;
@@ -593,6 +621,20 @@
 
   Shared.prototype.deliver = function (message) {
     call(this.onMessage, message.data, message);
+  };
+
+  // A presence item: kept in the center's roster (for tabs that join
+  // later), and given to the page.
+  Shared.prototype.tell = function (item) {
+    var roster = this.rosters[item.center] || [];
+    if (item.presence === "members") {
+      roster = item.members.slice();
+    } else {
+      roster = roster.filter(function (member) { return member.uid !== item.uid; });
+      if (item.presence === "join") roster.push({ uid: item.uid, info: item.info === undefined ? null : item.info });
+    }
+    this.rosters[item.center] = roster;
+    call(this.onPresence, item);
   };
 
   Shared.prototype.report = function (status, detail) {
@@ -663,11 +705,16 @@
         self.post({ type: "message", message: message, cursor: self.cursor.value() });
         self.posted = now();
       },
+      presence: function (item) {
+        self.tell(item);
+        self.post({ type: "presence", item: item });
+        self.posted = now();
+      },
       status: function (status, detail) { self.leaderStatus(status, detail); }
     };
     this.leading = new Subscription(this.url, this.options, this.cursor, sink);
     this.leading.connect();
-    this.announce();
+    this.announce(false);
   };
 
   // The lock was stolen: another tab leads now.
@@ -680,9 +727,13 @@
     if (subscription) subscription.close(true);
   };
 
-  Shared.prototype.announce = function () {
+  // Tells the other tabs where the shared connection stands; `full`: with
+  // the members of each center, for a tab that has just joined.
+  Shared.prototype.announce = function (full) {
     this.posted = now();
-    this.post({ type: "state", cursor: this.cursor.value(), status: this.state, transport: this.transport });
+    var state = { type: "state", cursor: this.cursor.value(), status: this.state, transport: this.transport };
+    if (full) state.rosters = this.rosters;
+    this.post(state);
   };
 
   Shared.prototype.leaderStatus = function (status, detail) {
@@ -705,7 +756,7 @@
   Shared.prototype.heed = function (data) {
     if (this.closed || !data || typeof data !== "object") return;
     if (data.type === "hello" || data.type === "ping") {
-      if (this.leading) this.announce();
+      if (this.leading) this.announce(data.type === "hello");
       return;
     }
     this.heard = now();
@@ -726,6 +777,8 @@
       var fresh = this.cursor.accept(data.message);
       this.cursor.merge(data.cursor);
       if (fresh) this.deliver(data.message);
+    } else if (data.type === "presence") {
+      this.tell(data.item);
     } else if (data.type === "status") {
       if (STATES.indexOf(data.status) !== -1) this.state = data.status;
       this.transport = data.detail.transport;
@@ -736,6 +789,9 @@
       this.transport = data.transport;
       if (data.status && data.status !== this.reported) {
         this.report(data.status, { transport: data.transport });
+      }
+      for (var center in data.rosters || {}) {   // joined: who is there already
+        if (Object.prototype.hasOwnProperty.call(data.rosters, center) && !(center in this.rosters)) this.tell({ presence: "members", center: center, members: data.rosters[center] });
       }
     }
   };
@@ -789,7 +845,7 @@
     if (this.closed) return;
     var time = now();
     if (this.leading) {
-      if (time - this.posted >= HEARTBEAT) this.announce();
+      if (time - this.posted >= HEARTBEAT) this.announce(false);
       return;
     }
     if (time - this.heard < this.stale) return;
@@ -843,8 +899,10 @@
       }
       var onMessage = options.onMessage || function () {};
       var onStatus = options.onStatus || function () {};
+      var onPresence = options.onPresence || function () {};
       var subscription = new Subscription(url, options, new Cursor(centersOf(url), options.since), {
         message: function (message) { call(onMessage, message.data, message); },
+        presence: function (item) { call(onPresence, item); },
         status: function (status, detail) { call(onStatus, status, detail); }
       });
       subscription.connect();
