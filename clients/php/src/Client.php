@@ -103,9 +103,9 @@ final class Client
 
     /**
      * Create the center $name, or find it if it exists (its options are then
-     * left as they are).
+     * left as they are). A presence center (`presence`) is private too.
      *
-     * @param array{private?: bool, history?: int, ttl?: int} $options
+     * @param array{private?: bool, presence?: bool, history?: int, ttl?: int} $options
      * @return array{center: array<string, mixed>, created: bool}
      */
     public function createCenter(string $name, array $options = []): array
@@ -117,8 +117,9 @@ final class Client
     }
 
     /**
-     * The center $name: `name`, `path`, `private`, `history`, `ttl`,
-     * `subscribers`, `last_id`, `created`.
+     * The center $name: `name`, `path`, `private`, `presence`, `history`,
+     * `ttl`, `subscribers`, `last_id`, `created` (and `members`, their
+     * count, for a presence center).
      *
      * @return array<string, mixed>
      */
@@ -141,6 +142,18 @@ final class Client
     public function deleteCenter(string $name): void
     {
         $this->request('DELETE', self::centerPath($name));
+    }
+
+    /**
+     * Who is in the presence center $center: `count` and `members`, a list
+     * of `['uid' => string, 'info' => ?array]` sorted by uid. A center
+     * without presence is refused (400 `no_presence`).
+     *
+     * @return array{count: int, members: list<array{uid: string, info: array<string, mixed>|null}>}
+     */
+    public function presence(string $center): array
+    {
+        return $this->request('GET', self::centerPath($center) . '/presence')[1];
     }
 
     /**
@@ -185,11 +198,62 @@ final class Client
      * a list (a name ending in `*` grants every center it prefixes), valid
      * for $ttlSeconds. The browser passes it as `token=`.
      *
+     * A presence center needs $uid, who the holder is (1 to 128 characters),
+     * and may be told $info about them (an associative array, at most 1 KiB
+     * as JSON), which every member sees: see SubscriberToken::create().
+     *
      * @param string|list<string> $centers
+     * @param array<string, mixed>|null $info
      */
-    public function subscriberToken(string|array $centers, int $ttlSeconds = 3600): string
+    public function subscriberToken(
+        string|array $centers,
+        int $ttlSeconds = 3600,
+        ?string $uid = null,
+        ?array $info = null,
+    ): string {
+        return SubscriberToken::create($this->secret, $centers, $ttlSeconds, null, $uid, $info);
+    }
+
+    /**
+     * Have the daemon POST the $events named (Webhook::EVENTS, all of them
+     * by default) to $url, an http or https URL of the site, replacing any
+     * webhook set before; the webhook as stored, `['url' => ..., 'events' => [...]]`.
+     * The site checks each request with Webhook::verify().
+     *
+     * @param list<string> $events
+     * @return array{url: string, events: list<string>}
+     */
+    public function setWebhook(string $url, array $events = Webhook::EVENTS): array
     {
-        return SubscriberToken::create($this->secret, $centers, $ttlSeconds);
+        if (!array_is_list($events)) {
+            throw new \InvalidArgumentException('the events are a list of event names');
+        }
+        $body = self::encode(['url' => $url, 'events' => $events]);
+
+        return $this->request('PUT', '/api/v1/webhook', $body, 'application/json')[1];
+    }
+
+    /**
+     * The webhook set, `['url' => ..., 'events' => [...]]`; null if none is.
+     *
+     * @return array{url: string, events: list<string>}|null
+     */
+    public function getWebhook(): ?array
+    {
+        try {
+            return $this->request('GET', '/api/v1/webhook')[1];
+        } catch (NotifierException $e) {
+            if ($e->getStatus() === 404 && $e->getErrorCode() === 'no_webhook') {
+                return null;
+            }
+            throw $e;
+        }
+    }
+
+    /** Stop the webhook; nothing happens if none is set. */
+    public function deleteWebhook(): void
+    {
+        $this->request('DELETE', '/api/v1/webhook');
     }
 
     /**

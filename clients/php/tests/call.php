@@ -4,14 +4,17 @@ declare(strict_types=1);
 
 /*
  * Runs client calls described by a JSON file and prints their outcomes as
- * JSON, for tests/test_php_client.py:
+ * JSON, for tests/test_php_client.py and tests/test_php_presence_webhooks.py:
  *
  *     php call.php program.json
  *
  * program.json: {"url": ..., "publisher": ..., "secret": ..., "options": {...},
  *                "calls": [["publish", "news", "hello"], ...]}
- * A call is a Client method and its arguments, or ["token", secret, centers,
- * ttl, now] for SubscriberToken::create. Each outcome is {"result": ...} or
+ * A call is a Client method and its arguments, or one of the static calls
+ * ["token", secret, centers, ttl, now, uid, info] (SubscriberToken::create),
+ * ["verify", secret, headers, body, tolerance, now] (Webhook::verify),
+ * ["webhookId", headers] (Webhook::id) and ["sign", secret, body, timestamp]
+ * (Webhook::sign). Each outcome is {"result": ...} or
  * {"exception": {"class", "status", "error", "message", "error_message", "timeout"}}.
  */
 
@@ -21,6 +24,7 @@ use Notifier\Client;
 use Notifier\NotifierException;
 use Notifier\SubscriberToken;
 use Notifier\TransportException;
+use Notifier\Webhook;
 
 $program = json_decode(file_get_contents($argv[1]), true, 512, JSON_THROW_ON_ERROR);
 $options = $program['options'] ?? [];
@@ -36,9 +40,13 @@ try {
 foreach ($client === null ? [] : $program['calls'] as $call) {
     $method = array_shift($call);
     try {
-        $result = $method === 'token'
-            ? SubscriberToken::create(...$call)
-            : $client->{$method}(...$call);
+        $result = match ($method) {
+            'token' => SubscriberToken::create(...$call),
+            'verify' => Webhook::verify(...$call),
+            'webhookId' => Webhook::id(...$call),
+            'sign' => Webhook::sign(...$call),
+            default => $client->{$method}(...$call),
+        };
         $outcomes[] = ['result' => $result];
     } catch (NotifierException $e) {
         $outcomes[] = ['exception' => [
