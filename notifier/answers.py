@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Coroutine
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
@@ -47,33 +47,71 @@ def now_or_later(coroutine: Coroutine[Any, Any, T]) -> T | Deferred[T]:
     except StopIteration as done:
         result: T = done.value  # StopIteration leaves the coroutine's result untyped
         return result
-    return Deferred.fromCoroutine(_resume(coroutine, awaited))
+    return _Driver(coroutine).drive(awaited)
 
 
-async def _resume(coroutine: Coroutine[Any, Any, T], awaited: Any) -> T:
-    """Drive *coroutine* on from where it first waited for *awaited*."""
-    while True:
-        try:
-            value = await _wait(awaited)
-        except BaseException as e:
+class _Driver(Generic[T]):
+    """Drives a coroutine that waits on Deferreds, as ``Deferred.fromCoroutine``
+    does but with one Deferred of its own and no other coroutine: this is the
+    path of every publish that waits for the store. Cancelling the result
+    cancels what the coroutine waits on, which sees ``CancelledError``."""
+
+    __slots__ = ("coroutine", "result", "awaited")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, T]) -> None:
+        self.coroutine = coroutine
+        self.result: Deferred[T] = Deferred(self._cancel)
+        self.awaited: Deferred[Any] | None = None
+
+    def drive(self, awaited: Any) -> Deferred[T]:
+        """Go on from *awaited*, what the coroutine yielded; a loop rather
+        than recursion while what it waits on has fired already."""
+        while True:
+            if isinstance(awaited, Deferred) and (not awaited.called or awaited.paused):
+                self.awaited = awaited
+                awaited.addBoth(self._resume)
+                return self.result
+            # A Deferred that has fired (the coroutine reads its result), or
+            # a bare yield (asyncio-style futures are not used here).
             try:
-                awaited = coroutine.throw(e)
+                awaited = self.coroutine.send(None)
             except StopIteration as done:
-                thrown_result: T = done.value  # untyped in StopIteration
-                return thrown_result
-            continue
+                self._finish(done.value, None)
+                return self.result
+            except BaseException:
+                self._finish(None, Failure())
+                return self.result
+
+    def _resume(self, value: Any) -> None:
+        # In the awaited Deferred's callbacks: its result is *value* still,
+        # which the coroutine reads as it goes on (a failure is thrown into
+        # it); then it is consumed.
+        self.awaited = None
         try:
-            awaited = coroutine.send(value)
+            if isinstance(value, Failure):
+                awaited = value.throwExceptionIntoGenerator(self.coroutine)
+            else:
+                awaited = self.coroutine.send(None)
         except StopIteration as done:
-            sent_result: T = done.value  # untyped in StopIteration
-            return sent_result
+            self._finish(done.value, None)
+            return None
+        except BaseException:
+            self._finish(None, Failure())
+            return None
+        self.drive(awaited)
+        return None
 
+    def _finish(self, value: Any, failure: Failure | None) -> None:
+        if self.result.called:
+            return  # cancelled, and the coroutine went on regardless
+        if failure is None:
+            self.result.callback(value)
+        else:
+            self.result.errback(failure)
 
-async def _wait(awaited: Any) -> Any:
-    if isinstance(awaited, Deferred):
-        return await awaited
-    # A bare yield (asyncio-style futures are not used here): go on at once.
-    return awaited
+    def _cancel(self, _: Deferred[T]) -> None:
+        if self.awaited is not None:
+            self.awaited.cancel()
 
 
 def answer_later(request: server.Request, result: Deferred[Any]) -> int:

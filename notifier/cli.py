@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _publisher(reactor: Any, config: Config, args: argparse.Namespace, out: TextIO) -> None:
-    store, broker = open_backend(config.store.url, reactor)
+    store, broker = open_backend(config.store, reactor)
     await store.open()
     # Not started: it only tells running daemons of a rotation or removal.
     registry = HubRegistry(store, broker, config.centers, reactor)

@@ -94,6 +94,14 @@ def _between(low: int | float, high: int | float) -> Callable[[str, int | float]
     return check
 
 
+def _one_of(*choices: str) -> Callable[[str, str], None]:
+    def check(key: str, value: str) -> None:
+        if value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+
+    return check
+
+
 def _key(default: Any, kind: type | tuple[type, ...], check: Any = None) -> Any:
     return field(default=default, metadata={"kind": kind, "check": check})
 
@@ -115,6 +123,12 @@ class ApiConfig:
 @frozen
 class StoreConfig:
     url: str = _key("sqlite:notifier.db", str, _store_url)
+    #: Whether a ``sqlite:PATH`` store keeps each center's history and ids in
+    #: the file, across restarts (every publish answered once committed).
+    durable: bool = _key(False, bool)
+    #: SQLite's ``synchronous`` for that history: "normal" survives any
+    #: crash of the daemon, "full" a power cut too.
+    synchronous: str = _key("normal", str, _one_of("normal", "full"))
 
 
 @frozen

@@ -71,6 +71,14 @@ class IdempotencyKeys:
         entry.waiting.clear()
         return result, True
 
+    def remember(self, publisher: str, key: str, at: float, result: Any) -> None:
+        """Know ``(publisher, key)`` as run at *at* with *result* (as read
+        back from a store that outlives the daemon); keys come oldest first."""
+        entries = self._publishers.setdefault(publisher, OrderedDict())
+        entries[key] = _Entry(at, result, True)
+        while len(entries) > self.max_keys:
+            entries.popitem(last=False)
+
     @staticmethod
     def _forget_before(entries: OrderedDict[str, _Entry[Any]], oldest: float) -> None:
         while entries:

@@ -43,7 +43,7 @@ CLOSE_GRACE = 0.5
 
 def make_service(config: Config, reactor: Any) -> NotifierService:
     """Every object of the daemon, built and wired, under one service."""
-    store, broker = open_backend(config.store.url, reactor)
+    store, broker = open_backend(config.store, reactor)
     registry = HubRegistry(store, broker, config.centers, reactor)
     node = secrets.token_hex(8)
     registry.webhooks = Webhooks(config.webhooks, reactor, registry.stats, registry.webhook_destination)

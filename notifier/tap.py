@@ -8,6 +8,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from notifier.backends.sqlite import StoreError, check_file
 from notifier.config import ConfigError, load_config
 from notifier.service import make_service
 
@@ -24,6 +25,12 @@ class Options(usage.Options):
             self["settings"] = load_config(self["config"])
         except ConfigError as e:
             raise usage.UsageError(f"configuration: {e}") from None
+        url = self["settings"].store.url
+        if url.startswith("sqlite:"):
+            try:
+                check_file(url.removeprefix("sqlite:"))
+            except StoreError as e:
+                raise usage.UsageError(f"store: {e}") from None
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:

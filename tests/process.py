@@ -27,9 +27,10 @@ START_SECONDS = 30.0
 DRAIN = 1.0
 
 
-def write_config(folder: Path) -> tuple[Path, int, int]:
+def write_config(folder: Path, **sections: dict[str, Any]) -> tuple[Path, int, int]:
     """A configuration in *folder*, its SQLite store beside it, on two free
-    loopback ports: its path, the public port and the api port."""
+    loopback ports (and *sections* merged in): its path, the public port
+    and the api port."""
     public, api = free_port(), free_port()
     while api == public:
         api = free_port()
@@ -39,6 +40,7 @@ def write_config(folder: Path) -> tuple[Path, int, int]:
         public={"endpoint": f"tcp:{public}:interface=127.0.0.1"},
         api={"endpoint": f"tcp:{api}:interface=127.0.0.1", "admin_token": ADMIN_TOKEN},
         subscribers={"drain_seconds": DRAIN},
+        **sections,
     ), encoding="utf-8")
     return path, public, api
 

@@ -38,7 +38,7 @@ from notifier.registry import HubRegistry
 
 async def run(reactor, path, publisher, names):
     config = load_config(path)
-    store, broker = open_backend(config.store.url, reactor)
+    store, broker = open_backend(config.store, reactor)
     await store.open()
     try:
         registry = HubRegistry(store, broker, config.centers, reactor)

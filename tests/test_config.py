@@ -35,6 +35,8 @@ header_timeout = 10
 
 [store]
 url = "sqlite:notifier.db"                 # or "sqlite::memory:", or "redis://host:port/db"
+durable = false                            # sqlite:PATH keeps history and ids across restarts
+synchronous = "normal"                     # for that history: "normal" or "full"
 
 [centers]
 history = 100                              # retained messages per center
@@ -66,7 +68,7 @@ VALID: dict[str, dict[str, Any]] = {
     "public": {"endpoint": "tcp:9090:interface=127.0.0.1",
                "allowed_origins": ["https://example.org", "http://localhost:3000"], "header_timeout": 2.5},
     "api": {"endpoint": "unix:/tmp/notifier-api.sock", "admin_token": "s3cret-token", "header_timeout": 30},
-    "store": {"url": "sqlite::memory:"},
+    "store": {"url": "sqlite::memory:", "durable": True, "synchronous": "full"},
     "centers": {"history": 7, "max_message_bytes": 1024, "auto_create": True, "idle_ttl": 3600,
                 "auto_create_private": ["user.*", "exact"], "max_per_publisher": 5},
     "subscribers": {"longpoll_timeout": 120, "ping_interval": 0.5, "drain_seconds": 0.25,
@@ -212,6 +214,8 @@ def test_unknown_sections_and_keys_are_refused(text, names):
     ("api", "admin_token", 123),
     ("api", "endpoint", ["tcp:8081"]),
     ("store", "url", 1),
+    ("store", "synchronous", 2),
+    ("store", "durable", "yes"),
     ("centers", "history", {"a": 1}),
 ])
 def test_wrong_types_are_refused_naming_the_key(section, key, value):
@@ -235,6 +239,8 @@ def test_wrong_types_are_refused_naming_the_key(section, key, value):
     ("subscribers", "drain_seconds", float("inf")),
     ("subscribers", "max_per_center", -1),
     ("subscribers", "send_buffer_bytes", 0),
+    ("store", "synchronous", "off"),
+    ("store", "synchronous", "NORMAL"),
 ])
 def test_out_of_range_values_are_refused_naming_the_key(section, key, value):
     message = refused(toml({section: {key: value}}))

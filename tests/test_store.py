@@ -419,3 +419,36 @@ async def test_webhooks_are_kept_per_publisher_and_go_with_it(store):
     assert await store.get_webhook("site") is None
     await store.add_publisher(Publisher("site", "s" * 43, 1.0))
     assert await store.get_webhook("site") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_history_writes_are_no_change_and_deletions_take_their_streams(tmp_path):
+    """The durable history (notifier.journal) shares the file: its writes
+    are not changes the daemon must look into, and removing a center (or a
+    publisher) removes its streams, whichever process removes it."""
+    from notifier.journal import Journal
+
+    path = str(tmp_path / "n.db")
+    daemon = SQLiteStore(path, reactor)
+    await daemon.open()
+    journal = Journal(path, "normal")
+    try:
+        await _with_publishers(daemon, "site", "other")
+        for owner, name in (("site", "news"), ("site", "kept"), ("other", "news")):
+            await daemon.add_center(center(owner, name))
+        assert await daemon.changed() is False
+        rows = [(owner, name, "e", 1, 1.0, "x", 10) for owner, name in (("site", "news"), ("site", "kept"),
+                                                                       ("other", "news"))]
+        assert journal.handle([("write", rows, ("site", "k", 1e12, "[]"))])[0] == [("ok",)]
+        assert await daemon.changed() is False  # another connection wrote, but no publisher, center or webhook
+        assert await daemon.remove_center("site", "news")
+        assert await daemon.remove_publisher("other")
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT publisher, center FROM streams").fetchall() == [("site", "kept")]
+        assert journal.handle([("keys", 0.0)])[0] == [("ok", [("site", "k", 1e12, "[]")])]
+        assert journal.handle([("forget", "site", "news"), ("forget", "other", None)])[0] == [("ok", None)] * 2
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM log").fetchone()[0] == 1
+    finally:
+        journal.close()
+        await daemon.close()

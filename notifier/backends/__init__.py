@@ -1,13 +1,15 @@
 """The backends: where state is kept and how messages reach every node.
 
 ``open_backend`` is the one place that chooses: an SQLite store with
-delivery on this node, or Redis for both, shared by every node using it.
+delivery on this node (its history kept in the file, or in memory with
+``sqlite::memory:``), or Redis for both, shared by every node using it.
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
+from notifier.backends.durable import DurableBroker
 from notifier.backends.interfaces import Broker, Store
 from notifier.backends.local import LocalBroker
 from notifier.backends.redis.broker import RedisBroker
@@ -15,18 +17,23 @@ from notifier.backends.redis.client import Redis, RedisAddress
 from notifier.backends.redis.keys import Keys
 from notifier.backends.redis.presence import RedisDirectory
 from notifier.backends.redis.store import RedisStore
-from notifier.backends.sqlite import SQLiteStore
+from notifier.backends.sqlite import MEMORY, SQLiteStore
+from notifier.config import StoreConfig
 from notifier.presence import Directory, LocalDirectory
 
 
-def open_backend(url: str, reactor: IReactorTime) -> tuple[Store, Broker]:
-    """The store and the broker that *url* (``[store] url``, already
-    validated by the configuration) means."""
+def open_backend(config: StoreConfig, reactor: IReactorTime) -> tuple[Store, Broker]:
+    """The store and the broker that ``[store]`` (already validated by the
+    configuration) means."""
+    url = config.url
     if url.startswith("redis:"):
         address = RedisAddress.parse(url)
         redis, keys = Redis(address, reactor), Keys(address.db)
         return RedisStore(redis, keys), RedisBroker(redis, keys, reactor)
-    return SQLiteStore(url.removeprefix("sqlite:"), reactor), LocalBroker(reactor)
+    path = url.removeprefix("sqlite:")
+    if path == MEMORY or not config.durable:
+        return SQLiteStore(path, reactor), LocalBroker(reactor)
+    return SQLiteStore(path, reactor), DurableBroker(path, config.synchronous, reactor)
 
 
 def presence_directory(broker: Broker, reactor: IReactorTime, node: str) -> Directory:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 
 from notifier.auth import SIGNATURE_WINDOW
-from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published
+from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published, Stream
 from notifier.idempotency import IdempotencyKeys
 from notifier.model import Center
 from notifier.replay import SignatureMemory
@@ -28,10 +28,10 @@ class LocalBroker:
     async def stop(self) -> None:
         pass
 
-    async def load(self, center: Center, ttl: int) -> None:
+    async def load(self, center: Center, ttl: int) -> Stream | None:
         return None
 
-    async def stream(self, center: Center) -> None:
+    async def stream(self, center: Center) -> Stream | None:
         return None
 
     async def publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:

@@ -40,7 +40,54 @@ CREATE TABLE IF NOT EXISTS webhooks (
     url       TEXT NOT NULL,
     events    TEXT NOT NULL
 );
+-- Durable history (notifier.journal): a stream per center and epoch, and
+-- the log of their messages, appended in the order they were committed.
+-- The log has no index of its own: the journal keeps where each stream's
+-- messages are in memory, read from the log when it starts. A stream whose
+-- row is gone (its center deleted) leaves messages the journal removes.
+CREATE TABLE IF NOT EXISTS streams (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    publisher TEXT NOT NULL,
+    center    TEXT NOT NULL,
+    epoch     TEXT NOT NULL,
+    UNIQUE (publisher, center, epoch)
+);
+CREATE TABLE IF NOT EXISTS log (
+    id     INTEGER PRIMARY KEY,
+    stream INTEGER NOT NULL,
+    seq    INTEGER NOT NULL,
+    ts     REAL NOT NULL,
+    data   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    publisher TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    at        REAL NOT NULL,
+    ids       TEXT NOT NULL,
+    PRIMARY KEY (publisher, key)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS center_removed AFTER DELETE ON centers BEGIN
+    DELETE FROM streams WHERE publisher = old.publisher AND center = old.name;
+END;
+CREATE TRIGGER IF NOT EXISTS publisher_removed AFTER DELETE ON publishers BEGIN
+    DELETE FROM streams WHERE publisher = old.name;
+    DELETE FROM idempotency WHERE publisher = old.name;
+END;
+-- Counts the changes to publishers, centers and webhooks, whoever makes
+-- them (the offline command too): what the daemon looks at to notice them.
+CREATE TABLE IF NOT EXISTS changes (
+    id    INTEGER PRIMARY KEY CHECK (id = 0),
+    count INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO changes (id, count) VALUES (0, 0);
 """
+
+#: The tables whose every change counts in ``changes``.
+WATCHED = ("publishers", "centers", "webhooks")
+CHANGE_TRIGGERS = "".join(
+    f"CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()} AFTER {event} ON {table}"
+    " BEGIN UPDATE changes SET count = count + 1; END;\n"
+    for table in WATCHED for event in ("INSERT", "UPDATE", "DELETE"))
 
 CENTER_COLUMNS = "publisher, name, private, history, ttl, created, epoch, presence"
 #: Columns added since the first schema, with their definitions: a file
@@ -63,11 +110,36 @@ def _center(row: tuple[Any, ...]) -> Center:
     return Center(publisher, name, bool(private), history, ttl, created, epoch, bool(presence))
 
 
-def _data_version(cursor: sqlite3.Cursor) -> int:
-    """A number that changes whenever another connection commits a change."""
+def _versions(cursor: sqlite3.Cursor) -> tuple[int, int]:
+    """Two numbers: one that changes whenever another connection commits a
+    change (SQLite's ``data_version``), one whenever publishers, centers or
+    webhooks change (not the history the daemon writes all the time)."""
     cursor.execute("PRAGMA data_version")
     version: int = cursor.fetchone()[0]
-    return version
+    cursor.execute("SELECT count FROM changes")
+    count: int = cursor.fetchone()[0]
+    return version, count
+
+
+class StoreError(Exception):
+    """The store's file cannot be used; the message names it."""
+
+
+def check_file(path: str) -> None:
+    """Refuse, before the daemon starts, an SQLite file that is not a
+    database (a corrupt header or schema); a missing or empty file is made.
+    Read only, and at start only: never while the reactor runs."""
+    if path == MEMORY or not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path} is not a usable SQLite database ({e}): restore it from a backup, "
+                         "or move it away to start with an empty store") from None
 
 
 class SQLiteStore:
@@ -82,7 +154,7 @@ class SQLiteStore:
             cp_openfun=_prepare,
             cp_reactor=reactor,
         )
-        self._version: int | None = None
+        self._versions: tuple[int, int] | None = None
 
     async def _interact(self, interaction: Callable[Concatenate[sqlite3.Cursor, P], T],
                         *args: P.args, **kwargs: P.kwargs) -> T:
@@ -98,20 +170,21 @@ class SQLiteStore:
 
     async def open(self) -> None:
         await self._interact(self._create)
-        self._version = await self._interact(_data_version)
+        self._versions = await self._interact(_versions)
 
     async def changed(self) -> bool:
-        # Per connection, and this store has one: its own changes leave it be.
-        version = await self._interact(_data_version)
-        changed, self._version = version != self._version, version
-        return changed
+        # data_version is per connection, and this store has one: its own
+        # changes leave it be; the count leaves history writes be.
+        versions = await self._interact(_versions)
+        before, self._versions = self._versions, versions
+        return before is None or (versions[0] != before[0] and versions[1] != before[1])
 
     def _create(self, cursor: sqlite3.Cursor) -> None:
         if self.path != MEMORY:
             # The connection has the file open already; narrow it to its owner
             # before anything secret is written.
             os.chmod(self.path, 0o600)
-        cursor.executescript(SCHEMA)
+        cursor.executescript(SCHEMA + CHANGE_TRIGGERS)
         cursor.execute("PRAGMA table_info(centers)")
         present = {column[1] for column in cursor.fetchall()}
         for column, definition in ADDED_COLUMNS.items():

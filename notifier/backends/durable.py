@@ -1,0 +1,344 @@
+"""History that outlives the daemon: the ``sqlite:PATH`` store's broker
+(README.rst: Durable history).
+
+Each center's messages are kept in the store's SQLite file (the
+``streams`` and ``log`` tables), with the ``Idempotency-Key``\\ s of
+the publishes that made them. A publish is numbered at once, on the
+reactor, and handed to the journal (``notifier.journal``): a process of its
+own, started with the daemon, which writes the publishes that arrive
+together in one transaction. The publish is answered, and its messages
+reach the hubs, only once that transaction is committed: nothing is
+acknowledged that a crash could lose.
+
+A write that fails (a full disk, a file made read-only) fails every publish
+numbered before the failure was known here: their numbers are given again,
+from what the hubs hold, which is exactly what was committed. They are
+answered 503 ``store_unavailable``; the journal opens the file again for
+the next write, so publishing recovers when the disk does. A journal that
+ends unasked fails what it had not answered, and is started again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ProcessDone
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from notifier.backends.interfaces import Arrival, BrokerHandler, Publication, Published, Stream
+from notifier.backends.local import LocalBroker
+from notifier.errors import Unavailable
+from notifier.idempotency import KEY_TTL
+from notifier.journal import frame, unframe
+from notifier.model import Center
+
+log = Logger()
+
+
+#: Bytes the pipe to the journal may hold (Linux: F_SETPIPE_SZ, within the
+#: system's pipe-max-size); what does not fit waits in the daemon.
+PIPE_SIZE = 1 << 20
+
+
+class _Pipe:
+    """The journal's standard input, written when asked, not at the end of
+    the reactor's turn: the journal starts on a publish while the reactor
+    goes on with the next. What the pipe has no room for waits, in order,
+    until the reactor says it has (an ``IWriteDescriptor``)."""
+
+    def __init__(self, fd: int, reactor: Any) -> None:
+        self.fd = fd
+        self.reactor = reactor
+        self.waiting = bytearray()
+        os.set_blocking(fd, False)
+        try:
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        except OSError:
+            pass  # the system's default size: what does not fit waits
+
+    def write(self, data: bytes) -> None:
+        if not self.waiting:
+            try:
+                written = os.write(self.fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                return  # the journal is gone: processEnded fails what waits for it
+            if written == len(data):
+                return
+            data = data[written:]
+            self.reactor.addWriter(self)
+        self.waiting += data
+
+    def doWrite(self) -> None:
+        try:
+            written = os.write(self.fd, self.waiting)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self.waiting)
+        del self.waiting[:written]
+        if not self.waiting:
+            self.reactor.removeWriter(self)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "journal"
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            if self.waiting:
+                self.reactor.removeWriter(self)
+                self.waiting.clear()
+            os.close(self.fd)
+            self.fd = -1
+
+
+class JournalProcess(ProcessProtocol):
+    """The daemon's end of the journal: requests go out as frames on its
+    standard input, answers come back in the same order on its output."""
+
+    def __init__(self, path: str, synchronous: str, reactor: Any) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.reactor = reactor
+        #: What waits for each answer, in order: (returned, then, args) of ``ask``.
+        self._waiting: deque[tuple[Deferred[Any], Callable[..., Any] | None, tuple[Any, ...]]] = deque()
+        self._buffer = bytearray()
+        self._running = False
+        self._stopping = False
+        self._ended: Deferred[None] | None = None
+        self._ends = 0
+        #: Requests not written yet, and how many of them are answered.
+        self._unsent: list[bytes] = []
+        self._unsent_asks = 0
+        #: Requests written and not answered yet.
+        self._outstanding = 0
+
+    @property
+    def started(self) -> bool:
+        return self._running
+
+    def start(self) -> None:
+        self._running = True
+        self._stopping = False
+        self._buffer.clear()
+        theirs, ours = os.pipe()
+        try:
+            self.reactor.spawnProcess(
+                self, sys.executable, [sys.executable, "-m", "notifier.journal", self.path, self.synchronous],
+                env=os.environ.copy(), childFDs={0: theirs, 1: "r", 2: 2})
+        except BaseException:
+            os.close(ours)
+            self._running = False
+            raise
+        finally:
+            os.close(theirs)
+        self._pipe = _Pipe(ours, self.reactor)
+
+    def stop(self) -> Deferred[None]:
+        """Finish what was asked, then end."""
+        if not self._running:
+            return succeed(None)
+        self._stopping = True
+        self._ended = Deferred()
+        self.tell(("stop",))
+        return self._ended
+
+    def ask(self, request: tuple[Any, ...], then: Callable[..., Any] | None = None, *args: Any) -> Deferred[Any]:
+        """Send *request*: a Deferred of its answer, or of ``then(answer,
+        *args)``, which runs when the answer comes even if what is returned
+        was cancelled meanwhile (a request whose client went away)."""
+        if not self._running:
+            self.start()
+        returned: Deferred[Any] = Deferred()
+        self._waiting.append((returned, then, args))
+        self._unsent.append(frame(request))
+        self._unsent_asks += 1
+        if not self._outstanding:
+            self._flush()
+        return returned
+
+    def tell(self, request: tuple[Any, ...]) -> None:
+        """Send *request*, which has no answer."""
+        if self._running:
+            self._unsent.append(frame(request))
+            if not self._outstanding:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Write what waits. Requests go out as soon as the journal has
+        answered everything before them: at once when it is idle, and
+        while it works, all that came meanwhile in one write, which it
+        then commits together (one wake-up, one transaction)."""
+        self._pipe.write(b"".join(self._unsent))
+        self._unsent.clear()
+        self._outstanding += self._unsent_asks
+        self._unsent_asks = 0
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        self._buffer += data
+        try:
+            answers = unframe(self._buffer)
+        except (ValueError, EOFError, TypeError):
+            log.error("the journal answered what cannot be read; it is started again")
+            self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+            return
+        self._outstanding -= len(answers)
+        if not self._outstanding and self._unsent:
+            self._flush()
+        waiting = self._waiting
+        for answer in answers:
+            _answer(answer, *waiting.popleft())
+
+    def processEnded(self, reason: Failure) -> None:
+        self._running = False
+        self._pipe.close()
+        if not self._stopping or not isinstance(reason.value, ProcessDone):
+            log.error("the journal ended ({reason}); it is started again for the next request",
+                      reason=reason.getErrorMessage())
+        waiting, self._waiting = self._waiting, deque()
+        self._unsent.clear()
+        self._unsent_asks = self._outstanding = 0
+        self._ends += 1
+        for entry in waiting:
+            _answer(("failed", f"ended.{self._ends}", "the journal process ended"), *entry)
+        if self._ended is not None:
+            ended, self._ended = self._ended, None
+            ended.callback(None)
+
+
+def _answer(answer: Any, returned: Deferred[Any], then: Callable[..., Any] | None, args: tuple[Any, ...]) -> None:
+    """Fire *returned* with *answer*, or with what ``then(answer, *args)``
+    returns or raises; *then* runs even when *returned* was cancelled."""
+    if then is not None:
+        try:
+            answer = then(answer, *args)
+        except BaseException:
+            if not returned.called:
+                returned.errback(Failure())
+            return
+    if not returned.called:
+        returned.callback(answer)
+
+
+def _read(answer: Any) -> Any:
+    """What a read request's *answer* holds, or the ``Unavailable`` it is."""
+    if answer[0] == "ok":
+        return answer[1]
+    raise Unavailable(f"the store cannot be read: {answer[1]}", code="store_unavailable")
+
+
+class DurableBroker(LocalBroker):
+    """``LocalBroker`` whose streams and keys are kept in the SQLite file."""
+
+    def __init__(self, path: str, synchronous: str, reactor: Any) -> None:
+        super().__init__(reactor)
+        self.journal = JournalProcess(path, synchronous, reactor)
+        #: The latest seq given to a center whose publish is not committed
+        #: yet: ``(publisher, center) -> (epoch, seq)``.
+        self._latest: dict[tuple[str, str], tuple[str, int]] = {}
+        #: The last failure whose numbers were given again.
+        self._rewound: str | None = None
+        self._failing = False
+        self.handler: BrokerHandler | None = None
+
+    async def start(self, handler: BrokerHandler) -> None:
+        self.handler = handler
+        self.journal.start()
+        keys = _read(await self.journal.ask(("keys", self.clock.seconds() - KEY_TTL)))
+        for publisher, key, at, ids in keys:
+            self.keys.remember(publisher, key, at, Published(tuple(json.loads(ids)), True))
+
+    async def stop(self) -> None:
+        await self.journal.stop()
+
+    async def load(self, center: Center, ttl: int) -> Stream | None:
+        return await self._stream(center, center.history)
+
+    async def stream(self, center: Center) -> Stream | None:
+        return await self._stream(center, None)
+
+    async def _stream(self, center: Center, history: int | None) -> Stream | None:
+        found = _read(await self.journal.ask(("load", center.publisher, center.name, center.epoch, history)))
+        if found is None:
+            # Nothing written yet: the center's own epoch, when it has one.
+            return Stream(center.epoch, 0, ()) if center.epoch else None
+        epoch, seq, retained = found
+        return Stream(epoch, seq, tuple(retained))
+
+    async def announce(self, event: dict[str, str]) -> None:
+        # Not started: the offline command, whose deletions the daemon's
+        # journal finds by itself (a stream whose row is gone is never read).
+        if self.journal.started and event.get("type") in ("center_deleted", "publisher_removed"):
+            _read(await self.journal.ask(("forget", event.get("publisher", ""), event.get("center"))))
+
+    async def publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:
+        if key is None:
+            return await self._committed(publications, None)
+        published, fresh = await self.keys.once(publisher, key, lambda: self._committed(publications,
+                                                                                        (publisher, key)))
+        return published if fresh else Published(published.ids, False)
+
+    def _committed(self, publications: list[Publication], key: tuple[str, str] | None) -> Deferred[Published]:
+        """Number *publications* after what each center was last given,
+        and write them: their ``Published`` once committed."""
+        ts = self.clock.seconds()
+        latest = self._latest
+        arrivals = []
+        rows = []
+        for publication in publications:
+            publisher, center, epoch = publication.publisher, publication.center, publication.epoch
+            given = latest.get((publisher, center))
+            seq = (given[1] if given is not None and given[0] == epoch and given[1] > publication.seq
+                   else publication.seq) + 1
+            latest[(publisher, center)] = (epoch, seq)
+            arrivals.append(Arrival(publisher, center, epoch, seq, ts, publication.data))
+            rows.append((publisher, center, epoch, seq, ts, publication.data, publication.history))
+        ids = tuple(arrival.id for arrival in arrivals)
+        row = None if key is None else (key[0], key[1], ts, json.dumps(ids))
+        # The hubs get what was committed even when the publisher is gone
+        # before it is answered (its request cancelled).
+        return self.journal.ask(("write", rows, row), self._answered, arrivals, ids)
+
+    def _answered(self, answer: Any, arrivals: list[Arrival], ids: tuple[str, ...]) -> Published:
+        """A write's *answer*: its messages go to the hubs (in the order they
+        were committed), or the publish fails."""
+        if answer[0] == "ok":
+            latest = self._latest
+            for arrival in arrivals:
+                path = (arrival.publisher, arrival.center)
+                if latest.get(path) == (arrival.epoch, arrival.seq):
+                    del latest[path]  # nothing after it waits: the hub's seq is the latest again
+            if self._failing:
+                self._failing = False
+                log.info("the store writes again: publishes are accepted")
+            if self.handler is not None:
+                for arrival in arrivals:
+                    self.handler.message_arrived(arrival)
+            return Published(ids, True)
+        _, episode, reason = answer
+        if episode != self._rewound:
+            # What was numbered after the failed write fails with it; what
+            # comes from now on is numbered after what the hubs hold.
+            self._rewound = episode
+            self._latest.clear()
+            self.journal.tell(("rewind",))
+            if not self._failing:
+                self._failing = True
+                log.error("the store cannot write, publishes are refused: {reason}", reason=reason)
+        raise Unavailable(f"the store cannot write: {reason}", code="store_unavailable")

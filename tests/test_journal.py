@@ -1,0 +1,172 @@
+"""The journal (notifier.journal) as one object, on a real SQLite file:
+group commits, the index it keeps of the log, trimming, failures and
+their episodes, and the frames it is spoken to in."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notifier import idempotency
+from notifier.backends.sqlite import CHANGE_TRIGGERS, SCHEMA
+from notifier.journal import DELETE_EVERY, KEY_TTL, Journal, frame, slack, unframe
+
+
+def _file(tmp_path: Path) -> str:
+    path = str(tmp_path / "n.db")
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA + CHANGE_TRIGGERS)
+        db.execute("PRAGMA journal_mode = WAL")
+    return path
+
+
+def _write(center: str, first: int, count: int, keep: int = 100, epoch: str = "e1",
+           key: tuple[str, str, float, str] | None = None) -> tuple:
+    rows = [("site", center, epoch, seq, 1000.0 + seq, f"{center} {seq}", keep)
+            for seq in range(first, first + count)]
+    return ("write", rows, key)
+
+
+def _rows_on_disk(path: str) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT count(*) FROM log").fetchone()[0]
+
+
+def test_writes_that_come_together_are_one_transaction_and_load_back(tmp_path):
+    path = _file(tmp_path)
+    journal = Journal(path, "normal")
+    answers, going = journal.handle([_write("a", 1, 3), _write("b", 1, 2), _write("a", 4, 1)])
+    assert answers == [("ok",)] * 3 and going
+    assert journal.handle([("load", "site", "a", "e1", 100)])[0] == [
+        ("ok", ("e1", 4, [(seq, 1000.0 + seq, f"a {seq}") for seq in range(1, 5)]))]
+    assert journal.handle([("load", "site", "a", "e1", 2)])[0] == [
+        ("ok", ("e1", 4, [(3, 1003.0, "a 3"), (4, 1004.0, "a 4")]))]
+    # history 0: nothing retained, but the latest seq is kept
+    assert journal.handle([("load", "site", "b", "e1", 0)])[0] == [("ok", ("e1", 2, []))]
+    assert journal.handle([("load", "site", "nothing", "e1", 10)])[0] == [("ok", None)]
+    journal.close()
+
+    # another journal on the file (a restart) reads the same from the log
+    again = Journal(path, "normal")
+    assert again.handle([("load", "site", "a", "e1", None)])[0][0][1][1] == 4
+    assert again.handle([_write("a", 5, 1)])[0] == [("ok",)]
+    assert again.handle([("load", "site", "a", "e1", 1)])[0] == [("ok", ("e1", 5, [(5, 1005.0, "a 5")]))]
+    again.close()
+
+
+def test_a_center_of_an_unknown_epoch_takes_the_latest_and_other_epochs_go(tmp_path):
+    path = _file(tmp_path)
+    journal = Journal(path, "normal")
+    journal.handle([_write("a", 1, 3, epoch="old"), _write("a", 1, 2, epoch="new")])
+    # a center stored before epochs were (empty epoch): the latest stream
+    assert journal.handle([("load", "site", "a", "", 10)])[0][0][1][:2] == ("new", 2)
+    # asked with its own epoch, the other stream is removed, file and memory
+    assert journal.handle([("load", "site", "a", "new", 10)])[0][0][1][:2] == ("new", 2)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT epoch FROM streams").fetchall() == [("new",)]
+        assert db.execute("SELECT count(*) FROM log").fetchone()[0] == 2
+    journal.close()
+
+
+def test_history_is_trimmed_with_slack_and_removed_in_bulk(tmp_path):
+    path = _file(tmp_path)
+    journal = Journal(path, "normal")
+    keep = 10
+    for seq in range(1, 200):
+        assert journal.handle([_write("a", seq, 1, keep=keep)])[0] == [("ok",)]
+        stream = journal.streams[("site", "a", "e1")]
+        assert keep <= len(stream.ids) <= keep + slack(keep) or seq < keep
+    # what is past history waits to be removed, DELETE_EVERY at a time at most
+    assert _rows_on_disk(path) <= keep + slack(keep) + DELETE_EVERY
+    journal.handle([("stop",)])  # stopping removes what waits
+    assert _rows_on_disk(path) <= keep + slack(keep)
+    loaded = journal.handle([("load", "site", "a", "e1", keep)])[0][0][1]
+    assert loaded[1] == 199 and [row[0] for row in loaded[2]] == list(range(190, 200))
+    journal.close()
+
+
+def test_a_failed_write_fails_every_write_until_a_rewind(tmp_path):
+    path = _file(tmp_path)
+    journal = Journal(path, "normal")
+    assert journal.handle([_write("a", 1, 1)])[0] == [("ok",)]
+    # a message without data cannot be committed: the write fails, and so
+    # does the next, numbered after it, until the daemon has rewound
+    broken = ("write", [("site", "a", "e1", 2, 1002.0, None, 100)], None)
+    first, = journal.handle([broken])[0]
+    assert first[0] == "failed" and "NOT NULL" in first[2]
+    second, = journal.handle([_write("a", 2, 1)])[0]
+    assert second[:2] == first[:2]  # the same episode
+    assert journal.handle([("rewind",), _write("a", 2, 1)])[0] == [("ok",)]
+    third, = journal.handle([broken])[0]
+    assert third[0] == "failed" and third[1] != first[1]  # a new episode
+    journal.handle([("rewind",)])
+    assert journal.handle([("load", "site", "a", "e1", 10)])[0][0][1][1] == 2
+    journal.close()
+
+
+def test_keys_are_written_with_their_messages_and_read_back(tmp_path):
+    path = _file(tmp_path)
+    journal = Journal(path, "normal")
+    now = time.time()
+    key = ("site", "order-1", now, '["e1-1"]')
+    old = ("site", "order-0", now - KEY_TTL - 1, '["e1-0"]')
+    assert journal.handle([_write("a", 1, 1, key=old), _write("a", 2, 1, key=key)])[0] == [("ok",)] * 2
+    # read back from a time; the keys past KEY_TTL are purged as writes go
+    assert journal.handle([("keys", now - 1), ("keys", now + 1)])[0] == [("ok", [key]), ("ok", [])]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT key FROM idempotency").fetchall() == [("order-1",)]
+    journal.close()
+
+
+def test_forget_removes_what_a_deletion_left(tmp_path):
+    path = _file(tmp_path)
+    journal = Journal(path, "normal")
+    journal.handle([_write("a", 1, 3), _write("b", 1, 1)])
+    with sqlite3.connect(path) as db:  # the store deletes the center: its stream row goes
+        db.execute("DELETE FROM streams WHERE center = 'a'")
+    journal.handle([_write("a", 4, 1)])  # a write queued before the deletion was known
+    assert journal.handle([("forget", "site", "a")])[0] == [("ok", None)]
+    assert _rows_on_disk(path) == 1
+    assert journal.handle([("load", "site", "a", "e1", 10)])[0] == [("ok", None)]
+    journal.close()
+    # at start, messages of streams that are gone are removed too
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM streams WHERE center = 'b'")
+    Journal(path, "normal").handle([("keys", 0.0)])
+    assert _rows_on_disk(path) == 0
+
+
+def test_unknown_requests_are_answered_with_an_error():
+    journal = Journal(":memory:", "normal")
+    assert journal.handle([("fly",), "nonsense"])[0] == [
+        ("error", "unknown request ('fly',)"), ("error", "unknown request 'nonsense'")]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=20), st.integers(), st.none() | st.floats(allow_nan=False)),
+                max_size=20), st.integers(min_value=1, max_value=7))
+def test_frames_read_back_whatever_way_they_are_cut(values, cut):
+    data = b"".join(frame(value) for value in values)
+    buffer = bytearray()
+    read = []
+    for start in range(0, len(data), cut):
+        buffer += data[start:start + cut]
+        read += unframe(buffer)
+    assert read == values and not buffer
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+def test_synchronous_is_set_on_the_connection(tmp_path, synchronous):
+    journal = Journal(_file(tmp_path), synchronous)
+    cursor = journal.open()
+    assert cursor.execute("PRAGMA synchronous").fetchone()[0] == {"normal": 1, "full": 2}[synchronous]
+    journal.close()
+
+
+def test_the_journal_keeps_keys_as_long_as_the_daemon_remembers_them():
+    assert KEY_TTL == idempotency.KEY_TTL
