@@ -22,11 +22,13 @@ from notifier.auth import (
     publisher_credentials_from,
 )
 from notifier.config import Config
+from notifier.console import Console
 from notifier.errors import BadRequest, NotFound, NotifierError, TooLarge, Unauthorized, UnsupportedMediaType
 from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
 from notifier.registry import HubRegistry
+from notifier.tail import Tail
 from notifier.webhooks import webhook_json, webhook_of
 
 TEXT_TYPES = (b"application/json", b"application/xml")
@@ -186,7 +188,10 @@ class ApiApp:
     def _admin(self, request: IRequest) -> None:
         check_admin(request, self.config.api.admin_token)
 
-    async def _center(self, center: Center) -> dict[str, Any]:
+    async def _center(self, center: Center, last_ts: bool = False) -> dict[str, Any]:
+        """The center object (README.rst: Publisher API); with *last_ts*, as
+        the operator sees it, also when its latest message was published
+        (if this node holds it)."""
         hub = self.registry.loaded(center.publisher, center.name)
         described = {
             "name": center.name,
@@ -201,6 +206,9 @@ class ApiApp:
         }
         if center.presence:
             described["members"] = len(await self._members(center))
+        if last_ts:
+            latest = hub.latest if hub is not None else None
+            described["last_ts"] = latest.ts if latest is not None else None
         return described
 
     async def _members(self, center: Center) -> list[tuple[str, Any]]:
@@ -353,6 +361,57 @@ class ApiApp:
         request.setResponseCode(204)
         return b""
 
+    # the operator's view of a publisher's centers (README.rst: The console)
+
+    async def _owner(self, name: str) -> str:
+        if await self.registry.publisher(name) is None:
+            raise NotFound(f"no publisher {name!r}", code="no_such_publisher")
+        return name
+
+    @app.route("/admin/v1/publishers/<name>/centers", methods=["GET"])
+    async def admin_centers(self, request: IRequest, name: str) -> bytes:
+        self._admin(request)
+        centers = await self.registry.list_centers(await self._owner(name))
+        return json_answer(request, {"centers": [await self._center(c, last_ts=True) for c in centers]})
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["PUT"])
+    async def admin_create_center(self, request: IRequest, name: str, center: str) -> bytes:
+        self._admin(request)
+        options = _center_options(_json_object(_read(request), required=False))
+        made, created = await self.registry.create_center(await self._owner(name), center, **options)
+        return json_answer(request, await self._center(made, last_ts=True), 201 if created else 200)
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["DELETE"])
+    async def admin_delete_center(self, request: IRequest, name: str, center: str) -> bytes:
+        self._admin(request)
+        await self.registry.delete_center(await self._owner(name), center)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>/messages", methods=["POST"])
+    async def admin_publish(self, request: IRequest, name: str, center: str) -> bytes:
+        """A test message from the console, as its publisher would send it."""
+        self._admin(request)
+        if not _is_text(request.getHeader(b"content-type")):
+            raise UnsupportedMediaType("messages are text: text/*, application/json or application/xml")
+        text = self._text(_read(request))
+        await self._owner(name)
+        message_id, reached, _ = await self.registry.publish(name, center, text)
+        return json_answer(request, {"id": message_id, "subscribers": reached}, 201)
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>/tail", methods=["GET"])
+    async def admin_tail(self, request: IRequest, name: str, center: str) -> None:
+        """The live tail of a center (notifier.tail): done when it ends,
+        having answered by itself (Klein then leaves the request be)."""
+        self._admin(request)
+        hub = await self.registry.hub(await self._owner(name), center)
+        members = await self._members(hub.center) if hub.center.presence else None
+        if self.registry.loaded(name, center) is not hub:
+            raise NotFound(f"no center {center!r}", code="no_such_center")  # deleted meanwhile
+        tail = Tail(request, hub, self.clock)  # type: ignore[arg-type]  # a server.Request
+        tail.start(members)
+        await tail.ended
+
     @app.route("/admin/v1/stats", methods=["GET"])
     async def stats(self, request: IRequest) -> bytes:
         self._admin(request)
@@ -376,10 +435,13 @@ class ApiRoot(resource.Resource):
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.api = api
         self.router = api.app.resource()
+        self.console = Console()
 
     def render(self, request: server.Request) -> Any:
         path = request.postpath
         assert path is not None  # set by the site before rendering
+        if path and path[0] == b"console":
+            return self.console.render(request, path[1:])
         if _is_publish(request.method, path):
             try:
                 center = path[3].decode("utf-8")

@@ -16,7 +16,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from attrs import define, field
 
@@ -38,6 +38,17 @@ class Subscriber(Protocol):
         """End the subscription: ``"deleted"``, ``"shutdown"``, or, for a
         private center, ``"expired"`` (its token) or ``"revoked"`` (the
         publisher's secret changed)."""
+
+
+class Observer(Protocol):
+    """Sees a hub's messages as they go out, and its presence items
+    (notifier.presence), without being one of its subscribers."""
+
+    def deliver(self, batch: Batch) -> None: ...
+
+    def present(self, item: Any) -> None: ...
+
+    def close(self, reason: str) -> None: ...
 
 
 class Prepared:
@@ -177,6 +188,9 @@ class Hub:
     watcher: Watcher | None = field(default=None, kw_only=True)
     #: The subscribers that are members (a presence center): their uid.
     members: dict[Subscriber, str] = field(factory=dict)
+    #: Watch what the center's subscribers get (the console's tail) without
+    #: being subscribers: not counted, not members, no occupancy.
+    observers: set[Observer] = field(factory=set)
 
     @touched.default
     def _created(self) -> float:
@@ -241,7 +255,10 @@ class Hub:
             return
         self._sent = self._seq  # everything appended is in the outbox
         self._memo.clear()
-        self._write(Batch(outbox), list(self.subscribers), 0)
+        batch = Batch(outbox)
+        for observer in tuple(self.observers):
+            observer.deliver(batch)
+        self._write(batch, list(self.subscribers), 0)
 
     def _write(self, batch: Batch, targets: list[Subscriber], start: int) -> None:
         end = start + FANOUT_SLICE
@@ -351,6 +368,9 @@ class Hub:
         return self.ttl > 0 and not self.subscribers and now - self.touched >= self.ttl
 
     def close(self, reason: str) -> None:
+        for observer in tuple(self.observers):
+            observer.close(reason)
+        self.observers.clear()
         for subscriber in tuple(self.subscribers):
             subscriber.close(reason)
         for subscriber in tuple(self.subscribers):  # one that did not leave when closed

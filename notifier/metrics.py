@@ -30,9 +30,12 @@ class _Snapshot:
 
 
 class Metrics:
-    def __init__(self, registry: HubRegistry, clock: IReactorTime) -> None:
+    def __init__(self, registry: HubRegistry, clock: IReactorTime, node: str = "", store: str = "sqlite") -> None:
         self.registry = registry
         self.clock = clock
+        #: This daemon's id among the nodes of a shared store, and the kind of store.
+        self.node = node
+        self.store = store
 
     def connections(self) -> Counter[tuple[str, str]]:
         """Live subscribers by ``(transport, publisher)``: connections, a
@@ -63,6 +66,8 @@ class Metrics:
             "messages_out": sum(stats.messages_out.values()),
             "dropped_subscribers": sum(stats.drops.values()),
             "uptime": self.clock.seconds() - stats.started,
+            "node": self.node,
+            "store": self.store,
         }
 
     async def exposition(self) -> tuple[bytes, str]:

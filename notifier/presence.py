@@ -341,6 +341,8 @@ class Presence:
         hub = self.hub_of(publisher, center)
         if hub is None:
             return
+        for observer in tuple(hub.observers):
+            observer.present(item)
         roster = self.rosters.get(hub.center.path)
         waiting = roster.waiting if roster is not None else {}
         for subscriber in tuple(hub.subscribers):

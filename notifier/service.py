@@ -20,7 +20,7 @@ from notifier.api import ApiApp
 from notifier.backends import open_backend, presence_directory
 from notifier.backends.interfaces import Broker, Store
 from notifier.backends.redis.presence import REFRESH
-from notifier.config import Config
+from notifier.config import Config, StoreConfig
 from notifier.errors import NotifierError
 from notifier.heartbeat import heartbeat_service
 from notifier.hub import Subscriber
@@ -52,7 +52,7 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
         lambda event: announced(broker, event), registry.webhooks.event, node)
     websockets = websocket_factory(config.subscribers.send_buffer_bytes, registry.dropped)
     public = PublicApp(registry, config, reactor, websockets)
-    api = ApiApp(registry, config, reactor, Metrics(registry, reactor))
+    api = ApiApp(registry, config, reactor, Metrics(registry, reactor, node, store_kind(config.store)))
     state = StateService(store, broker, registry, reactor, config.subscribers.drain_seconds)
     daemon = NotifierService(config, registry, state, public, api)
     state.setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
@@ -66,6 +66,13 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     daemon.listen("public", config.public.endpoint, public_site(public, config, reactor), reactor)
     Admission(public).setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     return daemon
+
+
+def store_kind(config: StoreConfig) -> str:
+    """What ``/admin/v1/stats`` calls the store: "redis", "sqlite-durable" or "sqlite"."""
+    if config.url.startswith("redis:"):
+        return "redis"
+    return "sqlite-durable" if config.durable and config.url != "sqlite::memory:" else "sqlite"
 
 
 def _timer(call: Any, interval: float, reactor: Any, parent: MultiService) -> None:

@@ -1,5 +1,6 @@
 import pytest_twisted
 
+from tests.browser import Browser
 from tests.support import start_daemon
 
 
@@ -10,3 +11,12 @@ async def daemon(tmp_path):
     yield running
     if running.service.running:
         await running.service.stopService()
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def chromium():
+    """Headless Chromium, one for the tests of a module."""
+    browser = Browser()
+    await browser.start()
+    yield browser
+    await browser.stop()

@@ -114,14 +114,6 @@ class Tabs:
             await self.chromium.run(lambda: self.context.close())
 
 
-@pytest_twisted.async_yield_fixture(scope="module")
-async def chromium():
-    browser = Browser()
-    await browser.start()
-    yield browser
-    await browser.stop()
-
-
 class Site:
     def __init__(self, daemon, secret: str, page: str) -> None:
         self.daemon, self.secret, self.page = daemon, secret, page
