@@ -136,6 +136,9 @@ notifier: public listener {public}, api listener {api}
 
   # 3. publish
   curl -s -u demo:$SECRET -H 'Content-Type: text/plain' -d 'Hello' {api}/api/v1/centers/news/messages
+
+  # or do all of it, and watch it happen, in the console (sign in with the admin token):
+  #   {api}/console/
 """, file=out)
 
 

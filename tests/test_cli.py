@@ -272,6 +272,7 @@ def test_config_howto_prints_curl_lines_with_the_ports(tmp_path):
             assert port is not None, url
             expected = "18080" if "/sub/" in url else "18081"
             assert port.group(1) == expected, url
+    assert "http://127.0.0.1:18081/console/" in result.stdout  # the console, on the api listener
     assert not (tmp_path / "state.db").exists()  # howto does not touch the store
 
 
