@@ -326,12 +326,14 @@ class Journal:
                                keys)
         dead = self.dead
         cut: dict[Stream, int] = {}
+        doomed: list[int] = []
         for stream, (ids, _, keep) in added.items():
             keep = max(keep, 1)  # the latest stays, and with it the latest seq
             held = len(stream.ids) + len(ids)
             if held > keep + slack(keep):
-                cut[stream] = held - keep
-        doomed = [old for stream, n in cut.items() for old in stream.ids[:n]]
+                cut[stream] = n = held - keep
+                # the oldest n of what it held and what it gets now
+                doomed += stream.ids[:n].tolist() + ids[:max(0, n - len(stream.ids))]
         if len(dead) + len(doomed) >= DELETE_EVERY:
             cursor.executemany("DELETE FROM log WHERE id = ?", ((old,) for old in sorted(dead + doomed)))
             removed = True

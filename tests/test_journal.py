@@ -170,3 +170,14 @@ def test_synchronous_is_set_on_the_connection(tmp_path, synchronous):
 
 def test_the_journal_keeps_keys_as_long_as_the_daemon_remembers_them():
     assert KEY_TTL == idempotency.KEY_TTL
+
+
+def test_a_write_larger_than_the_history_keeps_only_the_history(tmp_path):
+    path = _file(tmp_path)
+    journal = Journal(path, "normal")
+    assert journal.handle([_write("a", 1, 50, keep=5)])[0] == [("ok",)]
+    assert len(journal.streams[("site", "a", "e1")].ids) == 5
+    journal.handle([("stop",)])  # what waits to be removed is removed
+    with sqlite3.connect(path) as db:
+        assert [seq for seq, in db.execute("SELECT seq FROM log ORDER BY id")] == [46, 47, 48, 49, 50]
+    journal.close()
