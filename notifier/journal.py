@@ -91,6 +91,11 @@ def slack(keep: int) -> int:
     return max(8, keep // 8)
 
 
+class Conflict(Exception):
+    """A write numbered after something that is not in the log as the
+    journal knows it."""
+
+
 class Stream:
     """A center's stream in one epoch, as the journal knows it: where its
     messages are in the log (their row ids, oldest first) and its latest seq."""
@@ -125,19 +130,31 @@ class Journal:
         self.purged = 0.0
         self.statements: dict[int, str] = {}
 
-    def handle(self, requests: list[Any]) -> tuple[list[Any], bool]:
-        """The answers to *requests*, and whether to go on."""
+    def handle(self, requests: list[Any], emit: Callable[[list[Any]], None] | None = None) -> tuple[list[Any], bool]:
+        """The answers to *requests*, in order, and whether to go on. With
+        *emit*, what is answered is also given to it as soon as a commit is
+        made (the commit's answers and those before them), not only once
+        every request is done."""
         answers: list[Any] = []
         writes: list[Any] = []
+        emitted = 0
         going = True
+
+        def committed() -> None:
+            nonlocal writes, emitted
+            answers.extend(self.commit(writes))
+            writes = []
+            if emit is not None:
+                emit(answers[emitted:])
+                emitted = len(answers)
+
         for request in requests:
             kind = request[0] if isinstance(request, tuple) and request else None
             if kind == "write":
                 writes.append(request)
                 continue
             if writes:
-                answers += self.commit(writes)
-                writes = []
+                committed()
             if kind == "rewind":
                 self.failing = False
             elif kind == "stop":
@@ -148,7 +165,9 @@ class Journal:
             else:
                 answers.append(("error", f"unknown request {request!r:.80}"))
         if writes:
-            answers += self.commit(writes)
+            committed()
+        if emit is not None and emitted < len(answers):
+            emit(answers[emitted:])
         return answers, going
 
     def open(self) -> sqlite3.Cursor:
@@ -184,11 +203,13 @@ class Journal:
     def index(self, cursor: sqlite3.Cursor) -> None:
         """Read where every stream's messages are (one pass over the log),
         and remove the messages of streams that are gone."""
+        streams: dict[tuple[str, str, str], Stream] = {}
+        centers: dict[tuple[str, str], list[Stream]] = {}
         cursor.execute("SELECT id, publisher, center, epoch FROM streams")
         by_id = {}
         for id, publisher, center, epoch in cursor.fetchall():
-            stream = by_id[id] = self.streams[(publisher, center, epoch)] = Stream(id, (publisher, center, epoch))
-            self.centers.setdefault((publisher, center), []).append(stream)
+            stream = by_id[id] = streams[(publisher, center, epoch)] = Stream(id, (publisher, center, epoch))
+            centers.setdefault((publisher, center), []).append(stream)
         orphans: list[tuple[int]] = []
         last = 0
         cursor.execute("SELECT id, stream, seq FROM log ORDER BY id")
@@ -201,7 +222,8 @@ class Journal:
                     found.ids.append(id)
                     found.last = seq
             last = rows[-1][0]
-        self.next_id = last + 1
+        self.streams, self.centers, self.next_id = streams, centers, last + 1
+        self.dead.clear()  # still in the log: read again as the streams' own, trimmed by their next write
         self.indexed = True
         if orphans:
             cursor.execute("BEGIN IMMEDIATE")
@@ -290,6 +312,10 @@ class Journal:
             except Exception as e:  # sqlite3.Error; anything else is a bug, refused all the same
                 self.rollback()
                 self.close()
+                if isinstance(e, sqlite3.IntegrityError):
+                    # The log is not what this journal thinks (another one
+                    # wrote to it): read it again before the next write.
+                    self.indexed = False
                 self.failing = True
                 self.episode += 1
                 self.reason = str(e) if isinstance(e, sqlite3.Error) else f"{type(e).__name__}: {e}"
@@ -310,8 +336,14 @@ class Journal:
                 stream = known.get(name) or made.get(name)
                 if stream is None:
                     stream = made[name] = Stream(self.stream_id(cursor, name), name)
-                values += (id, stream.id, seq, ts, data)
                 entry = added.get(stream)
+                latest = stream.last if entry is None else entry[1]
+                if seq != latest + 1:
+                    # Numbered after something this journal did not answer
+                    # (committed by one that ended, say): refused, and the
+                    # daemon catches up from the file.
+                    raise Conflict(f"{publisher}/{center} is at {epoch}-{latest}, not {epoch}-{seq - 1}")
+                values += (id, stream.id, seq, ts, data)
                 if entry is None:
                     added[stream] = ([id], seq, keep)
                 else:
@@ -397,6 +429,12 @@ class Journal:
 READS: dict[str, Callable[..., Any]] = {"load": Journal.load, "keys": Journal.keys, "forget": Journal.forget}
 
 
+def _send(sink: int, answers: list[Any]) -> None:
+    out = memoryview(b"".join(frame(answer) for answer in answers))
+    while out:
+        out = out[os.write(sink, out):]
+
+
 def serve(journal: Journal, source: int, sink: int) -> None:
     """Answer what comes from *source* on *sink* until told to stop, or
     until *source* ends."""
@@ -412,10 +450,7 @@ def serve(journal: Journal, source: int, sink: int) -> None:
         except (ValueError, EOFError, TypeError) as e:
             sys.stderr.write(f"notifier journal: unreadable request, stopping: {e}\n")
             break
-        answers, going = journal.handle(requests)
-        out = memoryview(b"".join(frame(answer) for answer in answers))
-        while out:
-            out = out[os.write(sink, out):]
+        _, going = journal.handle(requests, lambda answers: _send(sink, answers))
 
 
 def main(argv: list[str]) -> int:

@@ -218,6 +218,9 @@ class StateService(Service):
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        for hub in self.registry.hubs():  # the console's tails: told, and ended
+            for observer in tuple(hub.observers):
+                observer.close("shutdown")
         await drain(list(self.registry.subscribers()), self.drain_seconds, self.reactor)
         await self.broker.stop()
         await self.store.close()

@@ -190,5 +190,10 @@ async def test_a_tail_whose_reader_leaves_is_forgotten_and_the_console_is_not_pu
         assert refused.status == 401
         status, body = await call("GET", f"{daemon.public}/console/")
         assert status == 404
+        kept = await event_source(api_port, "/admin/v1/publishers/site/centers/news/tail",
+                                  {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        await kept.next()
     finally:
         await daemon.service.stopService()
+    end = await kept.next()  # a stopping daemon ends its tails, saying why
+    assert end["event"] == "end" and json.loads(end["data"]) == {"reason": "shutdown"}

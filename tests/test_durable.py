@@ -23,6 +23,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from tests.process import NOTIFIER, Process, clean_exit, write_config
 from tests.support import (
     Daemon,
+    basic,
     call,
     event_source,
     expect_json_error,
@@ -324,3 +325,68 @@ async def test_a_journal_that_dies_is_started_again_and_nothing_is_lost(tmp_path
         assert status == 201 and second["id"] == _next(first["id"]), second
         assert _journal_pid(daemon.transport.pid) != journal
         assert [data for _, data in _rows(path, "news")] == ["first", "second"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_the_daemon_never_heard_of_is_caught_up_not_numbered_over(tmp_path):
+    """A message in the log the daemon was never told of (a journal that
+    ended between its commit and its answer) is not given its id again:
+    the publish numbered over it is refused, the hubs catch up from the
+    file (its subscribers get it), and publishing goes on after it."""
+    from notifier.journal import Journal
+
+    path = tmp_path / "n.db"
+    async with _durable(path) as daemon:
+        auth = await setup_site(daemon)
+        first = await published(daemon, auth, "first")
+        ws = await websocket(f"{daemon.ws}/sub/site/news?format=json", daemon.public_port)
+        epoch = first.rsplit("-", 1)[0]
+        other = Journal(str(path), "normal")  # what the ended journal committed
+        assert other.handle([("write", [("site", "news", epoch, 2, 1.0, "unanswered", 100)], None)])[0] == [("ok",)]
+        other.close()
+        status, body = await _publish_in(daemon, auth, b"numbered over it")
+        expect_json_error(status, body, 503, "store_unavailable")
+        caught_up = json.loads(await ws.next())
+        assert (caught_up["id"], caught_up["data"]) == (_next(first), "unanswered")
+        after = await published(daemon, auth, "after")
+        assert after == _next(_next(first))
+        assert [data for _, data in _rows(path, "news")] == ["first", "unanswered", "after"]
+        ws.close()
+
+
+async def _publish_in(daemon: Daemon, auth: tuple[str, str], text: bytes) -> tuple[int, Any]:
+    return await call("POST", f"{daemon.api}/api/v1/centers/news/messages", raw=text, auth=auth, headers=TEXT)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_keyed_publish_whose_client_leaves_is_still_done_once_for_its_retries(tmp_path):
+    """The first request of an Idempotency-Key gives up (its client times
+    out) while the journal is held: the publish still completes, a retry
+    that was waiting gets its id, and nothing is delivered twice."""
+    import signal as signals
+
+    import treq
+    from twisted.web._newclient import ResponseNeverReceived
+
+    path = tmp_path / "n.db"
+    async with _spawned(tmp_path, {"news": {}}) as (daemon, auth):
+        status, _ = await _publish(daemon, auth, b"before")  # the center's hub is live
+        assert status == 201
+        journal = _journal_pid(daemon.transport.pid)
+        os.kill(journal, signals.SIGSTOP)
+        headers = {**TEXT, "Idempotency-Key": "once", "Authorization": basic(*auth)}
+        url = f"{daemon.api}/api/v1/centers/news/messages"
+        try:
+            with pytest.raises(ResponseNeverReceived):  # treq's timeout
+                await treq.post(url, data=b"keyed", headers=headers, timeout=0.5, persistent=False)
+            retry = defer.Deferred.fromCoroutine(call("POST", url, raw=b"keyed", auth=auth,
+                                                      headers={**TEXT, "Idempotency-Key": "once"}))
+        finally:
+            os.kill(journal, signals.SIGCONT)
+        status, first = await retry
+        assert status == 200, first  # answered with the first request's id
+        status, again = await _publish(daemon, auth, b"keyed")
+        assert status == 201  # (no key: a new message)
+        status, third = await call("POST", url, raw=b"keyed", auth=auth, headers={**TEXT, "Idempotency-Key": "once"})
+        assert status == 200 and third["id"] == first["id"]
+        assert [data for _, data in _rows(path, "news")] == ["before", "keyed", "keyed"]

@@ -181,3 +181,30 @@ def test_a_write_larger_than_the_history_keeps_only_the_history(tmp_path):
     with sqlite3.connect(path) as db:
         assert [seq for seq, in db.execute("SELECT seq FROM log ORDER BY id")] == [46, 47, 48, 49, 50]
     journal.close()
+
+
+def test_a_write_numbered_after_what_the_log_lacks_is_refused(tmp_path):
+    """Numbered after a commit this journal never answered (one that ended
+    did), or skipping one: refused, so that no id is given twice."""
+    journal = Journal(_file(tmp_path), "normal")
+    assert journal.handle([_write("a", 1, 2)])[0] == [("ok",)]
+    refused, = journal.handle([_write("a", 2, 1)])[0]  # seq 2 again
+    assert refused[0] == "failed" and "at e1-2" in refused[2]
+    journal.handle([("rewind",)])
+    skipped, = journal.handle([_write("a", 4, 1)])[0]
+    assert skipped[0] == "failed"
+    assert journal.handle([("rewind",), _write("a", 3, 2)])[0] == [("ok",)]
+    assert journal.handle([("load", "site", "a", "e1", None)])[0][0][1][1] == 4
+    journal.close()
+
+
+def test_each_commit_is_answered_as_soon_as_it_is_made_in_order(tmp_path):
+    journal = Journal(_file(tmp_path), "normal")
+    sent: list[list] = []
+    answers, going = journal.handle(
+        [("keys", 0.0), _write("a", 1, 1), ("load", "site", "a", "e1", 1), _write("a", 2, 1), ("stop",)],
+        sent.append)
+    assert sent[0] == [("ok", []), ("ok",)]  # the read before the first commit, and the commit
+    assert [answer for batch in sent for answer in batch] == answers and len(answers) == 4
+    assert going is False
+    journal.close()

@@ -452,3 +452,16 @@ async def test_sqlite_history_writes_are_no_change_and_deletions_take_their_stre
     finally:
         journal.close()
         await daemon.close()
+
+
+def test_check_file_refuses_what_is_no_database_whatever_its_name(tmp_path):
+    from notifier.backends.sqlite import StoreError, check_file
+
+    for name in ("n.db", "a#b?c%20.db"):
+        path = tmp_path / name
+        path.write_bytes(b"no database here " * 100)
+        with pytest.raises(StoreError) as refused:
+            check_file(str(path))
+        assert str(path) in str(refused.value)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"n.db", name})  # nothing else made
+    check_file(str(tmp_path / "absent.db"))  # made later, by the store

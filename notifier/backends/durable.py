@@ -26,7 +26,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone
@@ -43,7 +43,11 @@ from notifier.model import Center
 
 log = Logger()
 
+T = TypeVar("T")
 
+
+#: Seconds the journal has to finish what it was asked, once told to stop.
+STOP_SECONDS = 30.0
 #: Bytes the pipe to the journal may hold (Linux: F_SETPIPE_SZ, within the
 #: system's pipe-max-size); what does not fit waits in the daemon.
 PIPE_SIZE = 1 << 20
@@ -155,9 +159,18 @@ class JournalProcess(ProcessProtocol):
         if not self._running:
             return succeed(None)
         self._stopping = True
-        self._ended = Deferred()
+        ended: Deferred[None] = Deferred()
+        self._ended = ended
         self.tell(("stop",))
-        return self._ended
+        # A journal that does not end (a disk that hangs) does not hold the daemon.
+        timer = self.reactor.callLater(STOP_SECONDS, self._kill)
+        ended.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        return ended
+
+    def _kill(self) -> None:
+        if self._running:
+            log.error("the journal did not end within {seconds} s; killed", seconds=STOP_SECONDS)
+            self.transport.signalProcess("KILL")  # type: ignore[union-attr]
 
     def ask(self, request: tuple[Any, ...], then: Callable[..., Any] | None = None, *args: Any) -> Deferred[Any]:
         """Send *request*: a Deferred of its answer, or of ``then(answer,
@@ -236,6 +249,21 @@ def _answer(answer: Any, returned: Deferred[Any], then: Callable[..., Any] | Non
         returned.callback(answer)
 
 
+def _shielded(work: Deferred[T]) -> Deferred[T]:
+    """A Deferred of *work*'s result whose cancelling leaves *work* be."""
+    waiting: Deferred[T] = Deferred()
+
+    def forward(result: Any) -> None:
+        if not waiting.called:
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
+
+    work.addBoth(forward)
+    return waiting
+
+
 def _read(answer: Any) -> Any:
     """What a read request's *answer* holds, or the ``Unavailable`` it is."""
     if answer[0] == "ok":
@@ -267,11 +295,16 @@ class DurableBroker(LocalBroker):
     async def stop(self) -> None:
         await self.journal.stop()
 
+    # Work that others may wait on too (a hub being loaded, a publish and
+    # the retries of its Idempotency-Key) goes on when the request that
+    # started it is cancelled (its client gone): only that request stops
+    # waiting for it.
+
     async def load(self, center: Center, ttl: int) -> Stream | None:
-        return await self._stream(center, center.history)
+        return await _shielded(Deferred.fromCoroutine(self._stream(center, center.history)))
 
     async def stream(self, center: Center) -> Stream | None:
-        return await self._stream(center, None)
+        return await _shielded(Deferred.fromCoroutine(self._stream(center, None)))
 
     async def _stream(self, center: Center, history: int | None) -> Stream | None:
         found = _read(await self.journal.ask(("load", center.publisher, center.name, center.epoch, history)))
@@ -289,7 +322,10 @@ class DurableBroker(LocalBroker):
 
     async def publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:
         if key is None:
-            return await self._committed(publications, None)
+            return await self._committed(publications, None)  # a Deferred of its own already
+        return await _shielded(Deferred.fromCoroutine(self._once(publisher, publications, key)))
+
+    async def _once(self, publisher: str, publications: list[Publication], key: str) -> Published:
         published, fresh = await self.keys.once(publisher, key, lambda: self._committed(publications,
                                                                                         (publisher, key)))
         return published if fresh else Published(published.ids, False)
@@ -338,6 +374,11 @@ class DurableBroker(LocalBroker):
             self._rewound = episode
             self._latest.clear()
             self.journal.tell(("rewind",))
+            if self.handler is not None:
+                # A write may have been committed without its answer (the
+                # journal ended), or another writer went on: every live hub
+                # catches up with the file before numbering from it again.
+                self.handler.reconnected()
             if not self._failing:
                 self._failing = True
                 log.error("the store cannot write, publishes are refused: {reason}", reason=reason)

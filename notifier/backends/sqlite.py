@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from twisted.enterprise import adbapi
@@ -132,7 +133,7 @@ def check_file(path: str) -> None:
     if path == MEMORY or not os.path.exists(path) or os.path.getsize(path) == 0:
         return
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
         try:
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         finally:
