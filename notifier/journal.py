@@ -290,14 +290,17 @@ class Journal:
 
     def forget(self, cursor: sqlite3.Cursor, publisher: str, center: str | None) -> None:
         """After *center* (or every center of *publisher*) was deleted: drop
-        its streams whose row is gone, and their messages (a write queued
-        before the deletion may have added some)."""
+        its streams of any epoch but the one the store holds now (none, or
+        the center's made again), with their messages. A write queued
+        before the deletion may have added messages, or even made its
+        stream's row again after the store removed it."""
         streams = [stream for name, streams in self.centers.items()
                    if name[0] == publisher and (center is None or name[1] == center) for stream in streams]
         gone = []
         for stream in streams:
-            cursor.execute("SELECT 1 FROM streams WHERE id = ?", (stream.id,))
-            if cursor.fetchone() is None:
+            cursor.execute("SELECT epoch FROM centers WHERE publisher = ? AND name = ?", stream.name[:2])
+            current = cursor.fetchone()
+            if current is None or current[0] != stream.name[2]:
                 gone.append(stream)
         if gone:
             self.drop(cursor, gone)

@@ -125,14 +125,28 @@ def test_keys_are_written_with_their_messages_and_read_back(tmp_path):
 
 def test_forget_removes_what_a_deletion_left(tmp_path):
     path = _file(tmp_path)
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO publishers VALUES ('site', 's', 0)")
+        db.executemany("INSERT INTO centers (publisher, name, private, created, epoch) VALUES ('site', ?, 0, 0, 'e1')",
+                       [("a",), ("b",), ("c",)])
     journal = Journal(path, "normal")
     journal.handle([_write("a", 1, 3), _write("b", 1, 1)])
     with sqlite3.connect(path) as db:  # the store deletes the center: its stream row goes
-        db.execute("DELETE FROM streams WHERE center = 'a'")
+        db.execute("DELETE FROM centers WHERE name = 'a'")
     journal.handle([_write("a", 4, 1)])  # a write queued before the deletion was known
     assert journal.handle([("forget", "site", "a")])[0] == [("ok", None)]
     assert _rows_on_disk(path) == 1
     assert journal.handle([("load", "site", "a", "e1", 10)])[0] == [("ok", None)]
+    # a center's first write after its deletion makes its stream's row again: forgotten all the same
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM centers WHERE name = 'c'")
+    journal.handle([_write("c", 1, 2)])
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM streams WHERE center = 'c'").fetchone()[0] == 1
+    journal.handle([("forget", "site", "c")])
+    assert _rows_on_disk(path) == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT center FROM streams").fetchall() == [("b",)]
     journal.close()
     # at start, messages of streams that are gone are removed too
     with sqlite3.connect(path) as db:
