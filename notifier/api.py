@@ -166,6 +166,12 @@ class ApiApp:
             return limit, looked_up.addCallback(credentials.may_hold)
         return limit, succeed(credentials.may_hold(looked_up))
 
+    def _message(self, request: IRequest, body: bytes) -> str:
+        """The text of a single message's request: a text type, within the size."""
+        if not _is_text(request.getHeader(b"content-type")):
+            raise UnsupportedMediaType("messages are text: text/*, application/json or application/xml")
+        return self._text(body)
+
     def _text(self, data: bytes) -> str:
         limit = self.config.centers.max_message_bytes
         if len(data) > limit:
@@ -230,9 +236,14 @@ class ApiApp:
     @app.route("/api/v1/centers/<center>", methods=["PUT"])
     async def create_center(self, request: IRequest, center: str) -> bytes:
         publisher, body = await self._publisher(request)
+        return await self._made(request, publisher, center, body)
+
+    async def _made(self, request: IRequest, publisher: str, center: str, body: bytes,
+                    last_ts: bool = False) -> bytes:
+        """``PUT`` a center: 201 and the center made, or 200 and the one there was."""
         options = _center_options(_json_object(body, required=False))
-        created_center, created = await self.registry.create_center(publisher, center, **options)
-        return json_answer(request, await self._center(created_center), 201 if created else 200)
+        made, created = await self.registry.create_center(publisher, center, **options)
+        return json_answer(request, await self._center(made, last_ts=last_ts), 201 if created else 200)
 
     @app.route("/api/v1/centers/<center>", methods=["GET"])
     async def get_center(self, request: IRequest, center: str) -> bytes:
@@ -287,9 +298,7 @@ class ApiApp:
         """``POST /api/v1/centers/{center}/messages``, also reached without
         the router (ApiRoot): the one request a site makes most."""
         publisher, body = await self._publisher(request)
-        if not _is_text(request.getHeader(b"content-type")):
-            raise UnsupportedMediaType("messages are text: text/*, application/json or application/xml")
-        text = self._text(body)
+        text = self._message(request, body)
 
         key = self._idempotency_key(request)
         message_id, reached, fresh = await self.registry.publish(publisher, center, text, key)
@@ -377,9 +386,7 @@ class ApiApp:
     @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["PUT"])
     async def admin_create_center(self, request: IRequest, name: str, center: str) -> bytes:
         self._admin(request)
-        options = _center_options(_json_object(_read(request), required=False))
-        made, created = await self.registry.create_center(await self._owner(name), center, **options)
-        return json_answer(request, await self._center(made, last_ts=True), 201 if created else 200)
+        return await self._made(request, await self._owner(name), center, _read(request), last_ts=True)
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["DELETE"])
     async def admin_delete_center(self, request: IRequest, name: str, center: str) -> bytes:
@@ -392,9 +399,7 @@ class ApiApp:
     async def admin_publish(self, request: IRequest, name: str, center: str) -> bytes:
         """A test message from the console, as its publisher would send it."""
         self._admin(request)
-        if not _is_text(request.getHeader(b"content-type")):
-            raise UnsupportedMediaType("messages are text: text/*, application/json or application/xml")
-        text = self._text(_read(request))
+        text = self._message(request, _read(request))
         await self._owner(name)
         message_id, reached, _ = await self.registry.publish(name, center, text)
         return json_answer(request, {"id": message_id, "subscribers": reached}, 201)

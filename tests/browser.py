@@ -10,9 +10,12 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import reactor, threads
+from twisted.internet import endpoints, reactor, threads
 from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
+from twisted.web import resource, server, static
+
+from tests.support import Daemon, start_daemon
 
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -72,3 +75,19 @@ class Browser:
             await self.run(stop)
         finally:
             self._pool.stop()
+
+
+async def page_beside_daemon(folder: Any, template: str, **sections: dict[str, Any]) -> tuple[
+        Daemon, resource.Resource, str, Any]:
+    """A test page served on a port of its own (another origin than the
+    daemon's), and a daemon, its store in *folder*, that allows only that
+    origin: the daemon, the page server's root (``page.html`` is *template*
+    with ``%(script)s`` the daemon's notifier.js), the page's origin and
+    its listening port."""
+    page = resource.Resource()
+    port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server.Site(page))
+    origin = f"http://127.0.0.1:{port.getHost().port}"
+    daemon = await start_daemon(f"sqlite:{folder / 'n.db'}", public={"allowed_origins": [origin]}, **sections)
+    page.putChild(b"page.html", static.Data(
+        (template % {"script": f"{daemon.public}/notifier.js"}).encode(), "text/html; charset=utf-8"))
+    return daemon, page, origin, port

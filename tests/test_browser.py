@@ -15,12 +15,11 @@ import jwt
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import endpoints, reactor
-from twisted.web import resource, server, static
+from twisted.web import resource
 
-from tests.browser import Browser
+from tests.browser import page_beside_daemon
 from tests.relay import Relay
-from tests.support import call, sleep, start_daemon
+from tests.support import call, sleep
 
 pytestmark = pytest.mark.browser
 
@@ -57,24 +56,16 @@ window.start = function (url, options) {
 TRANSPORTS = ["websocket", "sse", "longpoll"]
 
 
-@pytest_twisted.async_yield_fixture(scope="module")
-async def browser():
-    chromium = Browser()
-    await chromium.start()
-    yield chromium
-    await chromium.stop()
+@pytest.fixture
+def browser(chromium):
+    """The module's Chromium (tests/conftest.py), as these tests call it."""
+    return chromium
 
 
 @pytest_twisted.async_yield_fixture
 async def site(tmp_path):
     """A daemon that allows only the page's origin, a page server, a center."""
-    page = resource.Resource()
-    page_port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        server.Site(page))
-    origin = f"http://127.0.0.1:{page_port.getHost().port}"
-    daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", public={"allowed_origins": [origin]})
-    page.putChild(b"page.html", static.Data(
-        (PAGE % {"script": f"{daemon.public}/notifier.js"}).encode(), "text/html; charset=utf-8"))
+    daemon, page, origin, page_port = await page_beside_daemon(tmp_path, PAGE)
     secret = await daemon.add_publisher("drupal")
     tokens = TokenMinter(secret)
     page.putChild(b"token", tokens)

@@ -14,12 +14,11 @@ import time
 import jwt
 import pytest
 import pytest_twisted
-from twisted.internet import defer, endpoints, reactor
-from twisted.web import resource, server, static
+from twisted.internet import defer, reactor
 
-from tests.browser import Browser
+from tests.browser import Browser, page_beside_daemon
 from tests.relay import Relay
-from tests.support import call, eventually, sleep, start_daemon, subscriber_count, subscriber_token, websocket
+from tests.support import call, eventually, sleep, subscriber_count, subscriber_token, websocket
 
 pytestmark = pytest.mark.browser
 
@@ -141,14 +140,7 @@ class Site:
 @pytest_twisted.async_yield_fixture
 async def site(tmp_path):
     """A daemon that allows only the page's origin, a page server, three centers."""
-    page = resource.Resource()
-    page_port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        server.Site(page))
-    origin = f"http://127.0.0.1:{page_port.getHost().port}"
-    daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", public={"allowed_origins": [origin]},
-                                presence={"leave_grace": GRACE})
-    page.putChild(b"page.html", static.Data(
-        (PAGE % {"script": f"{daemon.public}/notifier.js"}).encode(), "text/html; charset=utf-8"))
+    daemon, _, origin, page_port = await page_beside_daemon(tmp_path, PAGE, presence={"leave_grace": GRACE})
     secret = await daemon.add_publisher(PUBLISHER)
     for center in CENTERS:
         status, _ = await call("PUT", f"{daemon.api}/api/v1/centers/{center}", auth=(PUBLISHER, secret))
