@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -54,10 +55,10 @@ PIPE_SIZE = 1 << 20
 
 
 class _Pipe:
-    """The journal's standard input, written when asked, not at the end of
-    the reactor's turn: the journal starts on a publish while the reactor
-    goes on with the next. What the pipe has no room for waits, in order,
-    until the reactor says it has (an ``IWriteDescriptor``)."""
+    """The journal's standard input, written at once when asked (a process
+    transport would wait for the reactor's next turn). What the pipe has no
+    room for waits, in order, until the reactor says it has (an
+    ``IWriteDescriptor``)."""
 
     def __init__(self, fd: int, reactor: Any) -> None:
         self.fd = fd
@@ -127,11 +128,9 @@ class JournalProcess(ProcessProtocol):
         self._stopping = False
         self._ended: Deferred[None] | None = None
         self._ends = 0
-        #: Requests not written yet, and how many of them are answered.
+        #: Requests not written yet, and the reactor's call that writes them.
         self._unsent: list[bytes] = []
-        self._unsent_asks = 0
-        #: Requests written and not answered yet.
-        self._outstanding = 0
+        self._flushing: IDelayedCall | None = None
 
     @property
     def started(self) -> bool:
@@ -181,27 +180,33 @@ class JournalProcess(ProcessProtocol):
         returned: Deferred[Any] = Deferred()
         self._waiting.append((returned, then, args))
         self._unsent.append(frame(request))
-        self._unsent_asks += 1
-        if not self._outstanding:
-            self._flush()
+        self._soon()
         return returned
 
     def tell(self, request: tuple[Any, ...]) -> None:
         """Send *request*, which has no answer."""
         if self._running:
             self._unsent.append(frame(request))
-            if not self._outstanding:
-                self._flush()
+            self._soon()
+
+    def _soon(self) -> None:
+        """Write what is asked once the reactor has dealt with everything
+        ready now: the publishes read in one turn go out in one write. The
+        journal does not wait for the daemon's next write when it is done
+        with a group: it takes whatever the pipe holds by then (one read,
+        one transaction), while the daemon reads its answers."""
+        if self._flushing is None:
+            self._flushing = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
-        """Write what waits. Requests go out as soon as the journal has
-        answered everything before them: at once when it is idle, and
-        while it works, all that came meanwhile in one write, which it
-        then commits together (one wake-up, one transaction)."""
+        if self._flushing is not None:
+            if self._flushing.active():
+                self._flushing.cancel()
+            self._flushing = None
+        if not self._unsent:
+            return
         self._pipe.write(b"".join(self._unsent))
         self._unsent.clear()
-        self._outstanding += self._unsent_asks
-        self._unsent_asks = 0
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self._buffer += data
@@ -211,9 +216,6 @@ class JournalProcess(ProcessProtocol):
             log.error("the journal answered what cannot be read; it is started again")
             self.transport.signalProcess("KILL")  # type: ignore[union-attr]
             return
-        self._outstanding -= len(answers)
-        if not self._outstanding and self._unsent:
-            self._flush()
         waiting = self._waiting
         for answer in answers:
             _answer(answer, *waiting.popleft())
@@ -226,7 +228,6 @@ class JournalProcess(ProcessProtocol):
                       reason=reason.getErrorMessage())
         waiting, self._waiting = self._waiting, deque()
         self._unsent.clear()
-        self._unsent_asks = self._outstanding = 0
         self._ends += 1
         for entry in waiting:
             _answer(("failed", f"ended.{self._ends}", "the journal process ended"), *entry)
