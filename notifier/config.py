@@ -109,6 +109,8 @@ def _key(default: Any, kind: type | tuple[type, ...], check: Any = None) -> Any:
 @frozen
 class PublicConfig:
     endpoint: str = _key("tcp:8080", str, _endpoint)
+    #: listen(2)'s backlog: connections the kernel queues before they are accepted.
+    backlog: int = _key(1024, int, _between(1, 65535))
     allowed_origins: tuple[str, ...] = _key(("*",), list, _origins)
     header_timeout: float = _key(10, (int, float), _between(0.1, 600))
 
@@ -116,6 +118,7 @@ class PublicConfig:
 @frozen
 class ApiConfig:
     endpoint: str = _key("tcp:8081:interface=127.0.0.1", str, _endpoint)
+    backlog: int = _key(1024, int, _between(1, 65535))
     admin_token: str = _key("", str)
     header_timeout: float = _key(10, (int, float), _between(0.1, 600))
 

@@ -3,6 +3,7 @@ timers and both listeners, stopped in the reverse of the order they start."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -62,8 +63,10 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     expiry.setServiceParent(daemon)
     _timer(registry.presence.sweep, min(1.0, max(config.presence.leave_grace / 4, 0.05)), reactor, daemon)
     _timer(PresenceRefresh(registry.presence, state).refresh, REFRESH, reactor, daemon)
-    daemon.listen("api", config.api.endpoint, api_site(api, config, reactor), reactor)
-    daemon.listen("public", config.public.endpoint, public_site(public, config, reactor), reactor)
+    daemon.listen("api", with_backlog(config.api.endpoint, config.api.backlog),
+                  api_site(api, config, reactor), reactor)
+    daemon.listen("public", with_backlog(config.public.endpoint, config.public.backlog),
+                  public_site(public, config, reactor), reactor)
     Admission(public).setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     return daemon
 
@@ -160,6 +163,20 @@ class NotifierService(MultiService):
                 await defer.maybeDeferred(service.stopService)
             except Exception:
                 log.failure("stopping {service} failed", service=service)
+
+
+#: The endpoint kinds that listen(2) themselves, and so take a ``backlog``.
+LISTENING_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix", "reuseport"})
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """*description* listening with *backlog*, unless it names one itself
+    or its kind does not listen (``systemd:`` sockets are made by systemd,
+    with its ``Backlog=``)."""
+    kind = description.partition(":")[0].lower()
+    if kind not in LISTENING_KINDS or re.search(r"(^|[^\\]):backlog=", description):
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 @implementer(IStreamServerEndpoint)

@@ -25,11 +25,13 @@ TWISTD = Path(sys.executable).parent / "twistd"
 SPEC_DEFAULTS = """
 [public]
 endpoint = "tcp:8080"                      # Twisted endpoint description
+backlog = 1024                             # listen(2) backlog
 allowed_origins = ["*"]                    # WebSocket Origin check and CORS
 header_timeout = 10                        # seconds for a request head, from its first byte
 
 [api]
 endpoint = "tcp:8081:interface=127.0.0.1"
+backlog = 1024
 admin_token = ""                           # empty: admin API refused (401)
 header_timeout = 10
 
@@ -65,9 +67,9 @@ max_queue = 10000                          # events waiting per publisher; more 
 
 #: A value for every key, each different from its default and valid.
 VALID: dict[str, dict[str, Any]] = {
-    "public": {"endpoint": "tcp:9090:interface=127.0.0.1",
+    "public": {"endpoint": "tcp:9090:interface=127.0.0.1", "backlog": 4096,
                "allowed_origins": ["https://example.org", "http://localhost:3000"], "header_timeout": 2.5},
-    "api": {"endpoint": "unix:/tmp/notifier-api.sock", "admin_token": "s3cret-token", "header_timeout": 30},
+    "api": {"endpoint": "unix:/tmp/notifier-api.sock", "backlog": 64, "admin_token": "s3cret-token", "header_timeout": 30},
     "store": {"url": "sqlite::memory:", "durable": True, "synchronous": "full"},
     "centers": {"history": 7, "max_message_bytes": 1024, "auto_create": True, "idle_ttl": 3600,
                 "auto_create_private": ["user.*", "exact"], "max_per_publisher": 5},
