@@ -226,6 +226,9 @@ class Hub:
         message = Message(f"{self.epoch}-{self._seq}", self.center.name, data, now if ts is None else ts)
         prepared = Prepared(message)
         self._retained.append(prepared)
+        # What was kept answers by position in the retained messages, which
+        # a full history has just moved by one.
+        self._memo.clear()
         return prepared
 
     def restore(self, epoch: str, seq: int, retained: list[tuple[int, float, str]]) -> None:

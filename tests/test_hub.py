@@ -170,3 +170,21 @@ def test_an_up_to_date_cursor_while_a_fan_out_waits_is_recovered_with_nothing_to
         assert hub.retained_after("e1-0") == ([], True)
         steps.pop(0)()
         assert hub.retained_after("e1-2") == ([], True)
+
+
+def test_an_answer_kept_for_others_is_not_given_once_history_has_moved():
+    # Long-poll answers are kept by where they start in the retained
+    # messages; a full history moves by one with each message appended,
+    # before it is fanned out: the answer kept before is not that one's.
+    hub = make_hub(history=3)
+    for i in range(1, 4):
+        publish(hub, str(i))  # retained: 1, 2, 3
+
+    def answer(cursor: str) -> list[str]:
+        start, end, _ = hub.resume_point(cursor)
+        return hub.memo(("longpoll", start), lambda: [p.message.data for p in hub.retained(start, end)])
+
+    assert answer("e1-1") == ["2", "3"]
+    hub.append("4")  # retained: 2, 3, 4; 4 is on its way to every subscriber
+    assert answer("e1-2") == ["3"]
+    assert answer("e1-1") == ["2", "3"]
