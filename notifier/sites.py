@@ -6,6 +6,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from notifier.api import ApiApp, max_body_bytes
 from notifier.config import Config
+from notifier.front import FrontSite
 from notifier.httpserver import QuietSite
 from notifier.public import PublicApp
 
@@ -17,7 +18,7 @@ def public_site(app: PublicApp, config: Config, reactor: IReactorTime, *,
                 timeout: float | None = None) -> QuietSite:
     """The public listener: subscriptions on every transport, ``/healthz``,
     ``notifier.js``. *timeout* replaces the idle timeout when given."""
-    site = QuietSite(app, max_body_bytes=PUBLIC_MAX_BODY, reactor=reactor,
+    site = FrontSite(app, app.children[b"sub"], max_body_bytes=PUBLIC_MAX_BODY, reactor=reactor,
                      header_timeout=config.public.header_timeout)
     return _idle_timeout(site, timeout)
 

@@ -1,0 +1,380 @@
+"""The public listener's front: the plainest subscriber requests answered
+without twisted.web.
+
+A long-poll or a ``/last`` is one whole HTTP request per delivery, and
+twisted.web's way with each (the head read a line at a time, a header object
+and a ``Request`` with all its machinery) cost most of what the daemon spends
+on it. The front reads the plainest form of such a request at once: a whole
+head in hand, ``GET /sub/...`` over HTTP/1.1, no body, no upgrade, no event
+stream. The same resource (``public.Subscriptions``) answers it, through
+:class:`PlainRequest`, with every rule it applies to any request, and the
+answer goes out in one send.
+
+Anything else, from its first byte on (a partial head, another method or
+path, a WebSocket upgrade, an SSE stream, a body, anything the front's
+stricter reading does not take), goes to twisted.web: the connection is
+handed to a ``Channel`` of the same site with the bytes read so far, and
+stays with it. twisted.web's answers to odd requests are then the only ones
+given: the front adds no behaviour, only a shorter way to the same answers.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.http import RESPONSES, datetimeToString, parse_qs
+from twisted.web.http_headers import _nameEncoder
+
+from notifier.answers import error_answer
+from notifier.errors import NotifierError
+from notifier.httpserver import QuietSite
+from notifier.transports.pacing import send_now
+
+log = Logger()
+
+#: A request head the front takes: ``GET /sub/...`` over HTTP/1.1 (a
+#: target of visible ASCII), then header lines of a token, a colon and a
+#: value without control characters (tab allowed), then the empty line.
+HEAD = re.compile(
+    rb"GET (/sub/[\x21-\x7e]*) HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n\Z")
+FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+#: Headers that make a request twisted.web's: a body, an upgrade, a
+#: request for an interim answer.
+NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect", b"te"})
+#: twisted.web's own bounds on a head (HTTPChannel.totalHeadersSize, maxHeaders).
+MAX_HEAD = 16384
+MAX_FIELDS = 500
+#: Bytes of pipelined requests kept while one is being answered, before
+#: the client is made to wait (TCP backpressure).
+MAX_PIPELINED = 16384
+NO_BODY = (204, 304)
+SERVER = b"Server: TwistedWeb/" + server.version.split(b"/", 1)[-1] + b"\r\n"
+
+
+def _status_line(code: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (code, RESPONSES.get(code, b"Unknown Status"))
+
+
+_STATUS = {code: _status_line(code) for code in RESPONSES}
+
+
+class _Date:
+    """The ``Date`` header line, made once a second."""
+
+    second = -1
+    line = b""
+
+    @classmethod
+    def now(cls) -> bytes:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second = second
+            cls.line = b"Date: " + datetimeToString(second) + b"\r\n"
+        return cls.line
+
+
+def _query(query: bytes) -> dict[bytes, list[bytes]]:
+    """A query's arguments, as twisted.web's ``parse_qs(query, 1)`` reads
+    them; the plain ones (no escapes, no ``;``) without its detour."""
+    if b"%" in query or b"+" in query or b";" in query:
+        parsed: dict[bytes, list[bytes]] = parse_qs(query, 1)
+        return parsed
+    args: dict[bytes, list[bytes]] = {}
+    for item in query.split(b"&"):
+        key, equals, value = item.partition(b"=")
+        if equals:
+            values = args.get(key)
+            if values is None:
+                args[key] = [value]
+            else:
+                values.append(value)
+    return args
+
+
+#: Header names as twisted.web writes them (``Access-Control-Allow-Origin``),
+#: by the name given to ``setHeader``: the handlers' own, a few dozen.
+_CANONICAL: dict[bytes, bytes] = {}
+
+
+def _canonical(name: bytes) -> bytes:
+    canonical = _CANONICAL.get(name)
+    if canonical is None:
+        canonical = _CANONICAL[name] = _nameEncoder.encode(name)
+    return canonical
+
+
+class PlainRequest:
+    """What ``Subscriptions`` and ``answers.answer_later`` use of a
+    twisted.web request, for a request the front read itself."""
+
+    __slots__ = ("front", "uri", "path", "postpath", "args", "code", "startedWriting", "finished", "close",
+                 "_headers", "_out", "_body", "_notifications")
+
+    method = b"GET"
+    clientproto = b"HTTP/1.1"
+
+    def __init__(self, front: Front, uri: bytes, headers: dict[bytes, bytes]) -> None:
+        self.front = front
+        self.uri = uri
+        path, _, query = uri.partition(b"?")
+        self.path = path
+        # After ``/sub``: what resource traversal leaves to Subscriptions.
+        segments = path[5:].split(b"/")
+        self.postpath = [unquote_to_bytes(segment) for segment in segments] if b"%" in path else segments
+        self.args = _query(query) if query else {}
+        self.code = 200
+        #: Whether the client asked for the connection to be closed after.
+        self.close = False
+        self.startedWriting = False
+        self.finished = False
+        self._headers = headers
+        #: The answer's headers by lower-cased name, in the order first set.
+        self._out: dict[bytes, tuple[bytes, bytes]] = {}
+        self._body: list[bytes] = []
+        self._notifications: list[Deferred[None]] | None = None
+
+    # what the handlers ask
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        return self._headers.get(name.lower())
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        if b"\r" in value or b"\n" in value:  # as twisted.web's Headers do
+            value = value.replace(b"\r\n", b" ").replace(b"\r", b" ").replace(b"\n", b" ")
+        self._out[name.lower()] = (name, value)
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        self.code = code
+
+    def notifyFinish(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._notifications is None:
+            self._notifications = []
+        self._notifications.append(d)
+        return d
+
+    def write(self, data: bytes) -> None:
+        self.startedWriting = True
+        self._body.append(data)
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.front.answered(self, b"".join(self._body))
+        notifications, self._notifications = self._notifications, None
+        for d in notifications or ():
+            d.callback(None)
+
+    # what the front does with it
+
+    def answer(self, body: bytes) -> None:
+        """The whole answer of *body*, as twisted.web's ``Request.render``
+        makes it of what a resource returns."""
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
+    def head(self) -> bytes:
+        code = self.code
+        parts = [_STATUS.get(code) or _status_line(code)]
+        if self.close:
+            parts.append(b"Connection: close\r\n")
+        parts += (SERVER, _Date.now())
+        canonical = _CANONICAL
+        for name, value in self._out.values():
+            parts += (canonical.get(name) or _canonical(name), b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def gone(self, reason: Failure) -> None:
+        self.finished = True
+        notifications, self._notifications = self._notifications, None
+        for d in notifications or ():
+            d.errback(reason)
+
+
+class Front(Protocol):
+    """One connection of the public listener, until it is handed over."""
+
+    def __init__(self, site: FrontSite, addr: IAddress) -> None:
+        self.site = site
+        self.addr = addr
+        #: The twisted.web channel the connection was handed to.
+        self.channel: Any = None
+        #: The request being answered, and what came after it meanwhile.
+        self.current: PlainRequest | None = None
+        self.pending = b""
+        self.paused = False
+        #: Answered a request that asked for the connection to be closed:
+        #: whatever comes after is not read (as twisted.web does).
+        self.closing = False
+        #: Cuts the connection once idle for the site's ``timeOut``.
+        self.idle: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        if self.site.timeOut:
+            self.idle = self.site.reactor.callLater(self.site.timeOut, self._timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.channel is not None:
+            self.channel.dataReceived(data)
+            return
+        if self.closing:
+            return
+        if self.idle is not None:
+            self.idle.reset(self.site.timeOut or 0)
+        if self.current is not None:
+            self.pending += data
+            if len(self.pending) > MAX_PIPELINED and not self.paused:
+                self.paused = True
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+            return
+        if self.pending:
+            data, self.pending = self.pending + data, b""
+        self._read(data)
+
+    def _read(self, data: bytes) -> None:
+        while data:
+            end = data.find(b"\r\n\r\n")
+            if end < 0 or end >= MAX_HEAD:
+                self._hand_over(data)
+                return
+            end += 4
+            request = self._plain(data[:end])
+            if request is None:
+                self._hand_over(data)
+                return
+            data = data[end:]
+            self.current = request
+            self._serve(request)
+            if self.current is not None:  # answered later
+                self.pending = data
+                return
+            if self.closing or self.channel is not None or self.transport is None:
+                return
+
+    def _plain(self, head: bytes) -> PlainRequest | None:
+        """The request of *head*, if it is one the front takes."""
+        match = HEAD.match(head)
+        if match is None:
+            return None
+        fields = FIELD.findall(match.group(2))
+        if len(fields) > MAX_FIELDS:
+            return None
+        headers = {name.lower(): value for name, value in fields}
+        if not NOT_PLAIN.isdisjoint(headers):
+            return None
+        close = False
+        connection = headers.get(b"connection")
+        if connection is not None:
+            connection = connection.lower()
+            if b"upgrade" in connection:
+                return None
+            # As twisted.web reads it (HTTPChannel.checkPersistence).
+            close = b"close" in connection.split(b" ")
+        accept = headers.get(b"accept")
+        if accept is not None and b"text/event-stream" in accept:
+            return None
+        request = PlainRequest(self, match.group(1), headers)
+        request.close = close
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # twisted.web's refusal (QuietSite.getResourceFor)
+        return request
+
+    def _serve(self, request: PlainRequest) -> None:
+        try:
+            body = self.site.subscriptions.render(request)
+        except Exception:
+            log.failure("unexpected error answering {path}", path=request.path)
+            error = NotifierError("the server failed to answer", code="internal_error", status=500)
+            body = error_answer(request, error)  # type: ignore[arg-type]  # what error_answer uses of a request
+        if body is not server.NOT_DONE_YET:
+            request.answer(body)
+
+    def answered(self, request: PlainRequest, body: bytes) -> None:
+        """*request* is answered with *body* (its head made now)."""
+        if request is not self.current:
+            return  # its connection is gone
+        self.current = None
+        if self.transport is None:
+            return
+        if request.code in NO_BODY:
+            body = b""
+        send_now(self.transport, request.head() + body)
+        if self.idle is not None:  # idle from now on, a whole timeout
+            self.idle.reset(self.site.timeOut or 0)
+        if request.close:
+            self.closing = True
+            self.pending = b""
+            self.transport.loseConnection()
+            return
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        if self.pending:
+            # The requests that came meanwhile, once this turn is done with
+            # the answer (never from within the code that gave it).
+            self.site.reactor.callLater(0, self._go_on)
+
+    def _go_on(self) -> None:
+        if self.current is None and self.channel is None and not self.closing and self.transport is not None:
+            data, self.pending = self.pending, b""
+            self._read(data)
+
+    def _hand_over(self, data: bytes) -> None:
+        """From now on the connection is twisted.web's, starting with *data*."""
+        self._no_timer()
+        channel = QuietSite.buildProtocol(self.site, self.addr)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        self.channel = channel
+        channel.makeConnection(self.transport)
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+        channel.dataReceived(data)
+
+    def _timed_out(self) -> None:
+        self.idle = None
+        if self.current is not None:  # being answered: not idle
+            self.idle = self.site.reactor.callLater(self.site.timeOut or 0, self._timed_out)
+        elif self.transport is not None:
+            self.transport.loseConnection()
+
+    def _no_timer(self) -> None:
+        if self.idle is not None:
+            if self.idle.active():
+                self.idle.cancel()
+            self.idle = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._no_timer()
+        if self.channel is not None:
+            self.channel.connectionLost(reason)
+            return
+        request, self.current = self.current, None
+        if request is not None:
+            request.gone(reason)
+
+
+class FrontSite(QuietSite):
+    """The public listener's site: connections start with a :class:`Front`."""
+
+    def __init__(self, resource: Any, subscriptions: Any, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        #: The resource of ``/sub/...``.
+        self.subscriptions = subscriptions
+
+    def buildProtocol(self, addr: IAddress) -> Front:  # type: ignore[override]
+        return Front(self, addr)

@@ -1,0 +1,263 @@
+"""The public listener's front (notifier.front): the plainest subscriber
+requests are answered without twisted.web, exactly as twisted.web answers
+them, and everything else is handed to twisted.web with the bytes read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import endpoints, reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import connectionDone
+from twisted.internet.testing import StringTransport
+
+from notifier.front import Front
+from notifier.httpserver import QuietSite
+from notifier.sites import public_site
+from tests.raw import complete, connect, parse_response
+from tests.support import Daemon, make_center, published, running, setup_site, until
+
+pytestmark = pytest.mark.integration
+
+ORIGIN = "https://www.example.org"
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+def http(target: str, *headers: str, method: str = "GET", version: str = "HTTP/1.1") -> bytes:
+    lines = [f"{method} {target} {version}", "Host: 127.0.0.1", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def without_date(answer: bytes) -> bytes:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+async def answer_of(protocol: Any, data: bytes) -> tuple[bytes, Any]:
+    """What *protocol* (a new connection of the site) answers to *data*."""
+    transport = StringTransport(peerAddress=PEER)
+    protocol.makeConnection(transport)
+    protocol.dataReceived(data)
+    await until(lambda: complete(transport.value()), 5, "an answer")
+    protocol.connectionLost(connectionDone)
+    return transport.value(), protocol
+
+
+async def both(daemon: Daemon, data: bytes) -> tuple[bytes, bytes]:
+    """*data* answered by the front and by twisted.web (a channel of the same site)."""
+    site = daemon.service.public_port.factory  # type: ignore[union-attr]
+    front_answer, front = await answer_of(site.buildProtocol(PEER), data)
+    assert isinstance(front, Front) and front.channel is None, "the front handed it over"
+    web_answer, _ = await answer_of(QuietSite.buildProtocol(site, PEER), data)
+    return without_date(front_answer), without_date(web_answer)
+
+
+@pytest_twisted.async_yield_fixture
+async def site_daemon() -> Any:
+    async with running(public={"allowed_origins": [ORIGIN]}) as daemon:
+        auth = await setup_site(daemon)
+        await make_center(daemon, auth, "quiet")
+        await make_center(daemon, auth, "secret", private=True)
+        ids = [await published(daemon, auth, f"message {n}") for n in range(3)]
+        yield daemon, auth, ids
+
+
+TARGETS = [
+    "/sub/site/news?timeout=0",
+    "/sub/site/news?since={0}&timeout=0",
+    "/sub/site/news?since={0}&timeout=0&callback=app.got",
+    "/sub/site/news?since={2}&timeout=0",
+    "/sub/site/news?since=e-1x",
+    "/sub/site/news?since=",
+    "/sub/site/news?since={0}&since={1}&timeout=0",
+    "/sub/site/news?callback=1bad&timeout=0",
+    "/sub/site/news?timeout=1000",
+    "/sub/site/news?timeout=nan",
+    "/sub/site/n%65ws?timeout=0",
+    "/sub/site/news?timeout=0&x=a+b;y=%41",
+    "/sub/site/news/last",
+    "/sub/site/news/last?callback=f",
+    "/sub/site/quiet/last",
+    "/sub/site/quiet/last?callback=f",
+    "/sub/site/news,quiet?timeout=0",
+    "/sub/site/news,quiet?since={1},&timeout=0",
+    "/sub/site/news,news?timeout=0",
+    "/sub/site/news,quiet/last",
+    "/sub/site/nope?timeout=0",
+    "/sub/site/nope/last",
+    "/sub/nobody/news?timeout=0",
+    "/sub/site/secret?timeout=0",
+    "/sub/site/secret?timeout=0&token=not.a.token",
+    "/sub/site/news/other/path",
+    "/sub/site/news/",
+    "/sub/site",
+    "/sub/site/bad%20name?timeout=0",
+]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("headers", [(), (f"Origin: {ORIGIN}",), ("Origin: https://elsewhere.example",),
+                                     ("Connection: close", "Accept: application/json")])
+@pytest_twisted.ensureDeferred
+async def test_the_front_answers_as_twisted_web_does(site_daemon: Any, target: str, headers: tuple[str, ...]) -> None:
+    daemon, _, ids = site_daemon
+    front, web = await both(daemon, http(target.format(*ids), *headers))
+    assert front == web
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_long_poll_is_answered_as_twisted_web_answers_it(site_daemon: Any) -> None:
+    daemon, auth, ids = site_daemon
+    site = daemon.service.public_port.factory
+    answers = []
+    for protocol in (site.buildProtocol(PEER), QuietSite.buildProtocol(site, PEER)):
+        transport = StringTransport(peerAddress=PEER)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(http(f"/sub/site/news?since={ids[-1]}", f"Origin: {ORIGIN}"))
+        assert transport.value() == b""  # waiting
+        answers.append((protocol, transport))
+    await published(daemon, auth, "live")
+    for protocol, transport in answers:
+        await until(lambda t=transport: complete(t.value()), 5, "the live answer")
+        protocol.connectionLost(connectionDone)
+    front, web = (without_date(transport.value()) for _, transport in answers)
+    assert front == web
+    status, _, body = parse_response(front)
+    assert status == 200 and [m["data"] for m in json.loads(body)["messages"]] == ["live"]
+
+
+@pytest.mark.parametrize("data", [
+    http("/sub/site/news", "Accept: text/event-stream"),
+    http("/sub/site/news", "Upgrade: websocket", "Connection: Upgrade"),
+    http("/sub/site/news?timeout=0", method="HEAD"),
+    http("/sub/site/news", method="OPTIONS"),
+    http("/sub/site/news?timeout=0", version="HTTP/1.0"),
+    http("/sub/site/news?timeout=0", "Content-Length: 0"),
+    http("/sub/site/news?timeout=0", "Transfer-Encoding: chunked") + b"0\r\n\r\n",
+    http("/sub/site/news?timeout=0", "Expect: 100-continue"),
+    http("/sub/site/news?timeout=0", "X-Folded: a", " b"),
+    http("/sub/site/news?timeout=0", "Bad Name: x"),
+    http("/sub/site/n%FFws?timeout=0"),
+    http("/healthz"),
+    http("/notifier.js"),
+    http("http://127.0.0.1/sub/site/news?timeout=0"),
+    b"GET /sub/site/news?timeout=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # a head not whole yet
+])
+@pytest_twisted.ensureDeferred
+async def test_what_is_not_plain_goes_to_twisted_web(site_daemon: Any, data: bytes) -> None:
+    daemon, _, _ = site_daemon
+    site = daemon.service.public_port.factory
+    front = site.buildProtocol(PEER)
+    transport = StringTransport(peerAddress=PEER)
+    transport.protocol = front  # what a WebSocket upgrade takes the connection from
+    front.makeConnection(transport)
+    front.dataReceived(data)
+    assert front.channel is not None
+    front.connectionLost(connectionDone)
+
+
+# over real connections
+
+
+async def read_answers(client: Any, count: int) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+    """The first *count* whole answers *client* has received, waiting for them."""
+
+    def split(data: bytes) -> list[bytes]:
+        answers = []
+        while complete(data):
+            status, headers, body = parse_response(data)
+            head_end = data.index(b"\r\n\r\n") + 4
+            answers.append(data[:head_end + len(body)])
+            data = data[head_end + len(body):]
+        return answers
+
+    await until(lambda: len(split(bytes(client.data))) >= count, 5, f"{count} answers")
+    return [parse_response(answer) for answer in split(bytes(client.data))[:count]]
+
+
+def messages(body: bytes) -> list[str]:
+    return [message["data"] for message in json.loads(body)["messages"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_keep_alive_pipelining_and_a_waiting_poll_keep_their_order(site_daemon: Any) -> None:
+    daemon, auth, ids = site_daemon
+    client = await connect(daemon.public_port)
+    try:
+        # Two at once, the first waiting for a message: the second is answered after it.
+        client.send(http(f"/sub/site/news?since={ids[-1]}") + http("/sub/site/news/last"))
+        await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5, "the poll")
+        assert client.data == b""
+        await published(daemon, auth, "after")
+        first, second = await read_answers(client, 2)
+        assert first[0] == 200 and messages(first[2]) == ["after"]
+        assert second[0] == 200 and second[2] == b"after"
+        # The connection goes on serving.
+        client.send(http(f"/sub/site/news?since={ids[0]}&timeout=0"))
+        third = (await read_answers(client, 3))[2]
+        assert messages(third[2]) == ["message 1", "message 2", "after"]
+        assert not client.done
+    finally:
+        client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_gone_while_its_poll_waits_leaves_the_center(site_daemon: Any) -> None:
+    daemon, _, ids = site_daemon
+    hub = daemon.service.registry.loaded("site", "news")
+    client = await connect(daemon.public_port)
+    client.send(http(f"/sub/site/news?since={ids[-1]}"))
+    await until(lambda: len(hub.subscribers) == 1, 5, "the poll")
+    client.transport.loseConnection()
+    await until(lambda: len(hub.subscribers) == 0, 5, "the poll to leave")
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_close_is_answered_then_closed(site_daemon: Any) -> None:
+    daemon, _, _ = site_daemon
+    client = await connect(daemon.public_port)
+    client.send(http("/sub/site/news/last", "Connection: close") + http("/sub/site/news/last"))
+    assert await client.wait_closed(5)
+    status, headers, body = parse_response(bytes(client.data))
+    assert (status, headers[b"connection"], body) == (200, b"close", b"message 2")
+    assert bytes(client.data).count(b"HTTP/1.1 ") == 1  # what came after is not read
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_handed_over_stays_with_twisted_web(site_daemon: Any) -> None:
+    daemon, auth, ids = site_daemon
+    client = await connect(daemon.public_port)
+    try:
+        client.send(http("/sub/site/news/last"))
+        await read_answers(client, 1)
+        client.send(http(f"/sub/site/news?since={ids[-1]}", "Accept: text/event-stream"))
+        await until(lambda: b"text/event-stream" in bytes(client.data), 5, "the event stream")
+        await published(daemon, auth, "streamed")
+        await until(lambda: b"data: streamed" in bytes(client.data), 5, "the event")
+    finally:
+        client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_connections_are_cut_but_not_while_a_poll_waits(site_daemon: Any) -> None:
+    daemon, _, ids = site_daemon
+    site = public_site(daemon.service.public, daemon.service.config, reactor, timeout=0.5)
+    listening = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    try:
+        port = listening.getHost().port
+        waiting = await connect(port)
+        waiting.send(http(f"/sub/site/news?since={ids[-1]}&timeout=1.5"))
+        idle = await connect(port)
+        idle.send(http("/sub/site/news/last"))
+        await read_answers(idle, 1)
+        assert await idle.wait_closed(3)  # cut, idle after its answer
+        (status, _, body), = await read_answers(waiting, 1)  # answered at its timeout, not cut before
+        assert status == 200 and messages(body) == []
+        assert not waiting.done
+        assert await waiting.wait_closed(3)  # then idle too
+    finally:
+        await listening.stopListening()
