@@ -62,10 +62,10 @@ def _arg(request: IRequest, name: bytes) -> str | None:
         raise BadRequest(f"query parameter {name.decode()!r} is not UTF-8") from None
 
 
-def _small(payload: bytes) -> bool:
-    """Whether a long-poll answer is small enough to keep for others
-    (a larger one is built for each request, never kept)."""
-    return len(payload) <= MEMO_BYTES
+def _small_answer(answer: tuple[bytes, str]) -> bool:
+    """Whether a long-poll answer (its body and cursor) is small enough to
+    keep for others (a larger one is built for each request, never kept)."""
+    return len(answer[0]) <= MEMO_BYTES
 
 
 def _cursor(value: str | None) -> str | None:
@@ -394,18 +394,16 @@ class Subscriptions(_Leaf):
             # cursor's text (at most one answer per retained message).
             start, end, recovered = hub.resume_point(since)
             if start == end and recovered:
-                payload = None
-            else:
-                payload = hub.memo(("longpoll", start, recovered),
-                                   lambda: self._backlog_body(hub, start, end, recovered), _small)
-            if payload is None:
                 if timeout == 0:
-                    payload = longpoll.body([], since, True)
-                else:
-                    waiting = longpoll.LongPoll(hub, since, timeout, self.clock, member).answer
-                    return waiting.addCallback(
-                        lambda payload: self._longpoll_answer(request, hub.position, payload, callback))
-            return self._longpoll_answer(request, hub.position, payload, callback)
+                    return self._longpoll_answer(request, hub.position, longpoll.body([], since, True), callback)
+                waiting = longpoll.LongPoll(hub, since, timeout, self.clock, member).answer
+                return waiting.addCallback(
+                    lambda payload: self._longpoll_answer(request, hub.position, payload, callback))
+            # The cursor is where the answer ends: a backlog cut short at
+            # send_buffer_bytes goes on from its last message.
+            payload, cursor = hub.memo(("longpoll", start, recovered),
+                                       lambda: self._backlog_body(hub, start, end, recovered), _small_answer)
+            return self._longpoll_answer(request, cursor, payload, callback)
 
         return serve
 
@@ -441,11 +439,13 @@ class Subscriptions(_Leaf):
         request.setHeader(b"content-type", b"application/json")
         return payload
 
-    def _backlog_body(self, hub: Hub, start: int, end: int, recovered: bool) -> bytes:
+    def _backlog_body(self, hub: Hub, start: int, end: int, recovered: bool) -> tuple[bytes, str]:
         """The answer to a long-poll with the retained messages ``[start,
-        end)`` (``Hub.resume_point``): at most ``send_buffer_bytes`` of them."""
+        end)`` (``Hub.resume_point``): at most ``send_buffer_bytes`` of them;
+        and the cursor after it."""
         backlog = longpoll.backlog_answer(hub.retained(start, end), self.config.subscribers.send_buffer_bytes)
-        return longpoll.body(backlog, backlog[-1].message.id if backlog else hub.position, recovered)
+        cursor = backlog[-1].message.id if backlog else hub.position
+        return longpoll.body(backlog, cursor, recovered), cursor
 
     def _timeout(self, request: IRequest) -> float:
         value = _arg(request, b"timeout")

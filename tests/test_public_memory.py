@@ -143,3 +143,16 @@ def test_refusals_are_json_on_every_path():
     posted = listener.http.post(PUBLIC + "/sub/site/news", data=b"x")
     listener.http.flush()
     assert result_of(posted).code == 405
+
+
+def test_a_backlog_cut_short_says_to_go_on_from_its_last_message():
+    # send_buffer_bytes bounds a long-poll's answer: the header and the
+    # body's last_id both say where the client goes on from.
+    listener = Listener(subscribers={"send_buffer_bytes": 1024})
+    ids = [listener.publish("x" * 300) for _ in range(8)]
+    response = result_of(listener.get(f"/sub/site/news?since={ids[0]}&timeout=0"))
+    body = json.loads(listener.body(response))
+    sent = [m["id"] for m in body["messages"]]
+    assert 0 < len(sent) < 7 and sent == ids[1:1 + len(sent)]
+    assert body["last_id"] == sent[-1]
+    assert response.headers.getRawHeaders(b"notifier-cursor") == [sent[-1].encode()]
