@@ -53,17 +53,17 @@ def redacted(url: str) -> str:
 
 
 def _store_url(key: str, value: str) -> None:
-    if value.startswith("redis:"):
-        from notifier.backends.redis.client import RedisAddress
+    if value.startswith("redis:") or value.startswith("redis+sentinel:"):
+        from notifier.backends.redis.addresses import parse_address
 
         try:
-            RedisAddress.parse(value)
+            parse_address(value)
         except ValueError as e:
             raise ConfigError(f"{key}: {redacted(str(e))}, got {redacted(value)!r}") from None
         return
     if not value.startswith("sqlite:") or value == "sqlite:":
-        raise ConfigError(f"{key}: expected 'sqlite:PATH', 'sqlite::memory:' or 'redis://host:port/db', "
-                          f"got {redacted(value)!r}")
+        raise ConfigError(f"{key}: expected 'sqlite:PATH', 'sqlite::memory:', 'redis://host:port/db' or "
+                          f"'redis+sentinel://host:port,host:port/SERVICE/db', got {redacted(value)!r}")
 
 
 def _patterns(key: str, value: list[Any]) -> None:
@@ -132,6 +132,11 @@ class StoreConfig:
     #: SQLite's ``synchronous`` for that history: "normal" survives any
     #: crash of the daemon, "full" a power cut too.
     synchronous: str = _key("normal", str, _one_of("normal", "full"))
+    #: With Redis: replicas that must hold a publish (``WAIT``) before it is
+    #: acknowledged; 0 acknowledges it once the master has it.
+    replicas_ack: int = _key(0, int, _between(0, 100))
+    #: Milliseconds those replicas have, past which the publish answers 503.
+    replicas_timeout_ms: int = _key(500, int, _between(1, 60_000))
 
 
 @frozen

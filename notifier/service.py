@@ -73,7 +73,7 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
 
 def store_kind(config: StoreConfig) -> str:
     """What ``/admin/v1/stats`` calls the store: "redis", "sqlite-durable" or "sqlite"."""
-    if config.url.startswith("redis:"):
+    if config.url.startswith(("redis:", "redis+sentinel:")):
         return "redis"
     return "sqlite-durable" if config.durable and config.url != "sqlite::memory:" else "sqlite"
 

@@ -2,7 +2,9 @@
 
 Spawned through the reactor (never blocking it), without persistence, in a
 temporary folder; ``stop()`` and ``start()`` again keep the same port, so a
-daemon using it sees Redis go away and come back (empty).
+daemon using it sees Redis go away and come back (empty). Extra arguments
+make it a replica (``--replicaof``); ``Sentinel`` is a ``redis-server
+--sentinel`` watching a master, with a configuration written for it.
 """
 
 from __future__ import annotations
@@ -84,9 +86,10 @@ class _Process(ProcessProtocol):
 class RedisServer:
     """One ``redis-server`` child process; ``url`` for the daemons to use."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.folder = folder
         self.port = port or free_port()
+        self.args = args
         self.executable = redis_server_path()
         self._process: _Process | None = None
 
@@ -105,8 +108,7 @@ class RedisServer:
         """Spawn it and wait (bounded) until it answers PING."""
         assert not self.running, "redis-server is running already"
         self.folder.mkdir(parents=True, exist_ok=True)
-        argv = [self.executable, "--port", str(self.port), "--save", "", "--appendonly", "no",
-                "--bind", "127.0.0.1", "--dir", str(self.folder)]
+        argv = [*self._argv(), *self.args]
         process = self._process = _Process()
         reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=str(self.folder))
         for _ in range(int(START_SECONDS / 0.05)):
@@ -117,6 +119,22 @@ class RedisServer:
             await sleep(0.05)
         await self.stop()
         raise RuntimeError(f"redis-server did not answer PING within {START_SECONDS} s:\n{self.log()}")
+
+    def _argv(self) -> list[str]:
+        return [self.executable, "--port", str(self.port), "--save", "", "--appendonly", "no",
+                "--bind", "127.0.0.1", "--dir", str(self.folder)]
+
+    async def kill(self) -> None:
+        """SIGKILL (as a crash would), and wait (bounded) until it has ended."""
+        process = self._process
+        if process is None or process.ended.called:
+            return
+        self.resume()
+        try:
+            process.transport.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass
+        await _watch(process.ended, STOP_SECONDS)
 
     async def stop(self) -> None:
         """SIGTERM, and wait (bounded) until it has ended; SIGKILL past that."""
@@ -159,3 +177,62 @@ class RedisServer:
         """Empty every database (FLUSHALL)."""
         reply = raw_command(self.port, "FLUSHALL")
         assert reply.startswith(b"+OK"), reply
+
+
+class Sentinel(RedisServer):
+    """A ``redis-server --sentinel`` watching the master on *master_port* as
+    *service*, quick to fail it over: ``down`` milliseconds of silence make
+    it subjectively down, and *quorum* Sentinels agreeing objectively."""
+
+    def __init__(self, folder: Path, service: str, master_port: int, quorum: int = 2,
+                 down: int = 600, failover_timeout: int = 2000) -> None:
+        super().__init__(folder)
+        self.service = service
+        self.settings = [
+            f"port {self.port}", "bind 127.0.0.1", f"dir {folder}",
+            f"sentinel monitor {service} 127.0.0.1 {master_port} {quorum}",
+            f"sentinel down-after-milliseconds {service} {down}",
+            f"sentinel failover-timeout {service} {failover_timeout}",
+            f"sentinel parallel-syncs {service} 1",
+        ]
+
+    def _argv(self) -> list[str]:
+        # Sentinel rewrites its configuration file: one of its own.
+        conf = self.folder / "sentinel.conf"
+        if not conf.exists():
+            conf.write_text("\n".join(self.settings) + "\n")
+        return [self.executable, str(conf), "--sentinel"]
+
+
+def command(port: int, *args: str, timeout: float = 2) -> Any:
+    """One command over a raw socket (short, local, blocking): its reply,
+    decoded (bulk strings as str, errors as RuntimeError instances)."""
+    request = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        reader = s.makefile("rb")
+        return _reply(reader)
+
+
+def _reply(reader: Any) -> Any:
+    line = reader.readline()
+    if not line:
+        raise ConnectionError("connection closed")
+    kind, rest = line[:1], line[1:-2].decode()
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        return RuntimeError(rest)
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        if int(rest) < 0:
+            return None
+        data = reader.read(int(rest) + 2)
+        return data[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        if int(rest) < 0:
+            return None
+        return [_reply(reader) for _ in range(int(rest))]
+    raise ValueError(f"not a Redis reply: {line!r}")

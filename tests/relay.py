@@ -1,8 +1,11 @@
 """A TCP relay between a browser and the daemon that a test can cut.
 
 ``cut()`` drops every relayed connection and refuses new ones until
-``restore()``; ``block`` makes it refuse requests of some kinds (WebSocket
-upgrades, event streams) as a proxy that does not support them would.
+``restore()``; ``freeze()`` makes the connections relayed so far swallow
+whatever either side sends, without closing them (a network that went
+black), while new ones are relayed as usual; ``block`` makes it refuse
+requests of some kinds (WebSocket upgrades, event streams) as a proxy that
+does not support them would.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ class _Upstream(protocol.Protocol):
         self.downstream.upstream_ready(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self.downstream.transport.write(data)
+        if not self.downstream.frozen:
+            self.downstream.transport.write(data)
 
     def connectionLost(self, reason: object = None) -> None:
         self.downstream.transport.loseConnection()
@@ -30,6 +34,7 @@ class _Downstream(protocol.Protocol):
         self.relay = relay
         self.upstream: _Upstream | None = None
         self.pending: list[bytes] = []
+        self.frozen = False
 
     def connectionMade(self) -> None:
         self.relay.connections.add(self)
@@ -44,6 +49,8 @@ class _Downstream(protocol.Protocol):
         self.pending = []
 
     def dataReceived(self, data: bytes) -> None:
+        if self.frozen:
+            return
         # Every chunk: a kept-alive connection carries several requests.
         if self.relay.block:
             lowered = data.lower()
@@ -91,6 +98,13 @@ class Relay(protocol.Factory):
             connection.transport.abortConnection()
             if connection.upstream is not None:
                 connection.upstream.transport.abortConnection()
+
+    def freeze(self) -> int:
+        """Swallow everything on the connections relayed so far, keeping
+        them open; how many there are."""
+        for connection in self.connections:
+            connection.frozen = True
+        return len(self.connections)
 
     async def restore(self) -> None:
         await self.start()

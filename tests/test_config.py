@@ -36,9 +36,11 @@ admin_token = ""                           # empty: admin API refused (401)
 header_timeout = 10
 
 [store]
-url = "sqlite:notifier.db"                 # or "sqlite::memory:", or "redis://host:port/db"
+url = "sqlite:notifier.db"                 # or "sqlite::memory:", "redis://host:port/db", "redis+sentinel://…"
 durable = false                            # sqlite:PATH keeps history and ids across restarts
 synchronous = "normal"                     # for that history: "normal" or "full"
+replicas_ack = 0                           # Redis replicas that must hold a publish before it is acknowledged
+replicas_timeout_ms = 500                  # how long they have, else 503
 
 [centers]
 history = 100                              # retained messages per center
@@ -69,8 +71,10 @@ max_queue = 10000                          # events waiting per publisher; more 
 VALID: dict[str, dict[str, Any]] = {
     "public": {"endpoint": "tcp:9090:interface=127.0.0.1", "backlog": 4096,
                "allowed_origins": ["https://example.org", "http://localhost:3000"], "header_timeout": 2.5},
-    "api": {"endpoint": "unix:/tmp/notifier-api.sock", "backlog": 64, "admin_token": "s3cret-token", "header_timeout": 30},
-    "store": {"url": "sqlite::memory:", "durable": True, "synchronous": "full"},
+    "api": {"endpoint": "unix:/tmp/notifier-api.sock", "backlog": 64, "admin_token": "s3cret-token",
+            "header_timeout": 30},
+    "store": {"url": "sqlite::memory:", "durable": True, "synchronous": "full", "replicas_ack": 1,
+              "replicas_timeout_ms": 2000},
     "centers": {"history": 7, "max_message_bytes": 1024, "auto_create": True, "idle_ttl": 3600,
                 "auto_create_private": ["user.*", "exact"], "max_per_publisher": 5},
     "subscribers": {"longpoll_timeout": 120, "ping_interval": 0.5, "drain_seconds": 0.25,
@@ -164,6 +168,10 @@ def test_each_key_alone_changes_only_itself(section, key):
     ('[public]\nallowed_origins = []', "public", "allowed_origins", ()),
     ('[public]\nendpoint = "tcp:0"', "public", "endpoint", "tcp:0"),
     ('[store]\nurl = "sqlite:/var/lib/notifier/n.db"', "store", "url", "sqlite:/var/lib/notifier/n.db"),
+    ('[store]\nurl = "redis+sentinel://s1,s2:26380,[::1]:1/main/2"', "store", "url",
+     "redis+sentinel://s1,s2:26380,[::1]:1/main/2"),
+    ('[store]\nreplicas_ack = 0', "store", "replicas_ack", 0),
+    ('[store]\nreplicas_timeout_ms = 1', "store", "replicas_timeout_ms", 1),
 ])
 def test_edge_values_are_accepted(text, section, key, value):
     assert getattr(getattr(parse_config(text), section), key) == value
@@ -243,6 +251,9 @@ def test_wrong_types_are_refused_naming_the_key(section, key, value):
     ("subscribers", "send_buffer_bytes", 0),
     ("store", "synchronous", "off"),
     ("store", "synchronous", "NORMAL"),
+    ("store", "replicas_ack", -1),
+    ("store", "replicas_timeout_ms", 0),
+    ("store", "replicas_timeout_ms", -500),
 ])
 def test_out_of_range_values_are_refused_naming_the_key(section, key, value):
     message = refused(toml({section: {key: value}}))
@@ -256,7 +267,11 @@ def test_unparseable_endpoints_are_refused_naming_the_key(section, endpoint):
     assert f"{section}.endpoint" in message
 
 
-@pytest.mark.parametrize("url", ["sqlite:", "mysql://localhost/notifier", "notifier.db", ""])
+@pytest.mark.parametrize("url", ["sqlite:", "mysql://localhost/notifier", "notifier.db", "",
+                                 "redis+sentinel://", "redis+sentinel://s1:26379", "redis+sentinel://s1:26379/",
+                                 "redis+sentinel://s1:99999/main", "redis+sentinel://s1,,s2/main",
+                                 "redis+sentinel://s1/main/zero", "redis+sentinel://s1/ma in",
+                                 "redis+sentinel://user:pw@s1/main", "redis+sentinel:s1/main"])
 def test_bad_store_urls_are_refused_naming_the_key(url):
     message = refused(toml({"store": {"url": url}}))
     assert "store.url" in message

@@ -2,7 +2,8 @@
 
 ``open_backend`` is the one place that chooses: an SQLite store with
 delivery on this node (its history kept in the file, or in memory with
-``sqlite::memory:``), or Redis for both, shared by every node using it.
+``sqlite::memory:``), or Redis for both (one server, or the master that
+Sentinels name), shared by every node using it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from twisted.internet.interfaces import IReactorTime
 from notifier.backends.durable import DurableBroker
 from notifier.backends.interfaces import Broker, Store
 from notifier.backends.local import LocalBroker
+from notifier.backends.redis.addresses import parse_address
 from notifier.backends.redis.broker import RedisBroker
-from notifier.backends.redis.client import Redis, RedisAddress
+from notifier.backends.redis.client import Redis
 from notifier.backends.redis.keys import Keys
 from notifier.backends.redis.presence import RedisDirectory
 from notifier.backends.redis.store import RedisStore
@@ -26,10 +28,11 @@ def open_backend(config: StoreConfig, reactor: IReactorTime) -> tuple[Store, Bro
     """The store and the broker that ``[store]`` (already validated by the
     configuration) means."""
     url = config.url
-    if url.startswith("redis:"):
-        address = RedisAddress.parse(url)
+    if url.startswith(("redis:", "redis+sentinel:")):
+        address = parse_address(url)
         redis, keys = Redis(address, reactor), Keys(address.db)
-        return RedisStore(redis, keys), RedisBroker(redis, keys, reactor)
+        broker = RedisBroker(redis, keys, reactor, config.replicas_ack, config.replicas_timeout_ms)
+        return RedisStore(redis, keys), broker
     path = url.removeprefix("sqlite:")
     if path == MEMORY or not config.durable:
         return SQLiteStore(path, reactor), LocalBroker(reactor)

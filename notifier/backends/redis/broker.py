@@ -1,7 +1,10 @@
 """Fan-out through Redis, for several daemons serving the same centers.
 
 A publish is one Lua script (``lua/publish.lua``), acknowledged only once
-Redis has it. Every daemon, the publishing one included, is handed what
+Redis has it; with ``replicas_ack``, only once that many replicas have it
+too (``WAIT`` on the connection that ran the script): its messages are then
+published to the channel (``lua/release.lua``) only after, so that no
+subscriber ever sees a message a failover could take back. Every daemon, the publishing one included, is handed what
 arrives on the messages channel, and the changes announced on the control
 channel. Where a center's stream stands (``stream``) is read from what
 Redis retains, for a hub starting or catching up.
@@ -20,7 +23,7 @@ from notifier.auth import SIGNATURE_WINDOW
 from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published, Stream
 from notifier.backends.redis.client import Redis, Script
 from notifier.backends.redis.keys import Keys
-from notifier.errors import NotFound
+from notifier.errors import NotFound, Unavailable
 from notifier.model import Center
 
 log = Logger()
@@ -33,6 +36,7 @@ CATCH_UP_WAIT = 60.0
 
 PUBLISH = Script.named("publish")
 LOAD = Script.named("load")
+RELEASE = Script.named("release")
 
 
 def _center_of(path: str) -> tuple[str, str]:
@@ -45,10 +49,14 @@ def _no_center(name: str) -> NotFound:
 
 
 class RedisBroker:
-    def __init__(self, redis: Redis, keys: Keys, clock: IReactorTime) -> None:
+    def __init__(self, redis: Redis, keys: Keys, clock: IReactorTime,
+                 replicas: int = 0, replicas_timeout_ms: int = 500) -> None:
         self.redis = redis
         self.keys = keys
         self.clock = clock
+        #: Replicas that must have a publish before it is acknowledged (``WAIT``).
+        self.replicas = replicas
+        self.replicas_timeout_ms = replicas_timeout_ms
         self._handler: BrokerHandler | None = None
         #: When this node last pushed on the deadline of a center it holds subscribers of.
         self._refreshed: dict[str, float] = {}
@@ -114,14 +122,30 @@ class RedisBroker:
     # the Broker's other duties
 
     async def publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:
-        keys = [self.keys.deadlines, self.keys.idempotency(publisher, key) if key is not None else ""]
-        args: list[Any] = [self.keys.messages, repr(self.clock.seconds()), len(publications), KEY_TTL]
+        held = self.replicas > 0
+        keys = [self.keys.deadlines, self.keys.idempotency(publisher, key) if key is not None else "",
+                self.keys.held(publisher, key) if held and key is not None else ""]
+        args: list[Any] = [self.keys.messages, repr(self.clock.seconds()), len(publications), KEY_TTL,
+                           "1" if held else "0"]
         for publication in publications:
             path = publication.path
             keys += [self.keys.centers(publication.publisher), self.keys.seq(path), self.keys.log(path)]
             args += [publication.publisher, publication.center, path, publication.data,
                      publication.history, publication.ttl]
-        status, payload = await self.redis.script(PUBLISH, keys, args)
+        if not held:
+            status, payload = await self.redis.script(PUBLISH, keys, args)
+        else:
+            answer, reached = await self.redis.replicated(PUBLISH, keys, args, self.replicas,
+                                                          self.replicas_timeout_ms)
+            status, payload = answer[0], answer[1]
+            if int(status) != -1:
+                if reached < self.replicas:
+                    # Kept by the master (and held for a retry with the same
+                    # Idempotency-Key), but it could be lost with it.
+                    raise Unavailable(f"{reached} of {self.replicas} replicas confirmed the publish "
+                                      f"within {self.replicas_timeout_ms} ms", code="store_unavailable")
+                if answer[2]:
+                    await self.redis.script(RELEASE, [keys[2]], [self.keys.messages, *json.loads(answer[2])])
         status = int(status)
         if status == -1:
             raise _no_center(payload)

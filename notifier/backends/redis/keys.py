@@ -5,8 +5,9 @@ Keys (``P`` = ``notifier:``): ``P publishers`` a hash name → JSON
 ``{"private", "history", "ttl", "created", "epoch"}``; per center ``P
 seq:{path}`` (its last sequence number) and ``P log:{path}`` (its retained
 messages); ``P deadlines`` a sorted set of ``{path}`` by expiry time; ``P
-idem:{publisher}:{key}`` a publish's ids by its ``Idempotency-Key``; ``P
-sig:{publisher}:{signature}`` a request signature seen; ``P webhooks`` a
+idem:{publisher}:{key}`` a publish's ids by its ``Idempotency-Key``, and
+``P held:{publisher}:{key}`` its messages while replicas have not confirmed
+them (``[store] replicas_ack``); ``P sig:{publisher}:{signature}`` a request signature seen; ``P webhooks`` a
 hash publisher → JSON ``{"url", "events"}``; presence (``P members:{path}``,
 ``P info:{path}``, ``P occupants:{path}``, ``P presence``: see
 notifier.backends.redis.presence). Channels, one pair
@@ -73,6 +74,10 @@ class Keys:
 
     def idempotency(self, publisher: str, key: str) -> str:
         return f"{PREFIX}idem:{publisher}:{key}"
+
+    def held(self, publisher: str, key: str) -> str:
+        """The messages of a publish waiting for its replicas (publish.lua)."""
+        return f"{PREFIX}held:{publisher}:{key}"
 
     def signature(self, publisher: str, signature: str) -> str:
         return f"{PREFIX}sig:{publisher}:{signature}"

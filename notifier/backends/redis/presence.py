@@ -14,6 +14,11 @@ reports it. Each node says again what it holds every ``REFRESH`` seconds;
 what a node has not said for ``NODE_TTL`` seconds (it died, or lost Redis
 that long) is swept out by whichever node sweeps first, which reports
 what thereby left.
+
+After Redis was out of reach (or the Sentinels moved its master), every
+entry may look expired while its node is about to say it again: a node
+sweeps only once it has been connected again for ``settle()`` seconds, so
+that live nodes' members are not reported left (and joined again).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Iterable
 
 from twisted.internet.interfaces import IReactorTime
 
-from notifier.backends.redis.client import Redis, Script
+from notifier.backends.redis.client import RETRY_MAX, Redis, Script
 from notifier.backends.redis.keys import PREFIX, Keys
 from notifier.presence import Info
 
@@ -31,6 +36,14 @@ from notifier.presence import Info
 NODE_TTL = 15.0
 #: Seconds between two refreshes (and sweeps) of a node.
 REFRESH = 5.0
+
+
+def settle() -> float:
+    """Seconds a node waits after reaching Redis again before it sweeps: a
+    live node says again what it holds within ``REFRESH`` (after its own
+    reconnection); never longer than its entries live."""
+    return min(NODE_TTL, REFRESH + RETRY_MAX + 1)
+
 
 JOIN = Script.named("presence_join")
 LEAVE = Script.named("presence_leave")
@@ -80,6 +93,8 @@ class RedisDirectory:
         return rejoined, reoccupied
 
     async def sweep(self) -> tuple[list[tuple[str, str]], list[str]]:
+        if self.redis.up_for() < settle():
+            return [], []
         left, vacated = await self.redis.script(SWEEP, [self.keys.presence],
                                                 [repr(self.clock.seconds()), PREFIX])
         left = list(left or [])
