@@ -14,7 +14,7 @@ UNIT := not integration and not redis and not browser and not php
 # command -> Debian package, installed by `make test` when the command is missing
 TEST_TOOLS := chromium=chromium php=php-cli redis-server=redis-server
 
-.PHONY: venv run test test-unit lint test-tools clean
+.PHONY: venv run test test-unit lint docs test-tools clean
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS) | $(BIN)/pip
 	touch $@
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[test]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[test,docs]'
+	touch $@
+
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[docs]'
 	touch $@
 
 venv: $(STAMP)
@@ -49,7 +54,7 @@ test-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: $(TEST_STAMP) test-tools lint
+test: $(TEST_STAMP) test-tools lint docs
 	$(BIN)/python -m pytest
 
 test-unit: $(TEST_STAMP)
@@ -58,8 +63,13 @@ test-unit: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check notifier tests; status=$$?; $(BIN)/mypy notifier && exit $$status
 
+# The documentation site (docs/), built as it is published: any warning fails.
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) run *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) run *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache docs/_build
 
 # `make bench`: notifier against Nchan (one nginx worker) on loopback, with a
 # side-by-side load harness (a Go load generator and a bench.py that starts
