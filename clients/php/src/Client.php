@@ -103,7 +103,8 @@ final class Client
 
     /**
      * Create the center $name, or find it if it exists (its options are then
-     * left as they are). A presence center (`presence`) is private too.
+     * left as they are). A presence center (`presence`) must be private as
+     * well: ask for both, or the daemon refuses it (400 presence_needs_private).
      *
      * @param array{private?: bool, presence?: bool, history?: int, ttl?: int} $options
      * @return array{center: array<string, mixed>, created: bool}
