@@ -3,7 +3,9 @@
 ``notifier publisher add|list|rotate|remove`` use the same registry and store
 as the daemon, run to completion under ``task.react``; a running daemon sees
 the change within a few seconds. ``notifier config init|howto`` write a
-starting configuration and say how to use it.
+starting configuration and say how to use it. ``notifier store restored``
+starts every center's history anew after the file was put back from a
+backup.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, TextIO
 from twisted.internet import defer, task
 
 from notifier.backends import open_backend
+from notifier.backends.sqlite import SQLiteStore
 from notifier.config import Config, ConfigError, load_config
 from notifier.errors import NotifierError
 from notifier.registry import HubRegistry
@@ -54,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         verbs.add_parser(verb, help=text, parents=[common]).add_argument("name")
     verbs.add_parser("list", help="list publishers (never their secrets)", parents=[common])
 
+    store = nouns.add_parser("store", help="the SQLite store", parents=[common])
+    verbs = store.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("restored", parents=[common],
+                     help="after putting the file back from a backup, with the daemon stopped: "
+                          "every center begins a new epoch (README.rst: Backups)")
+
     config = nouns.add_parser("config", help="configuration files", parents=[common])
     verbs = config.add_subparsers(dest="verb", required=True)
     verbs.add_parser("init", help="write a starting configuration with a new admin token",
@@ -85,6 +94,16 @@ async def _publisher(reactor: Any, config: Config, args: argparse.Namespace, out
         raise SystemExit(1) from None
     finally:
         await store.close()
+
+
+async def _restored(reactor: Any, config: Config, out: TextIO) -> None:
+    store = SQLiteStore(config.store.url[len("sqlite:"):], reactor)
+    await store.open()
+    try:
+        count = await store.new_epochs()
+    finally:
+        await store.close()
+    print(f"{count} centers begin new epochs; the history kept in the file was dropped", file=out)
 
 
 def _init(path: str, out: TextIO) -> None:
@@ -154,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     if args.noun == "config":
         _howto(config, sys.stdout)
+        return
+    if args.noun == "store":
+        if not config.store.url.startswith("sqlite:") or config.store.url == "sqlite::memory:":
+            print("notifier: store restored is for a sqlite:PATH store", file=sys.stderr)
+            raise SystemExit(2)
+        task.react(lambda reactor: defer.Deferred.fromCoroutine(_restored(reactor, config, sys.stdout)))
         return
     task.react(lambda reactor: defer.Deferred.fromCoroutine(_publisher(reactor, config, args, sys.stdout)))
 

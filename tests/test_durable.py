@@ -390,3 +390,45 @@ async def test_a_keyed_publish_whose_client_leaves_is_still_done_once_for_its_re
         status, third = await call("POST", url, raw=b"keyed", auth=auth, headers={**TEXT, "Idempotency-Key": "once"})
         assert status == 200 and third["id"] == first["id"]
         assert [data for _, data in _rows(path, "news")] == ["before", "keyed", "keyed"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_put_back_from_a_backup_begins_new_epochs_once_told(tmp_path):
+    # A backup holds the ids given until it was made; the messages published
+    # after it are lost with the file, and their ids would be given again to
+    # others (browsers that saw them would skip those): `notifier store
+    # restored` makes every center begin a new epoch instead.
+    config, _, _ = write_config(tmp_path, store=DURABLE)
+    path = tmp_path / "n.db"
+    backup = tmp_path / "backup.db"
+    async with _durable(path) as daemon:
+        auth = await setup_site(daemon)
+        kept = [await published(daemon, auth, f"kept {n}") for n in range(3)]
+        with sqlite3.connect(path) as live, sqlite3.connect(backup) as copy:
+            live.backup(copy)
+        lost = [await published(daemon, auth, f"lost {n}") for n in range(2)]
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    os.replace(backup, path)
+    out, err, code = await getProcessOutputAndValue(
+        str(NOTIFIER), ["store", "restored", "--config", str(config)], env=dict(os.environ))
+    assert code == 0 and b"1 centers begin new epochs" in out, (out, err)
+    async with _durable(path) as daemon:
+        first = await published(daemon, auth, "after")
+        assert first.rsplit("-", 1)[0] != kept[0].rsplit("-", 1)[0] and first.endswith("-1")
+        assert first not in kept + lost
+        for cursor in (kept[-1], lost[-1]):
+            body = await _history(daemon.public, "/sub/site/news", cursor)
+            assert body["recovered"] is False
+            assert [m["id"] for m in body["messages"]] == [first]
+    assert _rows(path, "news") == [(1, "after")]
+
+
+@pytest.mark.parametrize("url", ["sqlite::memory:", "redis://127.0.0.1:1/0"])
+def test_store_restored_is_for_a_sqlite_file(tmp_path, url):
+    config = tmp_path / "notifier.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    from notifier.cli import main
+    with pytest.raises(SystemExit) as exit:
+        main(["store", "restored", "--config", str(config)])
+    assert exit.value.code == 2

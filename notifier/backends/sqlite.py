@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -197,6 +198,16 @@ class SQLiteStore:
     async def close(self) -> None:
         self._pool.close()
 
+    async def new_epochs(self) -> int:
+        """Every center begins a new epoch, and the history kept for the old
+        ones is dropped (``notifier store restored``); how many centers.
+
+        For a file put back from a backup: the ids given since the backup
+        was made would otherwise be given again, to other messages, and
+        browsers that saw them would skip those. A new epoch tells them
+        their cursors are of a history that is gone."""
+        return await self._interact(_new_epochs)
+
     async def add_publisher(self, publisher: Publisher) -> bool:
         added = await self._changes("INSERT OR IGNORE INTO publishers (name, secret, created) VALUES (?, ?, ?)",
                                     (publisher.name, publisher.secret, publisher.created))
@@ -288,6 +299,16 @@ class SQLiteStore:
 
     async def remove_webhook(self, publisher: str) -> bool:
         return await self._changes("DELETE FROM webhooks WHERE publisher = ?", (publisher,)) == 1
+
+
+def _new_epochs(cursor: sqlite3.Cursor) -> int:
+    centers = cursor.execute("SELECT publisher, name FROM centers").fetchall()
+    # An epoch as the registry makes one (registry.new_epoch).
+    cursor.executemany("UPDATE centers SET epoch = ? WHERE publisher = ? AND name = ?",
+                       [(secrets.token_hex(4), publisher, name) for publisher, name in centers])
+    cursor.execute("DELETE FROM log")
+    cursor.execute("DELETE FROM streams")
+    return len(centers)
 
 
 def _rowcount(cursor: sqlite3.Cursor, sql: str, args: tuple[Any, ...]) -> int:
