@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from pprint import pformat
 from typing import Any
 
+import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
@@ -60,6 +62,22 @@ class NotifierFactory(WebSocketServerFactory):
     dropped: Callable[[Hub], None] = staticmethod(lambda hub: None)
 
 
+class _FormattedIfLogged:
+    """What ``pformat(value)`` would give, made only when a log line is
+    (``str.format`` asks for it)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __format__(self, spec: str) -> str:
+        return format(pformat(self.value), spec)
+
+    def __str__(self) -> str:
+        return pformat(self.value)
+
+
 class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagree on two attributes' types
         StreamingSubscriber, WebSocketServerProtocol):
     """A subscriber, and the streaming producer of its own connection
@@ -78,6 +96,18 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
     @property
     def dropped(self) -> Callable[[Hub], None]:  # type: ignore[override]
         return self.factory.dropped
+
+    def _connectionMade(self) -> None:
+        # Autobahn formats its whole configuration with pformat for a debug
+        # log line on every connection, logged or not: nearly half of what
+        # opening a connection cost. While it sets the connection up, its
+        # module's pformat formats only what a log line shows.
+        module: Any = _autobahn_protocol
+        module.pformat = _FormattedIfLogged
+        try:
+            super()._connectionMade()
+        finally:
+            module.pformat = pformat
 
     def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
         """A handshake Autobahn refuses (no key, an unknown version) is
