@@ -5,10 +5,13 @@ A long-poll or a ``/last`` is one whole HTTP request per delivery, and
 twisted.web's way with each (the head read a line at a time, a header object
 and a ``Request`` with all its machinery) cost most of what the daemon spends
 on it. The front reads the plainest form of such a request at once: a whole
-head in hand, ``GET /sub/...`` over HTTP/1.1, no body, no upgrade, no event
-stream. The same resource (``public.Subscriptions``) answers it, through
+head in hand, ``GET /sub/...`` over HTTP/1.1, no body, no event stream. The
+same resource (``public.Subscriptions``) answers it, through
 :class:`PlainRequest`, with every rule it applies to any request, and the
-answer goes out in one send.
+answer goes out in one send. A WebSocket upgrade admitted by those rules is
+handed to Autobahn's protocol with the bytes of its head as they came
+(:meth:`PlainRequest.take_over`): read once here, once by Autobahn, instead
+of by twisted.web, rebuilt from its headers and read again.
 
 Anything else, from its first byte on (a partial head, another method or
 path, a WebSocket upgrade, an SSE stream, a body, anything the front's
@@ -29,6 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import RESPONSES, datetimeToString, parse_qs
@@ -48,9 +52,9 @@ HEAD = re.compile(
     rb"GET (/sub/[\x21-\x7e]*) HTTP/1\.1\r\n"
     rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n\Z")
 FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
-#: Headers that make a request twisted.web's: a body, an upgrade, a
-#: request for an interim answer.
-NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect", b"te"})
+#: Headers that make a request twisted.web's: a body, a request for an
+#: interim answer.
+NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"expect", b"te"})
 #: twisted.web's own bounds on a head (HTTPChannel.totalHeadersSize, maxHeaders).
 MAX_HEAD = 16384
 MAX_FIELDS = 500
@@ -58,6 +62,7 @@ MAX_FIELDS = 500
 #: the client is made to wait (TCP backpressure).
 MAX_PIPELINED = 16384
 NO_BODY = (204, 304)
+NOT_DONE_YET: int = server.NOT_DONE_YET
 SERVER = b"Server: TwistedWeb/" + server.version.split(b"/", 1)[-1] + b"\r\n"
 
 
@@ -118,7 +123,7 @@ class PlainRequest:
     twisted.web request, for a request the front read itself."""
 
     __slots__ = ("front", "uri", "path", "postpath", "args", "code", "startedWriting", "finished", "close",
-                 "_headers", "_out", "_body", "_notifications")
+                 "head_bytes", "_headers", "_out", "_body", "_notifications")
 
     method = b"GET"
     clientproto = b"HTTP/1.1"
@@ -135,6 +140,8 @@ class PlainRequest:
         self.code = 200
         #: Whether the client asked for the connection to be closed after.
         self.close = False
+        #: The head as it came, for a WebSocket upgrade.
+        self.head_bytes = b""
         self.startedWriting = False
         self.finished = False
         self._headers = headers
@@ -175,6 +182,12 @@ class PlainRequest:
         notifications, self._notifications = self._notifications, None
         for d in notifications or ():
             d.callback(None)
+
+    def take_over(self, factory: Any) -> int:
+        """Hand the connection to a WebSocket protocol of *factory*, which
+        reads the handshake from the head as it came, as Autobahn's
+        ``WebSocketResource`` does with the one twisted.web read."""
+        return self.front.take_over(factory, self.head_bytes)
 
     # what the front does with it
 
@@ -255,14 +268,14 @@ class Front(Protocol):
             if request is None:
                 self._hand_over(data)
                 return
-            data = data[end:]
+            # What follows the head waits while it is answered (and goes
+            # with the connection if it is taken over).
+            self.pending = data[end:]
             self.current = request
             self._serve(request)
-            if self.current is not None:  # answered later
-                self.pending = data
+            if self.current is not None or self.closing or self.channel is not None or self.transport is None:
                 return
-            if self.closing or self.channel is not None or self.transport is None:
-                return
+            data, self.pending = self.pending, b""
 
     def _plain(self, head: bytes) -> PlainRequest | None:
         """The request of *head*, if it is one the front takes."""
@@ -276,10 +289,13 @@ class Front(Protocol):
         if not NOT_PLAIN.isdisjoint(headers):
             return None
         close = False
+        upgrade = headers.get(b"upgrade")
+        if upgrade is not None and upgrade.lower() != b"websocket":
+            return None  # an upgrade to something else: twisted.web's
         connection = headers.get(b"connection")
         if connection is not None:
             connection = connection.lower()
-            if b"upgrade" in connection:
+            if b"upgrade" in connection and upgrade is None:
                 return None
             # As twisted.web reads it (HTTPChannel.checkPersistence).
             close = b"close" in connection.split(b" ")
@@ -288,6 +304,8 @@ class Front(Protocol):
             return None
         request = PlainRequest(self, match.group(1), headers)
         request.close = close
+        if upgrade is not None:
+            request.head_bytes = head
         try:
             b"/".join(request.postpath).decode("utf-8")
         except UnicodeDecodeError:
@@ -333,6 +351,30 @@ class Front(Protocol):
         if self.current is None and self.channel is None and not self.closing and self.transport is not None:
             data, self.pending = self.pending, b""
             self._read(data)
+
+    def take_over(self, factory: Any, head: bytes) -> int:
+        """The connection is *factory*'s protocol's from now on, starting
+        with *head* and what came after it."""
+        transport: Any = self.transport
+        protocol = factory.buildProtocol(transport.getPeer())
+        protocol.http_producer = False
+        self._no_timer()
+        self.current = None
+        self.channel = protocol  # anything still told to the front goes to it
+        data, self.pending = head + self.pending, b""
+        # Where the transport delivers what it reads (as WebSocketResource.render).
+        if isinstance(transport, ProtocolWrapper):  # TLS
+            transport.wrappedProtocol = protocol
+        elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+            transport.protocol.wrappedProtocol = protocol
+        else:
+            transport.protocol = protocol
+        protocol.makeConnection(transport)
+        if self.paused:
+            self.paused = False
+            transport.resumeProducing()
+        protocol.dataReceived(data)
+        return NOT_DONE_YET
 
     def _hand_over(self, data: bytes) -> None:
         """From now on the connection is twisted.web's, starting with *data*."""

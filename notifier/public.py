@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
 
+from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -36,6 +37,7 @@ from notifier.errors import (
     Unauthorized,
     Unavailable,
 )
+from notifier.front import PlainRequest
 from notifier.hub import CURSOR, Hub, interleave
 from notifier.model import Grant, Member
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
@@ -351,8 +353,11 @@ class Subscriptions(_Leaf):
         cursors = _cursors(_arg(request, b"since"), count)
 
         def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
+            bound = websocket.bound(self.websockets, hubs, fmt, cursors, grant)
+            if isinstance(request, PlainRequest):  # read by the front: the head as it came
+                return request.take_over(bound)
             request.channel.setTimeout(None)  # the connection is the subscriber's now
-            return websocket.upgrade(self.websockets, hubs, fmt, cursors, grant).render(request)
+            return WebSocketResource(bound).render(request)
 
         return serve
 

@@ -15,9 +15,9 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
 
 from notifier.front import Front
-from notifier.httpserver import QuietSite
+from notifier.httpserver import Channel, QuietSite
 from notifier.sites import public_site
-from tests.raw import complete, connect, parse_response
+from tests.raw import client_frame, complete, connect, parse_response, server_frames
 from tests.support import Daemon, make_center, published, running, setup_site, until
 
 pytestmark = pytest.mark.integration
@@ -37,13 +37,19 @@ def without_date(answer: bytes) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+def answered(data: bytes) -> bool:
+    """Whether *data* holds a whole answer, or a WebSocket handshake's."""
+    return complete(data) or (data.startswith(b"HTTP/1.1 101 ") and b"\r\n\r\n" in data)
+
+
 async def answer_of(protocol: Any, data: bytes) -> tuple[bytes, Any]:
     """What *protocol* (a new connection of the site) answers to *data*."""
     transport = StringTransport(peerAddress=PEER)
+    transport.protocol = protocol  # what a WebSocket upgrade takes the connection from
     protocol.makeConnection(transport)
     protocol.dataReceived(data)
-    await until(lambda: complete(transport.value()), 5, "an answer")
-    protocol.connectionLost(connectionDone)
+    await until(lambda: answered(transport.value()), 5, "an answer")
+    transport.protocol.connectionLost(connectionDone)
     return transport.value(), protocol
 
 
@@ -51,7 +57,7 @@ async def both(daemon: Daemon, data: bytes) -> tuple[bytes, bytes]:
     """*data* answered by the front and by twisted.web (a channel of the same site)."""
     site = daemon.service.public_port.factory  # type: ignore[union-attr]
     front_answer, front = await answer_of(site.buildProtocol(PEER), data)
-    assert isinstance(front, Front) and front.channel is None, "the front handed it over"
+    assert isinstance(front, Front) and not isinstance(front.channel, Channel), "the front handed it over"
     web_answer, _ = await answer_of(QuietSite.buildProtocol(site, PEER), data)
     return without_date(front_answer), without_date(web_answer)
 
@@ -109,6 +115,35 @@ async def test_the_front_answers_as_twisted_web_does(site_daemon: Any, target: s
     assert front == web
 
 
+KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+UPGRADE = ("Upgrade: websocket", "Connection: Upgrade", KEY, "Sec-WebSocket-Version: 13")
+
+
+@pytest.mark.parametrize("target, headers", [
+    ("/sub/site/news", UPGRADE),
+    ("/sub/site/news?format=json&since={0}", UPGRADE),
+    ("/sub/site/news,quiet?since={1},", UPGRADE),
+    ("/sub/site/news", (*UPGRADE, f"Origin: {ORIGIN}")),
+    ("/sub/site/news", (*UPGRADE, "Origin: https://elsewhere.example")),
+    ("/sub/site/news?format=xml", UPGRADE),
+    ("/sub/site/news,quiet?format=raw", UPGRADE),
+    ("/sub/site/nope", UPGRADE),
+    ("/sub/site/secret", UPGRADE),
+    ("/sub/site/news", ("Upgrade: WebSocket", "Connection: keep-alive, Upgrade", KEY, "Sec-WebSocket-Version: 13")),
+    ("/sub/site/news", ("Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13")),
+    ("/sub/site/news", ("Upgrade: websocket", "Connection: Upgrade", KEY, "Sec-WebSocket-Version: 7")),
+])
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_handshake_is_answered_as_through_twisted_web(site_daemon: Any, target: str,
+                                                                       headers: tuple[str, ...]) -> None:
+    # Through the front, Autobahn reads the head as it came; through
+    # twisted.web, as WebSocketResource rebuilds it: the same answer, the
+    # same first frames.
+    daemon, _, ids = site_daemon
+    front, web = await both(daemon, http(target.format(*ids), *headers))
+    assert front == web
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_long_poll_is_answered_as_twisted_web_answers_it(site_daemon: Any) -> None:
     daemon, auth, ids = site_daemon
@@ -132,7 +167,8 @@ async def test_a_waiting_long_poll_is_answered_as_twisted_web_answers_it(site_da
 
 @pytest.mark.parametrize("data", [
     http("/sub/site/news", "Accept: text/event-stream"),
-    http("/sub/site/news", "Upgrade: websocket", "Connection: Upgrade"),
+    http("/sub/site/news", "Upgrade: h2c", "Connection: Upgrade"),
+    http("/sub/site/news", "Connection: Upgrade"),
     http("/sub/site/news?timeout=0", method="HEAD"),
     http("/sub/site/news", method="OPTIONS"),
     http("/sub/site/news?timeout=0", version="HTTP/1.0"),
@@ -203,6 +239,29 @@ async def test_keep_alive_pipelining_and_a_waiting_poll_keep_their_order(site_da
         assert not client.done
     finally:
         client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_taken_over_from_the_front_gets_what_came_after_its_head(site_daemon: Any) -> None:
+    daemon, auth, _ = site_daemon
+    client = await connect(daemon.public_port)
+    try:
+        # A plain request first, then the upgrade and a ping in the same send.
+        client.send(http("/sub/site/news/last"))
+        await read_answers(client, 1)
+        start = len(client.data)
+        client.send(http("/sub/site/news", *UPGRADE) + client_frame(0x9, b"are you there"))
+        await until(lambda: b"\r\n\r\n" in bytes(client.data[start:]), 5, "the handshake")
+        head, _, _ = bytes(client.data[start:]).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        frames_at = start + len(head) + 4
+        await until(lambda: (0xA, b"are you there") in server_frames(bytes(client.data[frames_at:])), 5, "the pong")
+        await published(daemon, auth, "live")
+        await until(lambda: (0x1, b"live") in server_frames(bytes(client.data[frames_at:])), 5, "the message")
+    finally:
+        client.transport.loseConnection()
+    hub = daemon.service.registry.loaded("site", "news")
+    await until(lambda: not hub.subscribers, 5, "the subscriber to leave")
 
 
 @pytest_twisted.ensureDeferred

@@ -13,7 +13,6 @@ from pprint import pformat
 from typing import Any
 
 import autobahn.websocket.protocol as _autobahn_protocol
-from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 
@@ -92,6 +91,9 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
     start: tuple[Sequence[Hub], Sequence[str | None], Grant | None] | None = None
     #: The payload of the ping not answered yet; only its pong counts.
     _ping: bytes | None = None
+    #: Whether twisted.web's HTTP channel is the connection's producer (a
+    #: handshake the front read has none).
+    http_producer = True
 
     @property
     def dropped(self) -> Callable[[Hub], None]:  # type: ignore[override]
@@ -118,8 +120,10 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
 
     def onOpen(self) -> None:
         assert self.start is not None
-        # The connection was HTTP's: from now on it pauses and resumes us.
-        self.unregisterProducer()
+        # From now on the connection pauses and resumes us (when it came
+        # through twisted.web, instead of its HTTP channel).
+        if self.http_producer:
+            self.unregisterProducer()
         self.registerProducer(self, True)
         hubs, cursors, grant = self.start
         if len(hubs) == 1:
@@ -246,10 +250,11 @@ class _BoundFactory:
         return protocol
 
 
-def upgrade(factory: NotifierFactory, hubs: Sequence[Hub], fmt: str, cursors: Sequence[str | None],
-            grant: Grant | None = None) -> WebSocketResource:
-    """The resource that hands the request's connection to a subscriber of
+def bound(factory: NotifierFactory, hubs: Sequence[Hub], fmt: str, cursors: Sequence[str | None],
+          grant: Grant | None = None) -> _BoundFactory:
+    """What builds the subscriber a connection is handed to: subscribed to
     *hubs*, resuming each after its cursor (``None``: live messages only),
     until the *grant* of a private center's token expires, if given. Several
     hubs need the ``json`` format."""
-    return WebSocketResource(_BoundFactory(factory, FORMATS[fmt], hubs, cursors, grant))
+    return _BoundFactory(factory, FORMATS[fmt], hubs, cursors, grant)
+
