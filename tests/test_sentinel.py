@@ -36,6 +36,7 @@ from tests.support import (
     setup_site,
     sleep,
     start_daemon,
+    until,
     websocket,
 )
 
@@ -391,11 +392,13 @@ async def test_publishes_and_subscriptions_go_through_two_failovers_exactly_once
         await cluster.server(second).kill()
         third = await cluster.failed_over(second)
         await each_acknowledges(5, 15)
+    except BaseException:
+        for poll in polls:
+            poll.running = False
+        raise
     finally:
         for p in publishers:
             await p.stop()
-        for poll in polls:
-            poll.running = False
     acked = {text: message_id for p in publishers for text, message_id in p.acked.items()}
     assert sum(p.refused for p in publishers) > 0  # publishing met the failovers
     # Every acknowledged message is in the new master's history, once.
@@ -596,3 +599,96 @@ async def test_a_subscription_whose_network_goes_black_is_made_again(tmp_path, n
     finally:
         await relay.stop()
         await server.stop()
+
+
+# WAIT on a lent connection: cancelled, and many at once
+
+_SET = "redis.call('SET', KEYS[1], ARGV[1]) return 1"
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+@pytest_twisted.ensureDeferred
+async def test_a_wait_given_up_leaves_no_reply_for_the_next_command(tmp_path):
+    import hashlib
+
+    from notifier.backends.redis.client import Redis, Script
+
+    server = RedisServer(tmp_path / "alone")
+    await server.start()
+    redis = Redis(RedisAddress.parse(server.url), reactor)
+    try:
+        await redis.ready()
+        script = Script("set", _SET, hashlib.sha1(_SET.encode()).hexdigest())
+        waiting = defer.Deferred.fromCoroutine(redis.replicated(script, ["k"], ["v"], 1, 8000))  # no replica
+        # The script has run (its key is set) and the WAIT is what remains.
+        await until(lambda: command(server.port, "GET", "k") == "v", 5, "the script to run")
+        await until(lambda: any(c.replyQueue.waiting for c in redis._factory.pool), 5, "the WAIT sent")
+        waiting.cancel()
+        with pytest.raises(defer.CancelledError):
+            await waiting
+        pooled = list(redis._factory.connectionQueue.pending)
+        assert not [connection for connection in pooled if connection.replyQueue.waiting]
+        for _ in range(8):  # each answered with its own reply, never the WAIT's
+            assert await redis.call("get", "k") == "v"
+    finally:
+        await redis.stop()
+        await server.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+@pytest_twisted.ensureDeferred
+async def test_publishes_waiting_for_replicas_do_not_queue_past_a_wait(tmp_path):
+    import hashlib
+
+    from notifier.backends.redis.client import Redis, Script
+    from notifier.errors import Unavailable
+
+    server = RedisServer(tmp_path / "alone")
+    await server.start()
+    redis = Redis(RedisAddress.parse(server.url), reactor)
+    try:
+        await redis.ready()
+        script = Script("set", _SET, hashlib.sha1(_SET.encode()).hexdigest())
+        answers: list[Any] = []
+
+        async def one() -> None:
+            try:
+                answers.append(await redis.replicated(script, ["k"], ["v"], 1, 1000))
+            except Unavailable as e:
+                answers.append(e.message)
+
+        # Two connections are lent at a time: of six, the last two cannot
+        # have one within a WAIT's time, and are refused rather than queued.
+        await defer.gatherResults([defer.Deferred.fromCoroutine(one()) for _ in range(6)])
+        refused = [a for a in answers if isinstance(a, str) and "too many" in a]
+        assert len(refused) >= 2, answers
+        assert all(a == (1, 0) for a in answers if not isinstance(a, str)), answers
+    finally:
+        await redis.stop()
+        await server.stop()
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_a_publisher_gone_while_the_replicas_confirm_still_has_its_message_delivered(replicated, nodes):
+    import base64
+
+    from tests.raw import connect
+
+    master, replica = replicated
+    a = await nodes(master.url, store={"replicas_ack": 1, "replicas_timeout_ms": 3000})
+    auth = await setup_site(a, CENTER, PUBLISHER, history=HISTORY)
+    ws = await websocket(f"{a.ws}{SUB}?format=json", a.public_port)
+    replica.pause()
+    client = await connect(a.service.api_port.getHost().port)
+    credentials = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    client.send((f"POST /api/v1/centers/{CENTER}/messages HTTP/1.1\r\nHost: x\r\n"
+                 f"Authorization: Basic {credentials}\r\nContent-Type: text/plain\r\n"
+                 "Content-Length: 4\r\n\r\ngone").encode())
+    await until(lambda: len(command(master.port, "LRANGE", LOG, "0", "-1")) == 1, 5, "the script to run")
+    client.transport.abortConnection()  # the publisher leaves while WAIT waits
+    replica.resume()
+    assert json.loads(await ws.next(10))["data"] == "gone"
+    ws.close()

@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 from notifier.backends.interfaces import Arrival, BrokerHandler, Publication, Published, Stream
 from notifier.backends.local import LocalBroker
+from notifier.backends.shielding import shielded
 from notifier.errors import Unavailable
 from notifier.idempotency import KEY_TTL
 from notifier.journal import frame, unframe
@@ -250,21 +251,6 @@ def _answer(answer: Any, returned: Deferred[Any], then: Callable[..., Any] | Non
         returned.callback(answer)
 
 
-def _shielded(work: Deferred[T]) -> Deferred[T]:
-    """A Deferred of *work*'s result whose cancelling leaves *work* be."""
-    waiting: Deferred[T] = Deferred()
-
-    def forward(result: Any) -> None:
-        if not waiting.called:
-            if isinstance(result, Failure):
-                waiting.errback(result)
-            else:
-                waiting.callback(result)
-
-    work.addBoth(forward)
-    return waiting
-
-
 def _read(answer: Any) -> Any:
     """What a read request's *answer* holds, or the ``Unavailable`` it is."""
     if answer[0] == "ok":
@@ -302,10 +288,10 @@ class DurableBroker(LocalBroker):
     # waiting for it.
 
     async def load(self, center: Center, ttl: int) -> Stream | None:
-        return await _shielded(Deferred.fromCoroutine(self._stream(center, center.history)))
+        return await shielded(Deferred.fromCoroutine(self._stream(center, center.history)))
 
     async def stream(self, center: Center) -> Stream | None:
-        return await _shielded(Deferred.fromCoroutine(self._stream(center, None)))
+        return await shielded(Deferred.fromCoroutine(self._stream(center, None)))
 
     async def _stream(self, center: Center, history: int | None) -> Stream | None:
         found = _read(await self.journal.ask(("load", center.publisher, center.name, center.epoch, history)))
@@ -324,7 +310,7 @@ class DurableBroker(LocalBroker):
     async def publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:
         if key is None:
             return await self._committed(publications, None)  # a Deferred of its own already
-        return await _shielded(Deferred.fromCoroutine(self._once(publisher, publications, key)))
+        return await shielded(Deferred.fromCoroutine(self._once(publisher, publications, key)))
 
     async def _once(self, publisher: str, publications: list[Publication], key: str) -> Published:
         published, fresh = await self.keys.once(publisher, key, lambda: self._committed(publications,

@@ -23,6 +23,7 @@ from notifier.auth import SIGNATURE_WINDOW
 from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published, Stream
 from notifier.backends.redis.client import Redis, Script
 from notifier.backends.redis.keys import Keys
+from notifier.backends.shielding import shielded
 from notifier.errors import NotFound, Unavailable
 from notifier.model import Center
 
@@ -122,6 +123,14 @@ class RedisBroker:
     # the Broker's other duties
 
     async def publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:
+        if self.replicas > 0:
+            # Once the script has run, its messages are held until WAIT says
+            # where they are, then released: a publisher leaving meanwhile
+            # must not stop that half way (only its answer is not needed).
+            return await shielded(Deferred.fromCoroutine(self._publish(publisher, publications, key)))
+        return await self._publish(publisher, publications, key)
+
+    async def _publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:
         held = self.replicas > 0
         keys = [self.keys.deadlines, self.keys.idempotency(publisher, key) if key is not None else "",
                 self.keys.held(publisher, key) if held and key is not None else ""]

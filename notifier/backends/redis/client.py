@@ -244,8 +244,15 @@ class Redis:
         Redis is not connected; never longer than about the timeout)."""
         if not self.up:
             raise Unavailable("the state store (Redis) is unreachable", code="store_unavailable")
-        await self._lending.acquire()
+        try:
+            # Publishes waiting for replicas wait their turn no longer than
+            # one WAIT would take: past that, 503 rather than a queue.
+            await self._lending.acquire().addTimeout(timeout_ms / 1000, self.reactor)
+        except defer.TimeoutError:
+            raise Unavailable("publishes waiting for the replicas are too many; try again",
+                              code="store_unavailable") from None
         connection = None
+        done = False
         try:
             # The pool hands a connection out whole (txredisapi's own
             # transactions do so): nothing else is sent on it meanwhile.
@@ -257,12 +264,18 @@ class Redis:
             waiting = connection.execute_command("WAIT", replicas, timeout_ms, apply_timeout=False)
             reached = await waiting.addTimeout(timeout_ms / 1000 + REPLY_TIMEOUT, self.reactor,
                                                onTimeoutCancel=_aborting(connection))
+            done = True
             return result, int(reached)
         except (txredisapi.ConnectionError, ConnectionError, defer.TimeoutError) as e:
             raise Unavailable(f"the state store (Redis) failed: {e}", code="store_unavailable") from None
         finally:
             if connection is not None and connection.connected:
-                self._factory.connectionQueue.put(connection)
+                if done:
+                    self._factory.connectionQueue.put(connection)
+                else:
+                    # A reply may be on its way, which the next command would
+                    # read as its own: the pool makes the connection again.
+                    connection.transport.abortConnection()
             self._lending.release()
 
     def listen(self, channels: list[str], received: Callable[[str, str], None],
