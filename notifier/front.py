@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import RESPONSES, datetimeToString, parse_qs
 from twisted.web.http_headers import _nameEncoder
+from zope.interface import implementer
 
 from notifier.answers import error_answer
 from notifier.errors import NotifierError
@@ -51,7 +52,7 @@ log = Logger()
 HEAD = re.compile(
     rb"GET (/sub/[\x21-\x7e]*) HTTP/1\.1\r\n"
     rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n\Z")
-FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\r\n]*)\r\n")
 #: Headers that make a request twisted.web's: a body, a request for an
 #: interim answer.
 NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"expect", b"te"})
@@ -61,6 +62,9 @@ MAX_FIELDS = 500
 #: Bytes of pipelined requests kept while one is being answered, before
 #: the client is made to wait (TCP backpressure).
 MAX_PIPELINED = 16384
+#: Seconds a connection closed for idleness has to take what was sent to
+#: it, before it is cut (as twisted.web's ``HTTPChannel.abortTimeout``).
+ABORT_SECONDS = 15.0
 NO_BODY = (204, 304)
 NOT_DONE_YET: int = server.NOT_DONE_YET
 SERVER = b"Server: TwistedWeb/" + server.version.split(b"/", 1)[-1] + b"\r\n"
@@ -217,8 +221,14 @@ class PlainRequest:
             d.errback(reason)
 
 
+@implementer(IPushProducer)
 class Front(Protocol):
-    """One connection of the public listener, until it is handed over."""
+    """One connection of the public listener, until it is handed over.
+
+    It is its transport's producer: while what it sent waits unsent (a
+    client that does not read), it answers nothing more and reads nothing
+    more, as it does while it holds ``MAX_PIPELINED`` bytes of requests
+    behind one being answered."""
 
     def __init__(self, site: FrontSite, addr: IAddress) -> None:
         self.site = site
@@ -228,16 +238,49 @@ class Front(Protocol):
         #: The request being answered, and what came after it meanwhile.
         self.current: PlainRequest | None = None
         self.pending = b""
+        #: Reading paused: for requests held, or because the client does not
+        #: read what is sent (the transport paused us).
         self.paused = False
+        self.held = False
+        self.blocked = False
         #: Answered a request that asked for the connection to be closed:
         #: whatever comes after is not read (as twisted.web does).
         self.closing = False
         #: Cuts the connection once idle for the site's ``timeOut``.
         self.idle: IDelayedCall | None = None
+        #: Cuts a connection closed for idleness that does not go.
+        self.abort: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
+        transport: Any = self.transport  # a TCP or TLS transport: an IConsumer too
+        transport.registerProducer(self, True)
         if self.site.timeOut:
             self.idle = self.site.reactor.callLater(self.site.timeOut, self._timed_out)
+
+    # IPushProducer: the transport's buffer is full, or has room again
+
+    def pauseProducing(self) -> None:
+        self.blocked = True
+        self._read_or_not()
+
+    def resumeProducing(self) -> None:
+        self.blocked = False
+        self._read_or_not()
+        if self.pending and self.current is None:
+            self.site.reactor.callLater(0, self._go_on)
+
+    def stopProducing(self) -> None:
+        pass  # the connection is going: connectionLost follows
+
+    def _read_or_not(self) -> None:
+        """Pause or resume reading the connection, as held and blocked say."""
+        pause = self.held or self.blocked
+        if pause != self.paused and self.transport is not None:
+            self.paused = pause
+            if pause:
+                self.transport.pauseProducing()  # type: ignore[attr-defined]
+            else:
+                self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
         if self.channel is not None:
@@ -247,11 +290,11 @@ class Front(Protocol):
             return
         if self.idle is not None:
             self.idle.reset(self.site.timeOut or 0)
-        if self.current is not None:
+        if self.current is not None or self.blocked:
             self.pending += data
-            if len(self.pending) > MAX_PIPELINED and not self.paused:
-                self.paused = True
-                self.transport.pauseProducing()  # type: ignore[union-attr]
+            if len(self.pending) > MAX_PIPELINED and not self.held:
+                self.held = True
+                self._read_or_not()
             return
         if self.pending:
             data, self.pending = self.pending + data, b""
@@ -273,7 +316,8 @@ class Front(Protocol):
             self.pending = data[end:]
             self.current = request
             self._serve(request)
-            if self.current is not None or self.closing or self.channel is not None or self.transport is None:
+            if self.current is not None or self.closing or self.channel is not None or self.transport is None \
+                    or self.blocked:
                 return
             data, self.pending = self.pending, b""
 
@@ -285,7 +329,9 @@ class Front(Protocol):
         fields = FIELD.findall(match.group(2))
         if len(fields) > MAX_FIELDS:
             return None
-        headers = {name.lower(): value for name, value in fields}
+        headers = {name.lower(): value.strip(b" \t") for name, value in fields}
+        if len(headers) < len(fields):
+            return None  # a header given twice: twisted.web reads some by the first, some by the last
         if not NOT_PLAIN.isdisjoint(headers):
             return None
         close = False
@@ -339,16 +385,17 @@ class Front(Protocol):
             self.pending = b""
             self.transport.loseConnection()
             return
-        if self.paused:
-            self.paused = False
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
-        if self.pending:
+        if self.held:
+            self.held = False
+            self._read_or_not()
+        if self.pending and not self.blocked:
             # The requests that came meanwhile, once this turn is done with
             # the answer (never from within the code that gave it).
             self.site.reactor.callLater(0, self._go_on)
 
     def _go_on(self) -> None:
-        if self.current is None and self.channel is None and not self.closing and self.transport is not None:
+        if self.current is None and self.channel is None and not self.closing and not self.blocked \
+                and self.transport is not None:
             data, self.pending = self.pending, b""
             self._read(data)
 
@@ -358,7 +405,7 @@ class Front(Protocol):
         transport: Any = self.transport
         protocol = factory.buildProtocol(transport.getPeer())
         protocol.http_producer = False
-        self._no_timer()
+        self._let_go()
         self.current = None
         self.channel = protocol  # anything still told to the front goes to it
         data, self.pending = head + self.pending, b""
@@ -370,22 +417,25 @@ class Front(Protocol):
         else:
             transport.protocol = protocol
         protocol.makeConnection(transport)
-        if self.paused:
-            self.paused = False
-            transport.resumeProducing()
         protocol.dataReceived(data)
         return NOT_DONE_YET
 
     def _hand_over(self, data: bytes) -> None:
         """From now on the connection is twisted.web's, starting with *data*."""
-        self._no_timer()
+        self._let_go()
         channel = QuietSite.buildProtocol(self.site, self.addr)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.channel = channel
         channel.makeConnection(self.transport)
-        if self.paused:
-            self.paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
         channel.dataReceived(data)
+
+    def _let_go(self) -> None:
+        """Before the connection goes to another protocol: no timer, no
+        longer its producer, reading."""
+        self._no_timer()
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        self.held = self.blocked = False
+        self._read_or_not()
 
     def _timed_out(self) -> None:
         self.idle = None
@@ -393,6 +443,13 @@ class Front(Protocol):
             self.idle = self.site.reactor.callLater(self.site.timeOut or 0, self._timed_out)
         elif self.transport is not None:
             self.transport.loseConnection()
+            if self.abort is None:
+                self.abort = self.site.reactor.callLater(self.site.abort_timeout, self._cut)
+
+    def _cut(self) -> None:
+        self.abort = None
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _no_timer(self) -> None:
         if self.idle is not None:
@@ -402,6 +459,10 @@ class Front(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._no_timer()
+        if self.abort is not None:
+            if self.abort.active():
+                self.abort.cancel()
+            self.abort = None
         if self.channel is not None:
             self.channel.connectionLost(reason)
             return
@@ -412,6 +473,9 @@ class Front(Protocol):
 
 class FrontSite(QuietSite):
     """The public listener's site: connections start with a :class:`Front`."""
+
+    #: Seconds a connection closed for idleness has to take what it was sent.
+    abort_timeout = ABORT_SECONDS
 
     def __init__(self, resource: Any, subscriptions: Any, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)

@@ -5,6 +5,7 @@ them, and everything else is handed to twisted.web with the bytes read."""
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -107,7 +108,8 @@ TARGETS = [
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("headers", [(), (f"Origin: {ORIGIN}",), ("Origin: https://elsewhere.example",),
-                                     ("Connection: close", "Accept: application/json")])
+                                     ("Connection: close", "Accept: application/json"),
+                                     (f"Origin: \t {ORIGIN} \t", "X-Padded:" + " \t" * 7000 + "x" + "\t" * 10)])
 @pytest_twisted.ensureDeferred
 async def test_the_front_answers_as_twisted_web_does(site_daemon: Any, target: str, headers: tuple[str, ...]) -> None:
     daemon, _, ids = site_daemon
@@ -178,6 +180,7 @@ async def test_a_waiting_long_poll_is_answered_as_twisted_web_answers_it(site_da
     http("/sub/site/news?timeout=0", "X-Folded: a", " b"),
     http("/sub/site/news?timeout=0", "Bad Name: x"),
     http("/sub/site/n%FFws?timeout=0"),
+    http("/sub/site/news?timeout=0", "Connection: close", "Connection: keep-alive"),
     http("/healthz"),
     http("/notifier.js"),
     http("http://127.0.0.1/sub/site/news?timeout=0"),
@@ -318,5 +321,63 @@ async def test_idle_connections_are_cut_but_not_while_a_poll_waits(site_daemon: 
         assert status == 200 and messages(body) == []
         assert not waiting.done
         assert await waiting.wait_closed(3)  # then idle too
+    finally:
+        await listening.stopListening()
+
+
+def recording(site: Any) -> list[Front]:
+    """The fronts *site* makes from now on."""
+    made: list[Front] = []
+    build = site.buildProtocol
+
+    def record(addr: Any) -> Any:
+        protocol = build(addr)
+        made.append(protocol)
+        return protocol
+
+    site.buildProtocol = record
+    return made
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_reads_nothing_is_answered_no_further(site_daemon: Any) -> None:
+    # Pipelined requests answered at once pile their answers up for a client
+    # that does not read: the front answers no more, and reads no more,
+    # while the connection's buffer is full; then goes on, losing nothing.
+    daemon, auth, _ = site_daemon
+    await published(daemon, auth, "x" * 60000)
+    fronts = recording(daemon.service.public_port.factory)
+    client = await connect(daemon.public_port, rcvbuf=4096)
+    client.transport.pauseProducing()  # reads nothing
+    count = 200
+    client.send(http("/sub/site/news/last") * count)
+    await until(lambda: fronts and fronts[0].blocked, 5, "the front to stop answering")
+    transport = fronts[0].transport
+    assert len(transport.dataBuffer) + transport._tempDataLen < 4 * 65536
+    assert len(fronts[0].pending) < 4 * 65536
+    client.transport.resumeProducing()
+    await until(lambda: bytes(client.data).count(b"HTTP/1.1 200 OK") == count, 30, "every answer")
+    assert fronts[0].channel is None
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_cut_for_idleness_that_does_not_go_is_aborted(site_daemon: Any) -> None:
+    daemon, auth, _ = site_daemon
+    await published(daemon, auth, "x" * 60000)
+    site = public_site(daemon.service.public, daemon.service.config, reactor, timeout=0.5)
+    site.abort_timeout = 0.5
+    fronts = recording(site)
+    listening = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    try:
+        client = await connect(listening.getHost().port, rcvbuf=4096)
+        client.transport.pauseProducing()  # reads nothing: what was sent stays unsent
+        await until(lambda: fronts, 5, "the connection")
+        # The kernel would otherwise take a megabyte or more of it on loopback.
+        fronts[0].transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        client.send(http("/sub/site/news/last") * 20)
+        await until(lambda: fronts and fronts[0].blocked, 5, "the front to stop answering")
+        await until(lambda: not fronts[0].transport.connected, 5, "the connection to be cut")
+        client.transport.abortConnection()
     finally:
         await listening.stopListening()
