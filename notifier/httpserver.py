@@ -192,7 +192,32 @@ class Channel(HTTPChannel):
 
     def requestDone(self, request: http.Request) -> None:
         self._flush_head()  # an answer without a body
+        waiting = self._waitingForTransport and self.persistent
+        if waiting:
+            # The client reads nothing of what was sent (the transport paused
+            # us): twisted.web would go on answering every request it
+            # pipelined, their answers growing without bound. The requests
+            # read wait as lines not parsed yet (LineReceiver stops at
+            # ``paused``), and reading stops, until the client reads.
+            self.paused = True
         super().requestDone(request)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        if waiting and self.transport is not None:
+            self._networkProducer.pauseProducing()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        super().rawDataReceived(data)
+        # twisted.web stops reading past a few pipelined kilobytes only when
+        # the client keeps up: also when it does not.
+        if self._handlingRequest and self._waitingForTransport \
+                and sum(map(len, self._dataBuffer)) > self._optimisticEagerReadSize:
+            self._networkProducer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        if self.paused:
+            self.paused = False
+            if self.transport is not None:
+                self.dataReceived(b"")  # the requests that waited
 
     def loseConnection(self) -> None:
         self._flush_head()
