@@ -383,7 +383,7 @@ class Front(Protocol):
         if request.close:
             self.closing = True
             self.pending = b""
-            self.transport.loseConnection()
+            self._close()
             return
         if self.held:
             self.held = False
@@ -442,9 +442,18 @@ class Front(Protocol):
         if self.current is not None:  # being answered: not idle
             self.idle = self.site.reactor.callLater(self.site.timeOut or 0, self._timed_out)
         elif self.transport is not None:
-            self.transport.loseConnection()
+            self._close()
             if self.abort is None:
                 self.abort = self.site.reactor.callLater(self.site.abort_timeout, self._cut)
+
+    def _close(self) -> None:
+        """Close once what was sent is sent: no longer the transport's
+        producer (TLS closes only without one, and TCP, paused by its
+        producer, would wait for it rather than close), as
+        ``HTTPChannel.loseConnection`` does."""
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        transport.loseConnection()
 
     def _cut(self) -> None:
         self.abort = None

@@ -142,7 +142,9 @@ class Channel(HTTPChannel):
     # cuts what is late (QuietSite.sweep_heads): no timer per request.
 
     def dataReceived(self, data: bytes) -> None:
-        if self.line_mode and self.head_started is None:
+        # A head begins with its first byte parsed: not with bytes that wait
+        # while the client reads nothing (``paused``), nor with none.
+        if self.line_mode and self.head_started is None and not self.paused and (data or self._buffer):
             self.head_started = self.site.head_begun(self)
         super().dataReceived(data)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
@@ -216,7 +218,7 @@ class Channel(HTTPChannel):
         super().resumeProducing()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         if self.paused:
             self.paused = False
-            if self.transport is not None:
+            if self.transport is not None and self._buffer:
                 self.dataReceived(b"")  # the requests that waited
 
     def loseConnection(self) -> None:

@@ -19,7 +19,7 @@ from notifier.front import Front
 from notifier.httpserver import Channel, QuietSite
 from notifier.sites import public_site
 from tests.raw import client_frame, complete, connect, parse_response, server_frames
-from tests.support import Daemon, make_center, published, running, setup_site, until
+from tests.support import Daemon, make_center, published, running, setup_site, sleep, until
 
 pytestmark = pytest.mark.integration
 
@@ -389,3 +389,78 @@ async def test_a_connection_cut_for_idleness_that_does_not_go_is_aborted(site_da
         client.transport.abortConnection()
     finally:
         await listening.stopListening()
+
+
+# closing and idleness, after a client that read nothing reads again
+
+
+async def slow_reader(daemon: Any, fronts: list[Front]) -> Any:
+    """A client reading nothing for now, on a connection whose server side
+    can hold little of what it sends."""
+    client = await connect(daemon.public_port, rcvbuf=4096)
+    client.transport.pauseProducing()
+    await until(lambda: fronts, 5, "the connection")
+    fronts[0].transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_close_is_honoured_after_the_client_caught_up(site_daemon: Any) -> None:
+    daemon, auth, _ = site_daemon
+    await published(daemon, auth, "x" * 60000)
+    fronts = recording(daemon.service.public_port.factory)
+    client = await slow_reader(daemon, fronts)
+    client.send(http("/sub/site/news/last") * 3 + http("/sub/site/news/last", "Connection: close"))
+    await until(lambda: fronts[0].blocked, 5, "the front to stop answering")
+    client.transport.resumeProducing()
+    await until(lambda: bytes(client.data).count(b"HTTP/1.1 200 OK") == 4, 10, "every answer")
+    assert await client.wait_closed(5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_close_over_tls_closes(tmp_path: Any) -> None:
+    from twisted.internet import ssl
+
+    from tests.raw import RawClient
+    from tests.support import start_daemon
+    from tests.test_security import _self_signed
+
+    key, cert, pem = _self_signed(tmp_path)
+    daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", public={
+        "endpoint": f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"})
+    try:
+        auth = await setup_site(daemon)
+        await published(daemon, auth, "hello")
+        authority = ssl.Certificate.loadPEM(pem)
+        endpoint = endpoints.wrapClientTLS(ssl.optionsForClientTLS("127.0.0.1", trustRoot=authority),
+                                           endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.public_port))
+        client = RawClient()
+        await endpoints.connectProtocol(endpoint, client)
+        client.send(http("/sub/site/news/last", "Connection: close"))
+        assert await client.wait_closed(5)
+        status, headers, body = parse_response(bytes(client.data))
+        assert (status, headers[b"connection"], body) == (200, b"close", b"hello")
+    finally:
+        await daemon.service.stopService()
+
+
+@pytest.mark.parametrize("slow", [0.0, 1.5])
+@pytest_twisted.ensureDeferred
+async def test_twisted_web_keeps_a_slow_reader_s_connection_without_408(slow: float) -> None:
+    # Through twisted.web (a TE header the front leaves to it): requests
+    # that waited while the client read nothing are not a head arriving
+    # slowly, and neither is an idle connection after it caught up.
+    async with running(public={"header_timeout": 1}) as daemon:
+        auth = await setup_site(daemon)
+        await published(daemon, auth, "x" * 60000)
+        fronts = recording(daemon.service.public_port.factory)
+        client = await slow_reader(daemon, fronts)
+        client.send(http("/sub/site/news/last", "TE: trailers") * 4)
+        await until(lambda: fronts[0].channel is not None and fronts[0].channel.paused, 5, "the channel to wait")
+        await sleep(slow)  # a reader slower than header_timeout
+        client.transport.resumeProducing()
+        await until(lambda: bytes(client.data).count(b"HTTP/1.1 200 OK") == 4, 10, "every answer")
+        answered = len(client.data)
+        await sleep(1.5)  # idle, past header_timeout, far from the idle timeout
+        assert bytes(client.data[answered:]) == b"" and not client.done
+        client.transport.loseConnection()
