@@ -11,6 +11,7 @@ backup.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import secrets
 import sys
@@ -97,12 +98,28 @@ async def _publisher(reactor: Any, config: Config, args: argparse.Namespace, out
 
 
 async def _restored(reactor: Any, config: Config, out: TextIO) -> None:
-    store = SQLiteStore(config.store.url[len("sqlite:"):], reactor)
-    await store.open()
+    path = config.store.url[len("sqlite:"):]
     try:
-        count = await store.new_epochs()
+        alone = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        print(f"notifier: {path}: no such file", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        try:
+            # Every store holds a shared lock on its file while open (SQLiteStore).
+            fcntl.flock(alone, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"notifier: {path} is open (a running daemon, or another notifier command): "
+                  "stop it first", file=sys.stderr)
+            raise SystemExit(1) from None
+        store = SQLiteStore(path, reactor, hold=False)
+        await store.open()
+        try:
+            count = await store.new_epochs()
+        finally:
+            await store.close()
     finally:
-        await store.close()
+        os.close(alone)
     print(f"{count} centers begin new epochs; the history kept in the file was dropped", file=out)
 
 

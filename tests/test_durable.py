@@ -432,3 +432,24 @@ def test_store_restored_is_for_a_sqlite_file(tmp_path, url):
     with pytest.raises(SystemExit) as exit:
         main(["store", "restored", "--config", str(config)])
     assert exit.value.code == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_restored_refuses_a_file_a_daemon_has_open(tmp_path):
+    config, _, _ = write_config(tmp_path, store=DURABLE)
+    path = tmp_path / "n.db"
+
+    async def restored() -> tuple[bytes, int]:
+        out, err, code = await getProcessOutputAndValue(
+            str(NOTIFIER), ["store", "restored", "--config", str(config)], env=dict(os.environ))
+        return err, code
+
+    async with _durable(path) as daemon:
+        auth = await setup_site(daemon)
+        first = await published(daemon, auth, "kept")
+        err, code = await restored()
+        assert code == 1 and b"is open" in err, err
+        # Nothing was changed under the daemon.
+        assert await published(daemon, auth, "after") == _next(first)
+    err, code = await restored()
+    assert code == 0, err

@@ -8,6 +8,7 @@ runs; SQLite's ``data_version`` tells the daemon so (``changed``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -145,8 +146,18 @@ def check_file(path: str) -> None:
 
 
 class SQLiteStore:
-    def __init__(self, path: str, reactor: Any) -> None:
+    """The store in one SQLite file (or in memory).
+
+    While open, it holds a shared ``flock`` on the file (not the locks
+    SQLite itself takes: those are ``fcntl`` ranges, apart from it):
+    ``notifier store restored`` takes it exclusively, and so refuses to run
+    while a daemon, or another command, has the file open. *hold* is false
+    for that command's own store."""
+
+    def __init__(self, path: str, reactor: Any, hold: bool = True) -> None:
         self.path = path
+        self._hold = hold and path != MEMORY
+        self._held: int | None = None
         self._pool = adbapi.ConnectionPool(
             "sqlite3",
             path,
@@ -182,6 +193,14 @@ class SQLiteStore:
         return before is None or (versions[0] != before[0] and versions[1] != before[1])
 
     def _create(self, cursor: sqlite3.Cursor) -> None:
+        if self._hold and self._held is None:
+            held = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(held, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(held)
+                raise StoreError(f"{self.path} is being restored (notifier store restored)") from None
+            self._held = held
         if self.path != MEMORY:
             # The connection has the file open already; narrow it to its owner
             # before anything secret is written.
@@ -197,6 +216,9 @@ class SQLiteStore:
 
     async def close(self) -> None:
         self._pool.close()
+        if self._held is not None:
+            os.close(self._held)  # a file descriptor: closing it does no I/O
+            self._held = None
 
     async def new_epochs(self) -> int:
         """Every center begins a new epoch, and the history kept for the old
