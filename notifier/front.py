@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import RESPONSES, datetimeToString, parse_qs
+from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString, parse_qs
 from twisted.web.http_headers import _nameEncoder
 from zope.interface import implementer
 
@@ -65,7 +65,6 @@ MAX_PIPELINED = 16384
 #: Seconds a connection closed for idleness has to take what was sent to
 #: it, before it is cut (as twisted.web's ``HTTPChannel.abortTimeout``).
 ABORT_SECONDS = 15.0
-NO_BODY = (204, 304)
 NOT_DONE_YET: int = server.NOT_DONE_YET
 SERVER = b"Server: TwistedWeb/" + server.version.split(b"/", 1)[-1] + b"\r\n"
 
@@ -375,7 +374,7 @@ class Front(Protocol):
         self.current = None
         if self.transport is None:
             return
-        if request.code in NO_BODY:
+        if request.code in NO_BODY_CODES:
             body = b""
         send_now(self.transport, request.head() + body)
         if self.idle is not None:  # idle from now on, a whole timeout

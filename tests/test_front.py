@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import endpoints, reactor
+from twisted.internet import endpoints, reactor, ssl
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
@@ -18,8 +18,9 @@ from twisted.internet.testing import StringTransport
 from notifier.front import Front
 from notifier.httpserver import Channel, QuietSite
 from notifier.sites import public_site
-from tests.raw import client_frame, complete, connect, parse_response, server_frames
-from tests.support import Daemon, make_center, published, running, setup_site, sleep, until
+from tests.raw import RawClient, client_frame, complete, connect, parse_response, server_frames
+from tests.support import Daemon, make_center, published, running, setup_site, sleep, start_daemon, until
+from tests.test_security import _self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -419,12 +420,6 @@ async def test_connection_close_is_honoured_after_the_client_caught_up(site_daem
 
 @pytest_twisted.ensureDeferred
 async def test_connection_close_over_tls_closes(tmp_path: Any) -> None:
-    from twisted.internet import ssl
-
-    from tests.raw import RawClient
-    from tests.support import start_daemon
-    from tests.test_security import _self_signed
-
     key, cert, pem = _self_signed(tmp_path)
     daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", public={
         "endpoint": f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"})

@@ -10,6 +10,8 @@ bounded; no timing is asserted beyond generous "within N seconds".
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from notifier.backends.redis.addresses import SentinelAddress, parse_address
-from notifier.backends.redis.client import RedisAddress
+from notifier.backends.redis.client import Redis, RedisAddress, Script
 from notifier.backends.redis.liveness import Liveness
 from notifier.backends.redis.sentinel import Sentinels
 from notifier.config import ConfigError, parse_config
+from notifier.errors import Unavailable
+from tests.raw import connect
 from tests.redis_server import RedisServer, Sentinel, command
 from tests.relay import Relay
 from tests.support import (
@@ -604,33 +608,18 @@ async def test_a_subscription_whose_network_goes_black_is_made_again(tmp_path, n
 # WAIT on a lent connection: cancelled, and many at once
 
 _SET = "redis.call('SET', KEYS[1], ARGV[1]) return 1"
+SET = Script("set", _SET, hashlib.sha1(_SET.encode()).hexdigest())
 
 
-@pytest.mark.integration
-@pytest.mark.redis
-@pytest_twisted.ensureDeferred
-async def test_a_wait_given_up_leaves_no_reply_for_the_next_command(tmp_path):
-    import hashlib
-
-    from notifier.backends.redis.client import Redis, Script
-
+@pytest_twisted.async_yield_fixture
+async def alone(tmp_path: Path) -> Any:
+    """A Redis with no replica, and a client of it: ``(server, redis)``."""
     server = RedisServer(tmp_path / "alone")
     await server.start()
     redis = Redis(RedisAddress.parse(server.url), reactor)
     try:
         await redis.ready()
-        script = Script("set", _SET, hashlib.sha1(_SET.encode()).hexdigest())
-        waiting = defer.Deferred.fromCoroutine(redis.replicated(script, ["k"], ["v"], 1, 8000))  # no replica
-        # The script has run (its key is set) and the WAIT is what remains.
-        await until(lambda: command(server.port, "GET", "k") == "v", 5, "the script to run")
-        await until(lambda: any(c.replyQueue.waiting for c in redis._factory.pool), 5, "the WAIT sent")
-        waiting.cancel()
-        with pytest.raises(defer.CancelledError):
-            await waiting
-        pooled = list(redis._factory.connectionQueue.pending)
-        assert not [connection for connection in pooled if connection.replyQueue.waiting]
-        for _ in range(8):  # each answered with its own reply, never the WAIT's
-            assert await redis.call("get", "k") == "v"
+        yield server, redis
     finally:
         await redis.stop()
         await server.stop()
@@ -639,44 +628,45 @@ async def test_a_wait_given_up_leaves_no_reply_for_the_next_command(tmp_path):
 @pytest.mark.integration
 @pytest.mark.redis
 @pytest_twisted.ensureDeferred
-async def test_publishes_waiting_for_replicas_do_not_queue_past_a_wait(tmp_path):
-    import hashlib
+async def test_a_wait_given_up_leaves_no_reply_for_the_next_command(alone):
+    server, redis = alone
+    waiting = defer.Deferred.fromCoroutine(redis.replicated(SET, ["k"], ["v"], 1, 8000))  # no replica
+    # The script has run (its key is set) and the WAIT is what remains.
+    await until(lambda: command(server.port, "GET", "k") == "v", 5, "the script to run")
+    await until(lambda: any(c.replyQueue.waiting for c in redis._factory.pool), 5, "the WAIT sent")
+    waiting.cancel()
+    with pytest.raises(defer.CancelledError):
+        await waiting
+    pooled = list(redis._factory.connectionQueue.pending)
+    assert not [connection for connection in pooled if connection.replyQueue.waiting]
+    for _ in range(8):  # each answered with its own reply, never the WAIT's
+        assert await redis.call("get", "k") == "v"
 
-    from notifier.backends.redis.client import Redis, Script
-    from notifier.errors import Unavailable
 
-    server = RedisServer(tmp_path / "alone")
-    await server.start()
-    redis = Redis(RedisAddress.parse(server.url), reactor)
-    try:
-        await redis.ready()
-        script = Script("set", _SET, hashlib.sha1(_SET.encode()).hexdigest())
-        answers: list[Any] = []
+@pytest.mark.integration
+@pytest.mark.redis
+@pytest_twisted.ensureDeferred
+async def test_publishes_waiting_for_replicas_do_not_queue_past_a_wait(alone):
+    _, redis = alone
+    answers: list[Any] = []
 
-        async def one() -> None:
-            try:
-                answers.append(await redis.replicated(script, ["k"], ["v"], 1, 1000))
-            except Unavailable as e:
-                answers.append(e.message)
+    async def one() -> None:
+        try:
+            answers.append(await redis.replicated(SET, ["k"], ["v"], 1, 1000))
+        except Unavailable as e:
+            answers.append(e.message)
 
-        # Two connections are lent at a time: of six, the last two cannot
-        # have one within a WAIT's time, and are refused rather than queued.
-        await defer.gatherResults([defer.Deferred.fromCoroutine(one()) for _ in range(6)])
-        refused = [a for a in answers if isinstance(a, str) and "too many" in a]
-        assert len(refused) >= 2, answers
-        assert all(a == (1, 0) for a in answers if not isinstance(a, str)), answers
-    finally:
-        await redis.stop()
-        await server.stop()
+    # Two connections are lent at a time: of six, the last two cannot
+    # have one within a WAIT's time, and are refused rather than queued.
+    await defer.gatherResults([defer.Deferred.fromCoroutine(one()) for _ in range(6)])
+    refused = [a for a in answers if isinstance(a, str) and "too many" in a]
+    assert len(refused) >= 2, answers
+    assert all(a == (1, 0) for a in answers if not isinstance(a, str)), answers
 
 
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_publisher_gone_while_the_replicas_confirm_still_has_its_message_delivered(replicated, nodes):
-    import base64
-
-    from tests.raw import connect
-
     master, replica = replicated
     a = await nodes(master.url, store={"replicas_ack": 1, "replicas_timeout_ms": 3000})
     auth = await setup_site(a, CENTER, PUBLISHER, history=HISTORY)

@@ -26,7 +26,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone
@@ -45,7 +45,6 @@ from notifier.model import Center
 
 log = Logger()
 
-T = TypeVar("T")
 
 
 #: Seconds the journal has to finish what it was asked, once told to stop.
