@@ -245,6 +245,11 @@ class Hub:
         """Fan *prepared* (the latest appended) out to every subscriber;
         how many there are."""
         reached = len(self.subscribers)
+        if not reached and not self._fanning_out and not self.observers:
+            # Nobody to send it to: sent already, as far as anyone attaching
+            # later is concerned (it is in the retained history).
+            self._sent = self._seq
+            return 0
         self._outbox.append(prepared)
         if not self._fanning_out:
             self._fanning_out = True

@@ -57,6 +57,8 @@ class HubRegistry:
     _loading: dict[tuple[str, str], list[Deferred[Hub]]] = field(factory=dict)
     #: Hubs being loaded or caught up: what arrives for them meanwhile.
     _pending: dict[tuple[str, str], list[Arrival]] = field(factory=dict)
+    #: The hubs' fan-out steps for the reactor's next turn (one call for all).
+    _soon: list[Callable[[], object]] = field(factory=list)
     #: Occupancy and members (notifier.presence), told by every hub; set by the service.
     presence: Presence | None = None
     #: The publishers' webhooks (notifier.webhooks); set by the service.
@@ -256,7 +258,19 @@ class HubRegistry:
         return hub
 
     def _later(self, call: Callable[[], object]) -> None:
-        self.clock.callLater(0, call)
+        # One delayed call per turn, however many hubs fan out in it: the
+        # reactor's queue of delayed calls is a heap, dear to keep long.
+        if not self._soon:
+            self.clock.callLater(0, self._run_soon)
+        self._soon.append(call)
+
+    def _run_soon(self) -> None:
+        calls, self._soon = self._soon, []
+        for call in calls:  # what they schedule runs in the next turn
+            try:
+                call()
+            except Exception:
+                log.failure("a fan-out step failed")
 
     def _ttl(self, center: Center) -> int:
         return self.config.idle_ttl if center.ttl is None else center.ttl

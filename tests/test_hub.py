@@ -164,12 +164,30 @@ def test_a_large_fan_out_writes_a_slice_per_step(monkeypatch):
 def test_an_up_to_date_cursor_while_a_fan_out_waits_is_recovered_with_nothing_to_send():
     for history in (0, 1):
         hub, steps = _scheduled_hub(history)
+        hub.subscribe(Recorder())
         publish(hub, "a")
         publish(hub, "b")
         # e1-0 is where every subscriber is: "a" and "b" are on their way.
         assert hub.retained_after("e1-0") == ([], True)
         steps.pop(0)()
         assert hub.retained_after("e1-2") == ([], True)
+
+
+def test_with_nobody_to_send_to_nothing_waits_for_a_fan_out():
+    hub, steps = _scheduled_hub()
+    publish(hub, "a")
+    publish(hub, "b")
+    assert steps == []  # no step scheduled, for nobody
+    # Sent, as far as anyone coming now is concerned: a cursor from before
+    # finds both in the history, a subscriber from now on neither.
+    assert [p.message.data for p in hub.retained_after("e1-0")[0]] == ["a", "b"]
+    assert hub.position == "e1-2"
+    late = Recorder()
+    hub.subscribe(late)
+    publish(hub, "c")
+    assert len(steps) == 1
+    steps.pop(0)()
+    assert [m.data for b in late.batches for m in b.messages] == ["c"]
 
 
 def test_an_answer_kept_for_others_is_not_given_once_history_has_moved():

@@ -4,6 +4,7 @@ their episodes, and the frames it is spoken to in."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -222,3 +223,56 @@ def test_each_commit_is_answered_as_soon_as_it_is_made_in_order(tmp_path):
     assert [answer for batch in sent for answer in batch] == answers and len(answers) == 4
     assert going is False
     journal.close()
+
+
+def test_a_request_asked_now_is_written_at_once_and_others_with_the_turn():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from notifier.backends.durable import JournalProcess, _Pipe
+
+    reactor = MemoryReactorClock()
+    journal = JournalProcess("unused.sqlite", "normal", reactor)
+    theirs, ours = os.pipe()
+    os.set_blocking(theirs, False)
+    journal._pipe, journal._running = _Pipe(ours, reactor), True
+
+    def sent() -> list:
+        try:
+            return unframe(bytearray(os.read(theirs, 1 << 20)))
+        except BlockingIOError:
+            return []
+
+    try:
+        single = ("write", [("site", "news", "e1", 1, 1.0, "x", 10)], None)
+        journal.ask(single)
+        journal.ask(single)
+        assert sent() == []  # with the others of this turn
+        reactor.advance(0)
+        assert sent() == [single, single]  # in one write
+        batch = ("write", [("site", "news", "e1", n, 1.0, "x", 10) for n in range(2, 102)], None)
+        journal.ask(single)
+        journal.ask(batch, now=True)
+        assert sent() == [single, batch]  # at once, the turn's earlier ones before it
+    finally:
+        journal._pipe.close()
+        os.close(theirs)
+
+
+def test_the_broker_asks_for_a_batch_now_and_a_single_publish_with_the_turn():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from notifier.backends.durable import DurableBroker
+    from notifier.backends.interfaces import Publication
+
+    broker = DurableBroker("unused.sqlite", "normal", MemoryReactorClock())
+    asked: list[tuple[int, bool]] = []
+
+    class Journal:
+        def ask(self, request, then=None, *args, now=False):
+            asked.append((len(request[1]), now))
+
+    broker.journal = Journal()  # type: ignore[assignment]
+    publication = Publication("site", "news", "x", "e1", 0, 10, 0)
+    broker._committed([publication], None)
+    broker._committed([publication] * 3, None)
+    assert asked == [(1, False), (3, True)]

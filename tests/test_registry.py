@@ -268,3 +268,23 @@ def test_the_local_broker_numbers_after_each_hub_and_the_registry_applies_at_onc
     assert now(registry.publish("site", "news", "c", key="k")) == (f"{epoch}-3", 0, False)
     clock.advance(0)
     assert recorder.delivered == ["a", "b", "c"]
+
+
+class Failing(Recorder):
+    def deliver(self, batch: Batch) -> None:
+        raise RuntimeError("a subscriber that breaks")
+
+
+def test_the_hubs_fanning_out_in_one_turn_share_one_delayed_call(store, clock):
+    registry = local(store, clock)
+    now(registry.create_center("site", "broken"))
+    now(registry.hub("site", "broken")).subscribe(Failing())
+    recorders = [subscribed(registry, f"c{i}") for i in range(20)]
+    for name in ["broken"] + [f"c{i}" for i in range(20)]:
+        now(registry.publish("site", name, "m"))
+    assert len(clock.getDelayedCalls()) == 1
+    assert all(recorder.delivered == [] for recorder in recorders)
+    clock.advance(0)
+    # One hub's failure does not stop the others' fan-out.
+    assert all(recorder.delivered == ["m"] for recorder in recorders)
+    assert len(clock.getDelayedCalls()) == 0

@@ -171,16 +171,22 @@ class JournalProcess(ProcessProtocol):
             log.error("the journal did not end within {seconds} s; killed", seconds=STOP_SECONDS)
             self.transport.signalProcess("KILL")  # type: ignore[union-attr]
 
-    def ask(self, request: tuple[Any, ...], then: Callable[..., Any] | None = None, *args: Any) -> Deferred[Any]:
+    def ask(self, request: tuple[Any, ...], then: Callable[..., Any] | None = None, *args: Any,
+            now: bool = False) -> Deferred[Any]:
         """Send *request*: a Deferred of its answer, or of ``then(answer,
         *args)``, which runs when the answer comes even if what is returned
-        was cancelled meanwhile (a request whose client went away)."""
+        was cancelled meanwhile (a request whose client went away). With
+        *now*, it is written at once (with what waits before it) rather
+        than with the others of the reactor's turn."""
         if not self._running:
             self.start()
         returned: Deferred[Any] = Deferred()
         self._waiting.append((returned, then, args))
         self._unsent.append(frame(request))
-        self._soon()
+        if now:
+            self._flush()
+        else:
+            self._soon()
         return returned
 
     def tell(self, request: tuple[Any, ...]) -> None:
@@ -323,35 +329,37 @@ class DurableBroker(LocalBroker):
         latest = self._latest
         arrivals = []
         rows = []
-        for publication in publications:
-            publisher, center, epoch = publication.publisher, publication.center, publication.epoch
-            given = latest.get((publisher, center))
-            seq = (given[1] if given is not None and given[0] == epoch and given[1] > publication.seq
-                   else publication.seq) + 1
-            latest[(publisher, center)] = (epoch, seq)
-            arrivals.append(Arrival(publisher, center, epoch, seq, ts, publication.data))
-            rows.append((publisher, center, epoch, seq, ts, publication.data, publication.history))
+        for publisher, center, data, epoch, seq, history, _ in publications:
+            path = (publisher, center)
+            given = latest.get(path)
+            seq = (given[1] if given is not None and given[0] == epoch and given[1] > seq else seq) + 1
+            latest[path] = (epoch, seq)
+            arrivals.append(Arrival(publisher, center, epoch, seq, ts, data))
+            rows.append((publisher, center, epoch, seq, ts, data, history))
         ids = tuple(arrival.id for arrival in arrivals)
         row = None if key is None else (key[0], key[1], ts, json.dumps(ids))
         # The hubs get what was committed even when the publisher is gone
         # before it is answered (its request cancelled).
-        return self.journal.ask(("write", rows, row), self._answered, arrivals, ids)
+        # A batch goes at once: the journal commits it while the next is
+        # read (reading a batch takes longer than committing it).
+        return self.journal.ask(("write", rows, row), self._answered, arrivals, ids, now=len(rows) > 1)
 
     def _answered(self, answer: Any, arrivals: list[Arrival], ids: tuple[str, ...]) -> Published:
         """A write's *answer*: its messages go to the hubs (in the order they
         were committed), or the publish fails."""
         if answer[0] == "ok":
-            latest = self._latest
-            for arrival in arrivals:
-                path = (arrival.publisher, arrival.center)
-                if latest.get(path) == (arrival.epoch, arrival.seq):
-                    del latest[path]  # nothing after it waits: the hub's seq is the latest again
             if self._failing:
                 self._failing = False
                 log.info("the store writes again: publishes are accepted")
-            if self.handler is not None:
-                for arrival in arrivals:
-                    self.handler.message_arrived(arrival)
+            latest = self._latest
+            arrived = self.handler.message_arrived if self.handler is not None else None
+            for arrival in arrivals:
+                publisher, center, epoch, seq, _, _ = arrival
+                path = (publisher, center)
+                if latest.get(path) == (epoch, seq):
+                    del latest[path]  # nothing after it waits: the hub's seq is the latest again
+                if arrived is not None:
+                    arrived(arrival)
             return Published(ids, True)
         _, episode, reason = answer
         if episode != self._rewound:
