@@ -14,7 +14,7 @@ UNIT := not integration and not redis and not browser and not php
 # command -> Debian package, installed by `make test` when the command is missing
 TEST_TOOLS := chromium=chromium php=php-cli redis-server=redis-server
 
-.PHONY: venv run test test-unit lint docs test-tools clean
+.PHONY: venv run test test-unit lint docs screenshots test-tools clean
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ test-unit: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check notifier tests; status=$$?; $(BIN)/mypy notifier && exit $$status
 
+# The console's screenshots in docs/, taken again by its tests in Chromium
+# (otherwise they take them into a temporary folder).
+screenshots: $(TEST_STAMP) test-tools
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_console.py
+
 # The documentation site (docs/), built as it is published: any warning fails.
 docs: $(DOCS_STAMP)
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
@@ -71,17 +76,15 @@ docs: $(DOCS_STAMP)
 clean:
 	rm -rf $(VENV) run *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache docs/_build
 
-# `make bench`: notifier against Nchan (one nginx worker) on loopback, with a
-# side-by-side load harness (a Go load generator and a bench.py that starts
-# each server from its profile; docs/performance.rst says what it must provide)
-# checked out anywhere and named by BENCH_DIR; the goals, method and latest
-# table are in docs/performance.rst.
-#   make bench BENCH_DIR=/path/to/harness      required: where the harness is
+# `make bench`: notifier against Nchan (one nginx worker) on loopback, with
+# the benchmark of bench/: a Go load generator (bench/loadgen, built here with
+# Debian's Go and gorilla/websocket) and a driver (bench/harness.py) that
+# starts each server from its profile (bench/targets); the goals, method and
+# latest table are in docs/performance.rst.
 #   make bench REPEAT=1 SCENARIOS="ws1k sse"   subset, one run per target
 #   make bench PYPY=1                          notifier on PyPy as a third target (bench/pypy_venv.sh)
 #   make bench UPDATE_DOCS=1                   write the table into docs/performance.rst
 #   make bench SCALE=0.1                       smoke run with a tenth of the messages
-BENCH_DIR   ?=
 REPEAT      ?= 3
 SCENARIOS   ?=
 PYPY        ?=
@@ -98,8 +101,6 @@ BENCH_TOOLS := go=golang-go \
 .PHONY: bench
 
 bench: $(STAMP)
-	@test -n "$(BENCH_DIR)" -a -f "$(BENCH_DIR)/bench.py" || \
-	  { echo "make bench: set BENCH_DIR to the side-by-side load harness (docs/performance.rst: The harness)"; exit 2; }
 	@for pair in $(BENCH_TOOLS); do \
 	  what=$${pair%%=*}; pkg=$${pair#*=}; \
 	  case $$what in /*) test -e $$what ;; *) command -v $$what >/dev/null 2>&1 ;; esac || missing="$$missing $$pkg"; \
@@ -109,8 +110,8 @@ bench: $(STAMP)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	$(if $(PYPY),bench/pypy_venv.sh $(PYPY_VENV))
-	$(BENCH_DIR)/loadgen/build.sh
-	PATH="$(CURDIR)/$(BIN):$$PATH" python3 bench/compare.py --bench-dir $(BENCH_DIR) --repeat $(REPEAT) \
+	bench/loadgen/build.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" python3 bench/compare.py --repeat $(REPEAT) \
 	  $(if $(SCENARIOS),--scenarios "$(SCENARIOS)") $(if $(PYPY),--pypy) \
 	  $(if $(filter-out 1,$(SCALE)),--scale $(SCALE)) $(if $(UPDATE_DOCS),--update-docs docs/performance.rst) \
 	  $(if $(BENCH_OUT),--out $(BENCH_OUT)) $(if $(BENCH_OPTS),--bench-opts "$(BENCH_OPTS)")

@@ -10,7 +10,9 @@ the README (``docs/console-*.png``) are taken here, from real data.
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -40,6 +42,9 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "notifier" / "static" / "console"
 DOCS = ROOT / "docs"
+#: Where the screenshots go: the documentation's own with
+#: UPDATE_SCREENSHOTS=1 (``make screenshots``), else a folder of the run's.
+SHOTS = DOCS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else Path(tempfile.mkdtemp(prefix="notifier-console-"))
 TOKEN_KEY = "notifier.console.token"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -145,8 +150,12 @@ class Console:
             "document.documentElement.scrollWidth <= window.innerWidth"
             " && document.body.scrollWidth <= window.innerWidth")
 
-    async def screenshot(self, path: Path) -> None:
+    async def screenshot(self, name: str) -> None:
+        """Take the screenshot *name* (a PNG) of the page as it is now."""
+        path = SHOTS / name
+        path.unlink(missing_ok=True)
         await self.run(lambda page: page.screenshot(path=str(path)))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
 
     async def close(self) -> None:
         if self.context is not None:
@@ -286,7 +295,7 @@ async def test_a_publisher_s_secret_is_shown_once_works_rotates_and_the_publishe
     assert status == 200 and {c["name"] for c in body["centers"]} == {"news", "user.17"}, body
     await console.wait_for(
         "document.querySelector('tr[data-publisher=\"drupal-main\"] td.num').textContent === '2'")
-    await console.screenshot(DOCS / "console-publishers.png")
+    await console.screenshot("console-publishers.png")
 
     # removing takes the publisher's name, typed
     await console.click("tr[data-publisher=drupal-main] >> text=Remove")
@@ -369,7 +378,7 @@ async def test_the_overview_follows_connections_and_message_rates_as_they_change
         await ws.closed
     await console.wait_for("document.getElementById('tile-websocket').dataset.value === '3'")
     await sleep(6)
-    await console.screenshot(DOCS / "console-overview.png")
+    await console.screenshot("console-overview.png")
     running[0] = False
     assert await load > 0
     await published(daemon, intranet, "the long-poll's answer", "alerts")
@@ -430,7 +439,7 @@ async def test_the_tail_shows_messages_in_order_holds_them_while_paused_and_show
     await published(daemon, site, "Ann is typing…", "room.1")
     await console.wait_for("document.querySelectorAll('#tail-list > li[data-kind=message]').length === 6")
     await sleep(1.5)   # the highlight of new entries has faded
-    await console.screenshot(DOCS / "console-tail.png")
+    await console.screenshot("console-tail.png")
 
     # leaving the tail ends its stream: the daemon forgets the observer
     hub = daemon.service.registry.loaded("drupal-main", "room.1")
