@@ -682,3 +682,32 @@ async def test_a_publisher_gone_while_the_replicas_confirm_still_has_its_message
     replica.resume()
     assert json.loads(await ws.next(10))["data"] == "gone"
     ws.close()
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+@pytest_twisted.ensureDeferred
+async def test_a_command_waiting_for_a_lent_connection_that_is_lost_is_refused(tmp_path, monkeypatch):
+    from notifier.backends.redis import client
+
+    monkeypatch.setattr(client, "CONNECTION_WAIT", 1, raising=False)
+    monkeypatch.setattr(client, "REPLY_TIMEOUT", 1)
+    server = RedisServer(tmp_path / "one")
+    await server.start()
+    redis = Redis(RedisAddress.parse(server.url), reactor, poolsize=1)
+    try:
+        await redis.ready()
+        # The pool's only connection is lent to a publish waiting for a
+        # replica there is none of; a command waits for it.
+        waiting = defer.Deferred.fromCoroutine(redis.replicated(SET, ["k"], ["v"], 1, 30_000))
+        await until(lambda: any(c.replyQueue.waiting for c in redis._factory.pool), 5, "the WAIT sent")
+        asked = defer.Deferred.fromCoroutine(redis.call("get", "k"))
+        await server.kill()  # the lent connection is lost, and no other comes
+        with pytest.raises(Unavailable):
+            await waiting
+        # Refused within its bound; before, it waited until Redis came back.
+        answered = await defer.DeferredList([asked], consumeErrors=True).addTimeout(20, reactor)
+        assert not answered[0][0] and answered[0][1].check(Unavailable), answered
+    finally:
+        await redis.stop()
+        await server.stop()

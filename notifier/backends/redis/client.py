@@ -41,6 +41,9 @@ log = Logger()
 
 #: Seconds a command may wait for its reply once sent.
 REPLY_TIMEOUT = 5
+#: Seconds a command may wait for a connection of the pool to send it on
+#: (all lent, or the last one gone while lent), besides its reply's.
+CONNECTION_WAIT = 5
 #: Reconnection backoff bounds, in seconds.
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0
 #: Seconds to connect to a Redis server.
@@ -229,7 +232,14 @@ class Redis:
         if not self.up:
             raise Unavailable("the state store (Redis) is unreachable", code="store_unavailable")
         try:
-            return await getattr(self._commands, command)(*args)
+            # Bounded as a whole: a command waiting for a connection (the
+            # last live one lent, then lost) would otherwise wait until
+            # Redis came back. Cancelling one whose reply is due is safe:
+            # txredisapi keeps its place in the connection's replies.
+            return await getattr(self._commands, command)(*args).addTimeout(
+                CONNECTION_WAIT + REPLY_TIMEOUT, self.reactor)
+        except defer.TimeoutError:
+            raise Unavailable("the state store (Redis) did not answer in time", code="store_unavailable") from None
         except (txredisapi.ConnectionError, ConnectionError) as e:
             raise Unavailable(f"the state store (Redis) failed: {e}", code="store_unavailable") from None
 
