@@ -375,10 +375,14 @@ class Hub:
         """Whether the center has outlived its ``ttl`` unused."""
         return self.ttl > 0 and not self.subscribers and now - self.touched >= self.ttl
 
-    def close(self, reason: str) -> None:
-        for observer in tuple(self.observers):
-            observer.close(reason)
-        self.observers.clear()
+    def close(self, reason: str, observers: bool = True) -> None:
+        """Close every subscriber, and every observer unless *observers* is
+        false (a private center's subscriptions revoked: the console's tail,
+        which no publisher's token admits, goes on)."""
+        if observers:
+            for observer in tuple(self.observers):
+                observer.close(reason)
+            self.observers.clear()
         for subscriber in tuple(self.subscribers):
             subscriber.close(reason)
         for subscriber in tuple(self.subscribers):  # one that did not leave when closed

@@ -132,7 +132,7 @@ class HubRegistry:
             if removed:
                 self._hubs.pop(key).close("deleted")
             elif self._hubs[key].center.private:
-                self._hubs[key].close("revoked")
+                self._hubs[key].close("revoked", observers=False)
 
     async def publisher(self, name: str) -> Publisher | None:
         """The publisher called *name*, read again from the store once the

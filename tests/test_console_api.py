@@ -163,6 +163,15 @@ async def test_the_tail_shows_messages_and_presence_without_being_a_subscriber(t
         left = await tail.next()
         assert left["event"] == "leave" and json.loads(left["data"])["uid"] == "17"
 
+        # A new secret revokes the private center's subscriptions, not the tail.
+        status, body = await daemon.admin("POST", "/admin/v1/publishers/site/rotate")
+        assert status == 200, body
+        status, body = await call("POST", f"{daemon.api}/admin/v1/publishers/site/centers/room/messages",
+                                  raw=b"three", admin=ADMIN_TOKEN, headers={"Content-Type": "text/plain"})
+        assert status == 201, body
+        event = await tail.next()
+        assert event["event"] == "message" and json.loads(event["data"])["data"] == "three", event
+
         status, _ = await daemon.admin("DELETE", "/admin/v1/publishers/site/centers/room")
         assert status == 204
         end = await tail.next()
