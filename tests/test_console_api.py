@@ -6,6 +6,7 @@ over real sockets."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -19,6 +20,7 @@ from tests.support import (
     expect_json_error,
     result_of,
     setup_site,
+    sleep,
     start_daemon,
     subscriber_count,
     subscriber_token,
@@ -206,3 +208,50 @@ async def test_a_tail_whose_reader_leaves_is_forgotten_and_the_console_is_not_pu
         await daemon.service.stopService()
     end = await kept.next()  # a stopping daemon ends its tails, saying why
     assert end["event"] == "end" and json.loads(end["data"]) == {"reason": "shutdown"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tls", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_a_tail_that_is_not_read_is_ended_past_its_buffer(tmp_path, monkeypatch, tls):
+    from twisted.internet import endpoints, reactor, ssl
+
+    from notifier import tail
+    from tests.raw import RawClient
+    from tests.test_security import _self_signed
+
+    monkeypatch.setattr(tail, "MAX_BUFFER", 256 * 1024)  # a tail is ended past it, TLS or not
+    api: dict = {}
+    if tls:
+        key, cert, pem = _self_signed(tmp_path)
+        api = {"endpoint": f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"}
+    daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", api=api)
+    try:
+        registry = daemon.service.registry
+        await registry.add_publisher("site")  # in the daemon: its api listener may be TLS
+        await registry.create_center("site", "news")
+        port = daemon.service.api_port.getHost().port
+        endpoint: Any = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        if tls:
+            endpoint = endpoints.wrapClientTLS(
+                ssl.optionsForClientTLS("127.0.0.1", trustRoot=ssl.Certificate.loadPEM(pem)), endpoint)
+        client = RawClient()
+        await endpoints.connectProtocol(endpoint, client)
+        client.send(f"GET /admin/v1/publishers/site/centers/news/tail HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
+        await until(lambda: registry.loaded("site", "news") is not None
+                    and registry.loaded("site", "news").observers, 5, "the tail to start")
+        hub = registry.loaded("site", "news")
+        client.transport.pauseProducing()  # the reader reads no more
+        for _ in range(400):  # 8 MB, far more than the buffer and the sockets hold
+            await registry.publish("site", "news", "x" * 20_000)
+            await sleep(0)  # the fan-out's turn
+            if not hub.observers:
+                break
+        assert not hub.observers  # ended as too slow
+        client.transport.resumeProducing()  # and finds the end of the stream after what it was sent
+        await client.wait_for(lambda data: b'event: end\ndata: {"reason": "slow"}' in data, 10)
+        assert b'event: end\ndata: {"reason": "slow"}' in bytes(client.data)
+        client.transport.loseConnection()
+    finally:
+        await daemon.service.stopService()
