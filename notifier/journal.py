@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import secrets
 import signal
 import sqlite3
 import struct
@@ -124,6 +125,10 @@ class Journal:
         self.next_id = 1
         #: Row ids of messages past their stream's history, removed in bulk.
         self.dead: list[int] = []
+        #: Names this journal's failures apart from any other's (a process
+        #: id may be used again by a later journal): the daemon rewinds once
+        #: per failure it has not seen.
+        self.incarnation = secrets.token_hex(6)
         self.episode = 0
         self.failing = False
         self.reason = ""
@@ -322,7 +327,7 @@ class Journal:
                 self.failing = True
                 self.episode += 1
                 self.reason = str(e) if isinstance(e, sqlite3.Error) else f"{type(e).__name__}: {e}"
-        return [("failed", f"{os.getpid()}.{self.episode}", self.reason)] * len(writes)
+        return [("failed", f"{self.incarnation}.{self.episode}", self.reason)] * len(writes)
 
     def transaction(self, writes: list[Any]) -> None:
         cursor = self.open()

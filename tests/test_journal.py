@@ -110,6 +110,21 @@ def test_a_failed_write_fails_every_write_until_a_rewind(tmp_path):
     journal.close()
 
 
+def test_the_failures_of_two_journals_are_told_apart_in_one_process(tmp_path):
+    # A later journal may have the process id of an earlier one: its first
+    # failure must not pass for the earlier one's, which the daemon has
+    # rewound already (it would not rewind again, and every write would fail).
+    broken = ("write", [("site", "a", "e1", 1, 1001.0, None, 100)], None)
+    episodes = set()
+    for _ in range(2):
+        journal = Journal(_file(tmp_path), "normal")
+        failed, = journal.handle([broken])[0]
+        assert failed[0] == "failed"
+        episodes.add(failed[1])
+        journal.close()
+    assert len(episodes) == 2
+
+
 def test_keys_are_written_with_their_messages_and_read_back(tmp_path):
     path = _file(tmp_path)
     journal = Journal(path, "normal")
