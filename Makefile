@@ -111,6 +111,7 @@ bench: $(STAMP)
 	fi
 	$(if $(PYPY),bench/pypy_venv.sh $(PYPY_VENV))
 	bench/loadgen/build.sh
+	cd bench/loadgen && GOPROXY=off GOSUMDB=off GOFLAGS=-mod=mod go test ./...
 	PATH="$(CURDIR)/$(BIN):$$PATH" python3 bench/compare.py --repeat $(REPEAT) \
 	  $(if $(SCENARIOS),--scenarios "$(SCENARIOS)") $(if $(PYPY),--pypy) \
 	  $(if $(filter-out 1,$(SCALE)),--scale $(SCALE)) $(if $(UPDATE_DOCS),--update-docs docs/performance.rst) \

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Batch-publishing throughput of notifier: messages/s through POST /api/v1/messages.
 
-The Go load generator of the side-by-side harness (--bench-dir, or
-BENCH_DIR) publishes one message per request only. This client measures the
-batch endpoint (README.rst: Publisher API) instead: it starts notifier exactly as the harness does (the same
+The benchmark's load generator (bench/loadgen) publishes one message per
+request only. This client measures the
+batch endpoint (README.rst: Publisher API) instead: it starts notifier exactly as bench/harness.py does (the same
 target profile, rendered configuration, readiness check and publisher set-up,
-by importing the harness's bench.py), creates the centers, then sends batches
+by importing it), creates the centers, then sends batches
 over a few keep-alive HTTP/1.1 connections on 127.0.0.1 as fast as the server
 answers:
 
@@ -43,15 +43,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_BENCH = os.environ.get("BENCH_DIR", "")
 LOOPBACK = "127.0.0.1"
 
 
-def load_harness(bench_dir: str):
-    """Import the harness's bench.py (its profile loader and Server)."""
-    path = os.path.join(bench_dir, "bench.py")
-    if not os.path.isfile(path):
-        sys.exit(f"batch_publish: no harness at {path} (use --bench-dir)")
+def load_harness():
+    """Import bench/harness.py (its profile loader and Server)."""
+    path = os.path.join(HERE, "harness.py")
     spec = importlib.util.spec_from_file_location("bench_harness", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -266,7 +263,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def run(args) -> dict:
-    harness = load_harness(args.bench_dir)
+    harness = load_harness()
     prof = harness.load_profile(args.target)
     harness.check_requirements(prof)
     nofile = harness.raise_nofile()
@@ -389,10 +386,7 @@ def report(r: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--bench-dir", default=DEFAULT_BENCH, help="the side-by-side harness (default %(default)s)"
-    )
-    ap.add_argument("--target", default="notifier", help="harness profile name or path (default %(default)s)")
+    ap.add_argument("--target", default="notifier", help="profile name or path (default %(default)s)")
     ap.add_argument("--messages", type=int, default=500_000, help="messages in all (default %(default)s)")
     ap.add_argument("--batch", type=int, default=100, help="messages per request (default %(default)s)")
     ap.add_argument(

@@ -1,0 +1,386 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// mockServer is a small in-process pub/sub server with one URL per center
+// for WebSocket, SSE and JSON long-poll subscribers. dupEvery > 0 sends
+// every dupEvery-th message twice; dropEvery > 0 never delivers every
+// dropEvery-th message.
+type mockServer struct {
+	mu        sync.Mutex
+	subs      map[string]map[chan []byte]bool
+	history   map[string][][]byte
+	dupEvery  int
+	dropEvery int
+	published int
+	jsonWS    bool
+	chunked   bool
+}
+
+func newMock() *mockServer {
+	return &mockServer{subs: map[string]map[chan []byte]bool{}, history: map[string][][]byte{}}
+}
+
+func (m *mockServer) attach(center string) chan []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.attachLocked(center)
+}
+
+// attachLocked is attach with m.mu held.
+func (m *mockServer) attachLocked(center string) chan []byte {
+	ch := make(chan []byte, 100000)
+	if m.subs[center] == nil {
+		m.subs[center] = map[chan []byte]bool{}
+	}
+	m.subs[center][ch] = true
+	return ch
+}
+
+func (m *mockServer) detach(center string, ch chan []byte) {
+	m.mu.Lock()
+	delete(m.subs[center], ch)
+	m.mu.Unlock()
+}
+
+var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+
+func (m *mockServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/sub/"):
+		m.subscribe(w, r, strings.TrimPrefix(r.URL.Path, "/sub/"))
+	case strings.HasPrefix(r.URL.Path, "/pub/"):
+		center := strings.TrimPrefix(r.URL.Path, "/pub/")
+		if u, p, ok := r.BasicAuth(); !ok || u != "bench" || p != "s3cret" {
+			http.Error(w, "auth", 401)
+			return
+		}
+		switch r.Method {
+		case "PUT":
+			w.WriteHeader(201)
+		case "GET":
+			m.mu.Lock()
+			n := len(m.subs[center])
+			m.mu.Unlock()
+			fmt.Fprintf(w, `{"subscribers": %d}`, n)
+		case "POST":
+			body, _ := io.ReadAll(r.Body)
+			m.mu.Lock()
+			m.published++
+			k := m.published
+			m.history[center] = append(m.history[center], body)
+			for ch := range m.subs[center] {
+				if m.dropEvery > 0 && k%m.dropEvery == 0 {
+					continue
+				}
+				ch <- body
+				if m.dupEvery > 0 && k%m.dupEvery == 0 {
+					ch <- body
+				}
+			}
+			m.mu.Unlock()
+			w.WriteHeader(202)
+		}
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (m *mockServer) subscribe(w http.ResponseWriter, r *http.Request, center string) {
+	if websocket.IsWebSocketUpgrade(r) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		ch := m.attach(center)
+		defer m.detach(center, ch)
+		defer c.Close()
+		go func() { // read (and ignore) client frames
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		c.WriteMessage(websocket.TextMessage, []byte("hello, not a bench message"))
+		for b := range ch {
+			if m.jsonWS {
+				b, _ = json.Marshal(map[string]string{"id": "x", "data": string(b)})
+			}
+			if err := c.WriteMessage(websocket.TextMessage, b); err != nil {
+				return
+			}
+		}
+		return
+	}
+	if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		ch := m.attach(center)
+		defer m.detach(center, ch)
+		w.Header().Set("Content-Type", "text/event-stream")
+		f := w.(http.Flusher)
+		io.WriteString(w, "retry: 2000\nid: 0\n\n: ping\n\n")
+		f.Flush()
+		for {
+			select {
+			case b := <-ch:
+				// split the event in two writes to exercise partial lines
+				half := len(b) / 2
+				io.WriteString(w, "id: 1\r\nevent: message\r\ndata: "+string(b[:half]))
+				f.Flush()
+				io.WriteString(w, string(b[half:])+"\r\n\r\n")
+				f.Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+	// JSON long-poll with since= (an index into the history)
+	since := -1
+	if s := r.URL.Query().Get("since"); s != "" {
+		since, _ = strconv.Atoi(s)
+	}
+	m.mu.Lock()
+	h := m.history[center]
+	from := since
+	if from < 0 {
+		from = len(h)
+	}
+	if since >= 0 && since < len(h) {
+		msgs := h[since:]
+		m.mu.Unlock()
+		m.answerLP(w, msgs, since+len(msgs))
+		return
+	}
+	// Attached before the lock is let go: nothing published from now on
+	// passes the poll by.
+	ch := m.attachLocked(center)
+	m.mu.Unlock()
+	defer m.detach(center, ch)
+	select {
+	case <-ch:
+		m.mu.Lock()
+		h := m.history[center]
+		m.mu.Unlock()
+		m.answerLP(w, h[from:], len(h))
+	case <-time.After(3 * time.Second):
+		w.WriteHeader(204)
+	case <-r.Context().Done():
+	}
+}
+
+func (m *mockServer) answerLP(w http.ResponseWriter, msgs [][]byte, next int) {
+	type env struct {
+		ID   string `json:"id"`
+		Data string `json:"data"`
+	}
+	var out struct {
+		Messages []env  `json:"messages"`
+		LastID   string `json:"last_id"`
+	}
+	for i, b := range msgs {
+		out.Messages = append(out.Messages, env{ID: strconv.Itoa(next - len(msgs) + i + 1), Data: string(b)})
+	}
+	out.LastID = strconv.Itoa(next)
+	w.Header().Set("Notifier-Cursor", strconv.Itoa(next))
+	json.NewEncoder(w).Encode(out)
+}
+
+func testConfig(t *testing.T, srv *httptest.Server, scenario string, extra ...string) *config {
+	base := strings.Replace(srv.URL, "http://", "ws://", 1)
+	args := []string{scenario,
+		"--sub-url", base + "/sub/{center}",
+		"--pub-url", srv.URL + "/pub/{center}",
+		"--create-url", srv.URL + "/pub/{center}",
+		"--count-url", srv.URL + "/pub/{center}",
+		"--auth", "basic:bench:s3cret",
+		"--settle", "50ms", "--drain-idle", "500ms", "--max-time", "20s", "-q",
+		"--connect-concurrency", "20",
+	}
+	return parseArgs(append(args, extra...))
+}
+
+func runOK(t *testing.T, cfg *config) *result {
+	t.Helper()
+	res, code := run(cfg)
+	if code != 0 || res == nil {
+		t.Fatalf("run failed: code %d, result %+v", code, res)
+	}
+	return res
+}
+
+func checkClean(t *testing.T, res *result, subs, msgs int, want int64) {
+	t.Helper()
+	if res.SubsConnected != subs || res.ConnectFailed != 0 {
+		t.Errorf("connected %d of %d (%d failed): %v", res.SubsConnected, subs, res.ConnectFailed, res.Errors)
+	}
+	if res.ServerCounted != subs {
+		t.Errorf("server counted %d, want %d", res.ServerCounted, subs)
+	}
+	if res.PublishedOK != int64(msgs) || res.PublishErrors != 0 {
+		t.Errorf("published %d ok, %d errors: %v", res.PublishedOK, res.PublishErrors, res.Errors)
+	}
+	if res.Expected != want || res.Deliveries != want || res.Lost != 0 || res.Duplicated != 0 || res.OutOfOrder != 0 {
+		t.Errorf("expected %d deliveries %d lost %d dup %d ooo %d (want %d, none lost)",
+			res.Expected, res.Deliveries, res.Lost, res.Duplicated, res.OutOfOrder, want)
+	}
+	if res.Latency.N != uint64(want) || res.DeliveriesPerS <= 0 || res.DrainTimedOut {
+		t.Errorf("latency n %d, deliveries/s %v, drain timed out %v", res.Latency.N, res.DeliveriesPerS, res.DrainTimedOut)
+	}
+	if res.Malformed != 0 || res.Foreign != 0 {
+		t.Errorf("malformed %d foreign %d", res.Malformed, res.Foreign)
+	}
+}
+
+func TestFanoutWebSocket(t *testing.T) {
+	m := newMock()
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "fanout", "-n", "20", "-m", "200", "--centers", "3", "--size", "300"))
+	checkClean(t, res, 20, 200, 7*67+7*67+6*66)
+	if res.Unexpected != 20 { // the greeting frame of each connection
+		t.Errorf("unexpected %d, want 20", res.Unexpected)
+	}
+}
+
+func TestFanoutWebSocketJSON(t *testing.T) {
+	m := newMock()
+	m.jsonWS = true
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "fanout", "-n", "10", "-m", "100", "--frame", "json"))
+	checkClean(t, res, 10, 100, 1000)
+}
+
+func TestFanoutAnyFrame(t *testing.T) {
+	// Messages found wherever a frame carries them (here inside JSON).
+	m := newMock()
+	m.jsonWS = true
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "fanout", "-n", "10", "-m", "100", "--frame", "any"))
+	checkClean(t, res, 10, 100, 1000)
+}
+
+func TestFanoutSSE(t *testing.T) {
+	m := newMock()
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "fanout", "-n", "20", "-m", "150", "--transport", "sse", "--centers", "2"))
+	checkClean(t, res, 20, 150, 1500)
+}
+
+func TestFanoutLongPoll(t *testing.T) {
+	m := newMock()
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "fanout", "-n", "10", "-m", "100", "--transport", "longpoll", "--lp-format", "json"))
+	checkClean(t, res, 10, 100, 1000)
+}
+
+func TestLossAndDuplicates(t *testing.T) {
+	m := newMock()
+	m.dupEvery = 10
+	m.dropEvery = 7
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "fanout", "-n", "5", "-m", "70", "--window", "0"))
+	// 70 messages: 10 never delivered (7, 14, ... 70), 7 twice (10, 20, ... 70 but
+	// 70 is dropped): 6 duplicated per subscriber.
+	if res.Expected != 350 || res.Lost != 50 || res.Duplicated != 30 || res.Deliveries != 300 {
+		t.Errorf("expected %d lost %d duplicated %d deliveries %d; want 350, 50, 30, 300",
+			res.Expected, res.Lost, res.Duplicated, res.Deliveries)
+	}
+	if !res.DrainTimedOut {
+		t.Errorf("drain should have ended on --drain-idle")
+	}
+}
+
+func TestPublish(t *testing.T) {
+	m := newMock()
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "publish", "-m", "500", "-c", "4", "--centers", "10"))
+	if res.PublishedOK != 500 || res.PublishErrors != 0 || res.PublishesPerS <= 0 || res.PublishLatency.N != 500 {
+		t.Errorf("published %d errors %d rate %v latency n %d", res.PublishedOK, res.PublishErrors, res.PublishesPerS, res.PublishLatency.N)
+	}
+	if m.published != 500 {
+		t.Errorf("server got %d publishes", m.published)
+	}
+}
+
+func TestPublishErrorsAreNotExpected(t *testing.T) {
+	m := newMock()
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	cfg := testConfig(t, srv, "fanout", "-n", "3", "-m", "20")
+	cfg.authHeader = "" // the server refuses every publish
+	cfg.countURL, cfg.createURL = "", ""
+	res, _ := run(cfg)
+	if res.PublishedOK != 0 || res.PublishErrors != 20 || res.Expected != 0 || res.Lost != 0 {
+		t.Errorf("ok %d errors %d expected %d lost %d", res.PublishedOK, res.PublishErrors, res.Expected, res.Lost)
+	}
+}
+
+func TestIdle(t *testing.T) {
+	m := newMock()
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "idle", "-n", "30", "--hold", "200ms"))
+	if res.SubsConnected != 30 || res.ConnectedAtEnd != 30 || res.ServerCounted != 30 {
+		t.Errorf("connected %d, at end %d, counted %d", res.SubsConnected, res.ConnectedAtEnd, res.ServerCounted)
+	}
+}
+
+func TestBodyRoundTrip(t *testing.T) {
+	cfg := &config{size: 64, messages: 10, window: 64}
+	e := newEngine(cfg, "abcd1234", []string{"a", "b"})
+	s := e.newSub(1)
+	var st stats
+	b := e.makeBody(nil, 1, 3, time.Now().UnixNano())
+	if len(b) != 64 {
+		t.Fatalf("body of %d bytes", len(b))
+	}
+	e.onMessage(&st, s, b, time.Now().UnixNano())
+	e.onMessage(&st, s, b, time.Now().UnixNano())
+	e.onMessage(&st, s, []byte("B1 zzzz9999 1 3 5 ......"), 0)
+	e.onMessage(&st, s, b[:40], 0)
+	if s.dup != 1 || st.lat.n != 1 || st.foreign != 1 || st.malformed != 1 {
+		t.Errorf("dup %d lat %d foreign %d malformed %d", s.dup, st.lat.n, st.foreign, st.malformed)
+	}
+}
+
+func TestRefusesNonLoopback(t *testing.T) {
+	if _, err := parseTarget("ws://10.0.0.1:80/sub/{center}", "x", ""); err == nil {
+		t.Error("a non-loopback host was accepted")
+	}
+	tg, err := parseTarget("ws://localhost:81/sub/{center}?a=b", "c 1", "http")
+	if err != nil || tg.addr != "127.0.0.1:81" || tg.uri != "/sub/c%201?a=b" {
+		t.Errorf("target %+v %v", tg, err)
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h hist
+	for i := int64(1); i <= 100000; i++ {
+		h.add(i * 1000)
+	}
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		got, want := h.quantile(q), q*1e8
+		if got < want*0.96 || got > want*1.04 {
+			t.Errorf("q%v = %v, want about %v", q, got, want)
+		}
+	}
+}
