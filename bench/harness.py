@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import urllib.error
@@ -176,8 +177,12 @@ class Server:
         server = self.profile["server"]
         cmd = substitute(server["cmd"], self.env)
         self.log = open(os.path.join(run, "server.log"), "wb")
-        self.proc = subprocess.Popen(cmd, cwd=run, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(cmd, cwd=run, stdout=self.log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            self.log.close()
+            raise
         ready = substitute(server["ready_url"], self.env)
         deadline = time.monotonic() + READY_SECONDS
         while True:
@@ -291,25 +296,38 @@ def run_once(target: str, scenario: str, flags: list[str], out: str, index: int,
                "--server-pid", str(server.proc.pid), "--label", profile["name"]]
         say("$ " + " ".join(shlex.quote(c) for c in cmd))
         loadgen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        started = time.monotonic()
-        assert loadgen.stdout is not None
-        for line in loadgen.stdout:
-            if line.startswith("RESULT "):
-                with contextlib.suppress(ValueError):
-                    result = json.loads(line[len("RESULT "):])
-            else:
-                print("    " + line, end="", flush=True)
-            if time.monotonic() - started > timeout:
+        expired = threading.Event()
+
+        def expire() -> None:  # a load generator silent or not
+            expired.set()
+            loadgen.kill()
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        try:
+            assert loadgen.stdout is not None
+            for line in loadgen.stdout:
+                if line.startswith("RESULT "):
+                    with contextlib.suppress(ValueError):
+                        result = json.loads(line[len("RESULT "):])
+                else:
+                    print("    " + line, end="", flush=True)
+            loadgen.wait()
+        finally:
+            timer.cancel()
+            if loadgen.poll() is None:
                 loadgen.kill()
-                break
-        loadgen.wait()
-        if result is None:
+                loadgen.wait()
+        if expired.is_set():
+            say(f"FAILED: the load generator took more than {timeout:.0f}s")
+            result = None
+        elif result is None:
             say(f"FAILED: the load generator gave no result (exit {loadgen.returncode})")
         elif server.proc.poll() is not None:
             say(f"FAILED: {profile['name']} ended during the run (exit {server.proc.returncode}):\n{server.tail()}")
             result = None
-    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-        say(f"FAILED: {e}")
+    except Exception as e:  # a run that fails, whatever the reason, is reported and the next goes on
+        say(f"FAILED: {type(e).__name__}: {e}")
         result = None
     finally:
         server.stop()
@@ -354,8 +372,8 @@ def table(scenario: str, results: list[dict[str, Any]], targets: list[str]) -> s
             row.append(middle + spread)
         values = [v for v in (get(r, headline) for r in mine) if isinstance(v, (int, float))] if headline else []
         figure = statistics.median(values) if values else None
-        if base is None:
-            base = figure
+        if target == targets[0]:
+            base = figure  # ratios are to the first target only
         row.append(f"{figure / base:.2f}×" if figure is not None and base else "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -424,7 +442,13 @@ def main(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # the run's server is stopped on the way out
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGHUP, _interrupted)
     try:
         sys.exit(main(sys.argv[1:]))
     except KeyboardInterrupt:

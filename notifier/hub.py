@@ -19,8 +19,11 @@ from itertools import islice
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from attrs import define, field
+from twisted.logger import Logger
 
 from notifier.model import Center, Member, Message
+
+log = Logger()
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -265,7 +268,10 @@ class Hub:
         self._memo.clear()
         batch = Batch(outbox)
         for observer in tuple(self.observers):
-            observer.deliver(batch)
+            try:
+                observer.deliver(batch)
+            except Exception:
+                log.failure("a watcher of {path} failed", path=self.center.path)
         self._write(batch, list(self.subscribers), 0)
 
     def _write(self, batch: Batch, targets: list[Subscriber], start: int) -> None:
@@ -273,7 +279,12 @@ class Hub:
         subscribers = self.subscribers
         for subscriber in targets[start:end]:
             if subscriber in subscribers:  # it may have left meanwhile
-                subscriber.deliver(batch)
+                # One that fails is logged: the others, and what comes
+                # next, are sent all the same.
+                try:
+                    subscriber.deliver(batch)
+                except Exception:
+                    log.failure("a subscriber of {path} failed", path=self.center.path)
         if end < len(targets):
             self.schedule(lambda: self._write(batch, targets, end))
         else:

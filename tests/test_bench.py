@@ -81,3 +81,9 @@ def test_the_table_gives_medians_and_ratios_to_the_first_target():
     rows = {line.split()[0]: line for line in table.splitlines()[1:]}
     assert re.search(r"\b150 \(100-200\)", rows["nchan-1w"]) and rows["nchan-1w"].endswith("1.00×")
     assert rows["notifier"].endswith("0.50×")
+
+
+def test_without_figures_for_the_first_target_there_is_no_ratio():
+    table = harness.table("fanout", [{"target": "notifier", "deliveries_per_s": 75.0}], ["nchan-1w", "notifier"])
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
+    assert rows["notifier"].endswith("-") and "×" not in rows["notifier"]

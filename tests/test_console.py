@@ -43,8 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "notifier" / "static" / "console"
 DOCS = ROOT / "docs"
 #: Where the screenshots go: the documentation's own with
-#: UPDATE_SCREENSHOTS=1 (``make screenshots``), else a folder of the run's.
-SHOTS = DOCS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else Path(tempfile.mkdtemp(prefix="notifier-console-"))
+#: UPDATE_SCREENSHOTS=1 (``make screenshots``), else one folder that each run
+#: overwrites.
+SHOTS = DOCS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir()) / "notifier-console"
 TOKEN_KEY = "notifier.console.token"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -152,6 +153,7 @@ class Console:
 
     async def screenshot(self, name: str) -> None:
         """Take the screenshot *name* (a PNG) of the page as it is now."""
+        SHOTS.mkdir(exist_ok=True)
         path = SHOTS / name
         path.unlink(missing_ok=True)
         await self.run(lambda page: page.screenshot(path=str(path)))

@@ -178,8 +178,10 @@ func withDescendants(roots []int) []int {
 	return out
 }
 
-func statusKiB(pid int, key string) int64 {
-	for _, line := range strings.Split(readFile("/proc/"+strconv.Itoa(pid)+"/status"), "\n") {
+// procKiB is the value, in KiB, of the line "key:" of the /proc file at path
+// (status: VmRSS; smaps_rollup: Pss); 0 when there is none.
+func procKiB(path, key string) int64 {
+	for _, line := range strings.Split(readFile(path), "\n") {
 		if strings.HasPrefix(line, key+":") {
 			f := strings.Fields(line[len(key)+1:])
 			if len(f) > 0 {
@@ -191,40 +193,28 @@ func statusKiB(pid int, key string) int64 {
 	return 0
 }
 
-func selfRSS() int64 {
-	for _, line := range strings.Split(readFile("/proc/self/status"), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line[6:])
-			if len(f) > 0 {
-				v, _ := strconv.ParseInt(f[0], 10, 64)
-				return v
-			}
-		}
-	}
-	return 0
+func statusKiB(pid int, key string) int64 {
+	return procKiB("/proc/"+strconv.Itoa(pid)+"/status", key)
 }
 
-func pssKiB(pid int) int64 {
-	for _, line := range strings.Split(readFile("/proc/"+strconv.Itoa(pid)+"/smaps_rollup"), "\n") {
-		if strings.HasPrefix(line, "Pss:") {
-			f := strings.Fields(line[4:])
-			if len(f) > 0 {
-				v, _ := strconv.ParseInt(f[0], 10, 64)
-				return v
-			}
-		}
-	}
-	return 0
-}
+func selfRSS() int64 { return procKiB("/proc/self/status", "VmRSS") }
 
+func pssKiB(pid int) int64 { return procKiB("/proc/"+strconv.Itoa(pid)+"/smaps_rollup", "Pss") }
+
+// procCPU is the CPU time of pid and of its children that ended and were
+// waited for (cutime, cstime): a child that ends during a measurement (a
+// worker, a helper process) takes its time to its parent, not away.
 func procCPU(pid int) float64 {
 	f := statFields(pid)
-	if len(f) < 13 {
+	if len(f) < 15 {
 		return 0
 	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / clkTck
+	total := 0.0
+	for _, field := range f[11:15] { // utime stime cutime cstime
+		v, _ := strconv.ParseFloat(field, 64)
+		total += v
+	}
+	return total / clkTck
 }
 
 // sampleServer sums CPU and memory over the roots and their descendants.

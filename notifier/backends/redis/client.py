@@ -42,7 +42,7 @@ log = Logger()
 #: Seconds a command may wait for its reply once sent.
 REPLY_TIMEOUT = 5
 #: Seconds a command may wait for a connection of the pool to send it on
-#: (all lent, or the last one gone while lent), besides its reply's.
+#: (all lent, or the last one gone while lent).
 CONNECTION_WAIT = 5
 #: Reconnection backoff bounds, in seconds.
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0
@@ -232,14 +232,16 @@ class Redis:
         if not self.up:
             raise Unavailable("the state store (Redis) is unreachable", code="store_unavailable")
         try:
-            # Bounded as a whole: a command waiting for a connection (the
-            # last live one lent, then lost) would otherwise wait until
-            # Redis came back. Cancelling one whose reply is due is safe:
-            # txredisapi keeps its place in the connection's replies.
-            return await getattr(self._commands, command)(*args).addTimeout(
-                CONNECTION_WAIT + REPLY_TIMEOUT, self.reactor)
+            # As txredisapi's handler does it (a connection of the pool,
+            # shared), but with a bound on the wait for one: with the last
+            # live connection lent, then lost, a command would otherwise
+            # wait until Redis came back. Once sent, txredisapi's reply
+            # timeout bounds it (and drops a connection that stopped answering).
+            waiting = self._factory.getConnection(peek=True)
+            connection = await waiting.addTimeout(CONNECTION_WAIT, self.reactor)
+            return await getattr(connection, command)(*args)
         except defer.TimeoutError:
-            raise Unavailable("the state store (Redis) did not answer in time", code="store_unavailable") from None
+            raise Unavailable("the state store (Redis) has no connection free", code="store_unavailable") from None
         except (txredisapi.ConnectionError, ConnectionError) as e:
             raise Unavailable(f"the state store (Redis) failed: {e}", code="store_unavailable") from None
 
