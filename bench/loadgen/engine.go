@@ -18,13 +18,23 @@ type center struct {
 	subs      int32   // subscribers connected now
 	delivered []int32 // per seq: subscribers that got it
 	pubState  []uint32
-	pubSubs   []int32 // subscribers connected when the publish succeeded
+	pubSubs   []int32  // subscribers connected when the publish succeeded
+	fate      []uint32 // per seq: fateOpen, then fateDone or fateForgiven, once
 }
 
 const (
 	pubNone uint32 = iota
 	pubOK
 	pubFailed
+)
+
+// What the publish window counts a message as: still in flight, done
+// (delivered everywhere, or failed), or given up on after a stall. Each
+// message leaves fateOpen once, so none is counted twice.
+const (
+	fateOpen uint32 = iota
+	fateDone
+	fateForgiven
 )
 
 // sub is one subscriber's accounting.
@@ -71,6 +81,7 @@ func newEngine(cfg *config, runID string, names []string) *engine {
 			delivered: make([]int32, e.perCenter),
 			pubState:  make([]uint32, e.perCenter),
 			pubSubs:   make([]int32, e.perCenter),
+			fate:      make([]uint32, e.perCenter),
 		})
 	}
 	return e
@@ -97,9 +108,25 @@ func (e *engine) makeBody(buf []byte, ci, seq int, sendNs int64) []byte {
 	return b
 }
 
-func (e *engine) markComplete() {
-	atomic.AddInt64(&e.completed, 1)
+// markComplete counts message seq of center c as done for the window,
+// unless it was counted already (done, or given up on).
+func (e *engine) markComplete(c *center, seq int) {
+	if atomic.CompareAndSwapUint32(&c.fate[seq], fateOpen, fateDone) {
+		atomic.AddInt64(&e.completed, 1)
+	}
 	e.cond.Broadcast()
+}
+
+// forgive gives up on the oldest n of the first g messages still in flight.
+func (e *engine) forgive(g, n int64) {
+	nc := int64(len(e.centers))
+	for i := int64(0); i < g && n > 0; i++ {
+		c := e.centers[i%nc]
+		if atomic.CompareAndSwapUint32(&c.fate[i/nc], fateOpen, fateForgiven) {
+			atomic.AddInt64(&e.forgiven, 1)
+			n--
+		}
+	}
 }
 
 // parseField reads a decimal field ended by a space.
@@ -179,7 +206,7 @@ func (e *engine) onMessage(st *stats, s *sub, p []byte, nowNs int64) {
 	c := e.centers[ci]
 	n := atomic.AddInt32(&c.delivered[seq], 1)
 	if n == atomic.LoadInt32(&c.subs) && atomic.LoadUint32(&c.pubState[seq]) != pubFailed {
-		e.markComplete()
+		e.markComplete(c, int(seq))
 	}
 }
 
@@ -273,7 +300,7 @@ func (e *engine) waitWindow(g int64, stop *int32) {
 		if u := atomic.LoadInt64(&e.uniqueTotal); u != lastSeen {
 			lastSeen, lastProgress = u, time.Now()
 		} else if time.Since(lastProgress) > e.cfg.drainIdle {
-			atomic.AddInt64(&e.forgiven, inflight()-w+1)
+			e.forgive(g, inflight()-w+1)
 			return
 		}
 	}

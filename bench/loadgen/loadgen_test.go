@@ -384,3 +384,21 @@ func TestHistogram(t *testing.T) {
 		}
 	}
 }
+
+func TestTheWindowCountsEachMessageOnce(t *testing.T) {
+	e := newEngine(&config{messages: 10, window: 4}, "run1", []string{"a", "b"})
+	e.forgive(4, 2) // messages 0 and 1 (a/0, b/0) given up on after a stall
+	if e.forgiven != 2 {
+		t.Fatalf("forgiven %d, want 2", e.forgiven)
+	}
+	e.markComplete(e.centers[0], 0) // a/0 arrives after all: already out of the window
+	e.markComplete(e.centers[0], 1) // message 2 (a/1) done
+	e.markComplete(e.centers[0], 1) // reported twice, counted once
+	if e.completed != 1 || e.forgiven != 2 {
+		t.Fatalf("completed %d forgiven %d, want 1 and 2", e.completed, e.forgiven)
+	}
+	e.forgive(4, 5) // only b/1 is left in flight among the first four
+	if e.forgiven != 3 {
+		t.Fatalf("forgiven %d, want 3", e.forgiven)
+	}
+}

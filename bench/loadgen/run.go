@@ -556,7 +556,7 @@ func (rs *runState) publishAndDrain(res *result) {
 				}
 				if atomic.LoadInt32(&stop) != 0 {
 					atomic.StoreUint32(&c.pubState[seq], pubFailed)
-					e.markComplete()
+					e.markComplete(c, seq)
 					break
 				}
 				send := time.Now().UnixNano()
@@ -574,7 +574,7 @@ func (rs *runState) publishAndDrain(res *result) {
 					atomic.StoreUint32(&c.pubState[seq], pubOK)
 					atomic.AddInt64(&okN, 1)
 					if subs == 0 {
-						e.markComplete()
+						e.markComplete(c, seq)
 					}
 				} else {
 					atomic.StoreUint32(&c.pubState[seq], pubFailed)
@@ -585,7 +585,7 @@ func (rs *runState) publishAndDrain(res *result) {
 						rs.errs.add(fmt.Sprintf("publish: HTTP %d", a.status))
 					}
 					if atomic.LoadInt32(&c.delivered[seq]) < atomic.LoadInt32(&c.subs) {
-						e.markComplete()
+						e.markComplete(c, seq)
 					}
 				}
 			}
