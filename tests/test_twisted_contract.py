@@ -37,11 +37,13 @@ class _Ok(resource.Resource):
 def _channel(site: QuietSite) -> tuple[Channel, StringTransport]:
     channel = site.buildProtocol(None)
     transport = StringTransport()
+    transport.protocol = channel
     channel.makeConnection(transport)
     return channel, transport
 
 
 def _answer(transport: StringTransport) -> tuple[int, bytes]:
+    transport.protocol.site.send_all()  # the end of the reactor's turn
     head, _, body = transport.value().partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
 
@@ -49,6 +51,7 @@ def _answer(transport: StringTransport) -> tuple[int, bytes]:
 def test_twisted_still_has_what_notifier_overrides_or_reads():
     # Overridden: a malformed request's refusal, OPTIONS/other methods on "*".
     assert callable(getattr(http.HTTPChannel, "_respondToBadRequestAndDisconnect", None))
+    assert callable(getattr(http.HTTPChannel, "_send100Continue", None))
     assert callable(getattr(server.Request, "_handleStar", None))
     # Read: the channel's request line while the body comes in.
     channel, _ = _channel(QuietSite(_Ok()))
@@ -119,3 +122,35 @@ def test_the_streaming_subscriber_names_nothing_autobahn_has():
     shared = {name for name in ours & theirs if not name.startswith("__")}
     # IPushProducer's methods, and what Autobahn leaves to subclasses.
     assert shared <= {"pauseProducing", "resumeProducing", "stopProducing", "_abc_impl"}, shared
+
+
+def test_the_answers_of_a_turn_are_sent_together_at_its_end_in_order():
+    site = QuietSite(_Ok())
+    channel, transport = _channel(site)
+    channel.dataReceived(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n1"
+                         b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n2")
+    assert transport.value() == b""  # not yet: at the end of the turn
+    site.send_all()
+    answers = transport.value()
+    assert answers.count(b"HTTP/1.1 200 OK") == 2 and answers.index(b"got 1") < answers.index(b"got 2")
+
+
+def test_what_is_queued_goes_out_before_the_connection_closes():
+    site = QuietSite(_Ok())
+    channel, transport = _channel(site)
+    channel.dataReceived(b"POST /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 1\r\n\r\n1")
+    assert transport.disconnecting and b"got 1" in transport.value()
+    site.send_all()  # nothing left to send twice
+    assert transport.value().count(b"got 1") == 1
+
+
+def test_a_large_answer_is_sent_at_once():
+    class _Large(resource.Resource):
+        isLeaf = True
+
+        def render(self, request: Any) -> bytes:
+            return b"x" * 100_000
+
+    channel, transport = _channel(QuietSite(_Large()))
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert len(transport.value()) > 100_000  # past QUEUED_BYTES: not kept for the turn's end
