@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from pprint import pformat
 from typing import Any
 
+import autobahn.twisted.websocket as _autobahn_twisted
+import autobahn.util as _autobahn_util
 import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
@@ -61,20 +63,37 @@ class NotifierFactory(WebSocketServerFactory):
     dropped: Callable[[Hub], None] = staticmethod(lambda hub: None)
 
 
-class _FormattedIfLogged:
-    """What ``pformat(value)`` would give, made only when a log line is
+class _IfLogged:
+    """What ``make(value)`` would give, made only when a log line is
     (``str.format`` asks for it)."""
 
-    __slots__ = ("value",)
+    __slots__ = ("make", "value")
 
-    def __init__(self, value: object) -> None:
+    def __init__(self, make: Callable[[Any], str], value: object) -> None:
+        self.make = make
         self.value = value
 
     def __format__(self, spec: str) -> str:
-        return format(pformat(self.value), spec)
+        return format(self.make(self.value), spec)
 
     def __str__(self) -> str:
-        return pformat(self.value)
+        return self.make(self.value)
+
+
+def _pformat_if_logged(value: object) -> _IfLogged:
+    return _IfLogged(pformat, value)
+
+
+def _hltype_if_logged(value: object) -> _IfLogged:
+    return _IfLogged(_autobahn_util.hltype, value)
+
+
+# Autobahn names the method of each of its debug log lines in colour
+# (``hltype``) as it calls the logger, logged or not: several per connection
+# opened, a tenth of what Autobahn spends on one. Its two modules that do so
+# get a name made only when a line is logged. (hltype only ever feeds log lines.)
+_autobahn_protocol.hltype = _hltype_if_logged  # type: ignore[attr-defined]
+_autobahn_twisted.hltype = _hltype_if_logged  # type: ignore[attr-defined]
 
 
 class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagree on two attributes' types
@@ -105,7 +124,7 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
         # opening a connection cost. While it sets the connection up, its
         # module's pformat formats only what a log line shows.
         module: Any = _autobahn_protocol
-        module.pformat = _FormattedIfLogged
+        module.pformat = _pformat_if_logged
         try:
             super()._connectionMade()
         finally:
@@ -229,7 +248,10 @@ def websocket_factory(send_buffer_bytes: int, dropped: Callable[[Hub], None],
         maxMessagePayloadSize=0,  # never limit what we send; frames are capped above
         perMessageCompressionAccept=lambda offers: None,  # prepared frames need it off
         autoPingInterval=0,  # one sweeping heartbeat instead (notifier.heartbeat)
-        openHandshakeTimeout=10,
+        # No timer per connection for its opening handshake: a connection is
+        # handed over with its whole request head (the listeners bound how
+        # long a head may take), which Autobahn answers in the same call.
+        openHandshakeTimeout=0,
         closeHandshakeTimeout=2,
     )
     return factory
