@@ -190,7 +190,7 @@ class PlainRequest:
         """Hand the connection to a WebSocket protocol of *factory*, which
         reads the handshake from the head as it came, as Autobahn's
         ``WebSocketResource`` does with the one twisted.web read."""
-        return self.front.take_over(factory, self.head_bytes)
+        return self.front.take_over(factory, self.head_bytes, self._headers)
 
     # what the front does with it
 
@@ -398,9 +398,9 @@ class Front(Protocol):
             data, self.pending = self.pending, b""
             self._read(data)
 
-    def take_over(self, factory: Any, head: bytes) -> int:
+    def take_over(self, factory: Any, head: bytes, headers: dict[bytes, bytes]) -> int:
         """The connection is *factory*'s protocol's from now on, starting
-        with *head* and what came after it."""
+        with *head* (whose *headers* the front read) and what came after it."""
         transport: Any = self.transport
         protocol = factory.buildProtocol(transport.getPeer())
         protocol.http_producer = False
@@ -416,7 +416,10 @@ class Front(Protocol):
         else:
             transport.protocol = protocol
         protocol.makeConnection(transport)
-        protocol.dataReceived(data)
+        # The handshake as the front read it, when the protocol can open on
+        # it; else the protocol reads the head itself.
+        if not protocol.open_at_once(headers, data[len(head):]):
+            protocol.dataReceived(data)
         return NOT_DONE_YET
 
     def _hand_over(self, data: bytes) -> None:

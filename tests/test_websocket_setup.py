@@ -13,7 +13,8 @@ import pytest_twisted
 import txaio
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.raw import raw_websocket
+from notifier.transports.websocket import WebSocketSubscriber
+from tests.raw import client_frame, connect, raw_websocket, server_frames
 from tests.support import running, setup_site
 
 pytestmark = pytest.mark.integration
@@ -60,3 +61,57 @@ async def test_the_configuration_is_formatted_only_for_a_debug_line_logged(monke
         assert any("connectionMade" in line for line in logged)
         for client in (quiet, loud):
             client.client.transport.loseConnection()
+
+
+KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+#: Opening handshakes, as sent: what the front opens on itself, and what it
+#: leaves to Autobahn; either way the answer is Autobahn's, to the byte.
+HANDSHAKES = {
+    "a browser's": [b"Origin: http://127.0.0.1:8080", KEY, b"Sec-WebSocket-Version: 13"],
+    "no origin": [KEY, b"Sec-WebSocket-Version: 13"],
+    "origin null": [b"Origin: null", KEY, b"Sec-WebSocket-Version: 13"],
+    "a subprotocol offered": [KEY, b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Protocol: chat, superchat"],
+    "compression offered": [KEY, b"Sec-WebSocket-Version: 13",
+                            b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"],
+    "a malformed origin": [b"Origin: not a url", KEY, b"Sec-WebSocket-Version: 13"],
+    "version 8": [KEY, b"Sec-WebSocket-Version: 8"],
+    "version 99": [KEY, b"Sec-WebSocket-Version: 99"],
+    "a bad key": [b"Sec-WebSocket-Key: short==", b"Sec-WebSocket-Version: 13"],
+}
+
+
+async def _opening(port: int, extra: list[bytes], connection: bytes = b"Upgrade") -> bytes:
+    client = await connect(port)
+    # A ping right behind the head, in the same packet: read once open.
+    ping = client_frame(0x9, b"hello")
+    client.send(b"\r\n".join([b"GET /sub/site/news HTTP/1.1", b"Host: 127.0.0.1", b"Upgrade: websocket",
+                              b"Connection: " + connection, *extra]) + b"\r\n\r\n" + ping)
+    await client.wait_for(lambda data: b"\r\n\r\n" in data and (not data.startswith(b"HTTP/1.1 101")
+                                                                 or len(data.split(b"\r\n\r\n", 1)[1]) >= 7))
+    client.transport.loseConnection()
+    return b"\r\n".join(line for line in bytes(client.data).split(b"\r\n") if not line.startswith(b"Date: "))
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_front_opens_as_autobahn_would_or_leaves_it_to_autobahn(monkeypatch: Any) -> None:
+    async with running() as daemon:
+        await setup_site(daemon)
+        cases = [(name, extra, b"Upgrade") for name, extra in HANDSHAKES.items()]
+        cases.append(("Connection: keep-alive, Upgrade", HANDSHAKES["a browser's"], b"keep-alive, Upgrade"))
+        ours = {name: await _opening(daemon.public_port, extra, connection) for name, extra, connection in cases}
+        opened: list[bool] = []
+
+        def autobahn_only(self: WebSocketSubscriber, headers: Any, rest: bytes) -> bool:
+            opened.append(self.plain_key(headers) is not None)  # what the front would have done
+            return False
+
+        monkeypatch.setattr(WebSocketSubscriber, "open_at_once", autobahn_only)
+        theirs = {name: await _opening(daemon.public_port, extra, connection) for name, extra, connection in cases}
+    assert ours == theirs
+    # The plain ones were opened by the front, the others left to Autobahn.
+    assert opened == [True, True, False, True, True, False, False, False, False, True]
+    opened_answer = ours["a browser's"]
+    assert opened_answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in opened_answer  # RFC 6455's example
+    assert server_frames(opened_answer.split(b"\r\n\r\n", 1)[1]) == [(0xA, b"hello")]  # the ping's pong
+    assert ours["version 99"].startswith(b"HTTP/1.1 400") and ours["origin null"].startswith(b"HTTP/1.1 400")

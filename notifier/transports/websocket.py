@@ -6,15 +6,19 @@ is the connection handed to Autobahn, bound to them.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pprint import pformat
 from typing import Any
 
 import autobahn.twisted.websocket as _autobahn_twisted
 import autobahn.util as _autobahn_util
 import autobahn.websocket.protocol as _autobahn_protocol
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 
@@ -27,6 +31,12 @@ from notifier.model import Grant, Message
 from notifier.presence import Item
 from notifier.transports.pacing import send_now
 from notifier.transports.streaming import StreamingSubscriber
+
+#: A Sec-WebSocket-Key as Autobahn takes it: 16 bytes in base64.
+_KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")
+#: An Origin of a scheme, a host and maybe a port (RFC 6454).
+_ORIGIN = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
+_WS_MAGIC = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 GOING_AWAY = 1001
 SLOW_CONSUMER = 4408
@@ -129,6 +139,59 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
             super()._connectionMade()
         finally:
             module.pformat = pformat
+
+    def open_at_once(self, headers: Mapping[bytes, bytes], rest: bytes) -> bool:
+        """Answer the opening handshake of *headers* (a ``GET`` over HTTP/1.1
+        that the public listener's front read and admitted, its header names
+        lower-cased) and open, as Autobahn's ``processHandshake`` and
+        ``succeedHandshake`` do, when it is the plain RFC 6455 one browsers
+        send: version 13, a well-formed key, ``Connection: Upgrade``, a
+        host, no origin or one of a scheme and a host (Autobahn refuses
+        ``null``, and reads anything odder its own way). notifier accepts no
+        subprotocol and no extension, so offers of them change nothing.
+        Whether it did: anything else is left to Autobahn (``False``), which
+        answers it as it does, refusals included. *rest* is what came after
+        the head."""
+        key = self.plain_key(headers)
+        if key is None:
+            return False
+        origin = headers.get(b"origin")
+        accept = base64.b64encode(hashlib.sha1(key + _WS_MAGIC).digest())
+        self.sendData(b"HTTP/1.1 101 Switching Protocols\r\nServer: " + self.factory.server.encode()
+                      + b"\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+                      + accept + b"\r\n\r\n")
+        # What Autobahn's handshake leaves set on a connection it opened.
+        self.websocket_version = 13
+        self.websocket_protocols = []
+        self.websocket_extensions = []
+        self.websocket_protocol_in_use = None
+        self.websocket_extensions_in_use = []
+        self.websocket_origin = origin.decode("latin-1") if origin is not None else ""
+        self._wskey = key.decode("ascii")
+        self.state = self.STATE_OPEN
+        self.inside_message = False
+        self.current_frame = None  # type: ignore[assignment]  # Autobahn's own value while none is read
+        self._onOpen()
+        txaio.resolve(self.is_open, None)  # type: ignore[attr-defined]  # set by txaio.use_twisted()
+        if rest:
+            self.dataReceived(rest)
+        return True
+
+    def plain_key(self, headers: Mapping[bytes, bytes]) -> bytes | None:
+        """The key of the handshake of *headers*, if it is one
+        ``open_at_once`` answers itself."""
+        key = headers.get(b"sec-websocket-key")
+        origin = headers.get(b"origin")
+        connection = headers.get(b"connection", b"").lower()
+        if (key is None or _KEY.fullmatch(key) is None
+                or headers.get(b"sec-websocket-version") != b"13"
+                or headers.get(b"upgrade", b"").lower() != b"websocket"
+                or b"upgrade" not in [token.strip() for token in connection.split(b",")]
+                or not headers.get(b"host")
+                or (origin is not None and _ORIGIN.fullmatch(origin) is None)
+                or self.state != self.STATE_CONNECTING or getattr(self, "maxConnections", None)):
+            return None
+        return key
 
     def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
         """A handshake Autobahn refuses (no key, an unknown version) is
