@@ -22,6 +22,7 @@ from twisted.web.resource import IResource, Resource
 from notifier.answers import error_answer
 from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
 from notifier.transports.pacing import send_now
+from notifier.turns import end_of_turn
 
 #: What a site may say of a request's body once its head is in: how many
 #: bytes of it to keep, and, when that takes a look-up, a Deferred firing
@@ -133,7 +134,8 @@ class Channel(HTTPChannel):
     notifier.transports.pacing).
 
     An answer waits for the end of the turn that made it so that the
-    answers of one turn go out together (QuietSite.send_at_end_of_turn):
+    answers of one turn go out together (notifier.turns, before the hubs'
+    fan-out steps):
     on this machine a send that wakes a client asleep costs a third of
     what answering a publish does, and one wake-up then serves several
     answers. Everything a channel writes goes through that one queue, in
@@ -311,23 +313,15 @@ class QuietSite(server.Site):
         self.noisy = False
         #: The channels reading a request head, and since when.
         self._heads: dict[Channel, float] = {}
-        #: The channels with answers to send at the end of this turn.
-        self._sending: list[Channel] = []
+        #: Where the channels' answers wait for the end of the turn.
+        self.turn = end_of_turn(self.reactor)
         self._head_sweep = LoopingCall(self.sweep_heads)
         self._head_sweep.clock = self.reactor
 
     def send_at_end_of_turn(self, channel: Channel) -> None:
         """Have *channel* send what it queued once the reactor has dealt
-        with everything ready now (one delayed call for all channels)."""
-        if not self._sending:
-            self.reactor.callLater(0, self.send_all)
-        self._sending.append(channel)
-
-    def send_all(self) -> None:
-        """Send what every channel queued this turn."""
-        channels, self._sending = self._sending, []
-        for channel in channels:
-            channel.send_queued()
+        with everything ready now (notifier.turns)."""
+        self.turn.send(channel)
 
     def head_begun(self, channel: Channel) -> float:
         now = self.reactor.seconds()

@@ -25,6 +25,7 @@ from notifier.model import Center, Publisher, Webhook
 from notifier.names import CENTER_NAME, check_center_name, check_publisher_name, matches
 from notifier.presence import Presence
 from notifier.stats import Stats
+from notifier.turns import end_of_turn
 from notifier.webhooks import Webhooks
 
 log = Logger()
@@ -57,8 +58,6 @@ class HubRegistry:
     _loading: dict[tuple[str, str], list[Deferred[Hub]]] = field(factory=dict)
     #: Hubs being loaded or caught up: what arrives for them meanwhile.
     _pending: dict[tuple[str, str], list[Arrival]] = field(factory=dict)
-    #: The hubs' fan-out steps for the reactor's next turn (one call for all).
-    _soon: list[Callable[[], object]] = field(factory=list)
     #: Occupancy and members (notifier.presence), told by every hub; set by the service.
     presence: Presence | None = None
     #: The publishers' webhooks (notifier.webhooks); set by the service.
@@ -258,19 +257,10 @@ class HubRegistry:
         return hub
 
     def _later(self, call: Callable[[], object]) -> None:
-        # One delayed call per turn, however many hubs fan out in it: the
+        # At the end of the turn, after the HTTP answers written in it, with
+        # every other hub's step in one delayed call (notifier.turns): the
         # reactor's queue of delayed calls is a heap, dear to keep long.
-        if not self._soon:
-            self.clock.callLater(0, self._run_soon)
-        self._soon.append(call)
-
-    def _run_soon(self) -> None:
-        calls, self._soon = self._soon, []
-        for call in calls:  # what they schedule runs in the next turn
-            try:
-                call()
-            except Exception:
-                log.failure("a fan-out step failed")
+        end_of_turn(self.clock).step(call)
 
     def _ttl(self, center: Center) -> int:
         return self.config.idle_ttl if center.ttl is None else center.ttl

@@ -43,7 +43,7 @@ def _channel(site: QuietSite) -> tuple[Channel, StringTransport]:
 
 
 def _answer(transport: StringTransport) -> tuple[int, bytes]:
-    transport.protocol.site.send_all()  # the end of the reactor's turn
+    transport.protocol.site.turn.run()  # the end of the reactor's turn
     head, _, body = transport.value().partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
 
@@ -130,7 +130,7 @@ def test_the_answers_of_a_turn_are_sent_together_at_its_end_in_order():
     channel.dataReceived(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n1"
                          b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n2")
     assert transport.value() == b""  # not yet: at the end of the turn
-    site.send_all()
+    site.turn.run()
     answers = transport.value()
     assert answers.count(b"HTTP/1.1 200 OK") == 2 and answers.index(b"got 1") < answers.index(b"got 2")
 
@@ -140,7 +140,7 @@ def test_what_is_queued_goes_out_before_the_connection_closes():
     channel, transport = _channel(site)
     channel.dataReceived(b"POST /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 1\r\n\r\n1")
     assert transport.disconnecting and b"got 1" in transport.value()
-    site.send_all()  # nothing left to send twice
+    site.turn.run()  # nothing left to send twice
     assert transport.value().count(b"got 1") == 1
 
 
