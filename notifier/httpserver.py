@@ -214,7 +214,7 @@ class Channel(HTTPChannel):
         if self._queued is None:
             self._queued = [data]
             self._queued_bytes = len(data)
-            self.site.send_at_end_of_turn(self)
+            self.site.turn.send(self)
         else:
             self._queued.append(data)
             self._queued_bytes += len(data)
@@ -317,11 +317,6 @@ class QuietSite(server.Site):
         self.turn = end_of_turn(self.reactor)
         self._head_sweep = LoopingCall(self.sweep_heads)
         self._head_sweep.clock = self.reactor
-
-    def send_at_end_of_turn(self, channel: Channel) -> None:
-        """Have *channel* send what it queued once the reactor has dealt
-        with everything ready now (notifier.turns)."""
-        self.turn.send(channel)
 
     def head_begun(self, channel: Channel) -> float:
         now = self.reactor.seconds()

@@ -165,22 +165,18 @@ func parseArgs(args []string) *config {
 		cfg.center = "bench-" + randName(6)
 	}
 	switch cfg.scenario {
-	case "fanout":
-		if cfg.subURL == "" || cfg.pubURL == "" {
-			usage("fanout needs --sub-url and --pub-url")
-		}
-		if cfg.n < 1 {
-			usage("fanout needs -n >= 1")
-		}
-	case "idle":
+	case "fanout", "idle":
 		if cfg.subURL == "" {
-			usage("idle needs --sub-url")
-		}
-		if cfg.transport != "ws" {
-			usage("idle uses WebSocket subscribers only (--transport ws)")
+			usage(cfg.scenario + " needs --sub-url")
 		}
 		if cfg.n < 1 {
-			usage("idle needs -n >= 1")
+			usage(cfg.scenario + " needs -n >= 1")
+		}
+		if cfg.scenario == "fanout" && cfg.pubURL == "" {
+			usage("fanout needs --pub-url")
+		}
+		if cfg.scenario == "idle" && cfg.transport != "ws" {
+			usage("idle uses WebSocket subscribers only (--transport ws)")
 		}
 	case "publish":
 		if cfg.pubURL == "" {
