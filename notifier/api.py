@@ -12,7 +12,7 @@ from twisted.web import resource, server
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
-from notifier.answers import answer_later, install_error_handlers, json_answer, now_or_later
+from notifier.answers import answer_later, install_error_handlers, json_answer, now_or_later, published_answer
 from notifier.auth import (
     SignedRequest,
     admin_granted,
@@ -42,7 +42,7 @@ def max_body_bytes(config: Config) -> int:
     return max(16 * 1024 * 1024, 4 * config.centers.max_message_bytes + MAX_JSON_BODY)
 
 
-def _is_publish(method: bytes, path: list[bytes]) -> bool:
+def is_publish(method: bytes, path: list[bytes]) -> bool:
     """Whether *method* and the segments of *path* are ``POST
     /api/v1/centers/{center}/messages``, the one request a site makes most."""
     return (method == b"POST" and len(path) == 5 and path[0] == b"api" and path[1] == b"v1"
@@ -149,7 +149,7 @@ class ApiApp:
             return (MAX_JSON_BODY if granted else 0), None
         if path[:2] != [b"api", b"v1"]:
             return 0, None
-        if _is_publish(method, path):
+        if is_publish(method, path):
             limit = self.config.centers.max_message_bytes
         elif method == b"POST" and path[2:] == [b"messages"]:
             limit = max_body_bytes(self.config)
@@ -303,7 +303,7 @@ class ApiApp:
         key = self._idempotency_key(request)
         message_id, reached, fresh = await self.registry.publish(publisher, center, text, key)
         # A retry is told the first publish's id, and nothing is delivered.
-        return json_answer(request, {"id": message_id, "subscribers": reached}, 201 if fresh else 200)
+        return published_answer(request, message_id, reached, 201 if fresh else 200)
 
     @app.route("/api/v1/messages", methods=["POST"])
     async def publish_batch(self, request: IRequest) -> bytes:
@@ -402,7 +402,7 @@ class ApiApp:
         text = self._message(request, _read(request))
         await self._owner(name)
         message_id, reached, _ = await self.registry.publish(name, center, text)
-        return json_answer(request, {"id": message_id, "subscribers": reached}, 201)
+        return published_answer(request, message_id, reached, 201)
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>/tail", methods=["GET"])
     async def admin_tail(self, request: IRequest, name: str, center: str) -> None:
@@ -447,7 +447,7 @@ class ApiRoot(resource.Resource):
         assert path is not None  # set by the site before rendering
         if path and path[0] == b"console":
             return self.console.render(request, path[1:])
-        if _is_publish(request.method, path):
+        if is_publish(request.method, path):
             try:
                 center = path[3].decode("utf-8")
             except UnicodeDecodeError:

@@ -1,33 +1,40 @@
-"""The public listener's front: the plainest subscriber requests answered
-without twisted.web.
+"""The listeners' front: the requests each listener answers most,
+answered without twisted.web.
 
-A long-poll or a ``/last`` is one whole HTTP request per delivery, and
-twisted.web's way with each (the head read a line at a time, a header object
-and a ``Request`` with all its machinery) cost most of what the daemon spends
-on it. The front reads the plainest form of such a request at once: a whole
-head in hand, ``GET /sub/...`` over HTTP/1.1, no body, no event stream. The
-same resource (``public.Subscriptions``) answers it, through
-:class:`PlainRequest`, with every rule it applies to any request, and the
-answer goes out in one send. A WebSocket upgrade admitted by those rules is
-handed to Autobahn's protocol with the bytes of its head as they came
+A long-poll, a ``/last`` or a publish is one whole HTTP request per event,
+and twisted.web's way with each (the head read a line at a time, a header
+object and a ``Request`` with all its machinery) cost most of what the
+daemon spends on it. The front reads the plainest form of such a request at
+once: a whole head in hand, over HTTP/1.1, of the one method and path its
+site's :class:`Plain` names (``GET /sub/...`` on the public listener, ``POST
+/api/v1/centers/{center}/messages`` on the api listener), with a body only
+where it allows one (of a ``Content-Length`` within its bound), no event
+stream. The same resource answers it, through :class:`PlainRequest`, with
+every rule it applies to any request, and the answer goes out in one send.
+A WebSocket upgrade admitted by those rules is handed to Autobahn's
+protocol with the bytes of its head as they came
 (:meth:`PlainRequest.take_over`): read once here, once by Autobahn, instead
 of by twisted.web, rebuilt from its headers and read again.
 
 Anything else, from its first byte on (a partial head, another method or
-path, a WebSocket upgrade, an SSE stream, a body, anything the front's
-stricter reading does not take), goes to twisted.web: the connection is
-handed to a ``Channel`` of the same site with the bytes read so far, and
-stays with it. twisted.web's answers to odd requests are then the only ones
-given: the front adds no behaviour, only a shorter way to the same answers.
+path, a WebSocket upgrade, an SSE stream, a body it does not take,
+anything the front's stricter reading does not take), goes to twisted.web:
+the connection is handed to a ``Channel`` of the same site with the bytes
+read so far, and stays with it. twisted.web's answers to odd requests are
+then the only ones given: the front adds no behaviour, only a shorter way to
+the same answers.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from io import BytesIO
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
@@ -46,16 +53,18 @@ from notifier.transports.pacing import send_now
 
 log = Logger()
 
-#: A request head the front takes: ``GET /sub/...`` over HTTP/1.1 (a
+#: A request head the front takes: ``GET`` or ``POST`` over HTTP/1.1 (a
 #: target of visible ASCII), then header lines of a token, a colon and a
 #: value without control characters (tab allowed), then the empty line.
 HEAD = re.compile(
-    rb"GET (/sub/[\x21-\x7e]*) HTTP/1\.1\r\n"
+    rb"(GET|POST) (/[\x21-\x7e]*) HTTP/1\.1\r\n"
     rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n\Z")
 FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\r\n]*)\r\n")
-#: Headers that make a request twisted.web's: a body, a request for an
-#: interim answer.
-NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"expect", b"te"})
+#: Headers that make a request twisted.web's: a body in chunks, a request
+#: for an interim answer.
+NOT_PLAIN = frozenset({b"transfer-encoding", b"expect", b"te"})
+#: A ``Content-Length`` the front reads (twisted.web reads odder ones its way).
+LENGTH = re.compile(rb"[0-9]{1,9}")
 #: twisted.web's own bounds on a head (HTTPChannel.totalHeadersSize, maxHeaders).
 MAX_HEAD = 16384
 MAX_FIELDS = 500
@@ -67,6 +76,28 @@ MAX_PIPELINED = 16384
 ABORT_SECONDS = 15.0
 NOT_DONE_YET: int = server.NOT_DONE_YET
 SERVER = b"Server: TwistedWeb/" + server.version.split(b"/", 1)[-1] + b"\r\n"
+
+
+@attr.frozen
+class Plain:
+    """The requests a site's front answers itself, and what answers them."""
+
+    #: Their method.
+    method: bytes
+    #: Where the target starts: the path of *resource*, with its last slash.
+    mount: bytes
+    #: What answers them: ``render(request)`` of a :class:`PlainRequest`,
+    #: bytes or ``NOT_DONE_YET`` as a twisted.web resource's.
+    resource: Any
+    #: Which of them: given the method and the path's segments after *mount*.
+    takes: Callable[[bytes, list[bytes]], bool] = lambda method, postpath: True
+    #: The largest body taken (``Content-Length``); 0: none.
+    max_body: int = 0
+    #: Whether a WebSocket upgrade can be among them.
+    upgrades: bool = False
+    #: Whether answers wait for the end of the reactor's turn, as the HTTP
+    #: channel's do (notifier.httpserver.Channel), to go out together.
+    at_end_of_turn: bool = False
 
 
 def _status_line(code: int) -> bytes:
@@ -125,19 +156,19 @@ class PlainRequest:
     """What ``Subscriptions`` and ``answers.answer_later`` use of a
     twisted.web request, for a request the front read itself."""
 
-    __slots__ = ("front", "uri", "path", "postpath", "args", "code", "startedWriting", "finished", "close",
-                 "head_bytes", "_headers", "_out", "_body", "_notifications")
+    __slots__ = ("front", "method", "uri", "path", "postpath", "args", "code", "startedWriting", "finished",
+                 "close", "head_bytes", "content", "_headers", "_out", "_body", "_notifications")
 
-    method = b"GET"
     clientproto = b"HTTP/1.1"
 
-    def __init__(self, front: Front, uri: bytes, headers: dict[bytes, bytes]) -> None:
+    def __init__(self, front: Front, method: bytes, uri: bytes, headers: dict[bytes, bytes]) -> None:
         self.front = front
+        self.method = method
         self.uri = uri
         path, _, query = uri.partition(b"?")
         self.path = path
-        # After ``/sub``: what resource traversal leaves to Subscriptions.
-        segments = path[5:].split(b"/")
+        # After the mount: what resource traversal leaves to the resource.
+        segments = path[len(front.site.plain.mount):].split(b"/")
         self.postpath = [unquote_to_bytes(segment) for segment in segments] if b"%" in path else segments
         self.args = _query(query) if query else {}
         self.code = 200
@@ -145,6 +176,8 @@ class PlainRequest:
         self.close = False
         #: The head as it came, for a WebSocket upgrade.
         self.head_bytes = b""
+        #: The body (``Content-Length`` bytes), as twisted.web keeps it.
+        self.content = BytesIO()
         self.startedWriting = False
         self.finished = False
         self._headers = headers
@@ -249,6 +282,11 @@ class Front(Protocol):
         self.idle: IDelayedCall | None = None
         #: Cuts a connection closed for idleness that does not go.
         self.abort: IDelayedCall | None = None
+        #: How many bytes of ``pending`` make the request whose body is
+        #: being read whole (0: none is).
+        self.awaited = 0
+        #: The answers of this turn, when they wait for its end (``None``: none).
+        self.queued: list[bytes] | None = None
 
     def connectionMade(self) -> None:
         transport: Any = self.transport  # a TCP or TLS transport: an IConsumer too
@@ -297,20 +335,30 @@ class Front(Protocol):
             return
         if self.pending:
             data, self.pending = self.pending + data, b""
+            if len(data) < self.awaited:  # the rest of a body still to come
+                self.pending = data
+                return
         self._read(data)
 
     def _read(self, data: bytes) -> None:
         while data:
+            self.awaited = 0
             end = data.find(b"\r\n\r\n")
             if end < 0 or end >= MAX_HEAD:
                 self._hand_over(data)
                 return
             end += 4
-            request = self._plain(data[:end])
+            request, length = self._plain(data[:end])
             if request is None:
                 self._hand_over(data)
                 return
-            # What follows the head waits while it is answered (and goes
+            if length:
+                if len(data) < end + length:
+                    self.pending, self.awaited = data, end + length
+                    return
+                request.content.write(data[end:end + length])
+                end += length
+            # What follows the request waits while it is answered (and goes
             # with the connection if it is taken over).
             self.pending = data[end:]
             self.current = request
@@ -320,22 +368,38 @@ class Front(Protocol):
                 return
             data, self.pending = self.pending, b""
 
-    def _plain(self, head: bytes) -> PlainRequest | None:
-        """The request of *head*, if it is one the front takes."""
+    def _plain(self, head: bytes) -> tuple[PlainRequest | None, int]:
+        """The request of *head*, if it is one the front takes, and the
+        length of its body."""
+        plain = self.site.plain
         match = HEAD.match(head)
-        if match is None:
-            return None
-        fields = FIELD.findall(match.group(2))
+        if match is None or match.group(1) != plain.method or not match.group(2).startswith(plain.mount):
+            return None, 0
+        fields = FIELD.findall(match.group(3))
         if len(fields) > MAX_FIELDS:
-            return None
+            return None, 0
         headers = {name.lower(): value.strip(b" \t") for name, value in fields}
         if len(headers) < len(fields):
-            return None  # a header given twice: twisted.web reads some by the first, some by the last
+            return None, 0  # a header given twice: twisted.web reads some by the first, some by the last
         if not NOT_PLAIN.isdisjoint(headers):
-            return None
+            return None, 0
+        length = 0
+        given = headers.get(b"content-length")
+        if given is not None:
+            if LENGTH.fullmatch(given) is None:
+                return None, 0
+            length = int(given)
+            if length > plain.max_body or not plain.max_body:
+                return None, 0  # refused as twisted.web refuses it: 413, or a body not read
+        request = self._request(match.group(1), match.group(2), headers, head)
+        return request, length
+
+    def _request(self, method: bytes, target: bytes, headers: dict[bytes, bytes],
+                 head: bytes) -> PlainRequest | None:
+        plain = self.site.plain
         close = False
         upgrade = headers.get(b"upgrade")
-        if upgrade is not None and upgrade.lower() != b"websocket":
+        if upgrade is not None and (upgrade.lower() != b"websocket" or not plain.upgrades):
             return None  # an upgrade to something else: twisted.web's
         connection = headers.get(b"connection")
         if connection is not None:
@@ -347,7 +411,7 @@ class Front(Protocol):
         accept = headers.get(b"accept")
         if accept is not None and b"text/event-stream" in accept:
             return None
-        request = PlainRequest(self, match.group(1), headers)
+        request = PlainRequest(self, method, target, headers)
         request.close = close
         if upgrade is not None:
             request.head_bytes = head
@@ -355,11 +419,13 @@ class Front(Protocol):
             b"/".join(request.postpath).decode("utf-8")
         except UnicodeDecodeError:
             return None  # twisted.web's refusal (QuietSite.getResourceFor)
+        if not plain.takes(method, request.postpath):
+            return None
         return request
 
     def _serve(self, request: PlainRequest) -> None:
         try:
-            body = self.site.subscriptions.render(request)
+            body = self.site.plain.resource.render(request)
         except Exception:
             log.failure("unexpected error answering {path}", path=request.path)
             error = NotifierError("the server failed to answer", code="internal_error", status=500)
@@ -376,7 +442,10 @@ class Front(Protocol):
             return
         if request.code in NO_BODY_CODES:
             body = b""
-        send_now(self.transport, request.head() + body)
+        if self.site.plain.at_end_of_turn:
+            self._queue(request.head() + body)
+        else:
+            send_now(self.transport, request.head() + body)
         if self.idle is not None:  # idle from now on, a whole timeout
             self.idle.reset(self.site.timeOut or 0)
         if request.close:
@@ -391,6 +460,19 @@ class Front(Protocol):
             # The requests that came meanwhile, once this turn is done with
             # the answer (never from within the code that gave it).
             self.site.reactor.callLater(0, self._go_on)
+
+    def _queue(self, data: bytes) -> None:
+        if self.queued is None:
+            self.queued = [data]
+            self.site.turn.send(self)
+        else:
+            self.queued.append(data)
+
+    def send_queued(self) -> None:
+        """Send the answers of this turn (at its end, or before closing)."""
+        queued, self.queued = self.queued, None
+        if queued and self.transport is not None:
+            send_now(self.transport, queued[0] if len(queued) == 1 else b"".join(queued))
 
     def _go_on(self) -> None:
         if self.current is None and self.channel is None and not self.closing and not self.blocked \
@@ -431,8 +513,9 @@ class Front(Protocol):
         channel.dataReceived(data)
 
     def _let_go(self) -> None:
-        """Before the connection goes to another protocol: no timer, no
-        longer its producer, reading."""
+        """Before the connection goes to another protocol: the answers given
+        sent, no timer, no longer its producer, reading."""
+        self.send_queued()
         self._no_timer()
         transport: Any = self.transport
         transport.unregisterProducer()
@@ -453,6 +536,7 @@ class Front(Protocol):
         producer (TLS closes only without one, and TCP, paused by its
         producer, would wait for it rather than close), as
         ``HTTPChannel.loseConnection`` does."""
+        self.send_queued()
         transport: Any = self.transport
         transport.unregisterProducer()
         transport.loseConnection()
@@ -470,6 +554,7 @@ class Front(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._no_timer()
+        self.queued = None
         if self.abort is not None:
             if self.abort.active():
                 self.abort.cancel()
@@ -483,15 +568,15 @@ class Front(Protocol):
 
 
 class FrontSite(QuietSite):
-    """The public listener's site: connections start with a :class:`Front`."""
+    """A listener's site whose connections start with a :class:`Front`."""
 
     #: Seconds a connection closed for idleness has to take what it was sent.
     abort_timeout = ABORT_SECONDS
 
-    def __init__(self, resource: Any, subscriptions: Any, **kwargs: Any) -> None:
+    def __init__(self, resource: Any, plain: Plain, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
-        #: The resource of ``/sub/...``.
-        self.subscriptions = subscriptions
+        #: The requests the front answers itself.
+        self.plain = plain
 
     def buildProtocol(self, addr: IAddress) -> Front:  # type: ignore[override]
         return Front(self, addr)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from notifier.api import ApiApp, max_body_bytes
+from notifier.api import MAX_JSON_BODY, ApiApp, is_publish, max_body_bytes
 from notifier.config import Config
-from notifier.front import FrontSite
+from notifier.front import FrontSite, Plain
 from notifier.httpserver import QuietSite
 from notifier.public import PublicApp
 
@@ -18,7 +18,8 @@ def public_site(app: PublicApp, config: Config, reactor: IReactorTime, *,
                 timeout: float | None = None) -> QuietSite:
     """The public listener: subscriptions on every transport, ``/healthz``,
     ``notifier.js``. *timeout* replaces the idle timeout when given."""
-    site = FrontSite(app, app.children[b"sub"], max_body_bytes=PUBLIC_MAX_BODY, reactor=reactor,
+    plain = Plain(b"GET", b"/sub/", app.children[b"sub"], upgrades=True)
+    site = FrontSite(app, plain, max_body_bytes=PUBLIC_MAX_BODY, reactor=reactor,
                      header_timeout=config.public.header_timeout)
     return _idle_timeout(site, timeout)
 
@@ -27,7 +28,12 @@ def api_site(app: ApiApp, config: Config, reactor: IReactorTime, *,
              timeout: float | None = None) -> QuietSite:
     """The api listener: publisher API, operator API, ``/metrics``,
     ``/healthz``. *timeout* replaces the idle timeout when given."""
-    site = QuietSite(app.resource(), max_body_bytes=max_body_bytes(config), reactor=reactor,
+    root = app.resource()
+    # A publish's body of up to MAX_JSON_BODY bytes is read whole before its
+    # credentials are looked up (ApiApp.body_gate): the front takes those.
+    plain = Plain(b"POST", b"/", root, takes=is_publish, at_end_of_turn=True,
+                  max_body=min(config.centers.max_message_bytes, MAX_JSON_BODY))
+    site = FrontSite(root, plain, max_body_bytes=max_body_bytes(config), reactor=reactor,
                      header_timeout=config.api.header_timeout, body_gate=app.body_gate)
     return _idle_timeout(site, timeout)
 

@@ -157,7 +157,7 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
             return False
         origin = headers.get(b"origin")
         accept = base64.b64encode(hashlib.sha1(key + _WS_MAGIC).digest())
-        self.sendData(b"HTTP/1.1 101 Switching Protocols\r\nServer: " + self.factory.server.encode()
+        send_now(self.transport, b"HTTP/1.1 101 Switching Protocols\r\nServer: " + self.factory.server.encode()
                       + b"\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
                       + accept + b"\r\n\r\n")
         # What Autobahn's handshake leaves set on a connection it opened.
