@@ -5,15 +5,20 @@ made only when debug lines are logged."""
 from __future__ import annotations
 
 import pprint
+import time
 from typing import Any
 
 import autobahn.util
 import pytest
 import pytest_twisted
 import txaio
+from autobahn.websocket.protocol import WebSocketServerProtocol
+from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
-from notifier.transports.websocket import WebSocketSubscriber
+from notifier.hub import Hub
+from notifier.model import Center
+from notifier.transports.websocket import WebSocketSubscriber, bound, websocket_factory
 from tests.raw import client_frame, connect, raw_websocket, server_frames
 from tests.support import running, setup_site
 
@@ -115,3 +120,22 @@ async def test_the_front_opens_as_autobahn_would_or_leaves_it_to_autobahn(monkey
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in opened_answer  # RFC 6455's example
     assert server_frames(opened_answer.split(b"\r\n\r\n", 1)[1]) == [(0xA, b"hello")]  # the ping's pong
     assert ours["version 99"].startswith(b"HTTP/1.1 400") and ours["origin null"].startswith(b"HTTP/1.1 400")
+
+
+def test_each_connection_has_the_factory_s_options() -> None:
+    # Taken in one update rather than copied one by one by Autobahn: all of
+    # them, and those set again later.
+    factory = websocket_factory(1024, lambda hub: None, max_frame_bytes=777)
+    hub = Hub(Center("site", "news", False, None, None, 1.0), "e1", 10, time.time)
+
+    def opened() -> WebSocketSubscriber:
+        protocol = bound(factory, [hub], "raw", [None]).buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        return protocol
+
+    first = opened()
+    assert first.maxFramePayloadSize == 777 and first.closeHandshakeTimeout == 2 and first.autoPingInterval == 0
+    assert {name: getattr(first, name) for name in WebSocketSubscriber.CONFIG_ATTRS} == factory.options()
+    assert set(factory.options()) == set(WebSocketServerProtocol.CONFIG_ATTRS)
+    factory.setProtocolOptions(closeHandshakeTimeout=5)
+    assert opened().closeHandshakeTimeout == 5 and first.closeHandshakeTimeout == 2

@@ -60,6 +60,10 @@ def json_frame(message: Message) -> bytes:
 #: Close reasons (Subscriber.close) that mean the subscriber's token no longer holds.
 UNAUTHORIZED_REASONS = frozenset({"expired", "revoked"})
 
+#: What Autobahn copies of its options itself, once the subscriber has
+#: (WebSocketSubscriber._connectionMade).
+_NO_OPTIONS: list[str] = []
+
 RECOVERY = {recovered: _frame(json.dumps({"recovered": recovered}).encode()) for recovered in (True, False)}
 
 
@@ -71,6 +75,18 @@ class NotifierFactory(WebSocketServerFactory):
     deadlines: TokenDeadlines | None = None
     #: Called with the hub of each subscriber dropped as too slow.
     dropped: Callable[[Hub], None] = staticmethod(lambda hub: None)
+    _options: dict[str, Any] | None = None
+
+    def setProtocolOptions(self, *args: Any, **kwargs: Any) -> None:
+        self._options = None
+        super().setProtocolOptions(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated in Autobahn
+
+    def options(self) -> dict[str, Any]:
+        """Autobahn's options of each connection (its ``CONFIG_ATTRS``), as
+        Autobahn copies them from the factory; set with ``setProtocolOptions``."""
+        if self._options is None:
+            self._options = {name: getattr(self, name) for name in WebSocketSubscriber.CONFIG_ATTRS}
+        return self._options
 
 
 class _IfLogged:
@@ -129,6 +145,15 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
         return self.factory.dropped
 
     def _connectionMade(self) -> None:
+        # Autobahn copies each of its options from the factory to every
+        # connection, a getattr and a setattr at a time, and lists them for
+        # a debug line: a third of its own work per connection. The
+        # subscriber takes them in one update (the factory keeps them as one
+        # dict), and Autobahn goes through them only for a debug line that
+        # is logged.
+        self.__dict__.update(self.factory.options())
+        if getattr(self.log, "_log_level", "debug") not in ("debug", "trace"):
+            self.CONFIG_ATTRS = _NO_OPTIONS
         # Autobahn formats its whole configuration with pformat for a debug
         # log line on every connection, logged or not: nearly half of what
         # opening a connection cost. While it sets the connection up, its
@@ -306,7 +331,7 @@ def websocket_factory(send_buffer_bytes: int, dropped: Callable[[Hub], None],
     factory = NotifierFactory(server="notifier")  # type: ignore[no-untyped-call]  # unannotated in Autobahn
     factory.send_buffer_bytes = send_buffer_bytes
     factory.dropped = dropped
-    factory.setProtocolOptions(  # type: ignore[no-untyped-call]  # unannotated in Autobahn
+    factory.setProtocolOptions(
         maxFramePayloadSize=max_frame_bytes,
         maxMessagePayloadSize=0,  # never limit what we send; frames are capped above
         perMessageCompressionAccept=lambda offers: None,  # prepared frames need it off
