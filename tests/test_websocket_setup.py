@@ -20,7 +20,7 @@ from notifier.hub import Hub
 from notifier.model import Center
 from notifier.transports.websocket import WebSocketSubscriber, bound, websocket_factory
 from tests.raw import client_frame, connect, raw_websocket, server_frames
-from tests.support import running, setup_site
+from tests.support import running, setup_site, until
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +29,10 @@ pytestmark = pytest.mark.integration
 async def test_the_configuration_is_formatted_only_for_a_debug_line_logged(monkeypatch: Any) -> None:
     formatted: list[object] = []
     named: list[object] = []
+    valued: list[object] = []
     real = pprint.PrettyPrinter.pformat
     real_hltype = autobahn.util.hltype
+    real_hlval = autobahn.util.hlval
 
     def counted(self: pprint.PrettyPrinter, value: object) -> str:
         formatted.append(value)
@@ -40,13 +42,26 @@ async def test_the_configuration_is_formatted_only_for_a_debug_line_logged(monke
         named.append(value)
         return real_hltype(value)
 
+    def hlval(value: object, **kwargs: Any) -> str:
+        valued.append(value)
+        return real_hlval(value, **kwargs)
+
+    async def ping_and_go(client: Any) -> None:
+        # Autobahn logs each read and the connection lost, with values.
+        client.send(client_frame(0x9, b"are you there"))
+        await until(lambda: (0xA, b"are you there") in client.frames, 5, "the pong")
+        client.client.transport.loseConnection()
+        hub = daemon.service.registry.loaded("site", "news")
+        await until(lambda: not hub.subscribers, 5, "the subscriber to leave")
+
     monkeypatch.setattr(pprint.PrettyPrinter, "pformat", counted)
     monkeypatch.setattr(autobahn.util, "hltype", hltype)
+    monkeypatch.setattr(autobahn.util, "hlval", hlval)
     async with running() as daemon:
         await setup_site(daemon)
         assert txaio.get_global_log_level() != "debug"
-        quiet = await raw_websocket(daemon.public_port, "/sub/site/news")
-        assert formatted == [] and named == []
+        await ping_and_go(await raw_websocket(daemon.public_port, "/sub/site/news"))
+        assert formatted == [] and named == [] and valued == []
 
         logged: list[str] = []
 
@@ -56,16 +71,18 @@ async def test_the_configuration_is_formatted_only_for_a_debug_line_logged(monke
         txaio.set_global_log_level("debug")
         globalLogPublisher.addObserver(observe)
         try:
-            loud = await raw_websocket(daemon.public_port, "/sub/site/news")
+            await ping_and_go(await raw_websocket(daemon.public_port, "/sub/site/news"))
         finally:
             globalLogPublisher.removeObserver(observe)
             txaio.set_global_log_level("info")
         assert formatted, "not formatted for a debug line that is logged"
         assert named, "no method named for a debug line that is logged"
+        assert valued, "no value shown for a debug line that is logged"
         assert any("autoPingInterval" in line for line in logged)
         assert any("connectionMade" in line for line in logged)
-        for client in (quiet, loud):
-            client.client.transport.loseConnection()
+        assert any("connection established for peer" in line and "127.0.0.1" in line for line in logged)
+        assert any("dropping connection" in line.lower() or "connection lost" in line.lower()
+                   or "connectionLost" in line for line in logged)
 
 
 KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="

@@ -114,12 +114,20 @@ def _hltype_if_logged(value: object) -> _IfLogged:
     return _IfLogged(_autobahn_util.hltype, value)
 
 
+def _hlval_if_logged(value: object, color: str = "white", bold: bool = True) -> _IfLogged:
+    return _IfLogged(lambda value: _autobahn_util.hlval(value, color=color, bold=bold), value)
+
+
 # Autobahn names the method of each of its debug log lines in colour
 # (``hltype``) as it calls the logger, logged or not: several per connection
-# opened, a tenth of what Autobahn spends on one. Its two modules that do so
-# get a name made only when a line is logged. (hltype only ever feeds log lines.)
-_autobahn_protocol.hltype = _hltype_if_logged  # type: ignore[attr-defined]
-_autobahn_twisted.hltype = _hltype_if_logged  # type: ignore[attr-defined]
+# opened, a tenth of what Autobahn spends on one. It colours the values of
+# some (``hlval``) the same way: the peer of each connection and each read,
+# and the reason of each connection lost, a Failure it makes a traceback of.
+# Its two modules that do so get them made only when a line is logged.
+# (hltype and hlval only ever feed log lines there.)
+for _module in (_autobahn_protocol, _autobahn_twisted):
+    _module.hltype = _hltype_if_logged  # type: ignore[attr-defined]
+    _module.hlval = _hlval_if_logged  # type: ignore[attr-defined]
 
 
 class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagree on two attributes' types
