@@ -48,7 +48,7 @@ from zope.interface import implementer
 
 from notifier.answers import error_answer
 from notifier.errors import NotifierError
-from notifier.httpserver import QuietSite
+from notifier.httpserver import QUEUED_BYTES, QuietSite
 from notifier.transports.pacing import send_now
 
 log = Logger()
@@ -282,11 +282,13 @@ class Front(Protocol):
         self.idle: IDelayedCall | None = None
         #: Cuts a connection closed for idleness that does not go.
         self.abort: IDelayedCall | None = None
-        #: How many bytes of ``pending`` make the request whose body is
-        #: being read whole (0: none is).
+        #: The request whose body is being read, and how much of it is to come.
+        self.reading: PlainRequest | None = None
         self.awaited = 0
-        #: The answers of this turn, when they wait for its end (``None``: none).
+        #: The answers of this turn, when they wait for its end (``None``:
+        #: none), and their size.
         self.queued: list[bytes] | None = None
+        self.queued_bytes = 0
 
     def connectionMade(self) -> None:
         transport: Any = self.transport  # a TCP or TLS transport: an IConsumer too
@@ -302,6 +304,8 @@ class Front(Protocol):
 
     def resumeProducing(self) -> None:
         self.blocked = False
+        if self.current is None:
+            self.held = False  # what it held waits for no answer: it is read next
         self._read_or_not()
         if self.pending and self.current is None:
             self.site.reactor.callLater(0, self._go_on)
@@ -335,32 +339,35 @@ class Front(Protocol):
             return
         if self.pending:
             data, self.pending = self.pending + data, b""
-            if len(data) < self.awaited:  # the rest of a body still to come
-                self.pending = data
-                return
         self._read(data)
 
     def _read(self, data: bytes) -> None:
         while data:
-            self.awaited = 0
-            end = data.find(b"\r\n\r\n")
-            if end < 0 or end >= MAX_HEAD:
-                self._hand_over(data)
-                return
-            end += 4
-            request, length = self._plain(data[:end])
+            request = self.reading
             if request is None:
-                self._hand_over(data)
-                return
-            if length:
-                if len(data) < end + length:
-                    self.pending, self.awaited = data, end + length
+                end = data.find(b"\r\n\r\n")
+                if end < 0 or end >= MAX_HEAD:
+                    self._hand_over(data)
                     return
-                request.content.write(data[end:end + length])
-                end += length
+                end += 4
+                request, self.awaited = self._plain(data[:end])
+                if request is None:
+                    self._hand_over(data)
+                    return
+                data = data[end:]
+            if self.awaited:
+                # The body, into the request as it comes (as twisted.web keeps it).
+                piece = data[:self.awaited]
+                request.content.write(piece)
+                self.awaited -= len(piece)
+                data = data[len(piece):]
+                if self.awaited:
+                    self.reading = request
+                    return
+            self.reading = None
             # What follows the request waits while it is answered (and goes
             # with the connection if it is taken over).
-            self.pending = data[end:]
+            self.pending = data
             self.current = request
             self._serve(request)
             if self.current is not None or self.closing or self.channel is not None or self.transport is None \
@@ -464,9 +471,15 @@ class Front(Protocol):
     def _queue(self, data: bytes) -> None:
         if self.queued is None:
             self.queued = [data]
+            self.queued_bytes = len(data)
             self.site.turn.send(self)
         else:
             self.queued.append(data)
+            self.queued_bytes += len(data)
+        if self.queued_bytes > QUEUED_BYTES:
+            # Sent now, as the HTTP channel does: a client that does not
+            # read pauses the front (``blocked``) before it answers more.
+            self.send_queued()
 
     def send_queued(self) -> None:
         """Send the answers of this turn (at its end, or before closing)."""

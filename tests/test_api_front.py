@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import re
 import time
 from collections.abc import Callable
@@ -19,8 +20,8 @@ from twisted.internet.testing import StringTransport
 
 from notifier.front import Front
 from notifier.httpserver import Channel, QuietSite
-from tests.raw import connect, parse_response
-from tests.support import make_center, running, setup_site, sign, signature_header, sleep
+from tests.raw import complete, connect, parse_response
+from tests.support import make_center, running, setup_site, sign, signature_header, sleep, until
 from tests.test_front import PEER, answer_of, read_answers, recording, without_date
 
 pytestmark = pytest.mark.integration
@@ -64,10 +65,11 @@ async def both(daemon: Any, make: Callable[[], bytes]) -> tuple[bytes, bytes]:
     return normal(front_answer), normal(web_answer)
 
 
-def signed(auth: tuple[str, str], body: bytes = b"signed", *, secret: str | None = None) -> Callable[[], bytes]:
+def signed(auth: tuple[str, str], *, secret: str | None = None) -> Callable[[], bytes]:
     def make() -> bytes:
-        # A signature is accepted once: each request of its own second.
-        timestamp = int(time.time()) - next(_numbers) % 200
+        # A signature is accepted once: each request signs a body of its own.
+        body = b"signed %09d" % next(_numbers)
+        timestamp = int(time.time())
         signature = sign(secret or auth[1], "POST", TARGET, timestamp, body)
         return request(body, "Authorization: " + signature_header(auth[0], timestamp, signature))
     return make
@@ -130,7 +132,8 @@ async def test_a_retried_idempotency_key_is_told_the_first_id(api_daemon: Any) -
     site = daemon.service.api_port.factory
     answers = []
     for _ in range(2):
-        answer, _ = await answer_of(site.buildProtocol(PEER), request(b"once", basic(auth), "Idempotency-Key: k1"))
+        answer, front = await answer_of(site.buildProtocol(PEER), request(b"once", basic(auth), "Idempotency-Key: k1"))
+        assert front.channel is None  # the front's own answer
         answers.append(parse_response(answer))
     (first, _, first_body), (second, _, second_body) = answers
     assert (first, second) == (201, 200) and first_body == second_body
@@ -214,10 +217,104 @@ async def test_a_publish_that_waits_for_the_store_is_answered(api_daemon: Any) -
 @pytest_twisted.ensureDeferred
 async def test_connection_close_is_answered_then_closed(api_daemon: Any) -> None:
     daemon, auth = api_daemon
+    fronts = recording(daemon.service.api_port.factory)
     client = await connect(daemon.service.api_port.getHost().port)
     client.send(request(b"last", basic(auth), "Connection: close") + request(b"never", basic(auth)))
     assert await client.wait_closed(5)
+    assert len(fronts) == 1 and fronts[0].channel is None
     status, headers, body = parse_response(bytes(client.data))
     assert (status, headers[b"connection"]) == (201, b"close"), body
     assert bytes(client.data).count(b"HTTP/1.1 ") == 1  # what came after is not read
     assert daemon.service.registry.loaded("site", "news").latest.data == "last"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_publish_then_a_request_for_twisted_web_are_answered_in_order(api_daemon: Any) -> None:
+    daemon, auth = api_daemon
+    client = await connect(daemon.service.api_port.getHost().port)
+    try:
+        client.send(request(b"first", basic(auth))
+                    + request(b"", basic(auth), method="GET", target="/api/v1/centers/news", length=False))
+        (published, _, body), = await read_answers(client, 1)
+        assert published == 201 and b'"subscribers": 0' in body
+        first = bytes(client.data).index(b"\r\n\r\n") + 4 + len(body)
+        await until(lambda: complete(bytes(client.data[first:])), 5, "the second answer")
+        described, _, description = parse_response(bytes(client.data[first:]))
+        assert described == 200 and json.loads(description)["name"] == "news"
+    finally:
+        client.transport.loseConnection()
+
+
+@pytest_twisted.async_yield_fixture
+async def large_daemon() -> Any:
+    async with running(centers={"max_message_bytes": 100_000}) as daemon:
+        yield daemon, await setup_site(daemon)
+
+
+@pytest_twisted.ensureDeferred
+async def test_bodies_past_64_kib_go_to_twisted_web_and_are_published(large_daemon: Any) -> None:
+    daemon, auth = large_daemon
+    site = daemon.service.api_port.factory
+    for size, through_front in ((65536, True), (65537, False)):
+        answer, front = await answer_of(site.buildProtocol(PEER), request(b"x" * size, basic(auth)))
+        assert (front.channel is None) is through_front, size
+        assert parse_response(answer)[0] == 201
+        assert daemon.service.registry.loaded("site", "news").latest.data == "x" * size
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_read_while_the_client_reads_nothing_is_read_once_it_does(large_daemon: Any) -> None:
+    # Bytes of a body that came while the front was paused (more than it
+    # keeps of pipelined requests): once resumed, it reads the rest.
+    daemon, auth = large_daemon
+    front = daemon.service.api_port.factory.buildProtocol(PEER)
+    transport = StringTransport(peerAddress=PEER)
+    front.makeConnection(transport)
+    whole = request(b"y" * 40000, basic(auth))
+    front.pauseProducing()
+    front.dataReceived(whole[:20000])
+    front.resumeProducing()
+    await sleep(0.01)
+    assert transport.producerState == "producing"
+    front.dataReceived(whole[20000:])
+    await until(lambda: complete(transport.value()), 5, "the answer")
+    assert parse_response(transport.value())[0] == 201 and front.channel is None
+    front.connectionLost(connectionDone)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_body_behind_a_publish_that_waits_is_answered_after_it(large_daemon: Any) -> None:
+    daemon, _ = large_daemon
+    auth = ("other", await daemon.add_publisher("other"))
+    await make_center(daemon, auth, "news")
+    daemon.service.registry.forget_publisher("other")  # the first publish waits for the store
+    client = await connect(daemon.service.api_port.getHost().port)
+    try:
+        client.send(request(b"first", basic(auth)) + request(b"z" * 40000, basic(auth)))
+        answers = await read_answers(client, 2)
+        assert [status for status, _, _ in answers] == [201, 201]
+        assert daemon.service.registry.loaded("other", "news").latest.data == "z" * 40000
+    finally:
+        client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_answers_past_64_kib_are_sent_before_the_end_of_the_turn(api_daemon: Any) -> None:
+    # As the HTTP channel's: a client pipelining many publishes gets their
+    # answers as they pass 64 KiB, so that one that reads nothing pauses
+    # the front before it answers more.
+    daemon, auth = api_daemon
+    site = daemon.service.api_port.factory
+    await answer_of(site.buildProtocol(PEER), request(b"warm", basic(auth)))  # the publisher looked up
+    front = site.buildProtocol(PEER)
+    transport = StringTransport(peerAddress=PEER)
+    front.makeConnection(transport)
+    front.dataReceived(request(b"one", basic(auth)))
+    assert transport.value() == b""  # at the end of the turn
+    await until(lambda: complete(transport.value()), 5, "the answer")
+    transport.clear()
+    front.dataReceived(b"".join(request(b"%d" % n, basic(auth)) for n in range(500)))
+    sent = transport.value().count(b"HTTP/1.1 201 ")
+    assert 0 < sent < 500 and len(transport.value()) > 64 * 1024
+    await until(lambda: transport.value().count(b"HTTP/1.1 201 ") == 500, 5, "every answer")
+    front.connectionLost(connectionDone)

@@ -81,9 +81,14 @@ class NotifierFactory(WebSocketServerFactory):
         self._options = None
         super().setProtocolOptions(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated in Autobahn
 
+    def resetProtocolOptions(self) -> None:
+        self._options = None
+        super().resetProtocolOptions()  # type: ignore[no-untyped-call]  # unannotated in Autobahn
+
     def options(self) -> dict[str, Any]:
         """Autobahn's options of each connection (its ``CONFIG_ATTRS``), as
-        Autobahn copies them from the factory; set with ``setProtocolOptions``."""
+        Autobahn copies them from the factory; set with ``setProtocolOptions``
+        (or ``resetProtocolOptions``), never as attributes of the factory."""
         if self._options is None:
             self._options = {name: getattr(self, name) for name in WebSocketSubscriber.CONFIG_ATTRS}
         return self._options
