@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import pprint
 import time
+from collections import deque
 from typing import Any
 
 import autobahn.util
 import pytest
 import pytest_twisted
 import txaio
-from autobahn.websocket.protocol import WebSocketServerProtocol
+from autobahn.websocket.protocol import TrafficStats, WebSocketServerProtocol
+from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -139,20 +141,52 @@ async def test_the_front_opens_as_autobahn_would_or_leaves_it_to_autobahn(monkey
     assert ours["version 99"].startswith(b"HTTP/1.1 400") and ours["origin null"].startswith(b"HTTP/1.1 400")
 
 
-def test_each_connection_has_the_factory_s_options() -> None:
-    # Taken in one update rather than copied one by one by Autobahn: all of
-    # them, and those set again later.
-    factory = websocket_factory(1024, lambda hub: None, max_frame_bytes=777)
+def _subscriber(factory: Any) -> WebSocketSubscriber:
     hub = Hub(Center("site", "news", False, None, None, 1.0), "e1", 10, time.time)
+    protocol: WebSocketSubscriber = bound(factory, [hub], "raw", [None]).buildProtocol(None)
+    return protocol
+
+
+def test_each_connection_has_the_factory_s_options() -> None:
+    # As class attributes of the factory's own class, rather than copied by
+    # Autobahn onto each connection: all of them, and those set again later.
+    factory = websocket_factory(1024, lambda hub: None, max_frame_bytes=777)
 
     def opened() -> WebSocketSubscriber:
-        protocol = bound(factory, [hub], "raw", [None]).buildProtocol(None)
+        protocol = _subscriber(factory)
         protocol.makeConnection(StringTransport())
         return protocol
 
     first = opened()
     assert first.maxFramePayloadSize == 777 and first.closeHandshakeTimeout == 2 and first.autoPingInterval == 0
-    assert {name: getattr(first, name) for name in WebSocketSubscriber.CONFIG_ATTRS} == factory.options()
-    assert set(factory.options()) == set(WebSocketServerProtocol.CONFIG_ATTRS)
+    for name in WebSocketServerProtocol.CONFIG_ATTRS:
+        assert getattr(first, name) == getattr(factory, name), name
+    assert first.perMessageCompressionAccept([]) is None  # a function stays a function
     factory.setProtocolOptions(closeHandshakeTimeout=5)
     assert opened().closeHandshakeTimeout == 5 and first.closeHandshakeTimeout == 2
+    factory.resetProtocolOptions()
+    assert opened().maxFramePayloadSize == 0
+
+
+def test_a_connection_is_set_up_as_autobahn_sets_it_up() -> None:
+    factory = websocket_factory(1024, lambda hub: None)
+    ours, theirs = _subscriber(factory), _subscriber(factory)
+    count = factory.countConnections
+    ours.makeConnection(StringTransport())
+    assert factory.countConnections == count + 1
+    theirs.transport = StringTransport()
+    before = set(vars(theirs))
+    WebSocketServerProtocol._connectionMade(theirs)  # Autobahn's own
+    made = set(vars(theirs)) - before
+    assert len(made) >= 30, made
+    per_connection = (deque, TrafficStats, Utf8Validator)
+    for name in made:
+        theirs_value, ours_value = getattr(theirs, name), getattr(ours, name)
+        if isinstance(theirs_value, per_connection):
+            assert type(ours_value) is type(theirs_value) and name in vars(ours), name
+        else:
+            assert type(ours_value) is type(theirs_value) and ours_value == theirs_value, name
+    # What each connection has of its own is its own.
+    other = _subscriber(factory)
+    other.makeConnection(StringTransport())
+    assert other.send_queue is not ours.send_queue and other.utf8validator is not ours.utf8validator

@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from pprint import pformat
+from types import FunctionType
 from typing import Any
 
 import autobahn.twisted.websocket as _autobahn_twisted
@@ -20,7 +21,8 @@ import autobahn.util as _autobahn_util
 import autobahn.websocket.protocol as _autobahn_protocol
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import PreparedMessage
+from autobahn.websocket.protocol import PreparedMessage, TrafficStats
+from autobahn.websocket.utf8validator import Utf8Validator
 
 from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
@@ -60,10 +62,6 @@ def json_frame(message: Message) -> bytes:
 #: Close reasons (Subscriber.close) that mean the subscriber's token no longer holds.
 UNAUTHORIZED_REASONS = frozenset({"expired", "revoked"})
 
-#: What Autobahn copies of its options itself, once the subscriber has
-#: (WebSocketSubscriber._connectionMade).
-_NO_OPTIONS: list[str] = []
-
 RECOVERY = {recovered: _frame(json.dumps({"recovered": recovered}).encode()) for recovered in (True, False)}
 
 
@@ -75,23 +73,54 @@ class NotifierFactory(WebSocketServerFactory):
     deadlines: TokenDeadlines | None = None
     #: Called with the hub of each subscriber dropped as too slow.
     dropped: Callable[[Hub], None] = staticmethod(lambda hub: None)
-    _options: dict[str, Any] | None = None
+    _classes: dict[type[WebSocketSubscriber], type[WebSocketSubscriber]] | None = None
 
     def setProtocolOptions(self, *args: Any, **kwargs: Any) -> None:
-        self._options = None
+        self._classes = None
         super().setProtocolOptions(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated in Autobahn
 
     def resetProtocolOptions(self) -> None:
-        self._options = None
+        self._classes = None
         super().resetProtocolOptions()  # type: ignore[no-untyped-call]  # unannotated in Autobahn
 
-    def options(self) -> dict[str, Any]:
-        """Autobahn's options of each connection (its ``CONFIG_ATTRS``), as
-        Autobahn copies them from the factory; set with ``setProtocolOptions``
-        (or ``resetProtocolOptions``), never as attributes of the factory."""
-        if self._options is None:
-            self._options = {name: getattr(self, name) for name in WebSocketSubscriber.CONFIG_ATTRS}
-        return self._options
+    def subscriber_class(self, cls: type[WebSocketSubscriber]) -> type[WebSocketSubscriber]:
+        """*cls* with this factory's options as class attributes.
+
+        Autobahn copies each of its options (``CONFIG_ATTRS``) from the
+        factory to every connection that does not have it, a ``getattr``
+        and a ``setattr`` at a time: a class of the factory's own has them
+        all, once. Options are set with ``setProtocolOptions`` (or
+        ``resetProtocolOptions``), which makes the classes again, never as
+        attributes of the factory."""
+        if self._classes is None:
+            self._classes = {}
+        made = self._classes.get(cls)
+        if made is None:
+            options = {name: _as_attribute(getattr(self, name)) for name in cls.CONFIG_ATTRS}
+            made = self._classes[cls] = type(cls.__name__, (cls,), {**options, "__module__": cls.__module__})
+        return made
+
+
+def _as_attribute(value: object) -> object:
+    # A function as a class attribute would be a method of each instance.
+    return staticmethod(value) if isinstance(value, FunctionType) else value
+
+
+#: What Autobahn's ``WebSocketProtocol._connectionMade`` sets the same on
+#: every server connection, while no timings are tracked and the opening
+#: handshake has no timer (``WebSocketSubscriber._connectionMade``);
+#: tests/test_websocket_setup.py compares them with what Autobahn sets.
+_CONNECTING: dict[str, object] = {
+    "_perMessageCompress": None, "trackedTimings": None, "data": b"", "triggered": False,
+    "state": WebSocketServerProtocol.STATE_CONNECTING, "send_state": WebSocketServerProtocol.SEND_STATE_GROUND,
+    "wasMaxFramePayloadSizeExceeded": False, "wasMaxMessagePayloadSizeExceeded": False,
+    "closedByMe": False, "failedByMe": False, "droppedByMe": False, "wasClean": False, "wasNotCleanReason": None,
+    "wasServerConnectionDropTimeout": False, "wasOpenHandshakeTimeout": False, "wasCloseHandshakeTimeout": False,
+    "wasServingFlashSocketPolicyFile": False, "localCloseCode": None, "localCloseReason": None,
+    "remoteCloseCode": None, "remoteCloseReason": None, "openHandshakeTimeoutCall": None,
+    "closeHandshakeTimeoutCall": None, "autoPingTimeoutCall": None, "autoPingPending": None,
+    "autoPingPendingCall": None, "autoPingPendingSeq": 0, "autoPingPendingSent": None,
+}
 
 
 class _IfLogged:
@@ -109,10 +138,6 @@ class _IfLogged:
 
     def __str__(self) -> str:
         return self.make(self.value)
-
-
-def _pformat_if_logged(value: object) -> _IfLogged:
-    return _IfLogged(pformat, value)
 
 
 def _hltype_if_logged(value: object) -> _IfLogged:
@@ -158,25 +183,24 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
         return self.factory.dropped
 
     def _connectionMade(self) -> None:
-        # Autobahn copies each of its options from the factory to every
-        # connection, a getattr and a setattr at a time, and lists them for
-        # a debug line: a third of its own work per connection. The
-        # subscriber takes them in one update (the factory keeps them as one
-        # dict), and Autobahn goes through them only for a debug line that
-        # is logged.
-        self.__dict__.update(self.factory.options())
-        if getattr(self.log, "_log_level", "debug") not in ("debug", "trace"):
-            self.CONFIG_ATTRS = _NO_OPTIONS
-        # Autobahn formats its whole configuration with pformat for a debug
-        # log line on every connection, logged or not: nearly half of what
-        # opening a connection cost. While it sets the connection up, its
-        # module's pformat formats only what a log line shows.
-        module: Any = _autobahn_protocol
-        module.pformat = _pformat_if_logged
-        try:
+        # Autobahn sets some thirty attributes on every connection, the
+        # same on each but three, lists its options for a debug line and
+        # formats the list with pformat, logged or not: once nearly half of
+        # what opening a connection cost. The subscriber has the same ones
+        # as class attributes (_CONNECTING, and the options on its
+        # factory's class), makes the three of its own, and leaves the
+        # rest to Autobahn only for a debug line that is logged (or timings
+        # tracked, or a handshake timer; and for a subscriber not made of
+        # its factory's class, NotifierFactory.subscriber_class).
+        options: Any = self
+        if (getattr(self.log, "_log_level", "debug") in ("debug", "trace")
+                or getattr(options, "trackTimings", True) or options.openHandshakeTimeout > 0):
             super()._connectionMade()
-        finally:
-            module.pformat = pformat
+            return
+        self.trafficStats = TrafficStats()
+        self.send_queue = deque()
+        self.utf8validator = Utf8Validator()
+        self.factory.countConnections += 1  # as WebSocketServerProtocol does (and undoes when lost)
 
     def open_at_once(self, headers: Mapping[bytes, bytes], rest: bytes) -> bool:
         """Answer the opening handshake of *headers* (a ``GET`` over HTTP/1.1
@@ -324,6 +348,10 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
         self.sendPing(self._ping)
 
 
+for _name, _value in _CONNECTING.items():
+    setattr(WebSocketSubscriber, _name, _value)
+
+
 def item_frame(item: Item) -> bytes:
     """A presence item as a text frame of JSON (made once per item)."""
     return _frame(item.json().encode())
@@ -379,5 +407,5 @@ def bound(factory: NotifierFactory, hubs: Sequence[Hub], fmt: str, cursors: Sequ
     *hubs*, resuming each after its cursor (``None``: live messages only),
     until the *grant* of a private center's token expires, if given. Several
     hubs need the ``json`` format."""
-    return _BoundFactory(factory, FORMATS[fmt], hubs, cursors, grant)
+    return _BoundFactory(factory, factory.subscriber_class(FORMATS[fmt]), hubs, cursors, grant)
 
