@@ -190,3 +190,21 @@ def test_a_connection_is_set_up_as_autobahn_sets_it_up() -> None:
     other = _subscriber(factory)
     other.makeConnection(StringTransport())
     assert other.send_queue is not ours.send_queue and other.utf8validator is not ours.utf8validator
+
+
+@pytest_twisted.ensureDeferred
+async def test_text_from_the_client_is_checked_for_utf8() -> None:
+    # A client's text is dropped, but must be UTF-8 text all the same
+    # (Autobahn's validator, made when a text frame first comes): text in
+    # several frames is taken, and what is not UTF-8 gets the connection
+    # dropped, as Autobahn fails a connection (failByDrop).
+    async with running() as daemon:
+        await setup_site(daemon)
+        client = await raw_websocket(daemon.public_port, "/sub/site/news")
+        snowman = "fine, thanks ☃".encode()
+        client.send(client_frame(0x1, snowman[:-2], fin=False) + client_frame(0x0, snowman[-2:])
+                    + client_frame(0x9, b"still there?"))
+        await until(lambda: (0xA, b"still there?") in client.frames, 5, "the pong")
+        assert not client.client.done
+        client.send(client_frame(0x1, b"\xff\xfe not text"))
+        assert await client.client.wait_closed(5)

@@ -13,6 +13,7 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from types import FunctionType
 from typing import Any
 
@@ -108,7 +109,8 @@ def _as_attribute(value: object) -> object:
 
 #: What Autobahn's ``WebSocketProtocol._connectionMade`` sets the same on
 #: every server connection, while no timings are tracked and the opening
-#: handshake has no timer (``WebSocketSubscriber._connectionMade``);
+#: handshake has no timer (``WebSocketSubscriber._connectionMade``; its
+#: UTF-8 validator is made when first used);
 #: tests/test_websocket_setup.py compares them with what Autobahn sets.
 _CONNECTING: dict[str, object] = {
     "_perMessageCompress": None, "trackedTimings": None, "data": b"", "triggered": False,
@@ -182,9 +184,16 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
     def dropped(self) -> Callable[[Hub], None]:  # type: ignore[override]
         return self.factory.dropped
 
+    @cached_property
+    def utf8validator(self) -> Utf8Validator:  # type: ignore[override]  # Autobahn's attribute, made lazily
+        """Made when a text frame first comes, if one does (Autobahn makes
+        one for every connection)."""
+        return Utf8Validator()
+
     def _connectionMade(self) -> None:
         # Autobahn sets some thirty attributes on every connection, the
-        # same on each but three, lists its options for a debug line and
+        # same on each but three (the third, a UTF-8 validator, is made when
+        # first used), lists its options for a debug line and
         # formats the list with pformat, logged or not: once nearly half of
         # what opening a connection cost. The subscriber has the same ones
         # as class attributes (_CONNECTING, and the options on its
@@ -199,7 +208,6 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn's own bases disagre
             return
         self.trafficStats = TrafficStats()
         self.send_queue = deque()
-        self.utf8validator = Utf8Validator()
         self.factory.countConnections += 1  # as WebSocketServerProtocol does (and undoes when lost)
 
     def open_at_once(self, headers: Mapping[bytes, bytes], rest: bytes) -> bool:
