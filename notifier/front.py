@@ -48,8 +48,9 @@ from zope.interface import implementer
 
 from notifier.answers import error_answer
 from notifier.errors import NotifierError
-from notifier.httpserver import QUEUED_BYTES, QuietSite
+from notifier.httpserver import QuietSite
 from notifier.transports.pacing import send_now
+from notifier.turns import AnswersAtEndOfTurn
 
 log = Logger()
 
@@ -254,7 +255,7 @@ class PlainRequest:
 
 
 @implementer(IPushProducer)
-class Front(Protocol):
+class Front(AnswersAtEndOfTurn, Protocol):
     """One connection of the public listener, until it is handed over.
 
     It is its transport's producer: while what it sent waits unsent (a
@@ -285,10 +286,6 @@ class Front(Protocol):
         #: The request whose body is being read, and how much of it is to come.
         self.reading: PlainRequest | None = None
         self.awaited = 0
-        #: The answers of this turn, when they wait for its end (``None``:
-        #: none), and their size.
-        self.queued: list[bytes] | None = None
-        self.queued_bytes = 0
 
     def connectionMade(self) -> None:
         transport: Any = self.transport  # a TCP or TLS transport: an IConsumer too
@@ -468,25 +465,6 @@ class Front(Protocol):
             # the answer (never from within the code that gave it).
             self.site.reactor.callLater(0, self._go_on)
 
-    def _queue(self, data: bytes) -> None:
-        if self.queued is None:
-            self.queued = [data]
-            self.queued_bytes = len(data)
-            self.site.turn.send(self)
-        else:
-            self.queued.append(data)
-            self.queued_bytes += len(data)
-        if self.queued_bytes > QUEUED_BYTES:
-            # Sent now, as the HTTP channel does: a client that does not
-            # read pauses the front (``blocked``) before it answers more.
-            self.send_queued()
-
-    def send_queued(self) -> None:
-        """Send the answers of this turn (at its end, or before closing)."""
-        queued, self.queued = self.queued, None
-        if queued and self.transport is not None:
-            send_now(self.transport, queued[0] if len(queued) == 1 else b"".join(queued))
-
     def _go_on(self) -> None:
         if self.current is None and self.channel is None and not self.closing and not self.blocked \
                 and self.transport is not None:
@@ -567,7 +545,7 @@ class Front(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._no_timer()
-        self.queued = None
+        self._drop_queued()
         if self.abort is not None:
             if self.abort.active():
                 self.abort.cancel()

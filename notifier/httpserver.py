@@ -21,8 +21,7 @@ from twisted.web.resource import IResource, Resource
 
 from notifier.answers import error_answer
 from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
-from notifier.transports.pacing import send_now
-from notifier.turns import end_of_turn
+from notifier.turns import AnswersAtEndOfTurn, end_of_turn
 
 #: What a site may say of a request's body once its head is in: how many
 #: bytes of it to keep, and, when that takes a look-up, a Deferred firing
@@ -120,14 +119,11 @@ def raw_error_response(error: NotifierError, headers: list[tuple[bytes, bytes]] 
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-#: Bytes a channel keeps for the end of the turn at most; past them, it sends.
-QUEUED_BYTES = 64 * 1024
-
 _BAD_REQUEST = NotifierError("malformed HTTP request", code="bad_request")
 _SLOW_HEAD = NotifierError("the request head came too slowly", code="header_timeout", status=408)
 
 
-class Channel(HTTPChannel):
+class Channel(AnswersAtEndOfTurn, HTTPChannel):
     """HTTP/1.1 whose refusals of malformed requests are JSON too, and whose
     answers are sent at the end of the reactor's turn, straight to the
     socket when nothing is queued (the same path as the WebSocket fan-out,
@@ -149,9 +145,6 @@ class Channel(HTTPChannel):
     _head = b""
     #: When the request head being read began (``None``: none is being read).
     head_started: float | None = None
-    #: What was written this turn, sent at its end (``None``: nothing).
-    _queued: list[bytes] | None = None
-    _queued_bytes = 0
 
     # An absolute bound on each request head, from its first byte: the idle
     # timeout alone starts again with every byte, so a head drip-fed a byte
@@ -171,7 +164,7 @@ class Channel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._head_done()
-        self._queued = None
+        self._drop_queued()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def _head_done(self) -> None:
@@ -209,25 +202,6 @@ class Channel(HTTPChannel):
 
     def _send100Continue(self) -> None:
         self._queue(b"HTTP/1.1 100 Continue\r\n\r\n")  # after what is queued before it
-
-    def _queue(self, data: bytes) -> None:
-        if self._queued is None:
-            self._queued = [data]
-            self._queued_bytes = len(data)
-            self.site.turn.send(self)
-        else:
-            self._queued.append(data)
-            self._queued_bytes += len(data)
-        if self._queued_bytes > QUEUED_BYTES:
-            # Sent now: a connection whose buffer fills pauses the channel
-            # (twisted.web then answers no further until its client reads).
-            self.send_queued()
-
-    def send_queued(self) -> None:
-        """Send what was written this turn (the site calls it at its end)."""
-        queued, self._queued = self._queued, None
-        if queued and self.transport is not None:
-            send_now(self.transport, queued[0] if len(queued) == 1 else b"".join(queued))
 
     def _flush_head(self) -> None:
         if self._head:
