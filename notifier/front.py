@@ -54,12 +54,12 @@ from notifier.turns import AnswersAtEndOfTurn
 
 log = Logger()
 
-#: A request head the front takes: ``GET`` or ``POST`` over HTTP/1.1 (a
-#: target of visible ASCII), then header lines of a token, a colon and a
-#: value without control characters (tab allowed), then the empty line.
-HEAD = re.compile(
-    rb"(GET|POST) (/[\x21-\x7e]*) HTTP/1\.1\r\n"
-    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n\Z")
+#: A request head the front takes (``Plain.head``): its method and a target
+#: under its mount (of visible ASCII) over HTTP/1.1, then header lines of a
+#: token, a colon and a value without control characters (tab allowed),
+#: then the empty line.
+HEAD = (rb"%s (%s[\x21-\x7e]*) HTTP/1\.1\r\n"
+        rb"((?:[!#$%%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n\Z")
 FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\r\n]*)\r\n")
 #: Headers that make a request twisted.web's: a body in chunks, a request
 #: for an interim answer.
@@ -90,8 +90,9 @@ class Plain:
     #: What answers them: ``render(request)`` of a :class:`PlainRequest`,
     #: bytes or ``NOT_DONE_YET`` as a twisted.web resource's.
     resource: Any
-    #: Which of them: given the method and the path's segments after *mount*.
-    takes: Callable[[bytes, list[bytes]], bool] = lambda method, postpath: True
+    #: Which of them, given the method and the path's segments after
+    #: *mount* (``None``: all).
+    takes: Callable[[bytes, list[bytes]], bool] | None = None
     #: The largest body taken (``Content-Length``); 0: none.
     max_body: int = 0
     #: Whether a WebSocket upgrade can be among them.
@@ -99,6 +100,18 @@ class Plain:
     #: Whether answers wait for the end of the reactor's turn, as the HTTP
     #: channel's do (notifier.httpserver.Channel), to go out together.
     at_end_of_turn: bool = False
+    #: Their head (``HEAD``): the target, then the header lines.
+    head: re.Pattern[bytes] = attr.field(init=False)
+    #: The length of *mount*.
+    mounted: int = attr.field(init=False)
+
+    @head.default
+    def _head(self) -> re.Pattern[bytes]:
+        return re.compile(HEAD % (re.escape(self.method), re.escape(self.mount)))
+
+    @mounted.default
+    def _mounted(self) -> int:
+        return len(self.mount)
 
 
 def _status_line(code: int) -> bytes:
@@ -153,6 +166,10 @@ def _canonical(name: bytes) -> bytes:
     return canonical
 
 
+#: The body of a request without one (read, never written).
+_NO_BODY = BytesIO()
+
+
 class PlainRequest:
     """What ``Subscriptions`` and ``answers.answer_later`` use of a
     twisted.web request, for a request the front read itself."""
@@ -162,14 +179,16 @@ class PlainRequest:
 
     clientproto = b"HTTP/1.1"
 
-    def __init__(self, front: Front, method: bytes, uri: bytes, headers: dict[bytes, bytes]) -> None:
+    def __init__(self, front: Front, method: bytes, uri: bytes, headers: dict[bytes, bytes],
+                 mounted: int = 1) -> None:
         self.front = front
         self.method = method
         self.uri = uri
         path, _, query = uri.partition(b"?")
         self.path = path
-        # After the mount: what resource traversal leaves to the resource.
-        segments = path[len(front.site.plain.mount):].split(b"/")
+        # After the mount (*mounted* bytes): what resource traversal leaves
+        # to the resource.
+        segments = path[mounted:].split(b"/")
         self.postpath = [unquote_to_bytes(segment) for segment in segments] if b"%" in path else segments
         self.args = _query(query) if query else {}
         self.code = 200
@@ -178,7 +197,7 @@ class PlainRequest:
         #: The head as it came, for a WebSocket upgrade.
         self.head_bytes = b""
         #: The body (``Content-Length`` bytes), as twisted.web keeps it.
-        self.content = BytesIO()
+        self.content = _NO_BODY
         self.startedWriting = False
         self.finished = False
         self._headers = headers
@@ -347,21 +366,23 @@ class Front(AnswersAtEndOfTurn, Protocol):
                     self._hand_over(data)
                     return
                 end += 4
-                request, self.awaited = self._plain(data[:end])
+                request, awaited = self._plain(data[:end])
                 if request is None:
                     self._hand_over(data)
                     return
                 data = data[end:]
-            if self.awaited:
+            else:
+                awaited = self.awaited
+            if awaited:
                 # The body, into the request as it comes (as twisted.web keeps it).
-                piece = data[:self.awaited]
+                piece = data[:awaited]
                 request.content.write(piece)
-                self.awaited -= len(piece)
+                awaited -= len(piece)
                 data = data[len(piece):]
-                if self.awaited:
-                    self.reading = request
+                if awaited:
+                    self.reading, self.awaited = request, awaited
                     return
-            self.reading = None
+                self.reading = None
             # What follows the request waits while it is answered (and goes
             # with the connection if it is taken over).
             self.pending = data
@@ -376,10 +397,10 @@ class Front(AnswersAtEndOfTurn, Protocol):
         """The request of *head*, if it is one the front takes, and the
         length of its body."""
         plain = self.site.plain
-        match = HEAD.match(head)
-        if match is None or match.group(1) != plain.method or not match.group(2).startswith(plain.mount):
+        match = plain.head.match(head)
+        if match is None:
             return None, 0
-        fields = FIELD.findall(match.group(3))
+        fields = FIELD.findall(match.group(2))
         if len(fields) > MAX_FIELDS:
             return None, 0
         headers = {name.lower(): value.strip(b" \t") for name, value in fields}
@@ -395,37 +416,33 @@ class Front(AnswersAtEndOfTurn, Protocol):
             length = int(given)
             if length > plain.max_body or not plain.max_body:
                 return None, 0  # refused as twisted.web refuses it: 413, or a body not read
-        request = self._request(match.group(1), match.group(2), headers, head)
-        return request, length
-
-    def _request(self, method: bytes, target: bytes, headers: dict[bytes, bytes],
-                 head: bytes) -> PlainRequest | None:
-        plain = self.site.plain
         close = False
         upgrade = headers.get(b"upgrade")
         if upgrade is not None and (upgrade.lower() != b"websocket" or not plain.upgrades):
-            return None  # an upgrade to something else: twisted.web's
+            return None, 0  # an upgrade to something else: twisted.web's
         connection = headers.get(b"connection")
         if connection is not None:
             connection = connection.lower()
             if b"upgrade" in connection and upgrade is None:
-                return None
+                return None, 0
             # As twisted.web reads it (HTTPChannel.checkPersistence).
             close = b"close" in connection.split(b" ")
         accept = headers.get(b"accept")
         if accept is not None and b"text/event-stream" in accept:
-            return None
-        request = PlainRequest(self, method, target, headers)
+            return None, 0
+        request = PlainRequest(self, plain.method, match.group(1), headers, plain.mounted)
         request.close = close
         if upgrade is not None:
             request.head_bytes = head
         try:
             b"/".join(request.postpath).decode("utf-8")
         except UnicodeDecodeError:
-            return None  # twisted.web's refusal (QuietSite.getResourceFor)
-        if not plain.takes(method, request.postpath):
-            return None
-        return request
+            return None, 0  # twisted.web's refusal (QuietSite.getResourceFor)
+        if plain.takes is not None and not plain.takes(plain.method, request.postpath):
+            return None, 0
+        if length:
+            request.content = BytesIO()
+        return request, length
 
     def _serve(self, request: PlainRequest) -> None:
         try:
