@@ -171,7 +171,8 @@ _NO_BODY = BytesIO()
 
 
 class PlainRequest:
-    """What ``Subscriptions`` and ``answers.answer_later`` use of a
+    """What the resources a front serves (``public.Subscriptions``,
+    ``api.ApiRoot`` for a publish) and ``answers.answer_later`` use of a
     twisted.web request, for a request the front read itself."""
 
     __slots__ = ("front", "method", "uri", "path", "postpath", "args", "code", "startedWriting", "finished",
@@ -180,7 +181,7 @@ class PlainRequest:
     clientproto = b"HTTP/1.1"
 
     def __init__(self, front: Front, method: bytes, uri: bytes, headers: dict[bytes, bytes],
-                 mounted: int = 1) -> None:
+                 mounted: int) -> None:
         self.front = front
         self.method = method
         self.uri = uri
@@ -275,7 +276,7 @@ class PlainRequest:
 
 @implementer(IPushProducer)
 class Front(AnswersAtEndOfTurn, Protocol):
-    """One connection of the public listener, until it is handed over.
+    """One connection of a listener, until it is handed over.
 
     It is its transport's producer: while what it sent waits unsent (a
     client that does not read), it answers nothing more and reads nothing
