@@ -30,7 +30,7 @@ from notifier.presence import Presence
 from notifier.public import PublicApp
 from notifier.registry import HubRegistry
 from notifier.sites import api_site, public_site
-from notifier.transports.websocket import websocket_factory
+from notifier.transports.websocket import send_at_once, websocket_factory
 from notifier.webhooks import Webhooks
 
 log = Logger()
@@ -192,6 +192,7 @@ class KeptPort:
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        send_at_once(port)
         return port
 
 

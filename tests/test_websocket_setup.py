@@ -5,6 +5,7 @@ made only when debug lines are logged."""
 from __future__ import annotations
 
 import pprint
+import socket
 import time
 from collections import deque
 from typing import Any
@@ -15,11 +16,13 @@ import pytest_twisted
 import txaio
 from autobahn.websocket.protocol import TrafficStats, WebSocketServerProtocol
 from autobahn.websocket.utf8validator import Utf8Validator
+from twisted.internet import endpoints, reactor, tcp
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
 from notifier.hub import Hub
 from notifier.model import Center
+from notifier.sites import public_site
 from notifier.transports.websocket import WebSocketSubscriber, bound, websocket_factory
 from tests.raw import client_frame, connect, raw_websocket, server_frames
 from tests.support import running, setup_site, until
@@ -208,3 +211,50 @@ async def test_text_from_the_client_is_checked_for_utf8() -> None:
         assert not client.client.done
         client.send(client_frame(0x1, b"\xff\xfe not text"))
         assert await client.client.wait_closed(5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_nodelay_comes_from_the_listening_socket(monkeypatch: Any) -> None:
+    # Autobahn sets TCP_NODELAY on every WebSocket; the daemon's listening
+    # sockets have it, which the connections they accept inherit, so a
+    # plain TCP subscriber is spared the call. On a listener without it,
+    # each connection still sets it.
+    calls: list[object] = []
+    real = tcp.Server.setTcpNoDelay
+
+    def counted(self: tcp.Server, enabled: bool) -> None:
+        calls.append(self)
+        real(self, enabled)
+
+    monkeypatch.setattr(tcp.Server, "setTcpNoDelay", counted)
+    async with running() as daemon:
+        await setup_site(daemon)
+        for port in (daemon.service.public_port, daemon.service.api_port):
+            assert port.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        hub = daemon.service.registry.loaded
+
+        async def subscriber(port_number: int) -> Any:
+            client = await raw_websocket(port_number, "/sub/site/news")
+            await until(lambda: hub("site", "news") is not None and hub("site", "news").subscribers, 5, "it")
+            (made,) = hub("site", "news").subscribers
+            return client, made
+
+        client, made = await subscriber(daemon.public_port)
+        assert made.transport not in calls  # (twisted.web's channels set it too)
+        assert made.transport.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        # Its details, made when asked, are those Autobahn makes.
+        local = client.local_port
+        assert made.peer == made.transport_details.peer == f"tcp4:127.0.0.1:{local}"
+        assert not made.transport_details.is_secure and made.transport_details.is_server
+        client.client.transport.loseConnection()
+        await until(lambda: not hub("site", "news").subscribers, 5, "the subscriber to leave")
+
+        site = public_site(daemon.service.public, daemon.service.config, reactor)
+        listening = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+        try:
+            client, made = await subscriber(listening.getHost().port)
+            assert calls.count(made.transport) == 1
+            assert made.transport.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            client.client.transport.loseConnection()
+        finally:
+            await listening.stopListening()
