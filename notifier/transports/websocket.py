@@ -222,20 +222,20 @@ class WebSocketSubscriber(
 
     @cached_property
     def peer(self) -> str:  # type: ignore[override]  # Autobahn's attribute, made lazily
-        """The peer as Autobahn names it (``tcp:HOST:PORT``), made when asked."""
+        """The peer as Autobahn names it (``tcp4:HOST:PORT``), made when asked."""
         assert self.transport is not None  # asked of a connection made
         return peer2str(self.transport)
 
     def connectionMade(self) -> None:
         # Autobahn's makes the transport's details (the peer, the process
         # and thread ids...), sets TCP_NODELAY on the connection, then sets
-        # the protocol up: a tenth of what opening a WebSocket cost. On a
+        # the protocol up: about a tenth of what opening a WebSocket cost. On a
         # plain TCP connection the daemon accepted, the details and the
         # peer are made when asked, and TCP_NODELAY came from the listening
         # socket (send_at_once); anything else, or a debug line to log,
         # goes Autobahn's way.
         transport: Any = self.transport
-        if (not _plain_tcp(transport) or not self.tcpNoDelay  # type: ignore[attr-defined]  # an option
+        if (not _plain_tcp(transport) or not getattr(self, "tcpNoDelay", False)  # an option, if of its factory
                 or getattr(self.log, "_log_level", "debug") in ("debug", "trace")):
             super().connectionMade()
             return
