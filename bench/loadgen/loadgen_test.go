@@ -270,20 +270,24 @@ func TestFanoutWebSocketJSON(t *testing.T) {
 	}
 }
 
-func TestFanoutSSE(t *testing.T) {
-	m := newMock()
-	srv := httptest.NewServer(m)
-	defer srv.Close()
-	res := runOK(t, testConfig(t, srv, "fanout", "-n", "20", "-m", "150", "--transport", "sse", "--centers", "2"))
-	checkClean(t, res, 20, 150, 1500)
-}
-
-func TestFanoutLongPoll(t *testing.T) {
-	m := newMock()
-	srv := httptest.NewServer(m)
-	defer srv.Close()
-	res := runOK(t, testConfig(t, srv, "fanout", "-n", "10", "-m", "100", "--transport", "longpoll", "--lp-format", "json"))
-	checkClean(t, res, 10, 100, 1000)
+func TestFanoutSSEAndLongPoll(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		n, m int
+		want int64
+		args []string
+	}{
+		{"sse", 20, 150, 1500, []string{"--transport", "sse", "--centers", "2"}},
+		{"longpoll", 10, 100, 1000, []string{"--transport", "longpoll", "--lp-format", "json"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(newMock())
+			defer srv.Close()
+			args := append([]string{"-n", strconv.Itoa(c.n), "-m", strconv.Itoa(c.m)}, c.args...)
+			res := runOK(t, testConfig(t, srv, "fanout", args...))
+			checkClean(t, res, c.n, c.m, c.want)
+		})
+	}
 }
 
 func TestLossAndDuplicates(t *testing.T) {

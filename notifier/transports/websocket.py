@@ -235,14 +235,18 @@ class WebSocketSubscriber(
         # socket (send_at_once); anything else, or a debug line to log,
         # goes Autobahn's way.
         transport: Any = self.transport
-        if (not _plain_tcp(transport) or not getattr(self, "tcpNoDelay", False)  # an option, if of its factory
-                or getattr(self.log, "_log_level", "debug") in ("debug", "trace")):
+        if not _plain_tcp(transport) or not getattr(self, "tcpNoDelay", False) or self._debug_logged():
             super().connectionMade()
             return
         del self._transport_details  # the empty one Autobahn made: made when asked
         if not getattr(transport.server, _NO_DELAY, False):
             transport.setTcpNoDelay(True)
         self._connectionMade()
+
+    def _debug_logged(self) -> bool:
+        """Whether Autobahn's debug lines are logged: then its own setup
+        runs, and its lines say what it set up."""
+        return getattr(self.log, "_log_level", "debug") in ("debug", "trace")
 
     @cached_property
     def utf8validator(self) -> Utf8Validator:  # type: ignore[override]  # Autobahn's attribute, made lazily
@@ -262,8 +266,7 @@ class WebSocketSubscriber(
         # tracked, or a handshake timer; and for a subscriber not made of
         # its factory's class, NotifierFactory.subscriber_class).
         options: Any = self
-        if (getattr(self.log, "_log_level", "debug") in ("debug", "trace")
-                or getattr(options, "trackTimings", True) or options.openHandshakeTimeout > 0):
+        if self._debug_logged() or getattr(options, "trackTimings", True) or options.openHandshakeTimeout > 0:
             super()._connectionMade()
             return
         self.trafficStats = TrafficStats()
