@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from attrs import define, field
 from hyperlink import URL
-from twisted.internet.address import IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -271,9 +271,16 @@ class _PublicEndpoint:
         return Deferred.fromCoroutine(self._connect(factory))
 
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
-        receiver = _Addresses()
-        self.resolver.resolveHostName(receiver, self.host, self.port)
-        addresses: list[Any] = await receiver.done
+        addresses: list[Any]
+        try:
+            literal = ipaddress.ip_address(self.host)
+        except ValueError:
+            receiver = _Addresses()
+            self.resolver.resolveHostName(receiver, self.host, self.port)
+            addresses = await receiver.done
+        else:
+            kind = IPv6Address if literal.version == 6 else IPv4Address
+            addresses = [kind("TCP", self.host, self.port)]
         if not addresses:
             raise DNSLookupError(self.host)
         allowed = [a for a in addresses if refusal(a.host) is None]
@@ -366,7 +373,8 @@ class Sender:
 
     async def _exchange(self, url: str, body: bytes, headers: dict[str, str], made: list[_Bounded]) -> int:
         agent = Agent.usingEndpointFactory(self.reactor, _Endpoints(self, made), self._pool)
-        uri = URL.from_text(url).to_uri().to_text().encode("ascii")
+        # A name or path beyond ASCII as IDNA and percent-escapes.
+        uri = url.encode("ascii") if url.isascii() else URL.from_text(url).to_uri().to_text().encode("ascii")
         sent = Headers({name: [value] for name, value in headers.items()})
         try:
             response: IResponse = await agent.request(b"POST", uri, sent, _Body(body))
