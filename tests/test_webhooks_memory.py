@@ -296,10 +296,10 @@ def test_a_head_over_answer_bytes_is_a_failure():
     assert "head" in str(_failure(answered))
 
 
-def test_the_store_is_read_for_every_attempt_not_the_cache():
+def test_a_retry_reads_the_store_even_just_after_the_first_attempt():
     clock, place, site, webhooks = _outbox([500])
     webhooks.event("site", "center_occupied", "a", {})
     clock.advance(1)
-    reads = place.reads
-    _next_attempt(clock)
-    assert place.reads > reads
+    place.webhook = Webhook("https://two.example/hook", EVERY)  # changed by a process not heard of
+    clock.advance(1)  # the first backoff, within WEBHOOK_TTL of the first read
+    assert [url for url, _, _ in site.requests] == [FIRST.url, "https://two.example/hook"]
