@@ -240,8 +240,9 @@ class _Addresses:
     """Collects a name's addresses; ``done`` fires with them."""
 
     def __init__(self) -> None:
-        self.addresses: list[IAddress] = []
-        self.done: Deferred[list[IAddress]] = Deferred()
+        #: IPv4Address and IPv6Address of twisted.internet.address.
+        self.addresses: list[Any] = []
+        self.done: Deferred[list[Any]] = Deferred()
 
     def resolutionBegan(self, resolutionInProgress: IHostResolution) -> None:
         pass
@@ -279,14 +280,15 @@ class _PublicEndpoint:
             self.resolver.resolveHostName(receiver, self.host, self.port)
             addresses = await receiver.done
         else:
-            kind = IPv6Address if literal.version == 6 else IPv4Address
-            addresses = [kind("TCP", self.host, self.port)]
+            address_kind = IPv6Address if literal.version == 6 else IPv4Address
+            addresses = [address_kind("TCP", self.host, self.port)]
         if not addresses:
             raise DNSLookupError(self.host)
         allowed = [a for a in addresses if refusal(a.host) is None]
         if not allowed:
             first = addresses[0].host
-            raise Refused(f"{self.host} is at {first}, which is {refusal(first)} (allow_private = false)")
+            where = f"{self.host} is" if first == self.host else f"{self.host} is at {first}, which is"
+            raise Refused(f"{where} {refusal(first)} (allow_private = false)")
         error: Exception = DNSLookupError(self.host)
         for address in allowed:
             kind = TCP6ClientEndpoint if isinstance(address, IPv6Address) else TCP4ClientEndpoint
