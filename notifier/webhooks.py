@@ -54,7 +54,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
+from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from notifier.config import WebhooksConfig
@@ -114,7 +114,6 @@ Post = Callable[[str, bytes, dict[str, str], float], Awaitable[int]]
 #: Bytes of an answer read at most, its head included: only the status counts.
 ANSWER_BYTES = 16 * 1024
 
-_TLS = BrowserLikePolicyForHTTPS()
 #: IPv6 addresses that carry an IPv4 one, reached through a NAT64 gateway.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -318,7 +317,7 @@ class _Endpoints:
             resolver = self.sender.resolver or reactor.nameResolver
             endpoint = _PublicEndpoint(reactor, resolver, host, uri.port)
         if uri.scheme == b"https":  # the name's certificate and SNI, whatever address is connected to
-            endpoint = wrapClientTLS(_TLS.creatorForNetloc(host.encode("ascii"), uri.port), endpoint)
+            endpoint = wrapClientTLS(self.sender.tls.creatorForNetloc(host.encode("ascii"), uri.port), endpoint)
         return _BoundedEndpoint(endpoint, self.made)
 
 
@@ -344,6 +343,8 @@ class Sender:
     allow_private: bool = True
     #: Resolves names for the check of addresses (the reactor's by default).
     resolver: IHostnameResolver | None = None
+    #: Which certificates are trusted: the system's, as a browser's.
+    tls: IPolicyForHTTPS = field(factory=BrowserLikePolicyForHTTPS)
     _pool: HTTPConnectionPool = field(init=False)
 
     def __attrs_post_init__(self) -> None:
