@@ -248,6 +248,7 @@ def test_the_request_goes_to_the_public_address_checked_with_the_name_as_host():
     head = transport.value().split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
     assert b"host: site.example:8080" in head and head[0] == b"post /hook http/1.1"
     assert not any(line.startswith(b"accept-encoding") for line in head)
+    assert b"connection: close" in head and b"content-length: 14" in head
     protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
     assert answered.called and answered.result == 204
     assert names.asked == ["site.example"]
