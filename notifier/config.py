@@ -175,6 +175,9 @@ class WebhooksConfig:
     retry_for: float = _key(600, (int, float), _between(0, 7 * 86400))
     #: Events waiting per publisher at most; more drop the oldest.
     max_queue: int = _key(10_000, int, _between(1, 10_000_000))
+    #: Whether a webhook may go to a loopback, private, link-local or other
+    #: non-public address (the site is often on the same machine).
+    allow_private: bool = _key(True, bool)
 
 
 @frozen

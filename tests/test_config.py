@@ -65,6 +65,7 @@ batch_seconds = 1                          # events gathered into one request
 timeout = 5                                # seconds a site has to answer
 retry_for = 600                            # seconds a request is retried, then given up
 max_queue = 10000                          # events waiting per publisher; more drop the oldest
+allow_private = true                       # loopback, private, link-local addresses allowed
 """
 
 #: A value for every key, each different from its default and valid.
@@ -80,7 +81,8 @@ VALID: dict[str, dict[str, Any]] = {
     "subscribers": {"longpoll_timeout": 120, "ping_interval": 0.5, "drain_seconds": 0.25,
                     "max_per_center": 10, "send_buffer_bytes": 4096},
     "presence": {"leave_grace": 0.5},
-    "webhooks": {"batch_seconds": 0.25, "timeout": 2, "retry_for": 30, "max_queue": 100},
+    "webhooks": {"batch_seconds": 0.25, "timeout": 2, "retry_for": 30, "max_queue": 100,
+                 "allow_private": False},
 }
 
 
@@ -226,6 +228,8 @@ def test_unknown_sections_and_keys_are_refused(text, names):
     ("store", "url", 1),
     ("store", "synchronous", 2),
     ("store", "durable", "yes"),
+    ("webhooks", "allow_private", "false"),   # a string for a bool
+    ("webhooks", "allow_private", 0),
     ("centers", "history", {"a": 1}),
 ])
 def test_wrong_types_are_refused_naming_the_key(section, key, value):

@@ -10,6 +10,10 @@ is the same text). So is every *example WebSocket* (an ``..
 example-websocket: <label>`` comment followed by a ``.. code-block::
 javascript`` whose first line is ``// ws://host/path?query`` and whose
 other lines are the frames the daemon sends first, one JSON value each).
+Every *example webhook* (an ``.. example-webhook: <label>`` comment followed
+by one ``.. code-block:: http``, a request the daemon sends) must be signed
+as documented: its ``Notifier-Signature`` is recomputed from the body, the
+timestamp and the examples' secret.
 
 What differs from run to run is mapped rather than ignored: a documented
 publisher secret or admin token is replaced by the real one in requests,
@@ -63,6 +67,7 @@ ALLOWED_ORIGIN = "https://www.example.org"
 API_HOST = "127.0.0.1:8081"
 
 MARKER = re.compile(r"^\.\. example-(?P<kind>exchange|websocket): (?P<label>.+)$")
+WEBHOOK_MARKER = re.compile(r"^\.\. example-webhook: (?P<label>.+)$")
 HTTP_BLOCK = ".. code-block:: http"
 FRAMES_BLOCK = ".. code-block:: javascript"
 #: A position, as notifier.hub.CURSOR has it.
@@ -160,6 +165,17 @@ def examples(text: str) -> list[Exchange | Frames]:
             found.append(Frames(marker["label"], number + 1, target, tuple(frames)))
     return found
 
+
+def webhook_examples(text: str) -> list[tuple[str, int, Message]]:
+    """The reference's example webhook requests: label, line and the request."""
+    lines = text.split("\n")
+    found = []
+    for number, line in enumerate(lines):
+        marker = WEBHOOK_MARKER.match(line)
+        if marker is not None:
+            [request] = _blocks(lines, number + 1, HTTP_BLOCK, 1, f"protocol.rst:{number + 1}")
+            found.append((marker["label"], number + 1, _message(request)))
+    return found
 
 
 # what differs from run to run
@@ -479,6 +495,23 @@ async def test_every_example_exchange_is_what_the_daemon_answers(tmp_path):
         assert status == 200
     finally:
         await daemon.kill()
+
+
+def test_every_example_webhook_is_signed_with_the_examples_secret():
+    found = webhook_examples(REFERENCE.read_text(encoding="utf-8"))
+    assert found, "the reference has lost its webhook example"
+    for label, line, request in found:
+        where = f"protocol.rst:{line} ({label})"
+        assert request.first.startswith("POST ") and request.header("Content-Type") == "application/json", where
+        match = re.fullmatch(r"t=(\d+),v1=([0-9a-f]{64})", request.header("Notifier-Signature") or "")
+        assert match is not None, f"{where}: Notifier-Signature is not t=<seconds>,v1=<hex>"
+        body = request.body.encode()
+        events = json.loads(body)["events"]
+        assert events and all(event["ts"] <= int(match[1]) for event in events), where
+        # As the reference tells a site to check it: HMAC-SHA256 of t + "." + body, keyed with the secret.
+        expected = hmac.new(DOC_SECRET.encode(), match[1].encode() + b"." + body, hashlib.sha256).hexdigest()
+        assert match[2] == expected, f"{where}: the signature is not that of the body shown, signed with " \
+                                     f"the examples' secret; it would be v1={expected}"
 
 
 # what the package defines, all in the reference
