@@ -28,6 +28,7 @@ from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
 from notifier.registry import HubRegistry
+from notifier.replay import IDEMPOTENT
 from notifier.tail import Tail
 from notifier.webhooks import webhook_json, webhook_of
 
@@ -129,8 +130,9 @@ class ApiApp:
         body = _read(request)
         credentials.verify(publisher, request, body, now)
         assert publisher is not None
-        if isinstance(credentials, SignedRequest) and not await self.registry.broker.first_use(
-                publisher.name, credentials.signature, credentials.timestamp):
+        if isinstance(credentials, SignedRequest) and request.method not in IDEMPOTENT \
+                and not await self.registry.broker.first_use(publisher.name, credentials.signature,
+                                                             credentials.timestamp):
             raise Unauthorized("this signed request was accepted before; sign each request anew",
                                code="replayed_signature")
         return publisher.name, body

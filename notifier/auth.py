@@ -10,11 +10,12 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from base64 import b64decode
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 from attrs import frozen
@@ -180,8 +181,7 @@ def subscriber_claims(token: str | None, publisher: Publisher, now: float) -> di
     except jwt.PyJWTError:
         raise _bad("invalid subscriber token", code="invalid_token") from None
     exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-    if not isinstance(exp, (int, float)) or not isinstance(nbf, (int, float)) or not _number(exp) \
-            or not _number(nbf):
+    if not _time(exp) or not _time(nbf):
         raise _bad("invalid subscriber token", code="invalid_token")
     if now >= exp:
         raise _bad("the subscriber token has expired", code="expired_token")
@@ -210,8 +210,15 @@ def member(claims: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
     return uid, info
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _time(value: Any) -> TypeGuard[int | float]:
+    """Whether a claim is a time: a number, finite (Python reads JSON's
+    ``Infinity``, ``NaN`` and ``1e309`` too) and within a float's range."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def grants(claims: dict[str, Any], center: str) -> bool:

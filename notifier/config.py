@@ -44,12 +44,19 @@ class _NoReactor:
 _NO_REACTOR: Any = _NoReactor()
 
 
-_PASSWORD = re.compile(r"(//[^/@]*?:)[^/@]*@")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,29}:")
 
 
-def redacted(url: str) -> str:
-    """*url* with any password in it shown as ``***``."""
-    return _PASSWORD.sub(r"\1***@", url)
+def _url_named(url: str) -> str:
+    """What an error may say of a store URL: its scheme and hosts only,
+    never the rest, where a password may be (also one that broke it)."""
+    from notifier.backends.redis.addresses import hosts_of
+
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return "a value without a scheme"
+    hosts = hosts_of(url)
+    return f"a {scheme[0]} URL" + (f" for {hosts}" if hosts else "")
 
 
 def _store_url(key: str, value: str) -> None:
@@ -59,11 +66,11 @@ def _store_url(key: str, value: str) -> None:
         try:
             parse_address(value)
         except ValueError as e:
-            raise ConfigError(f"{key}: {redacted(str(e))}, got {redacted(value)!r}") from None
+            raise ConfigError(f"{key}: {e}, got {_url_named(value)}") from None
         return
     if not value.startswith("sqlite:") or value == "sqlite:":
         raise ConfigError(f"{key}: expected 'sqlite:PATH', 'sqlite::memory:', 'redis://host:port/db' or "
-                          f"'redis+sentinel://host:port,host:port/SERVICE/db', got {redacted(value)!r}")
+                          f"'redis+sentinel://host:port,host:port/SERVICE/db', got {_url_named(value)}")
 
 
 def _patterns(key: str, value: list[Any]) -> None:

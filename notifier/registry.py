@@ -22,17 +22,21 @@ from notifier.config import CentersConfig
 from notifier.errors import BadRequest, Conflict, Forbidden, NotFound
 from notifier.hub import Hub, Subscriber
 from notifier.model import Center, Publisher, Webhook
-from notifier.names import CENTER_NAME, check_center_name, check_publisher_name, matches
+from notifier.names import CENTER_NAME, PUBLISHER_NAME, check_center_name, check_publisher_name, matches
 from notifier.presence import Presence
 from notifier.stats import Stats
 from notifier.turns import end_of_turn
+from notifier.unknown import UnknownNames
 from notifier.webhooks import Webhooks
 
 log = Logger()
 
 #: How long a publisher read from the store is trusted before it is read
-#: again, so that the offline CLI's changes reach a running daemon.
+#: again, so that the offline CLI's changes reach a running daemon; a name
+#: found to be no publisher's is trusted as long.
 PUBLISHER_TTL = 2.0
+#: Names found to be no publisher's held at most (notifier.unknown).
+MAX_UNKNOWN = 10_000
 
 
 def new_secret() -> str:
@@ -54,6 +58,10 @@ class HubRegistry:
     make_epoch: Callable[[], str] = new_epoch
     _hubs: dict[tuple[str, str], Hub] = field(factory=dict)
     _publishers: dict[str, tuple[Publisher, float]] = field(factory=dict)
+    _unknown: UnknownNames = field(factory=lambda: UnknownNames(PUBLISHER_TTL, MAX_UNKNOWN))
+    #: Publishers added so far, as far as this node knows: a look-up begun
+    #: before one must not remember its name as unknown.
+    _added: int = 0
     #: Hubs being loaded: who else waits for each.
     _loading: dict[tuple[str, str], list[Deferred[Hub]]] = field(factory=dict)
     #: Hubs being loaded or caught up: what arrives for them meanwhile.
@@ -74,6 +82,8 @@ class HubRegistry:
         publisher = Publisher(name, self.make_secret(), self.clock.seconds())
         if not await self.store.add_publisher(publisher):
             raise Conflict(f"publisher {name!r} exists", code="publisher_exists")
+        self._publisher_added(name)
+        await self.broker.announce({"type": "publisher_added", "publisher": name})
         return publisher
 
     async def list_publishers(self) -> list[tuple[Publisher, int]]:
@@ -135,19 +145,36 @@ class HubRegistry:
 
     async def publisher(self, name: str) -> Publisher | None:
         """The publisher called *name*, read again from the store once the
-        copy held is ``PUBLISHER_TTL`` old."""
+        copy held is ``PUBLISHER_TTL`` old. That there is none is held as
+        long (notifier.unknown): an unknown name costs what a known one does."""
         now = self.clock.seconds()
         cached = self._publishers.get(name)
         if cached is not None and now - cached[1] < PUBLISHER_TTL:
             return cached[0]
+        if not PUBLISHER_NAME.match(name):
+            return None  # never a publisher's (check_publisher_name)
+        if cached is None and self._unknown.holds(name, now):
+            return None
+        added = self._added
         publisher = await self.store.get_publisher(name)
         if cached is not None:
             self._compare(name, cached, publisher)
         if publisher is None:
             self._publishers.pop(name, None)
+            if added == self._added:
+                self._unknown.add(name, now)
         else:
             self._publishers[name] = (publisher, now)
+            self._unknown.discard(name)
         return publisher
+
+    def _publisher_added(self, name: str | None) -> None:
+        """Forget that *name* (``None``: any name) was no publisher's."""
+        self._added += 1
+        if name is None:
+            self._unknown.clear()
+        else:
+            self._unknown.discard(name)
 
     def _compare(self, name: str, cached: tuple[Publisher, float] | None, found: Publisher | None) -> None:
         """Act on what another process did to publisher *name*: *found* is
@@ -165,6 +192,7 @@ class HubRegistry:
         (or remade) center, the private subscriptions of a changed secret."""
         if not await self.store.changed():
             return
+        self._publisher_added(None)  # one added there is known from now
         for name in sorted({name for name, _ in self._hubs} | set(self._publishers)):
             cached = self._publishers.get(name)
             publisher = await self.store.get_publisher(name)
@@ -377,6 +405,8 @@ class HubRegistry:
             self.drop_hub(publisher, event.get("center", ""))
         elif kind in ("publisher_changed", "publisher_removed"):
             self.forget_publisher(publisher, removed=kind == "publisher_removed")
+        elif kind == "publisher_added":
+            self._publisher_added(publisher)
 
     def reconnected(self) -> None:
         for hub in self.hubs():

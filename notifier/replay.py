@@ -1,4 +1,6 @@
-"""Signed requests are accepted once (README.rst: Request signing).
+"""Signed requests that are not idempotent (``POST``) are accepted once
+(README.rst: Request signing): an idempotent one sent again does nothing
+more than the first, so it is answered again, never remembered.
 
 A signature is remembered until its timestamp leaves the window in which it
 could be accepted, in buckets by timestamp: at most ``2 * window + 1``
@@ -11,6 +13,9 @@ from __future__ import annotations
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
+
+#: The methods whose signed requests may be sent again (RFC 9110 9.2.2).
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 
 
 @define(slots=True, eq=False)

@@ -178,6 +178,7 @@ class Broker(Protocol):
     async def announce(self, event: dict[str, str]) -> None:
         """Tell every node of a change made here: ``{"type":
         "center_deleted", "publisher", "center"}``, ``{"type":
+        "publisher_added", "publisher"}``, ``{"type":
         "publisher_changed", "publisher"}`` or ``{"type":
         "publisher_removed", "publisher"}``."""
 

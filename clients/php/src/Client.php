@@ -13,9 +13,9 @@ namespace Notifier;
  *
  * Every request is signed (`Notifier-HMAC-SHA256`), unless the option
  * `'auth' => 'basic'` asks for HTTP Basic credentials instead. The daemon
- * accepts a signed request once only, so each one is signed when it is sent
- * and carries a fresh random `nonce` query parameter: two identical calls
- * within the same second are two different signed requests. Refusals
+ * accepts a signed publish (a POST) once only, so each request is signed
+ * when it is sent and carries a fresh random `nonce` query parameter: two
+ * identical calls within the same second are two different signed requests. Refusals
  * raise NotifierException, transport failures TransportException (one of
  * them); wrong arguments raise \InvalidArgumentException.
  */
@@ -345,8 +345,8 @@ final class Client
      * The request target to send and its Authorization header value.
      *
      * Signing adds `nonce=<32 random hex digits>` to the target's query (it
-     * is part of the signed target): the daemon refuses a signature it has
-     * accepted before, and two identical requests signed within the same
+     * is part of the signed target): the daemon refuses a POST's signature
+     * it has accepted before, and two identical requests signed within the same
      * second would otherwise have the same one. Every call signs anew, with
      * a new nonce and timestamp, so a caller's retry is never a replay.
      * Basic credentials leave the target as it is.

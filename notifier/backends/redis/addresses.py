@@ -5,6 +5,9 @@
 names the Sentinels that know which server is the master of *SERVICE*
 (port 26379 when left out). The password is the Redis servers' one: the
 Sentinels are asked without any.
+
+A URL that does not parse is a ValueError whose message holds nothing of
+the URL: where it went wrong, a password may be anywhere in it.
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ SENTINEL_PORT = 26379
 _SERVICE = re.compile(r"[A-Za-z0-9._-]{1,200}\Z")
 #: One ``host[:port]`` of the list (``[::1]:26379`` for an IPv6 address).
 _HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?\Z")
+#: Where a URL's authority ends.
+_END = re.compile(r"[/?#]")
 
+REDIS_FORM = "redis://[:password@]host[:port][/db]"
 SENTINEL_FORM = "redis+sentinel://[:password@]host:port,host:port,.../SERVICE[/db]"
+#: Said with the forms: what breaks a password in a URL.
+_ENCODED = "with any '/', '?', '#' or '%' of the password percent-encoded"
 
 
 @frozen
@@ -37,14 +45,18 @@ class RedisAddress:
     @classmethod
     def parse(cls, url: str) -> RedisAddress:
         """``redis://[:password@]host[:port][/db]``; ValueError if it is not one."""
-        parts = urlsplit(url)
-        if parts.scheme != "redis" or not parts.hostname:
-            raise ValueError("expected redis://[:password@]host[:port][/db]")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:  # its message quotes the URL
+            raise ValueError(f"expected {REDIS_FORM}, {_ENCODED}") from None
+        if parts.scheme != "redis" or not parts.hostname or port == 0:
+            raise ValueError(f"expected {REDIS_FORM}, {_ENCODED}")
         db = parts.path.strip("/") or "0"
         if not db.isdigit():
             raise ValueError("the database must be a number")
         password = unquote(parts.password) if parts.password else None
-        return cls(parts.hostname, parts.port or 6379, int(db), password)
+        return cls(parts.hostname, port or 6379, int(db), password)
 
     def describe(self) -> str:
         return f"Redis at {self.host}:{self.port}"
@@ -74,13 +86,13 @@ class SentinelAddress:
                 raise ValueError("the password comes as ':password@' (Redis servers, not Sentinels)")
             password = unquote(secret) or None
         sentinels = []
-        for entry in netloc.split(","):
+        for number, entry in enumerate(netloc.split(","), 1):
             found = _HOST.match(entry.strip())
             if found is None:
-                raise ValueError(f"expected {SENTINEL_FORM}: {entry.strip()!r} is not host:port")
+                raise ValueError(f"expected {SENTINEL_FORM}, {_ENCODED}: Sentinel {number} is not host:port")
             port = int(found["port"] or SENTINEL_PORT)
             if not 0 < port < 65536:
-                raise ValueError(f"port {port} is out of range")
+                raise ValueError(f"the port of Sentinel {number} is out of range")
             sentinels.append((found["v6"] or found["name"], port))
         service, _, db = path.partition("/")
         if not _SERVICE.match(service):
@@ -96,6 +108,21 @@ class SentinelAddress:
 
 
 Address = RedisAddress | SentinelAddress
+
+
+def hosts_of(url: str) -> str | None:
+    """The ``host[:port]`` list of *url* as written, if it is one beyond
+    doubt: what names a URL in an error. A password comes before an ``@``,
+    and one that breaks the URL (an unencoded ``/``, ``?`` or ``#``) may
+    end the authority early, or be followed by an ``@`` in the query: the
+    hosts are named only if what follows the authority's last ``@`` is
+    what follows the URL's last one, up to the path."""
+    _, sep, rest = url.partition("://")
+    authority = _END.split(rest, maxsplit=1)[0].rpartition("@")[2]
+    hosts = _END.split(rest.rpartition("@")[2], maxsplit=1)[0]
+    if not sep or hosts != authority or not all(_HOST.match(entry) for entry in hosts.split(",")):
+        return None
+    return hosts
 
 
 def parse_address(url: str) -> Address:
