@@ -125,8 +125,9 @@
  * follower are those of the shared connection: on joining, the leader's
  * current one ("connected" once the shared connection is up), then every
  * "connecting", "connected", "reconnecting" and "lost" the leader reports.
- * A tab that joins is given the members the leader knows of each presence
- * center as a "members" item, then every item the leader is given.
+ * A tab that joins (or comes back from a freeze) is given the members the
+ * leader knows of each presence center as a "members" item, then every
+ * item the leader is given.
  * "failed" and "closed" are each tab's own: a leader that is refused for
  * good reports "failed" and "closed" and lets the next tab try with its
  * own options. In a shared subscription `detail.leader` says whether this
