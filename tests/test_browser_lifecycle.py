@@ -40,7 +40,7 @@ listen();
 function note(what, detail, at) {
   var entry = {tab: window.tab, what: what, at: at || Date.now(), detail: detail};
   window.log.push(entry);
-  logChannel.postMessage(entry);
+  if (logChannel) logChannel.postMessage(entry);
 }
 // Before the subscription's own listeners: when each event began.
 var began = {};
@@ -62,6 +62,7 @@ window.start = function (tab, url, options) {
   window.addEventListener("pagehide", function (event) {
     note("pagehide", [window.subscription.leader, event.persisted], began.pagehide);
     logChannel.close();
+    logChannel = null;
   });
   window.addEventListener("pageshow", function (event) {
     if (event.persisted) listen();
@@ -95,6 +96,9 @@ class Tab:
     def __init__(self, chromium: Browser, page: Any, name: str) -> None:
         self.chromium, self.page, self.name = chromium, page, name
         self.session: Any = None
+        self.errors: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
 
     async def evaluate(self, script: str, arg: Any = None) -> Any:
         return await self.chromium.run(lambda: self.page.evaluate(script, arg))
@@ -142,6 +146,9 @@ class Tab:
         await self.lifecycle("active")
         await self.evaluate("""() => { document.dispatchEvent(new Event("resume")); }""")
 
+    async def close(self) -> None:
+        await self.chromium.run(lambda: self.page.close())
+
     async def goto(self, url: str) -> None:
         await self.chromium.run(lambda: self.page.goto(url))
 
@@ -178,6 +185,7 @@ async def site(tmp_path):
     """A daemon that allows only the page's origin, a page server, a center."""
     daemon, root, origin, page_port = await page_beside_daemon(tmp_path, PAGE)
     root.putChild(b"other.html", static.Data(OTHER, "text/html; charset=utf-8"))
+    root.putChild(b"favicon.ico", static.Data(b"", "image/x-icon"))  # no 404 on the console
     secret = await daemon.add_publisher(PUBLISHER)
     status, _ = await call("PUT", f"{daemon.api}/api/v1/centers/{CENTER}", auth=(PUBLISHER, secret))
     assert status == 201
@@ -186,29 +194,38 @@ async def site(tmp_path):
     await page_port.stopListening()
 
 
+class Tabs:
+    """Pages of a browser context of their own (so that they share)."""
+
+    def __init__(self, chromium: Browser, context: Any, site: Site) -> None:
+        self.chromium, self.context, self.site = chromium, context, site
+        self.opened: list[Tab] = []
+
+    async def open(self, names: str) -> list[Tab]:
+        """Tabs named by the letters of *names*, subscribed in turn; the first leads."""
+        tabs: list[Tab] = []
+        for name in names:
+            def open_page() -> Any:
+                page = self.context.new_page()
+                page.goto(f"{self.site.origin}/page.html")
+                return page
+
+            tab = Tab(self.chromium, await self.chromium.run(open_page), name)
+            self.opened.append(tab)
+            await tab.subscribe(self.site.url)
+            await tab.wait_for("leader => window.log.some(e => e.tab === window.tab && e.what === 'status'"
+                               " && e.detail[0] === 'connected' && e.detail[1] === leader)", not tabs)
+            tabs.append(tab)
+        return tabs
+
+
 @pytest_twisted.async_yield_fixture
-async def context(chromium, site):
-    """A browser context of its own for the test: its tabs share."""
-    opened = await chromium.run(lambda: chromium._browser.new_context())
+async def tabs(chromium, site):
+    context = await chromium.run(lambda: chromium._browser.new_context())
+    opened = Tabs(chromium, context, site)
     yield opened
-    await chromium.run(lambda: opened.close())
-
-
-async def _tabs(chromium: Browser, context: Any, site: Site, names: str) -> list[Tab]:
-    """Tabs named by the letters of *names*, subscribed in turn; the first leads."""
-    tabs = []
-    for name in names:
-        def open_page() -> Any:
-            page = context.new_page()
-            page.goto(f"{site.origin}/page.html")
-            return page
-
-        tab = Tab(chromium, await chromium.run(open_page), name)
-        await tab.subscribe(site.url)
-        await tab.wait_for("leader => window.log.some(e => e.tab === window.tab && e.what === 'status'"
-                           " && e.detail[0] === 'connected' && e.detail[1] === leader)", not tabs)
-        tabs.append(tab)
-    return tabs
+    await chromium.run(lambda: context.close())
+    assert {tab.name: tab.errors for tab in opened.opened if tab.errors} == {}  # nothing on the console
 
 
 async def _received(tab: Tab, count: int, timeout: float = 15) -> list[dict]:
@@ -231,14 +248,14 @@ def _took_over(log: list[dict], tab: str) -> dict:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_frozen_leader_hands_over_and_follows_once_resumed(chromium, context, site):
+async def test_a_frozen_leader_hands_over_and_follows_once_resumed(tabs, site):
     """The leading tab frozen: it gives up leadership at once, another tab
     resumes from the last message they saw, and every message published
     meanwhile reaches the other tabs once, in order. Unfrozen, the old
     leader follows and catches up: every tab gets every message once."""
-    first, second, third = tabs = await _tabs(chromium, context, site, "abc")
+    first, second, third = every = await tabs.open("abc")
     before = await site.publish_many("before", 3)
-    for tab in tabs:
+    for tab in every:
         assert await _received(tab, len(before)) == before
 
     frozen = 8.0
@@ -261,24 +278,24 @@ async def test_a_frozen_leader_hands_over_and_follows_once_resumed(chromium, con
     await first.wait_for("() => window.log.some(e => e.tab === 'a' && e.what === 'resume')")
     after = await site.publish_many("after", 6)
     published = before + during + after
-    for tab in tabs:
+    for tab in every:
         assert await _received(tab, len(published)) == published
-    assert await _leaders(tabs) == new
+    assert await _leaders(every) == new
     await eventually(site.subscribers, lambda n: n == 1)
     assert [e["detail"] for e in _events(await first.log(), "a", "resume")][-1] is False
-    for tab in tabs:
+    for tab in every:
         statuses = [e["detail"][0] for e in _events(await tab.log(), tab.name, "status")]
         assert not {"lost", "failed", "closed"} & set(statuses), statuses
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_leader_that_navigates_away_hands_over_at_once(chromium, context, site):
+async def test_a_leader_that_navigates_away_hands_over_at_once(tabs, site):
     """The leading tab navigates to another page of the site: on pagehide it
     gives up leadership, the other tab takes over and resumes from the last
     message; back again (from the back/forward cache), it follows."""
-    first, second = tabs = await _tabs(chromium, context, site, "ab")
+    first, second = every = await tabs.open("ab")
     before = await site.publish_many("before", 3)
-    for tab in tabs:
+    for tab in every:
         assert await _received(tab, len(before)) == before
 
     await first.goto(f"{site.origin}/other.html")
@@ -301,26 +318,26 @@ async def test_a_leader_that_navigates_away_hands_over_at_once(chromium, context
     assert shown[-1]["detail"][0] is False
     after = await site.publish_many("back again", 4)
     published = before + during + after
-    for tab in tabs:
+    for tab in every:
         assert await _received(tab, len(published)) == published
-    assert await _leaders(tabs) == ["b"]
+    assert await _leaders(every) == ["b"]
     await eventually(site.subscribers, lambda n: n == 1)
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_frozen_tab_does_not_wait_for_the_lock(chromium, context, site):
+async def test_a_frozen_tab_does_not_wait_for_the_lock(tabs, site):
     """A frozen follower withdraws its lock request: when the leader closes,
     the next tab that runs takes over at once, not the frozen one; resumed,
     the frozen tab catches up and follows."""
-    first, second, third = tabs = await _tabs(chromium, context, site, "abc")
+    first, second, third = every = await tabs.open("abc")
     before = await site.publish_many("before", 3)
-    for tab in tabs:
+    for tab in every:
         assert await _received(tab, len(before)) == before
 
     frozen = 8.0
     await second.freeze(frozen)  # first in line for the lock
     frozen_until = reactor.seconds() + frozen
-    await chromium.run(lambda: first.page.close())
+    await first.close()
     during = await site.publish_many("after the leader closed", 10)
     assert await _received(third, len(before + during)) == before + during
     assert reactor.seconds() < frozen_until
