@@ -9,6 +9,11 @@ context (one Chromium with its back/forward cache on), the page served by
 the test on its own port; every page logs its lifecycle events and its
 statuses, with the time, on a BroadcastChannel of its own that every page
 records, so that the order of events across tabs can be checked.
+
+Headless Chromium given CDP's Page.setWebLifecycleState "frozen" neither
+fires ``freeze`` nor stops the page, so a frozen tab is made one by the
+test (its ``freeze`` event, then its main thread kept busy until it is
+resumed); navigation and the back/forward cache are the browser's own.
 """
 
 from __future__ import annotations
