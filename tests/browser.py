@@ -31,7 +31,9 @@ def chromium_path() -> str:
 
 
 class Browser:
-    def __init__(self) -> None:
+    def __init__(self, back_forward_cache: bool = False) -> None:
+        # Playwright turns the back/forward cache off unless told otherwise.
+        self._ignored = ["--disable-back-forward-cache"] if back_forward_cache else []
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="browser")
         self._pool.start()
         self._playwright: Any = None
@@ -48,7 +50,8 @@ class Browser:
 
             self._playwright = sync_playwright().start()
             self._browser = self._playwright.chromium.launch(
-                executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+                executable_path=chromium_path(), args=CHROMIUM_FLAGS,
+                ignore_default_args=self._ignored)
             self.page = self._browser.new_page()
 
         await self.run(start)

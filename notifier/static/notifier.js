@@ -93,12 +93,22 @@
  *    releases the lock; a waiting tab takes it, connects with its own
  *    options and resumes from its cursor: every tab gets every message,
  *    once, in order;
+ *  - a tab that the browser freezes or hides (the `freeze` event of a
+ *    background tab, `pagehide` of a page leaving, which may be kept in
+ *    the back/forward cache) gives up at once: a leader ends its
+ *    connection, posts its cursor and releases the lock, which the next
+ *    tab takes as above, resuming from the last message any tab saw; a
+ *    follower withdraws its lock request. Back again (`resume`, or
+ *    `pageshow` from the cache), it fetches what it missed after its
+ *    cursor as a tab given `since` does (below) and follows, or leads if
+ *    no other tab does;
  *  - a leader posts a heartbeat every second (and answers a follower's
  *    ping at once, even while its timers are throttled in the background);
  *    when a follower has heard nothing for about 3 seconds and its ping is
- *    not answered within a second (the leader's tab frozen, or hung), it
- *    steals the lock and takes over the same way; a leader whose lock was
- *    stolen ends its connection and follows;
+ *    not answered within a second (the leader's tab hung, or frozen where
+ *    the browser tells no `freeze`), it steals the lock and takes over the
+ *    same way; a leader whose lock was stolen ends its connection and
+ *    follows;
  *  - a tab that joins later is told the leader's cursor and state, and gets
  *    the messages from then on. A tab given `since` that joins as a
  *    follower first fetches what it missed after `since` (long-poll
@@ -115,8 +125,9 @@
  * follower are those of the shared connection: on joining, the leader's
  * current one ("connected" once the shared connection is up), then every
  * "connecting", "connected", "reconnecting" and "lost" the leader reports.
- * A tab that joins is given the members the leader knows of each presence
- * center as a "members" item, then every item the leader is given.
+ * A tab that joins (or comes back from a freeze) is given the members the
+ * leader knows of each presence center as a "members" item, then every
+ * item the leader is given.
  * "failed" and "closed" are each tab's own: a leader that is refused for
  * good reports "failed" and "closed" and lets the next tab try with its
  * own options. In a shared subscription `detail.leader` says whether this
@@ -607,12 +618,37 @@
     this.behind = options.since !== null && options.since !== undefined;  // catch up before following
     this.catching = null;     // while catching up: what the leader posts meanwhile
     this.catchStop = null;
-    this.channel = new BroadcastChannel(this.name);
-    this.channel.onmessage = function (event) { self.heed(event.data); };
+    this.paused = false;      // frozen, or in the back/forward cache: neither leads nor follows
+    this.open();
+    this.listen(true);
     this.timer = setInterval(function () { self.tick(); }, TICK);
     this.post({ type: "hello" });
     this.wait(false);
   }
+
+  Shared.prototype.open = function () {
+    var self = this;
+    this.channel = new BroadcastChannel(this.name);
+    this.channel.onmessage = function (event) { self.heed(event.data); };
+  };
+
+  // Listens (`on`), or no longer, for the page being frozen or hidden in
+  // the back/forward cache, and for its coming back.
+  Shared.prototype.listen = function (on) {
+    var self = this, method = on ? "addEventListener" : "removeEventListener";
+    if (on) {
+      this.onPause = function () { self.pause(); };
+      this.onResume = function () { self.resume(); };
+    }
+    if (typeof document !== "undefined" && "onfreeze" in document) {
+      document[method]("freeze", this.onPause);
+      document[method]("resume", this.onResume);
+    }
+    if (typeof window !== "undefined" && "onpagehide" in window) {
+      window[method]("pagehide", this.onPause);
+      window[method]("pageshow", this.onResume);
+    }
+  };
 
   Shared.prototype.post = function (data) {
     if (this.closed) return;
@@ -665,7 +701,7 @@
     }
     pending.then(over, over);
     function over() {
-      if (self.request !== request) return;    // given up for a steal
+      if (self.request !== request) return;    // given up for a steal, or paused
       self.request = null;
       if (self.closed) return;
       if (!request.granted) { self.alone(); return; }  // no locks here after all
@@ -677,6 +713,7 @@
   // Where locks are refused (a sandboxed frame): a connection of its own.
   Shared.prototype.alone = function () {
     clearInterval(this.timer);
+    this.listen(false);
     try { this.channel.close(); } catch (e) { /* closed already */ }
     this.catching = null;
     if (this.catchStop) this.catchStop();
@@ -752,9 +789,47 @@
     this.report(status, detail);
   };
 
+  // The page is frozen or hidden (it may be kept in the back/forward
+  // cache): it runs nothing until it resumes, so it asks for no lock, and
+  // a leader gives its lock up at once, ends its connection and tells the
+  // others where it got, rather than hold the lock while it cannot answer.
+  Shared.prototype.pause = function () {
+    if (this.closed || this.paused) return;
+    var subscription = this.leading, request = this.request;
+    this.paused = true;
+    clearInterval(this.timer);
+    this.catching = null;
+    if (this.catchStop) this.catchStop();
+    this.request = null;
+    if (request && request.controller) request.controller.abort();
+    if (subscription) {
+      this.leading = null;
+      subscription.close(true);
+      this.post({ type: "resign", cursor: this.cursor.value() });
+    }
+    if (this.release) { this.release(); this.release = null; }
+    try { this.channel.close(); } catch (e) { /* closed already */ }
+  };
+
+  // Back from pause: a follower that first catches up from its cursor on
+  // what it missed, or the leader again if no other tab leads.
+  Shared.prototype.resume = function () {
+    var self = this;
+    if (this.closed || !this.paused) return;
+    this.paused = false;
+    try { this.open(); } catch (e) { this.alone(); return; }
+    this.heard = now();
+    this.pinged = 0;
+    this.behind = this.cursor.value() !== null;
+    this.rosters = Object.create(null);  // told again by the leader
+    this.timer = setInterval(function () { self.tick(); }, TICK);
+    this.post({ type: "hello" });
+    this.wait(false);
+  };
+
   // What another tab posted.
   Shared.prototype.heed = function (data) {
-    if (this.closed || !data || typeof data !== "object") return;
+    if (this.closed || this.paused || !data || typeof data !== "object") return;
     if (data.type === "hello" || data.type === "ping") {
       if (this.leading) this.announce(data.type === "hello");
       return;
@@ -779,6 +854,8 @@
       if (fresh) this.deliver(data.message);
     } else if (data.type === "presence") {
       this.tell(data.item);
+    } else if (data.type === "resign") {   // the next leader resumes from here
+      this.cursor.merge(data.cursor);
     } else if (data.type === "status") {
       if (STATES.indexOf(data.status) !== -1) this.state = data.status;
       this.transport = data.detail.transport;
@@ -863,6 +940,7 @@
     this.closed = true;
     this.leading = null;
     clearInterval(this.timer);
+    this.listen(false);
     if (subscription) subscription.close(true);
     if (this.catchStop) this.catchStop();
     this.catching = null;
