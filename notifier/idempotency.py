@@ -103,9 +103,6 @@ class IdempotencyKeys:
         kept = self._publishers.get(publisher)
         return 0 if kept is None else kept.bytes
 
-    def __len__(self) -> int:
-        return len(self._order)
-
     async def once(self, publisher: str, key: str, action: Callable[[], Awaitable[T]],
                    fingerprint: str = "") -> tuple[Any, bool]:
         """Run *action* once for ``(publisher, key)``: its result (or, for a

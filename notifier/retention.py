@@ -1,10 +1,11 @@
 """What one publisher's centers retain on a node, together (README.rst:
-Limits): a running sum of their messages' bytes, held within a bound by
+Retained bytes): a running sum of their messages' bytes, held within a bound by
 dropping the oldest messages across its centers first."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from sys import getsizeof
 from typing import TYPE_CHECKING
 
@@ -14,10 +15,9 @@ if TYPE_CHECKING:
     from notifier.hub import Hub
 
 
-def message_bytes(data: str) -> int:
-    """What a message's text takes in memory, counted against the bounds:
-    O(1), whatever its length."""
-    return getsizeof(data)
+#: What a message's text takes in memory, counted against the bounds: O(1),
+#: whatever its length.
+message_bytes: Callable[[str], int] = getsizeof
 
 
 @define(slots=True, eq=False)
@@ -46,10 +46,11 @@ class Retention:
         self.bytes += size - freed
         self.count += 1 - gone
         self._centers.append(center)
-        self._ids.append(message_id)
+        ids = self._ids
+        ids.append(message_id)
         if self.bytes > self.bound:
             self._shed()
-        elif len(self._ids) > 2 * self.count + 1024:
+        elif len(ids) > 2 * self.count + 1024:
             self._compact()
 
     def released(self, freed: int, gone: int) -> None:
