@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from notifier.config import CentersConfig, ConfigError, parse_config
+from notifier.config import CentersConfig, ConfigError, WebhooksConfig, parse_config
 from notifier.hub import Hub
 from notifier.idempotency import IdempotencyKeys
-from notifier.model import Center
+from notifier.model import Center, Publisher, Webhook
 from notifier.retention import Retention, message_bytes
+from notifier.webhooks import Webhooks
 from tests.redis_server import RedisServer
 from tests.support import (
     TEXT,
@@ -346,6 +347,30 @@ def test_removing_a_publisher_frees_its_hubs_keys_and_cached_credentials():
     answer = api.request("POST", "/api/v1/centers/news/messages", _big(0), auth=site,
                          headers={"Idempotency-Key": "k0", **TEXT})
     assert answer.status == 201
+
+
+def test_removing_a_publisher_drops_its_webhook_events_waiting():
+    api = Api()
+    site = api.add_publisher("site")
+    api.add_publisher("other")
+
+    async def find(publisher: str) -> tuple[Webhook | None, Publisher | None]:
+        return Webhook("https://example.org/hook", ("center_occupied",)), Publisher(publisher, "s", 0.0)
+
+    async def send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        return await Deferred()  # the site never answers
+
+    webhooks = api.registry.webhooks = Webhooks(WebhooksConfig(), api.clock, api.registry.stats, find, send)
+    for publisher in ("site", "other"):
+        for n in range(100):
+            webhooks.event(publisher, "center_occupied", f"c{n}", {})
+    api.clock.advance(1)  # a batch of each is being sent
+    waiting = webhooks.outboxes["site"]
+    assert len(waiting.events) == 100
+
+    assert api.admin("DELETE", f"/admin/v1/publishers/{site[0]}").status == 204
+    assert "site" not in webhooks.outboxes and not waiting.events
+    assert len(webhooks.outboxes["other"].events) == 100
 
 
 def test_removing_a_publisher_gives_back_the_memory_of_its_messages_and_keys():
