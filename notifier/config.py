@@ -155,6 +155,10 @@ class CentersConfig:
     auto_create_private: tuple[str, ...] = _key((), list, _patterns)
     max_per_publisher: int = _key(10_000, int, _at_least(0))
     idle_ttl: int = _key(0, int, _at_least(0))
+    #: Bytes of retained messages a center keeps in memory at most; the oldest go first.
+    max_retained_bytes: int = _key(16 * 1024 * 1024, int, _at_least(1024))
+    #: The same, for all of one publisher's centers on a node together.
+    max_retained_bytes_per_publisher: int = _key(256 * 1024 * 1024, int, _at_least(1024))
 
 
 @frozen

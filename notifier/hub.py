@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -22,6 +22,7 @@ from attrs import define, field
 from twisted.logger import Logger
 
 from notifier.model import Center, Member, Message
+from notifier.retention import Retention, message_bytes
 
 log = Logger()
 
@@ -200,6 +201,12 @@ class Hub:
     #: Watch what the center's subscribers get (the console's tail) without
     #: being subscribers: not counted, not members, no occupancy.
     observers: set[Observer] = field(factory=set)
+    #: Bytes of retained messages kept at most (0: no bound); the newest is
+    #: kept whatever its size.
+    max_bytes: int = field(default=0, kw_only=True)
+    #: What its publisher's hubs retain together (notifier.retention), if told.
+    account: Retention | None = field(default=None, kw_only=True)
+    _bytes: int = field(default=0, init=False)
 
     @touched.default
     def _created(self) -> float:
@@ -234,17 +241,70 @@ class Hub:
         now = self.touched = self.clock()
         message = Message(f"{self.epoch}-{self._seq}", self.center.name, data, now if ts is None else ts)
         prepared = Prepared(message)
-        self._retained.append(prepared)
         # What was kept answers by position in the retained messages, which
         # a full history has just moved by one.
         self._memo.clear()
+        retained = self._retained
+        history = self.history
+        if not history:
+            return prepared
+        # A running sum of the bytes retained: one step per message, whatever is kept.
+        size = message_bytes(data)
+        freed = gone = 0
+        if len(retained) == history:
+            freed, gone = message_bytes(retained.popleft().message.data), 1
+        retained.append(prepared)
+        total = self._bytes + size - freed
+        bound = self.max_bytes
+        if bound:
+            while total > bound and len(retained) > 1:
+                freed += message_bytes(retained.popleft().message.data)
+                gone += 1
+                total = self._bytes + size - freed
+        self._bytes = total
+        if self.account is not None:
+            self.account.added(message.center, message.id, size, freed, gone)
         return prepared
+
+    @property
+    def retained_bytes(self) -> int:
+        """The bytes of its retained messages (``notifier.retention.message_bytes``)."""
+        return self._bytes
+
+    @property
+    def oldest_id(self) -> str | None:
+        return self._retained[0].message.id if self._retained else None
+
+    def retained_ids(self) -> Iterator[str]:
+        return (prepared.message.id for prepared in self._retained)
+
+    def drop_oldest(self) -> None:
+        """Drop the oldest retained message (its publisher's centers retain too much)."""
+        size = message_bytes(self._retained.popleft().message.data)
+        self._bytes -= size
+        self._memo.clear()
+        if self.account is not None:
+            self.account.released(size, 1)
+
+    def release(self) -> None:
+        """Let go of everything retained: the registry let go of this hub."""
+        self._forget_retained()
+        account, self.account = self.account, None
+        if account is not None and account.hubs.get(self.center.name) is self:
+            del account.hubs[self.center.name]
+
+    def _forget_retained(self) -> None:
+        if self.account is not None:
+            self.account.released(self._bytes, len(self._retained))
+        self._retained.clear()
+        self._bytes = 0
+        self._memo.clear()
 
     def restore(self, epoch: str, seq: int, retained: list[tuple[int, float, str]]) -> None:
         """Start from a shared store's state: its epoch, its latest seq, and
         the ``(seq, ts, data)`` it retains, oldest first."""
         self.epoch = epoch
-        self._retained.clear()
+        self._forget_retained()
         for number, ts, data in retained:
             self.append(data, number, ts)
         self._seq = self._sent = seq

@@ -24,6 +24,7 @@ from notifier.hub import Hub, Subscriber
 from notifier.model import Center, Publisher, Webhook
 from notifier.names import CENTER_NAME, PUBLISHER_NAME, check_center_name, check_publisher_name, matches
 from notifier.presence import Presence
+from notifier.retention import Retention
 from notifier.stats import Stats
 from notifier.turns import end_of_turn
 from notifier.unknown import UnknownNames
@@ -66,6 +67,8 @@ class HubRegistry:
     _loading: dict[tuple[str, str], list[Deferred[Hub]]] = field(factory=dict)
     #: Hubs being loaded or caught up: what arrives for them meanwhile.
     _pending: dict[tuple[str, str], list[Arrival]] = field(factory=dict)
+    #: What each publisher's live hubs retain together (notifier.retention).
+    _retention: dict[str, Retention] = field(factory=dict)
     #: Occupancy and members (notifier.presence), told by every hub; set by the service.
     presence: Presence | None = None
     #: The publishers' webhooks (notifier.webhooks); set by the service.
@@ -137,9 +140,16 @@ class HubRegistry:
         self._publishers.pop(name, None)
         if self.webhooks is not None:
             self.webhooks.changed(name)
+            if removed:
+                # Its events waiting for its site are not sent.
+                outbox = self.webhooks.outboxes.pop(name, None)
+                if outbox is not None:
+                    outbox.events.clear()
+        if removed:
+            self.broker.forget(name)
         for key in [key for key in self._hubs if key[0] == name]:
             if removed:
-                self._hubs.pop(key).close("deleted")
+                self._unload(key).close("deleted")
             elif self._hubs[key].center.private:
                 self._hubs[key].close("revoked", observers=False)
 
@@ -274,8 +284,13 @@ class HubRegistry:
         history = self.config.history if center.history is None else center.history
         # A broker keeping no stream: the hub's own begins now, in an epoch of its own.
         epoch = self.make_epoch() if stream is None else stream.epoch
+        account = self._retention.get(center.publisher)
+        if account is None:
+            account = self._retention[center.publisher] = Retention(self.config.max_retained_bytes_per_publisher)
         hub = self._hubs[key] = Hub(center, epoch, history, self.clock.seconds, ttl, self._later,
-                                    watcher=self.presence)
+                                    watcher=self.presence, max_bytes=self.config.max_retained_bytes,
+                                    account=account)
+        account.hubs[center.name] = hub
         if stream is not None:
             hub.restore(stream.epoch, stream.seq, list(stream.retained))
         for arrival in arrived:
@@ -325,9 +340,22 @@ class HubRegistry:
     def drop_hub(self, publisher: str, name: str, reason: str = "deleted") -> None:
         """Close this node's hub of a center deleted here or elsewhere (or,
         with ``"shutdown"``, one whose subscribers must come back to it)."""
-        hub = self._hubs.pop((publisher, name), None)
-        if hub is not None:
-            hub.close(reason)
+        if (publisher, name) in self._hubs:
+            self._unload((publisher, name)).close(reason)
+
+    def _unload(self, key: tuple[str, str]) -> Hub:
+        """Take the hub of *key* off this node, freeing what it retains."""
+        hub = self._hubs.pop(key)
+        hub.release()
+        account = self._retention.get(key[0])
+        if account is not None and not account.hubs:
+            del self._retention[key[0]]
+        return hub
+
+    def retained_bytes(self, publisher: str) -> int:
+        """The bytes *publisher*'s live hubs retain on this node (notifier.retention)."""
+        account = self._retention.get(publisher)
+        return 0 if account is None else account.bytes
 
     # messages
 

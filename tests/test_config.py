@@ -49,6 +49,8 @@ auto_create = false
 idle_ttl = 0                               # seconds; 0 = centers never expire
 auto_create_private = []                   # auto-created centers matching these are private
 max_per_publisher = 10000                  # 0 = unlimited
+max_retained_bytes = 16777216              # retained bytes per center on a node
+max_retained_bytes_per_publisher = 268435456  # and of all of a publisher's centers
 
 [subscribers]
 longpoll_timeout = 30
@@ -77,7 +79,8 @@ VALID: dict[str, dict[str, Any]] = {
     "store": {"url": "sqlite::memory:", "durable": True, "synchronous": "full", "replicas_ack": 1,
               "replicas_timeout_ms": 2000},
     "centers": {"history": 7, "max_message_bytes": 1024, "auto_create": True, "idle_ttl": 3600,
-                "auto_create_private": ["user.*", "exact"], "max_per_publisher": 5},
+                "auto_create_private": ["user.*", "exact"], "max_per_publisher": 5,
+                "max_retained_bytes": 1 << 20, "max_retained_bytes_per_publisher": 1 << 30},
     "subscribers": {"longpoll_timeout": 120, "ping_interval": 0.5, "drain_seconds": 0.25,
                     "max_per_center": 10, "send_buffer_bytes": 4096},
     "presence": {"leave_grace": 0.5},

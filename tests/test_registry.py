@@ -88,6 +88,9 @@ class SharedBroker:
     async def due(self, now: float, live: list[LiveCenter]) -> list[tuple[str, str]]:
         return []
 
+    def forget(self, publisher: str) -> None:
+        pass
+
     async def first_use(self, publisher: str, signature: str, timestamp: int) -> bool:
         return True
 

@@ -39,7 +39,7 @@ from notifier.backends.interfaces import Arrival, BrokerHandler, Publication, Pu
 from notifier.backends.local import LocalBroker
 from notifier.backends.shielding import shielded
 from notifier.errors import Unavailable
-from notifier.idempotency import KEY_TTL
+from notifier.idempotency import KEY_TTL, fingerprint, ids_of
 from notifier.journal import frame, unframe
 from notifier.model import Center
 
@@ -282,7 +282,11 @@ class DurableBroker(LocalBroker):
         self.journal.start()
         keys = _read(await self.journal.ask(("keys", self.clock.seconds() - KEY_TTL)))
         for publisher, key, at, ids in keys:
-            self.keys.remember(publisher, key, at, Published(tuple(json.loads(ids)), True))
+            kept = json.loads(ids)  # the ids, or, since fingerprints are kept, {"ids", "fingerprint"}
+            if isinstance(kept, dict):
+                self.keys.remember(publisher, key, at, "\n".join(kept["ids"]), kept["fingerprint"])
+            else:
+                self.keys.remember(publisher, key, at, "\n".join(kept))
 
     async def stop(self) -> None:
         await self.journal.stop()
@@ -318,11 +322,13 @@ class DurableBroker(LocalBroker):
         return await shielded(Deferred.fromCoroutine(self._once(publisher, publications, key)))
 
     async def _once(self, publisher: str, publications: list[Publication], key: str) -> Published:
-        published, fresh = await self.keys.once(publisher, key, lambda: self._committed(publications,
-                                                                                        (publisher, key)))
-        return published if fresh else Published(published.ids, False)
+        asked = fingerprint((p.center, p.data) for p in publications)
+        published, fresh = await self.keys.once(
+            publisher, key, lambda: self._committed(publications, (publisher, key, asked)), asked)
+        return published if fresh else Published(ids_of(published), False)
 
-    def _committed(self, publications: list[Publication], key: tuple[str, str] | None) -> Deferred[Published]:
+    def _committed(self, publications: list[Publication],
+                   key: tuple[str, str, str] | None) -> Deferred[Published]:
         """Number *publications* after what each center was last given,
         and write them: their ``Published`` once committed."""
         ts = self.clock.seconds()
@@ -337,7 +343,7 @@ class DurableBroker(LocalBroker):
             arrivals.append(Arrival(publisher, center, epoch, seq, ts, data))
             rows.append((publisher, center, epoch, seq, ts, data, history))
         ids = tuple(arrival.id for arrival in arrivals)
-        row = None if key is None else (key[0], key[1], ts, json.dumps(ids))
+        row = None if key is None else (key[0], key[1], ts, json.dumps({"ids": ids, "fingerprint": key[2]}))
         # The hubs get what was committed even when the publisher is gone
         # before it is answered (its request cancelled).
         # A batch goes at once: the journal commits it while the next is

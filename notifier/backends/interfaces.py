@@ -182,6 +182,10 @@ class Broker(Protocol):
         "publisher_changed", "publisher"}`` or ``{"type":
         "publisher_removed", "publisher"}``."""
 
+    def forget(self, publisher: str) -> None:
+        """Drop what is held in memory for *publisher*, removed (its
+        ``Idempotency-Key``\\ s)."""
+
     async def due(self, now: float, live: list[LiveCenter]) -> list[tuple[str, str]]:
         """``(publisher, center)`` of centers idle past their ttl, given the
         centers live on this node."""

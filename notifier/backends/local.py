@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from notifier.auth import SIGNATURE_WINDOW
 from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published, Stream
-from notifier.idempotency import IdempotencyKeys
+from notifier.idempotency import IdempotencyKeys, fingerprint, ids_of, kept_ids
 from notifier.model import Center
 from notifier.replay import SignatureMemory
 
@@ -19,7 +19,7 @@ from notifier.replay import SignatureMemory
 class LocalBroker:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
-        self.keys = IdempotencyKeys(clock)
+        self.keys = IdempotencyKeys(clock, keep=kept_ids)
         self.signatures = SignatureMemory(clock, SIGNATURE_WINDOW)
 
     async def start(self, handler: BrokerHandler) -> None:
@@ -37,8 +37,9 @@ class LocalBroker:
     async def publish(self, publisher: str, publications: list[Publication], key: str | None) -> Published:
         if key is None:
             return self._numbered(publications)
-        published, fresh = await self.keys.once(publisher, key, lambda: self._now(publications))
-        return published if fresh else Published(published.ids, False)
+        published, fresh = await self.keys.once(publisher, key, lambda: self._now(publications),
+                                                fingerprint((p.center, p.data) for p in publications))
+        return published if fresh else Published(ids_of(published), False)
 
     async def _now(self, publications: list[Publication]) -> Published:
         return self._numbered(publications)
@@ -61,6 +62,9 @@ class LocalBroker:
         # another process (the offline command) is found in the store
         # (Store.changed).
         pass
+
+    def forget(self, publisher: str) -> None:
+        self.keys.forget(publisher)
 
     async def first_use(self, publisher: str, signature: str, timestamp: int) -> bool:
         return self.signatures.first_use(publisher, signature, timestamp)

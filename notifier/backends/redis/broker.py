@@ -25,6 +25,7 @@ from notifier.backends.redis.client import Redis, Script
 from notifier.backends.redis.keys import Keys
 from notifier.backends.shielding import shielded
 from notifier.errors import NotFound, Unavailable
+from notifier.idempotency import fingerprint, reused, same
 from notifier.model import Center
 
 log = Logger()
@@ -134,8 +135,9 @@ class RedisBroker:
         held = self.replicas > 0
         keys = [self.keys.deadlines, self.keys.idempotency(publisher, key) if key is not None else "",
                 self.keys.held(publisher, key) if held and key is not None else ""]
+        asked = fingerprint((p.center, p.data) for p in publications) if key is not None else ""
         args: list[Any] = [self.keys.messages, repr(self.clock.seconds()), len(publications), KEY_TTL,
-                           "1" if held else "0"]
+                           "1" if held else "0", asked]
         for publication in publications:
             path = publication.path
             keys += [self.keys.centers(publication.publisher), self.keys.seq(path), self.keys.log(path)]
@@ -158,10 +160,19 @@ class RedisBroker:
         status = int(status)
         if status == -1:
             raise _no_center(payload)
+        if status == 0 and not payload.startswith("["):  # the first publish's fingerprint, then its ids
+            kept, _, payload = payload.partition(" ")
+            if not same(kept, asked):
+                raise reused(key or "")
         return Published(tuple(json.loads(payload)), status == 1)
 
     async def announce(self, event: dict[str, str]) -> None:
         await self.redis.call("publish", self.keys.control, json.dumps(event))
+
+    def forget(self, publisher: str) -> None:
+        # Its keys are in Redis, gone within KEY_TTL.
+        for path in [path for path in self._refreshed if path.startswith(publisher + "/")]:
+            del self._refreshed[path]
 
     async def first_use(self, publisher: str, signature: str, timestamp: int) -> bool:
         # Remembered by every node's Redis until the timestamp is out of the

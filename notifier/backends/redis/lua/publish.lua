@@ -1,7 +1,8 @@
 -- Publish messages, all or none: check every center, number each message
 -- (INCR), retain it (RPUSH + LTRIM), move its center's expiry deadline,
--- PUBLISH it, and remember the ids under the Idempotency-Key if there is one.
--- Answers {1, ids as JSON}; {0, ids as JSON} for a key seen before;
+-- PUBLISH it, and remember the ids under the Idempotency-Key if there is one,
+-- after the publish's fingerprint and a space.
+-- Answers {1, ids as JSON}; {0, what the key holds} for a key seen before;
 -- {-1, center} when a center is missing.
 --
 -- Held (when replicas must have a publish before it is acknowledged), the
@@ -15,10 +16,12 @@
 --       none), then for each message its publisher's centers hash, its
 --       center's seq and log keys
 -- ARGV: channel, ts, n, how long a key is remembered, held ('1' or '0'),
---       then for each message publisher, center, path, data, history, ttl
+--       the publish's fingerprint, then for each message publisher, center,
+--       path, data, history, ttl
 local deadlines, idem, held_key = KEYS[1], KEYS[2], KEYS[3]
 local channel, ts, n, idem_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local held = ARGV[5] == '1'
+local fingerprint = ARGV[6]
 if idem ~= '' then
   local prior = redis.call('GET', idem)
   if prior then
@@ -34,14 +37,14 @@ if idem ~= '' then
 end
 local epochs = {}
 for i = 0, n - 1 do
-  local center = ARGV[7 + i * 6]
+  local center = ARGV[8 + i * 6]
   local record = redis.call('HGET', KEYS[4 + i * 3], center)
   if not record then return {-1, center} end
   epochs[i] = cjson.decode(record)['epoch']
 end
 local ids, messages = {}, {}
 for i = 0, n - 1 do
-  local k, a = 4 + i * 3, 6 + i * 6
+  local k, a = 4 + i * 3, 7 + i * 6
   local publisher, center, path, data = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local history, ttl = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local seq = redis.call('INCR', KEYS[k + 1])
@@ -59,7 +62,7 @@ for i = 0, n - 1 do
   ids[#ids + 1] = epochs[i] .. '-' .. seq
 end
 local encoded = cjson.encode(ids)
-if idem ~= '' then redis.call('SET', idem, encoded, 'EX', idem_ttl) end
+if idem ~= '' then redis.call('SET', idem, fingerprint .. ' ' .. encoded, 'EX', idem_ttl) end
 if held then
   local waiting = cjson.encode(messages)
   if held_key ~= '' then redis.call('SET', held_key, waiting, 'EX', idem_ttl) end
