@@ -139,12 +139,10 @@ class HubRegistry:
         no longer admits."""
         self._publishers.pop(name, None)
         if self.webhooks is not None:
-            self.webhooks.changed(name)
             if removed:
-                # Its events waiting for its site are not sent.
-                outbox = self.webhooks.outboxes.pop(name, None)
-                if outbox is not None:
-                    outbox.events.clear()
+                self.webhooks.removed(name)
+            else:
+                self.webhooks.changed(name)
         if removed:
             self.broker.forget(name)
         for key in [key for key in self._hubs if key[0] == name]:

@@ -547,6 +547,14 @@ class Webhooks:
         """The publisher's webhook (or secret) changed: read it again."""
         self._known.pop(publisher, None)
 
+    def removed(self, publisher: str) -> None:
+        """The publisher is gone: its events waiting for its site are not sent."""
+        self.changed(publisher)
+        self._logged.pop(publisher, None)
+        outbox = self.outboxes.pop(publisher, None)
+        if outbox is not None:
+            outbox.events.clear()
+
     def dropped(self, publisher: str, count: int, quietly: bool = False) -> None:
         """*count* events dropped: from a full queue (counted, logged once a
         minute at most), or *quietly* (the publisher has no webhook now)."""
