@@ -405,6 +405,12 @@ class WebSocketSubscriber(
             code = UNAUTHORIZED if reason in UNAUTHORIZED_REASONS else GOING_AWAY
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode(), isReply=False)
 
+    def dropConnection(self, abort: bool = False) -> None:
+        # Autobahn aborts (resets) the TCP connection once the client has
+        # answered the daemon's close frame: after a clean closing
+        # handshake it ends as TCP does, everything sent.
+        super().dropConnection(abort=abort and not self.wasClean)  # type: ignore[no-untyped-call]
+
     def stopProducing(self) -> None:
         super().stopProducing()
         self._leave()
@@ -449,6 +455,10 @@ def websocket_factory(send_buffer_bytes: int, dropped: Callable[[Hub], None],
     factory.setProtocolOptions(
         maxFramePayloadSize=max_frame_bytes,
         maxMessagePayloadSize=0,  # never limit what we send; frames are capped above
+        # A client frame too large, or not WebSocket, gets a closing
+        # handshake (1009, 1002, 1007), not a reset: the peer learns why.
+        failByDrop=False,
+        echoCloseCodeReason=True,  # a client's close code comes back (RFC 6455 5.5.1)
         perMessageCompressionAccept=lambda offers: None,  # prepared frames need it off
         autoPingInterval=0,  # one sweeping heartbeat instead (notifier.heartbeat)
         # No timer per connection for its opening handshake: a connection is
