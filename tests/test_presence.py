@@ -18,6 +18,7 @@ from tests.support import (
     event_source,
     expect_json_error,
     make_center,
+    opened,
     published,
     running,
     setup_site,
@@ -50,7 +51,9 @@ def _token(auth: tuple[str, str], uid: str | None, info: Any = None, **claims: A
 
 
 async def _member(daemon: Daemon, auth: tuple[str, str], uid: str, info: Any = None, path: str = ROOM) -> Any:
-    return await websocket(f"{daemon.ws}{path}?format=json&token={_token(auth, uid, info)}", daemon.public_port)
+    ws = await websocket(f"{daemon.ws}{path}?format=json&token={_token(auth, uid, info)}", daemon.public_port)
+    await opened(ws)
+    return ws
 
 
 async def _presence(daemon: Daemon, auth: tuple[str, str], center: str = "room.1") -> Any:
@@ -222,6 +225,7 @@ async def test_a_member_s_stream_ends_with_its_token_and_then_it_leaves():
         await _item(ann)
         short = await websocket(f"{daemon.ws}{ROOM}?format=json&token={_token(auth, 'bob', lifetime=1.0)}",
                                 daemon.public_port)
+        await opened(short)
         await _item(short)
         assert (await _item(ann))["presence"] == "join"
         code, _ = await short.closed.addTimeout(10, reactor)

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.web.server import Request
 
 from notifier.envelope import envelope_json
-from notifier.hub import Batch, Hub, Prepared
+from notifier.hub import Batch, Hub, Opening, Prepared
 from notifier.model import Message
 from notifier.presence import Item
 from notifier.transports.streaming import StreamingSubscriber
@@ -82,15 +82,15 @@ class EventStream(StreamingSubscriber):
     def _announce_many(self, positions: list[str], lost: list[str]) -> None:
         raise TypeError("a stream of several centers is a MultiEventStream")
 
-    def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
+    def _announce(self, cursor: str | None, opening: Opening) -> None:
         head = [f"retry: {RETRY_MS}\n".encode()]
-        if not resumed:
+        if not opening.backlog:
             # An id with no data sets a browser's Last-Event-ID without an
             # event: its own reconnection then resumes from here.
-            head.append(f"id: {self.hubs[-1].position}\n".encode())
+            head.append(f"id: {opening.position}\n".encode())
         head.append(b"\n")
         if cursor is not None:
-            head.append(recovery(recovered))
+            head.append(recovery(opening.recovered))
         self._pace(b"".join(head))
 
     def _keep_alive(self) -> None:

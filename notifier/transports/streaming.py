@@ -16,7 +16,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 
 from notifier.deadlines import TokenDeadlines
-from notifier.hub import Batch, Hub, Prepared, interleave
+from notifier.hub import Batch, Hub, Opening, Prepared, interleave
 from notifier.model import Grant, Message
 from notifier.presence import Item
 from notifier.transports.pacing import Paced
@@ -37,10 +37,9 @@ class StreamingSubscriber(Paced):
         subscriber of a format, so that a message is encoded once for all)."""
 
     @abstractmethod
-    def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
-        """Send what comes before the backlog: where the stream starts, and,
-        for a cursor given, whether it was recovered. *resumed*: a backlog
-        follows."""
+    def _announce(self, cursor: str | None, opening: Opening) -> None:
+        """Send what comes before the backlog of *opening*: where the stream
+        starts, and, for a *cursor* given, whether it was recovered."""
 
     @abstractmethod
     def _announce_many(self, positions: list[str], lost: list[str]) -> None:
@@ -66,13 +65,13 @@ class StreamingSubscriber(Paced):
         """Follow *hub* from *cursor*: the announcement, the backlog, then
         live messages; until the *grant* of a private center's token
         expires, if given (and as its member, in a presence center)."""
-        backlog, recovered, _ = hub.attach(self, cursor, grant.member if grant is not None else None)
+        opening = hub.attach(self, cursor, grant.member if grant is not None else None)
         self.hubs = (*self.hubs, hub)
         if grant is not None and deadlines is not None:
             deadlines.add(grant.expires, hub, self)
-        self._announce(cursor, recovered, bool(backlog))
+        self._announce(cursor, opening)
         encode = self.encode
-        self._send_backlog(prepared.form(encode) for prepared in backlog)
+        self._send_backlog(prepared.form(encode) for prepared in opening.backlog)
 
     def attach_many(self, hubs: Sequence[Hub], cursors: Sequence[str | None], grant: Grant | None = None,
                     deadlines: TokenDeadlines | None = None) -> None:
