@@ -426,7 +426,7 @@ class WebSocketSubscriber(
         # Autobahn aborts (resets) the TCP connection once the client has
         # answered the daemon's close frame: after a clean closing
         # handshake it ends as TCP does, everything sent.
-        super().dropConnection(abort=abort and not self.wasClean)  # type: ignore[no-untyped-call]
+        super().dropConnection(abort=abort and not self.wasClean)
 
     def stopProducing(self) -> None:
         super().stopProducing()
