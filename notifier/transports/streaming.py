@@ -19,6 +19,7 @@ from notifier.deadlines import TokenDeadlines
 from notifier.hub import Batch, Hub, Opening, Prepared, interleave
 from notifier.model import Grant, Message
 from notifier.presence import Item
+from notifier.transports.ordering import InOrder
 from notifier.transports.pacing import Paced
 
 
@@ -28,6 +29,8 @@ class StreamingSubscriber(Paced):
     hubs: tuple[Hub, ...] = ()
     #: Called with each hub of a subscriber dropped as too slow.
     dropped: Callable[[Hub], None]
+    #: Publish order across its hubs, when it has several.
+    _in_order: InOrder | None = None
 
     # what a transport provides
 
@@ -76,16 +79,18 @@ class StreamingSubscriber(Paced):
     def attach_many(self, hubs: Sequence[Hub], cursors: Sequence[str | None], grant: Grant | None = None,
                     deadlines: TokenDeadlines | None = None) -> None:
         """Follow several hubs from their *cursors* (``None``: live only) on
-        one connection: the starting point, the backlogs interleaved in
-        publish order, then live messages as each hub sends them."""
+        one connection: the starting point, then the backlogs and the live
+        messages of every hub in publish order."""
         member = grant.member if grant is not None else None
         openings = [hub.attach(self, cursor, member) for hub, cursor in zip(hubs, cursors, strict=True)]
         self.hubs = tuple(hubs)
+        in_order = self._in_order = InOrder(hubs)
         if grant is not None and deadlines is not None:
             deadlines.add(grant.expires, hubs[0], self)  # it leaves every hub at once
         lost = [hub.center.name for hub, opening in zip(hubs, openings, strict=True) if not opening.recovered]
         self._announce_many([opening.position for opening in openings], lost)
-        self._send_backlog(self._replayed(interleave([opening.backlog for opening in openings])))
+        backlog = in_order.backlog(interleave([opening.backlog for opening in openings]))
+        self._send_backlog(self._replayed(backlog))
 
     def _replayed(self, backlog: list[Prepared]) -> Iterable[bytes]:
         """A multiplexed backlog as frames (what ``deliver`` would send)."""
@@ -93,6 +98,12 @@ class StreamingSubscriber(Paced):
         return (prepared.form(encode) for prepared in backlog)
 
     def deliver(self, batch: Batch) -> None:
+        in_order = self._in_order
+        if in_order is not None:
+            taken = in_order.take(batch)
+            if taken is None:
+                return
+            batch = taken
         self._pace(batch.joined(self.encode))
 
     # presence (notifier.presence)
