@@ -8,6 +8,7 @@ once, in publish order, live and replayed alike.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from hypothesis import given, settings
@@ -17,7 +18,8 @@ from twisted.internet.task import Clock
 import notifier.hub
 from notifier.hub import Batch, Hub, interleave
 from notifier.model import Center
-from notifier.transports.ordering import InOrder
+from notifier.transports.longpoll import MultiLongPoll
+from notifier.transports.ordering import InOrder, held_back
 from tests.support import Recorder
 
 CENTERS = ("a", "b", "c")
@@ -149,3 +151,27 @@ def test_a_batch_across_centers_is_held_until_what_comes_before_it_has_come() ->
     assert client.received == []
     a_fan_out()
     assert client.received == ["ea-1", "eb-1", "ea-2"]
+
+
+def test_a_long_poll_waits_for_what_was_published_before_its_backlog() -> None:
+    # "a" has not written a1 yet when a poll of both asks: b1, published
+    # after it, is not answered alone; both are, in publish order.
+    steps: list = []
+    a = Hub(Center("p", "a", False, None, None, 0.0), "ea", 10, lambda: 0.0, schedule=steps.append)
+    b = Hub(Center("p", "b", False, None, None, 0.0), "eb", 10, lambda: 0.0, schedule=steps.append)
+    for hub in (a, b):
+        hub.subscribe(Recorder())
+    a.deliver(a.append("a1"))
+    b.deliver(b.append("b1"))
+    steps.pop(1)()  # b's fan-out
+    backlog = interleave([a.retained(*a.resume_point("ea-0")[:2]), b.retained(*b.resume_point("eb-0")[:2])])
+    assert [p.message.id for p in backlog] == ["eb-1"]
+    now, held = held_back([a, b], backlog)
+    assert (now, [p.message.id for p in held]) == ([], ["eb-1"])
+    poll = MultiLongPoll([a, b], ["ea-0", "eb-0"], 30, Clock(), None, held)
+    answers: list = []
+    poll.answer.addCallback(answers.append)
+    steps.pop(0)()  # a's fan-out
+    [(body, cursor)] = answers
+    assert [m["id"] for m in json.loads(body)["messages"]] == ["ea-1", "eb-1"]
+    assert cursor == "ea-1,eb-1"
