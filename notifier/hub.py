@@ -12,10 +12,11 @@ writes.
 from __future__ import annotations
 
 import heapq
+import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import count, islice
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from attrs import define, field
@@ -55,13 +56,20 @@ class Observer(Protocol):
     def close(self, reason: str) -> None: ...
 
 
-class Prepared:
-    """A message and its wire forms, each encoded at most once."""
+#: Numbers every message made on this node, across its centers, in the
+#: order they are appended: publish order (``Prepared.order``).
+_ORDER = count(1)
 
-    __slots__ = ("message", "_forms")
+
+class Prepared:
+    """A message and its wire forms, each encoded at most once; ``order``
+    is its place among every message of the node, in publish order."""
+
+    __slots__ = ("message", "order", "_forms")
 
     def __init__(self, message: Message) -> None:
         self.message = message
+        self.order = next(_ORDER)
         self._forms: dict[Callable[[Message], object], object] = {}
 
     def form(self, encode: Callable[[Message], T]) -> T:
@@ -162,10 +170,12 @@ class Opening(NamedTuple):
 
 def interleave(backlogs: list[list[Prepared]]) -> list[Prepared]:
     """The backlogs of several centers as one, in the order they were
-    published (each center's own order kept whatever the clock did)."""
+    published: by publish time, then (a batch's messages share theirs)
+    as they were appended; each center's own order kept whatever the
+    clock did."""
     if len(backlogs) == 1:
         return backlogs[0]
-    return list(heapq.merge(*backlogs, key=lambda prepared: prepared.message.ts))
+    return list(heapq.merge(*backlogs, key=lambda prepared: (prepared.message.ts, prepared.order)))
 
 
 @define(slots=True, eq=False)
@@ -192,6 +202,8 @@ class Hub:
     #: The last message handed to a fan-out; later ones are on their way.
     _sent: int = 0
     _outbox: list[Prepared] = field(factory=list)
+    #: What the latest fan-out writes: the messages up to ``_sent``.
+    _fanned: list[Prepared] = field(factory=list)
     _fanning_out: bool = False
     _memo: dict[object, object] = field(factory=dict)
     #: Told of subscribers coming and going (occupancy, presence), if set.
@@ -233,6 +245,24 @@ class Hub:
     def seq(self) -> int:
         """The sequence number of the latest message (0: none yet)."""
         return self._seq
+
+    @property
+    def sent(self) -> int:
+        """The sequence number of the latest message handed to a fan-out:
+        what a subscriber attached now has had, or is sent in its backlog."""
+        return self._sent
+
+    def owed_order(self, seen: int) -> float:
+        """The ``order`` of the message after seq *seen*, on its way to a
+        subscriber that has had every one up to *seen* (``inf``: none is)."""
+        if seen >= self._seq:
+            return math.inf
+        index = seen - self._sent  # in the outbox, when not yet fanned out
+        items = self._outbox
+        if index < 0:
+            items = self._fanned
+            index += len(items)
+        return items[index].order if 0 <= index < len(items) else math.inf
 
     def append(self, data: str, seq: int | None = None, ts: float | None = None) -> Prepared:
         """Retain *data* with the next id, or with *seq* and *ts* given by a
@@ -329,8 +359,10 @@ class Hub:
         outbox, self._outbox = self._outbox, []
         if not outbox:
             self._fanning_out = False
+            self._fanned = []  # every subscriber has had it
             return
         self._sent = self._seq  # everything appended is in the outbox
+        self._fanned = outbox
         self._memo.clear()
         batch = Batch(outbox)
         for observer in tuple(self.observers):

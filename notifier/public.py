@@ -38,11 +38,12 @@ from notifier.errors import (
     Unavailable,
 )
 from notifier.front import PlainRequest
-from notifier.hub import CURSOR, Hub, interleave
+from notifier.hub import CURSOR, Hub, Prepared, interleave
 from notifier.model import Grant, Member
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
 from notifier.transports import longpoll, sse, websocket
+from notifier.transports.ordering import held_back
 
 log = Logger()
 
@@ -419,9 +420,14 @@ class Subscriptions(_Leaf):
         points = [hub.resume_point(cursor) for hub, cursor in zip(hubs, cursors, strict=True)]
         positions = [hub.start_position(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)]
         lost = [hub.center.name for hub, (_, _, recovered) in zip(hubs, points, strict=True) if not recovered]
+        backlog: list[Prepared] = []
+        held: list[Prepared] = []
         if lost or any(start < end for start, end, _ in points):
-            # Not kept for others: the answer depends on every entry.
-            backlog = interleave([hub.retained(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)])
+            # Not kept for others: the answer depends on every entry. What
+            # was published after a message still on its way waits for it.
+            backlog, held = held_back(
+                hubs, interleave([hub.retained(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)]))
+        if lost or backlog:
             items = longpoll.backlog_answer(backlog, self.config.subscribers.send_buffer_bytes)
             index = {hub.center.name: i for i, hub in enumerate(hubs)}
             cursor = ",".join(longpoll.advanced(positions, index, items))
@@ -430,7 +436,7 @@ class Subscriptions(_Leaf):
             cursor = ",".join(positions)
             payload = longpoll.body([], cursor, True, [])
         else:
-            waiting = longpoll.MultiLongPoll(hubs, positions, timeout, self.clock, member).answer
+            waiting = longpoll.MultiLongPoll(hubs, positions, timeout, self.clock, member, held).answer
             return waiting.addCallback(lambda answer: self._longpoll_answer(request, answer[1], answer[0], callback))
         return self._longpoll_answer(request, cursor, payload, callback)
 

@@ -369,6 +369,13 @@ async def websocket(url: str, port: int, headers: dict[str, str] | None = None,
     return WebSocket(factory, protocol)
 
 
+async def opened(ws: WebSocket) -> dict[str, Any]:
+    """The first frame of a ``format=json`` WebSocket: where it starts."""
+    frame = json.loads(await ws.next())
+    assert set(frame) == {"cursor", "recovered", "lost"}, frame
+    return frame
+
+
 def handshake_headers() -> dict[str, str]:
     """The headers of a WebSocket opening handshake, for treq."""
     return {

@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor
 
 from tests.browser import Browser, page_beside_daemon
 from tests.relay import Relay
-from tests.support import call, eventually, sleep, subscriber_count, subscriber_token, websocket
+from tests.support import call, eventually, opened, sleep, subscriber_count, subscriber_token, websocket
 
 pytestmark = pytest.mark.browser
 
@@ -461,8 +461,10 @@ async def _presence(tab: Tab, count: int) -> list[dict]:
 
 async def _visitor(site: Site, uid: str):
     """Another member of the room: a WebSocket of its own."""
-    return await websocket(f"{site.daemon.ws}/sub/{PUBLISHER}/room?format=json&token={_member_token(site, uid)}",
-                           site.daemon.public_port)
+    ws = await websocket(f"{site.daemon.ws}/sub/{PUBLISHER}/room?format=json&token={_member_token(site, uid)}",
+                         site.daemon.public_port)
+    await opened(ws)
+    return ws
 
 
 ANN = {"uid": "17", "info": {"name": "Ann"}}

@@ -29,6 +29,7 @@ from tests.support import (
     call,
     event_source,
     make_center,
+    opened,
     published,
     sleep,
     start_daemon,
@@ -435,6 +436,7 @@ async def test_the_tail_shows_messages_in_order_holds_them_while_paused_and_show
     member = await websocket(
         f"{daemon.ws}/sub/drupal-main/room.1?format=json&token={_member_token(site[1], '17', {'name': 'Ann'})}",
         daemon.public_port)
+    await opened(member)
     await console.wait_for("document.querySelector('#tail-list > li[data-kind=join][data-uid=\"17\"]') !== null")
     join = [e for e in await _entries(console) if e["kind"] == "join"]
     assert join == [{"kind": "join", "id": "", "uid": "17", "data": '17 {"name":"Ann"} joined'}], join
@@ -457,6 +459,7 @@ async def test_the_tail_shows_messages_in_order_holds_them_while_paused_and_show
 async def test_a_message_published_from_the_tail_reaches_a_subscriber_and_the_tail_as_text(console, daemon):
     site = await _publisher(daemon, "drupal-main", "news")
     subscriber = await websocket(f"{daemon.ws}/sub/drupal-main/news?format=json", daemon.public_port)
+    await opened(subscriber)
     await console.sign_in()
     await console.go("#/tail/drupal-main/news", "tail")
     await _live(console)

@@ -18,6 +18,7 @@ from tests.support import (
     call,
     event_source,
     expect_json_error,
+    opened,
     result_of,
     setup_site,
     sleep,
@@ -145,6 +146,7 @@ async def test_the_tail_shows_messages_and_presence_without_being_a_subscriber(t
 
         token = subscriber_token(auth[1], centers=["room"], uid="17", info={"name": "Ann"})
         member = await websocket(f"{daemon.ws}/sub/site/room?format=json&token={token}", daemon.public_port)
+        await opened(member)
         joined = await tail.next()
         assert joined["event"] == "join" and json.loads(joined["data"])["uid"] == "17"
         ids = []

@@ -27,6 +27,7 @@ from tests.support import (
     call,
     event_source,
     expect_json_error,
+    opened,
     published,
     setup_site,
     start_daemon,
@@ -88,7 +89,7 @@ async def test_ids_and_history_outlive_a_restart_on_every_transport(tmp_path):
             (before[1], "before 1"), (before[2], "before 2"), (after, "after")]
 
         ws = await websocket(f"{daemon.ws}/sub/site/news?format=json&since={before[1]}", daemon.public_port)
-        assert json.loads(await ws.next())["recovered"] is True
+        assert (await opened(ws))["recovered"] is True
         assert [json.loads(await ws.next())["id"] for _ in range(2)] == [before[2], after]
         ws.close()
 
@@ -242,7 +243,7 @@ async def test_every_acknowledged_message_survives_the_daemon_s_death(tmp_path, 
             # and a browser that saw the last acknowledged one resumes on each transport
             last = acked[center][-1][0]
             ws = await websocket(f"{daemon.ws}/sub/site/{center}?format=json&since={last}", public)
-            assert json.loads(await ws.next())["recovered"] is True
+            assert (await opened(ws))["recovered"] is True
             ws.close()
             es = await event_source(public, f"/sub/site/{center}", {"Last-Event-ID": last})
             await es.next()  # retry
@@ -340,6 +341,7 @@ async def test_a_commit_the_daemon_never_heard_of_is_caught_up_not_numbered_over
         auth = await setup_site(daemon)
         first = await published(daemon, auth, "first")
         ws = await websocket(f"{daemon.ws}/sub/site/news?format=json", daemon.public_port)
+        await opened(ws)
         epoch = first.rsplit("-", 1)[0]
         other = Journal(str(path), "normal")  # what the ended journal committed
         assert other.handle([("write", [("site", "news", epoch, 2, 1.0, "unanswered", 100)], None)])[0] == [("ok",)]

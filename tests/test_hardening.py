@@ -50,6 +50,7 @@ from tests.support import (
     call,
     event_source,
     expect_json_error,
+    opened,
     publish,
     published,
     rss,
@@ -196,7 +197,7 @@ async def test_a_backlog_within_budget_arrives_whole_and_in_order():
         ids = [await published(daemon, auth, text) for text in texts]
         since = ids[0].rsplit("-", 1)[0] + "-0"
         ws = await websocket(f"{daemon.ws}/sub/site/news?format=json&since={since}", daemon.public_port)
-        assert json.loads(await ws.next()) == {"recovered": True}
+        assert (await opened(ws))["recovered"] is True
         received = [json.loads(await ws.next())["data"] for _ in texts]
         assert received == texts
         stream = await event_source(daemon.public_port, f"/sub/site/news?since={since}")
@@ -367,6 +368,7 @@ async def test_private_streams_end_when_their_token_expires(daemon):
     token = jwt.encode({"sub": "secret", "exp": time.time() + 1.5}, secret.encode(), algorithm="HS256")
     started = time.monotonic()
     ws = await websocket(f"{daemon.ws}/sub/site/secret?format=json&token={token}", daemon.public_port)
+    await opened(ws)
     stream = await event_source(daemon.public_port, f"/sub/site/secret?token={token}")
     assert stream.status == 200
     public = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)

@@ -26,6 +26,7 @@ from tests.support import (
     expect_json_error,
     handshake_headers,
     make_center,
+    opened,
     published,
     running,
     setup_site,
@@ -450,6 +451,8 @@ async def test_many_multiplexed_subscribers_each_get_every_center_once():
         multi = [await websocket(f"{daemon.ws}{SUB}", daemon.public_port) for _ in range(50)]
         single = [await websocket(f"{daemon.ws}/sub/site/user.17?format=json", daemon.public_port)
                   for _ in range(50)]
+        for ws in single:
+            await opened(ws)
         streams = [await event_source(daemon.public_port, SUB) for _ in range(20)]
         for ws in multi:
             await ws.next()

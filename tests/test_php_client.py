@@ -35,7 +35,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tests.support import Daemon, call, sleep, start_daemon, websocket
+from tests.support import Daemon, call, opened, sleep, start_daemon, websocket
 
 pytestmark = pytest.mark.php
 
@@ -215,7 +215,9 @@ async def test_a_batch_reaches_each_center_in_order(php):
     daemon = php.daemon
     await php.run(["createCenter", "a"], ["createCenter", "b"])
     ws_a = await websocket(f"{daemon.ws}/sub/site/a?format=json", daemon.public_port)
+    await opened(ws_a)
     ws_b = await websocket(f"{daemon.ws}/sub/site/b?format=json", daemon.public_port)
+    await opened(ws_b)
     batch = [{"center": "a", "data": "a1"}, {"center": "b", "data": "b1"}, {"center": "a", "data": "a2"}]
     ids = await php.result("publishBatch", batch)
     assert len(ids) == 3 and len(set(ids)) == 3

@@ -31,7 +31,7 @@ from twisted.internet import reactor
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.support import call, event_source, free_port, sleep, start_daemon, until, websocket
+from tests.support import call, event_source, free_port, opened, sleep, start_daemon, until, websocket
 from tests.test_php_client import (
     INVALID_ARGUMENT,
     PHP_CLIENT,
@@ -102,6 +102,7 @@ async def test_presence_lists_the_members_that_php_tokens_let_in(php):
     assert claims_of(carol_token, php.secret)["info"] == {}  # an empty info is still an object
 
     ann = await websocket(f"{daemon.ws}/sub/site/room.1?format=json&token={ann_token}", daemon.public_port)
+    await opened(ann)
     assert await item(ann) == {"presence": "members", "center": "room.1",
                                "members": [{"uid": "ann", "info": ann_info}]}
     bob = await event_source(daemon.public_port, f"/sub/site/room.1?token={bob_token}")
@@ -110,6 +111,7 @@ async def test_presence_lists_the_members_that_php_tokens_let_in(php):
     assert (await bob.next())["event"] == "members"
     assert await item(ann) == {"presence": "join", "center": "room.1", "uid": "bob", "info": None}
     carol = await websocket(f"{daemon.ws}/sub/site/room.1?format=json&token={carol_token}", daemon.public_port)
+    await opened(carol)
     assert (await item(carol))["presence"] == "members"
     assert await item(ann) == {"presence": "join", "center": "room.1", "uid": "carol", "info": {}}
     joined = await bob.next()
@@ -315,6 +317,7 @@ async def test_the_daemons_signed_requests_pass_webhook_verify_in_a_php_site(php
     )
     token = run.result(2)
     ann = await websocket(f"{daemon.ws}/sub/site/room.1?format=json&token={token}", daemon.public_port)
+    await opened(ann)
 
     def events() -> list[dict[str, Any]]:
         return [event for request in receiver.accepted() for event in request["events"]]

@@ -46,6 +46,7 @@ from tests.support import (
     handshake_headers,
     make_center,
     nothing_more,
+    opened,
     publish,
     published,
     setup_site,
@@ -143,6 +144,7 @@ async def test_a_message_published_on_one_node_reaches_every_transport_on_the_ot
     for node in (b, c):
         raw = await websocket(f"{node.ws}{SUB}", node.public_port)
         js = await websocket(f"{node.ws}{SUB}?format=json", node.public_port)
+        await opened(js)
         es = await event_source(node.public_port, SUB)
         assert es.status == 200
         assert (await es.next())["retry"] == "2000"
@@ -178,6 +180,7 @@ async def test_a_message_published_on_one_node_reaches_every_transport_on_the_ot
         assert (status, last) == (200, texts[-1].encode())
     # Publishing on another node reaches the first one too.
     a_ws = await websocket(f"{a.ws}{SUB}?format=json", a.public_port)
+    await opened(a_ws)
     status, body = await publish(c, auth, "from c")
     assert status == 201, body
     assert body["subscribers"] == 3  # reached on c itself (its long-poll was answered)
@@ -195,6 +198,7 @@ async def test_a_cursor_from_one_node_resumes_on_another(nodes):
     a, b, c = [await nodes() for _ in range(3)]
     auth = await setup_site(a)
     ws = await websocket(f"{a.ws}{SUB}?format=json", a.public_port)
+    await opened(ws)
     first = await published(c, auth, "1")
     [envelope] = await frames(ws, 1)
     assert envelope["id"] == first
@@ -204,7 +208,7 @@ async def test_a_cursor_from_one_node_resumes_on_another(nodes):
 
     # Reconnecting to another node with the last id seen: exactly the missed ones, then live.
     ws = await websocket(f"{b.ws}{SUB}?format=json&since={first}", b.public_port)
-    assert await frames(ws, 1) == [{"recovered": True}]
+    assert (await opened(ws))["recovered"] is True
     assert [(e["id"], e["data"]) for e in await frames(ws, 2)] == list(zip(missed, ["2", "3"], strict=False))
     live = await published(a, auth, "4")
     assert [(e["id"], e["data"]) for e in await frames(ws, 1)] == [(live, "4")]
@@ -235,6 +239,7 @@ async def test_a_batch_retried_on_another_node_is_delivered_once(nodes):
     auth = await setup_site(a)
     await make_center(a, auth, "alerts")
     news = await websocket(f"{c.ws}{SUB}?format=json", c.public_port)
+    await opened(news)
     alerts = await websocket(f"{c.ws}/sub/{PUBLISHER}/alerts", c.public_port)
     await subscribers(c, 1)
     await subscribers(c, 1, "alerts")
@@ -426,6 +431,7 @@ async def test_a_private_center_token_opens_it_on_any_node(nodes):
     granted = subscriber_token(auth[1], sub="inbox", lifetime=600)
     path = f"/sub/{PUBLISHER}/inbox"
     ws = await websocket(f"{b.ws}{path}?format=json&token={granted}", b.public_port)
+    await opened(ws)
     status, body = await websocket_refused(b, path)
     assert status == 401 and body["error"], body
     forged = subscriber_token("a forged secret, as long as a real one: 0123456789", sub="inbox", lifetime=600)
@@ -462,7 +468,7 @@ async def test_a_center_history_override_is_what_redis_retains(nodes, redis):
     assert status == 200 and body["recovered"] is True, body
     assert [m["id"] for m in body["messages"]] == ids[2:]
     ws = await websocket(f"{b.ws}{SUB}?format=json&since={ids[0]}", b.public_port)
-    assert await frames(ws, 1) == [{"recovered": False}]
+    assert (await opened(ws))["recovered"] is False
     assert [e["data"] for e in await frames(ws, 3)] == ["3", "4", "5"]
     status, body = await longpoll(a, f"/sub/{PUBLISHER}/default", since="x-0")
     assert [m["data"] for m in body["messages"]] == ["3", "4", "5", "6", "7"]
@@ -476,6 +482,7 @@ async def test_publishing_answers_503_while_redis_is_down_and_works_again_once_i
     a, b = await nodes(), await nodes()
     auth = await setup_site(a)
     ws = await websocket(f"{b.ws}{SUB}?format=json", b.public_port)
+    await opened(ws)
     raw = await websocket(f"{a.ws}{SUB}", a.public_port)
     es = await event_source(b.public_port, SUB)
     await es.next()
@@ -513,6 +520,8 @@ async def test_publishing_answers_503_while_redis_is_down_and_works_again_once_i
     await eventually(lambda: call("PUT", f"{b.api}/api/v1/centers/{CENTER}", auth=auth),
                      lambda r: r[0] == 201, seconds=10)
     fresh = [await websocket(f"{node.ws}{SUB}?format=json", node.public_port) for node in (a, b)]
+    for client in fresh:
+        await opened(client)
     await subscribers(b, 1)
     await subscribers(a, 1)
     again = await published(b, auth, "after")
@@ -534,6 +543,7 @@ async def test_a_node_cut_off_from_redis_catches_up_when_it_is_back(nodes, redis
         b = await nodes(f"redis://127.0.0.1:{relay.port_number}/0")
         auth = await setup_site(a)
         ws = await websocket(f"{b.ws}{SUB}?format=json", b.public_port)
+        await opened(ws)
         raw = await websocket(f"{b.ws}{SUB}", b.public_port)
         es = await event_source(b.public_port, SUB)
         await es.next()
@@ -627,6 +637,7 @@ async def test_a_node_that_missed_more_than_redis_retains_sends_its_subscribers_
         b = await nodes(f"redis://127.0.0.1:{relay.port_number}/0")
         auth = await setup_site(a, history=2)
         ws = await websocket(f"{b.ws}{SUB}?format=json", b.public_port)
+        await opened(ws)
         es = await event_source(b.public_port, SUB)
         await es.next()
         await subscribers(b, 2)
@@ -650,7 +661,7 @@ async def test_a_node_that_missed_more_than_redis_retains_sends_its_subscribers_
         assert status == 200 and body["recovered"] is False, body
         assert [m["id"] for m in body["messages"]] == meanwhile[2:]
         ws = await websocket(f"{b.ws}{SUB}?format=json&since={first}", b.public_port)
-        assert await frames(ws, 1) == [{"recovered": False}]
+        assert (await opened(ws))["recovered"] is False
         assert [e["id"] for e in await frames(ws, 2)] == meanwhile[2:]
         await eventually(lambda: publish(b, auth, "5"), lambda r: r[0] == 201, seconds=10)
         assert (await frames(ws, 1))[0]["data"] == "5"
@@ -722,7 +733,7 @@ async def test_a_sigkilled_daemon_loses_nothing_acknowledged(redis, tmp_path):
 
         # Subscribed to A: a WebSocket (json) and a long-poll loop.
         ws = await websocket(f"{a.ws}{SUB}?format=json&since={start}", a.public_port)
-        assert await frames(ws, 1) == [{"recovered": True}]
+        assert (await opened(ws))["recovered"] is True
         polling = defer.Deferred.fromCoroutine(_follow([a, b], auth, start, "end"))
         await eventually(lambda: a.admin("GET", "/admin/v1/stats"),
                          lambda r: r[1]["connections"]["websocket"] == 1)
@@ -748,7 +759,7 @@ async def test_a_sigkilled_daemon_loses_nothing_acknowledged(redis, tmp_path):
             seen.append(json.loads(await ws.next()))
         assert seen, "no message reached the WebSocket before the kill"
         ws = await websocket(f"{b.ws}{SUB}?format=json&since={seen[-1]['id']}", b.public_port)
-        assert await frames(ws, 1) == [{"recovered": True}]
+        assert (await opened(ws))["recovered"] is True
         seen += await frames(ws, len(acknowledged) - len(seen))
         assert [(m["id"], m["data"]) for m in seen] == acknowledged
         await nothing_more(ws, b, auth, as_json=True)
@@ -784,6 +795,7 @@ async def test_two_processes_share_one_reuseport_port(redis, tmp_path):
         for _ in range(5):  # the kernel spreads connections by their source port
             for _ in range(40):
                 clients.append(await websocket(f"ws://127.0.0.1:{port}{SUB}?format=json", port))
+                await opened(clients[-1])
             spread = await eventually(counts, lambda c: sum(c) == len(clients))
             if all(spread):
                 break
@@ -945,11 +957,14 @@ async def test_presence_is_cluster_wide_and_each_event_is_sent_once(nodes):
         assert status == 200
         path = f"/sub/{PUBLISHER}/room?format=json&token="
         ann_a = await websocket(f"{a.ws}{path}{_member_token(auth[1], 'ann')}", a.public_port)
+        await opened(ann_a)
         assert [m["uid"] for m in json.loads(await ann_a.next())["members"]] == ["ann"]
         # Ann on the other node too, and Bob there: one join each, seen on every node.
         ann_b = await websocket(f"{b.ws}{path}{_member_token(auth[1], 'ann')}", b.public_port)
+        await opened(ann_b)
         assert [m["uid"] for m in json.loads(await ann_b.next())["members"]] == ["ann"]
         bob_b = await websocket(f"{b.ws}{path}{_member_token(auth[1], 'bob')}", b.public_port)
+        await opened(bob_b)
         assert [m["uid"] for m in json.loads(await bob_b.next())["members"]] == ["ann", "bob"]
         assert json.loads(await ann_a.next(DELIVERY_SECONDS)) == {
             "presence": "join", "center": "room", "uid": "bob", "info": None}
@@ -1000,8 +1015,10 @@ async def test_a_node_gone_silent_leaves_no_ghost_members(nodes, redis, monkeypa
         await make_center(a, auth, "room", private=True, presence=True)
         path = f"/sub/{PUBLISHER}/room?format=json&token="
         ann = await websocket(f"{a.ws}{path}{_member_token(auth[1], 'ann')}", a.public_port)
+        await opened(ann)
         await ann.next()
         ghost = await websocket(f"{lost.ws}{path}{_member_token(auth[1], 'ghost')}", lost.public_port)
+        await opened(ghost)
         await ghost.next()
         assert json.loads(await ann.next(DELIVERY_SECONDS))["uid"] == "ghost"
         await sleep(0.5)  # held: it says so again in time
@@ -1037,8 +1054,10 @@ async def test_a_sigkilled_node_leaves_no_ghost_member_behind(nodes, redis, tmp_
         await make_center(a, auth, "room", private=True, presence=True)
         path = f"/sub/{PUBLISHER}/room?format=json&token="
         ann = await websocket(f"{a.ws}{path}{_member_token(auth[1], 'ann')}", a.public_port)
+        await opened(ann)
         await ann.next()
         ghost = await websocket(f"{doomed.ws}{path}{_member_token(auth[1], 'ghost')}", doomed.public_port)
+        await opened(ghost)
         await ghost.next()
         assert json.loads(await ann.next(DELIVERY_SECONDS))["uid"] == "ghost"
         doomed.transport.signalProcess("KILL")

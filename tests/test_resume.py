@@ -8,7 +8,17 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from tests.support import WebSocket, call, event_source, published, setup_site, sleep, start_daemon, websocket
+from tests.support import (
+    WebSocket,
+    call,
+    event_source,
+    opened,
+    published,
+    setup_site,
+    sleep,
+    start_daemon,
+    websocket,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -38,24 +48,26 @@ async def test_websocket_json_tells_recovery_first(daemon):
     auth = await setup_site(daemon, history=2)
     ids = [await published(daemon, auth, str(i)) for i in range(1, 5)]  # retained: 3, 4
     ws = await websocket(f"{daemon.ws}{SUB}?format=json&since={ids[1]}", daemon.public_port)
-    assert json.loads(await ws.next()) == {"recovered": True}
+    assert json.loads(await ws.next()) == {"cursor": ids[1], "recovered": True, "lost": []}
     assert [json.loads(await ws.next())["data"] for _ in range(2)] == ["3", "4"]
-    # older than what is retained: told so, then everything retained
+    # older than what is retained: told so (starting just before the oldest
+    # retained), then everything retained
     ws = await websocket(f"{daemon.ws}{SUB}?format=json&since={ids[0]}", daemon.public_port)
-    assert json.loads(await ws.next()) == {"recovered": False}
+    assert json.loads(await ws.next()) == {"cursor": ids[1], "recovered": False, "lost": ["news"]}
     assert [json.loads(await ws.next())["id"] for _ in range(2)] == ids[2:]
     # a cursor of no known epoch
     ws = await websocket(f"{daemon.ws}{SUB}?format=json&since=gone-9", daemon.public_port)
-    assert json.loads(await ws.next()) == {"recovered": False}
+    assert json.loads(await ws.next()) == {"cursor": ids[1], "recovered": False, "lost": ["news"]}
 
 
 @pytest_twisted.ensureDeferred
 async def test_websocket_without_since_gets_only_live_messages(daemon):
     auth = await setup_site(daemon)
-    await published(daemon, auth, "old")
+    old = await published(daemon, auth, "old")
     ws = await websocket(f"{daemon.ws}{SUB}?format=json", daemon.public_port)
+    assert await opened(ws) == {"cursor": old, "recovered": True, "lost": []}
     await published(daemon, auth, "new")
-    assert json.loads(await ws.next())["data"] == "new"  # no recovery frame, no replay
+    assert json.loads(await ws.next())["data"] == "new"  # no replay
 
 
 @pytest_twisted.ensureDeferred
@@ -190,7 +202,7 @@ async def test_the_seam_between_backlog_and_live_has_no_gap_and_no_duplicate(dae
     for subscriber in subscribers:
         got: list[str] = []
         if isinstance(subscriber, WebSocket):
-            assert json.loads(await subscriber.next()) == {"recovered": True}
+            assert json.loads(await subscriber.next()) == {"cursor": start, "recovered": True, "lost": []}
             while len(got) < len(expected):
                 got.append(json.loads(await subscriber.next())["id"])
         else:

@@ -51,6 +51,7 @@ from tests.support import (
     handshake_headers,
     make_center,
     nothing_more,
+    opened,
     publish,
     published,
     result_of,
@@ -594,7 +595,9 @@ async def test_a_batch_is_published_in_order_to_several_centers(daemon):
     for name in ("a", "b"):
         await make_center(daemon, auth, name)
     ws_a = await websocket(f"{daemon.ws}/sub/site/a?format=json", daemon.public_port)
+    await opened(ws_a)
     ws_b = await websocket(f"{daemon.ws}/sub/site/b?format=json", daemon.public_port)
+    await opened(ws_b)
     entries = [("a", "1"), ("b", "2"), ("a", "3"), ("b", "4"), ("a", "5")]
     status, body = await _batch(daemon, auth, {"messages": [{"center": c, "data": d} for c, d in entries]})
     assert status == 201, body

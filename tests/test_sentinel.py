@@ -36,6 +36,7 @@ from tests.support import (
     call,
     event_source,
     eventually,
+    opened,
     publish,
     setup_site,
     sleep,
@@ -361,6 +362,8 @@ async def test_publishes_and_subscriptions_go_through_two_failovers_exactly_once
     a, b = await nodes(cluster.url, store=store), await nodes(cluster.url, store=store)
     auth = await setup_site(a, CENTER, PUBLISHER, history=HISTORY)
     sockets = [await websocket(f"{node.ws}{SUB}?format=json", node.public_port) for node in (a, b)]
+    for ws in sockets:
+        await opened(ws)
     streams = [await event_source(node.public_port, SUB) for node in (a, b)]
     for stream in streams:
         assert stream.status == 200 and (await stream.next())["retry"]
@@ -448,6 +451,7 @@ async def test_a_master_failed_over_alive_is_left_for_the_new_one(cluster, nodes
     a = await nodes(cluster.url, store={"replicas_ack": 1})
     auth = await setup_site(a, CENTER, PUBLISHER, history=HISTORY)
     ws = await websocket(f"{a.ws}{SUB}?format=json", a.public_port)
+    await opened(ws)
     status, body = await publish(a, auth, "before")
     assert status == 201, body
     assert json.loads(await ws.next())["data"] == "before"
@@ -496,6 +500,7 @@ async def test_a_publish_the_replicas_do_not_confirm_is_503_and_its_retry_delive
     a = await nodes(master.url, store={"replicas_ack": 1, "replicas_timeout_ms": 300})
     auth = await setup_site(a, CENTER, PUBLISHER, history=HISTORY)
     ws = await websocket(f"{a.ws}{SUB}?format=json", a.public_port)
+    await opened(ws)
     status, body = await publish(a, auth, "first")
     assert status == 201, body
     assert json.loads(await ws.next())["data"] == "first"
@@ -572,6 +577,7 @@ async def test_a_subscription_whose_network_goes_black_is_made_again(tmp_path, n
         direct = await nodes(server.url)
         auth = await setup_site(direct, CENTER, PUBLISHER, history=HISTORY)
         ws = await websocket(f"{behind.ws}{SUB}?format=json", behind.public_port)
+        await opened(ws)
         status, body = await publish(direct, auth, "before")
         assert status == 201, body
         assert json.loads(await ws.next())["data"] == "before"
@@ -671,6 +677,7 @@ async def test_a_publisher_gone_while_the_replicas_confirm_still_has_its_message
     a = await nodes(master.url, store={"replicas_ack": 1, "replicas_timeout_ms": 3000})
     auth = await setup_site(a, CENTER, PUBLISHER, history=HISTORY)
     ws = await websocket(f"{a.ws}{SUB}?format=json", a.public_port)
+    await opened(ws)
     replica.pause()
     client = await connect(a.service.api_port.getHost().port)
     credentials = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()

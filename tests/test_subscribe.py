@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 import treq
 
-from tests.support import call, handshake_headers, publish, published, setup_site, sleep, websocket
+from tests.support import call, handshake_headers, opened, publish, published, setup_site, sleep, websocket
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,9 @@ async def test_a_message_reaches_websocket_and_long_poll_at_once(daemon):
 async def test_websocket_json_format_sends_the_envelope(daemon):
     auth = await setup_site(daemon)
     ws = await websocket(f"{daemon.ws}/sub/site/news?format=json", daemon.public_port)
+    start = await opened(ws)
     sent = await published(daemon, auth, "one")
+    assert start == {"cursor": sent.rsplit("-", 1)[0] + "-0", "recovered": True, "lost": []}
     envelope = json.loads(await ws.next())
     assert envelope["id"] == sent
     assert envelope["data"] == "one"

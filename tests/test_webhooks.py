@@ -21,6 +21,7 @@ from tests.support import (
     call,
     expect_json_error,
     make_center,
+    opened,
     running,
     setup_site,
     sleep,
@@ -138,6 +139,7 @@ async def test_occupancy_and_members_reach_the_site_signed_and_in_order(site):
         ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
         token = subscriber_token(auth[1], sub="room.1", uid="ann", info={"name": "Ann"})
         ann = await websocket(f"{daemon.ws}/sub/site/room.1?format=json&token={token}", daemon.public_port)
+        await opened(ann)
         await until(lambda: len(site.accepted()) >= 3, timeout=10)
         ws.close()
         ann.close()

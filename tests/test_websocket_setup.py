@@ -24,7 +24,7 @@ from notifier.hub import Hub
 from notifier.model import Center
 from notifier.sites import public_site
 from notifier.transports.websocket import WebSocketSubscriber, bound, websocket_factory
-from tests.raw import client_frame, connect, raw_websocket, server_frames
+from tests.raw import client_frame, close_code, connect, raw_websocket, server_frames
 from tests.support import running, setup_site, until
 
 pytestmark = pytest.mark.integration
@@ -200,7 +200,7 @@ async def test_text_from_the_client_is_checked_for_utf8() -> None:
     # A client's text is dropped, but must be UTF-8 text all the same
     # (Autobahn's validator, made when a text frame first comes): text in
     # several frames is taken, and what is not UTF-8 gets the connection
-    # dropped, as Autobahn fails a connection (failByDrop).
+    # closed with 1007, as Autobahn fails a connection.
     async with running() as daemon:
         await setup_site(daemon)
         client = await raw_websocket(daemon.public_port, "/sub/site/news")
@@ -211,6 +211,7 @@ async def test_text_from_the_client_is_checked_for_utf8() -> None:
         assert not client.client.done
         client.send(client_frame(0x1, b"\xff\xfe not text"))
         assert await client.client.wait_closed(5)
+        assert close_code(client.frames) == 1007
 
 
 @pytest_twisted.ensureDeferred

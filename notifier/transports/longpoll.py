@@ -14,6 +14,7 @@ from notifier.envelope import envelope_json
 from notifier.errors import NotFound
 from notifier.hub import Batch, Hub, Prepared
 from notifier.model import Member, Message
+from notifier.transports.ordering import InOrder
 
 
 def envelope_bytes(message: Message) -> bytes:
@@ -101,17 +102,19 @@ def advanced(positions: Sequence[str], index: dict[str, int], items: list[Prepar
 
 class MultiLongPoll:
     """A waiting long-poll on several hubs, subscribed to each until one of
-    them has messages for it; answered with the body and the compound
-    cursor after it."""
+    them has messages for it (in publish order across them: *held*, the
+    backlog published after a message still on its way, waits for it);
+    answered with the body and the compound cursor after it."""
 
     transport_name = "longpoll"
-    __slots__ = ("hubs", "positions", "index", "answer", "_timer")
+    __slots__ = ("hubs", "positions", "index", "in_order", "answer", "_timer")
 
     def __init__(self, hubs: Sequence[Hub], positions: list[str], timeout: float, clock: IReactorTime,
-                 member: Member | None = None) -> None:
+                 member: Member | None = None, held: list[Prepared] | None = None) -> None:
         self.hubs = tuple(hubs)
         self.positions = tuple(positions)
         self.index = {hub.center.name: i for i, hub in enumerate(hubs)}
+        self.in_order = InOrder(hubs, held)
         self.answer: Deferred[tuple[bytes, str]] = Deferred(lambda _: self._leave())
         self._timer: IDelayedCall | None = clock.callLater(timeout, self._expire)
         for hub in hubs:
@@ -138,8 +141,10 @@ class MultiLongPoll:
         self._respond(self._unchanged())
 
     def deliver(self, batch: Batch) -> None:
-        # The polls waiting with the same cursor share their answer.
-        self._respond(batch.form(self._live, (self.hubs, self.positions)))
+        taken = self.in_order.take(batch)
+        if taken is not None:
+            # The polls waiting with the same cursor share their answer.
+            self._respond(taken.form(self._live, (self.hubs, self.positions)))
 
     def _live(self, batch: Batch) -> tuple[bytes, str]:
         cursor = ",".join(advanced(self.positions, self.index, batch.items))

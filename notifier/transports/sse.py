@@ -12,7 +12,7 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.web.server import Request
 
 from notifier.envelope import envelope_json
-from notifier.hub import Batch, Hub, Prepared
+from notifier.hub import Batch, Hub, Opening, Prepared
 from notifier.model import Message
 from notifier.presence import Item
 from notifier.transports.streaming import StreamingSubscriber
@@ -43,17 +43,24 @@ def _id_bytes(message: Message) -> bytes:
     return message.id.encode()
 
 
-def _events(batch: Batch, at: tuple[tuple[bytes, ...] | None, int]) -> tuple[tuple[bytes, ...], bytes]:
-    """A multiplexed stream's events for *batch* (one center's messages),
-    from the cursor and the center's place in it *at*: the cursor after
-    them, and the events, each ``id:`` the compound cursor after it."""
-    cursor, slot = at
+def _events_in(batch: Batch, cursor: tuple[bytes, ...] | None,
+               index: dict[str, int]) -> tuple[tuple[bytes, ...], bytes]:
+    """A multiplexed stream's events for *batch*, from *cursor* (*index*:
+    each center's place in it): the cursor after them, and the events,
+    each ``id:`` the compound cursor after it."""
     assert cursor is not None
     events: list[bytes] = []
     for prepared in batch.items:
+        slot = index[prepared.message.center]
         cursor = (*cursor[:slot], prepared.form(_id_bytes), *cursor[slot + 1:])
         events += (b"id: ", b",".join(cursor), prepared.form(envelope_event))
     return cursor, b"".join(events)
+
+
+def _events(batch: Batch, at: tuple[tuple[bytes, ...] | None, tuple[Hub, ...]]) -> tuple[tuple[bytes, ...], bytes]:
+    """``_events_in`` for every stream of the hubs and the cursor *at*."""
+    cursor, hubs = at
+    return _events_in(batch, cursor, {hub.center.name: i for i, hub in enumerate(hubs)})
 
 
 def item_event(item: Item) -> bytes:
@@ -82,15 +89,15 @@ class EventStream(StreamingSubscriber):
     def _announce_many(self, positions: list[str], lost: list[str]) -> None:
         raise TypeError("a stream of several centers is a MultiEventStream")
 
-    def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
+    def _announce(self, cursor: str | None, opening: Opening) -> None:
         head = [f"retry: {RETRY_MS}\n".encode()]
-        if not resumed:
+        if not opening.backlog:
             # An id with no data sets a browser's Last-Event-ID without an
             # event: its own reconnection then resumes from here.
-            head.append(f"id: {self.hubs[-1].position}\n".encode())
+            head.append(f"id: {opening.position}\n".encode())
         head.append(b"\n")
         if cursor is not None:
-            head.append(recovery(recovered))
+            head.append(recovery(opening.recovered))
         self._pace(b"".join(head))
 
     def _keep_alive(self) -> None:
@@ -135,9 +142,13 @@ class MultiEventStream(EventStream):
 
     def _replayed(self, backlog: list[Prepared]) -> Iterable[bytes]:
         for prepared in backlog:
-            self._cursor, events = _events(Batch([prepared]), (self._cursor, self._index[prepared.message.center]))
+            self._cursor, events = _events_in(Batch([prepared]), self._cursor, self._index)
             yield events
 
     def deliver(self, batch: Batch) -> None:
-        self._cursor, events = batch.shared((self._cursor, self._index[batch.items[0].message.center]), _events)
-        self._pace(events)
+        in_order = self._in_order
+        assert in_order is not None
+        taken = in_order.take(batch)
+        if taken is not None:
+            self._cursor, events = taken.shared((self._cursor, self.hubs), _events)
+            self._pace(events)

@@ -16,9 +16,10 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 
 from notifier.deadlines import TokenDeadlines
-from notifier.hub import Batch, Hub, Prepared, interleave
+from notifier.hub import Batch, Hub, Opening, Prepared, interleave
 from notifier.model import Grant, Message
 from notifier.presence import Item
+from notifier.transports.ordering import InOrder
 from notifier.transports.pacing import Paced
 
 
@@ -28,6 +29,8 @@ class StreamingSubscriber(Paced):
     hubs: tuple[Hub, ...] = ()
     #: Called with each hub of a subscriber dropped as too slow.
     dropped: Callable[[Hub], None]
+    #: Publish order across its hubs, when it has several.
+    _in_order: InOrder | None = None
 
     # what a transport provides
 
@@ -37,10 +40,9 @@ class StreamingSubscriber(Paced):
         subscriber of a format, so that a message is encoded once for all)."""
 
     @abstractmethod
-    def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
-        """Send what comes before the backlog: where the stream starts, and,
-        for a cursor given, whether it was recovered. *resumed*: a backlog
-        follows."""
+    def _announce(self, cursor: str | None, opening: Opening) -> None:
+        """Send what comes before the backlog of *opening*: where the stream
+        starts, and, for a *cursor* given, whether it was recovered."""
 
     @abstractmethod
     def _announce_many(self, positions: list[str], lost: list[str]) -> None:
@@ -66,27 +68,29 @@ class StreamingSubscriber(Paced):
         """Follow *hub* from *cursor*: the announcement, the backlog, then
         live messages; until the *grant* of a private center's token
         expires, if given (and as its member, in a presence center)."""
-        backlog, recovered, _ = hub.attach(self, cursor, grant.member if grant is not None else None)
+        opening = hub.attach(self, cursor, grant.member if grant is not None else None)
         self.hubs = (*self.hubs, hub)
         if grant is not None and deadlines is not None:
             deadlines.add(grant.expires, hub, self)
-        self._announce(cursor, recovered, bool(backlog))
+        self._announce(cursor, opening)
         encode = self.encode
-        self._send_backlog(prepared.form(encode) for prepared in backlog)
+        self._send_backlog(prepared.form(encode) for prepared in opening.backlog)
 
     def attach_many(self, hubs: Sequence[Hub], cursors: Sequence[str | None], grant: Grant | None = None,
                     deadlines: TokenDeadlines | None = None) -> None:
         """Follow several hubs from their *cursors* (``None``: live only) on
-        one connection: the starting point, the backlogs interleaved in
-        publish order, then live messages as each hub sends them."""
+        one connection: the starting point, then the backlogs and the live
+        messages of every hub in publish order."""
         member = grant.member if grant is not None else None
         openings = [hub.attach(self, cursor, member) for hub, cursor in zip(hubs, cursors, strict=True)]
         self.hubs = tuple(hubs)
+        in_order = self._in_order = InOrder(hubs)
         if grant is not None and deadlines is not None:
             deadlines.add(grant.expires, hubs[0], self)  # it leaves every hub at once
         lost = [hub.center.name for hub, opening in zip(hubs, openings, strict=True) if not opening.recovered]
         self._announce_many([opening.position for opening in openings], lost)
-        self._send_backlog(self._replayed(interleave([opening.backlog for opening in openings])))
+        backlog = in_order.backlog(interleave([opening.backlog for opening in openings]))
+        self._send_backlog(self._replayed(backlog))
 
     def _replayed(self, backlog: list[Prepared]) -> Iterable[bytes]:
         """A multiplexed backlog as frames (what ``deliver`` would send)."""
@@ -94,6 +98,12 @@ class StreamingSubscriber(Paced):
         return (prepared.form(encode) for prepared in backlog)
 
     def deliver(self, batch: Batch) -> None:
+        in_order = self._in_order
+        if in_order is not None:
+            taken = in_order.take(batch)
+            if taken is None:
+                return
+            batch = taken
         self._pace(batch.joined(self.encode))
 
     # presence (notifier.presence)

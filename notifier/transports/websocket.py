@@ -33,7 +33,7 @@ from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
 from notifier.errors import NotifierError
 from notifier.httpserver import raw_error_response
-from notifier.hub import Hub
+from notifier.hub import Hub, Opening
 from notifier.model import Grant, Message
 from notifier.presence import Item
 from notifier.transports.pacing import send_now
@@ -91,7 +91,11 @@ def _plain_tcp(transport: object) -> bool:
     return isinstance(transport, tcp.Server) and not transport.TLS
 
 
-RECOVERY = {recovered: _frame(json.dumps({"recovered": recovered}).encode()) for recovered in (True, False)}
+def opening_frame(positions: Sequence[str], lost: Sequence[str]) -> bytes:
+    """What a ``json`` WebSocket opens with: where it starts (a position
+    per center, joined with ``,``), whether it was resumed whole, and the
+    centers it could not resume."""
+    return _frame(json.dumps({"cursor": ",".join(positions), "recovered": not lost, "lost": list(lost)}).encode())
 
 
 class NotifierFactory(WebSocketServerFactory):
@@ -198,7 +202,7 @@ class WebSocketSubscriber(
     transport_name = "websocket"
     factory: NotifierFactory
     encode = staticmethod(raw_frame)
-    #: Whether a first ``{"recovered": ...}`` frame fits the format.
+    #: Whether a first ``{"cursor": ..., "recovered": ..., "lost": ...}`` frame fits the format.
     tells_recovery = False
     #: Where it goes once open: the hubs, a cursor for each, and what its token grants.
     start: tuple[Sequence[Hub], Sequence[str | None], Grant | None] | None = None
@@ -291,8 +295,8 @@ class WebSocketSubscriber(
         origin = headers.get(b"origin")
         accept = base64.b64encode(hashlib.sha1(key + _WS_MAGIC).digest())
         send_now(self.transport, b"HTTP/1.1 101 Switching Protocols\r\nServer: " + self.factory.server.encode()
-                      + b"\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
-                      + accept + b"\r\n\r\n")
+                      + b"\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nNotifier-Cursor: "
+                      + self.starting_cursor() + b"\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         # What Autobahn's handshake leaves set on a connection it opened.
         self.websocket_version = 13
         self.websocket_protocols = []
@@ -349,13 +353,26 @@ class WebSocketSubscriber(
         else:
             self.attach_many(hubs, cursors, grant, self.factory.deadlines)
 
-    def _announce(self, cursor: str | None, recovered: bool, resumed: bool) -> None:
-        if cursor is not None and self.tells_recovery:
-            self._pace(RECOVERY[recovered])
+    def _announce(self, cursor: str | None, opening: Opening) -> None:
+        if self.tells_recovery:
+            lost = () if opening.recovered else (self.hubs[-1].center.name,)
+            self._pace(opening_frame((opening.position,), lost))
 
     def _announce_many(self, positions: list[str], lost: list[str]) -> None:
-        opening = {"cursor": ",".join(positions), "recovered": not lost, "lost": lost}
-        self._pace(_frame(json.dumps(opening).encode()))
+        self._pace(opening_frame(positions, lost))
+
+    def starting_cursor(self) -> bytes:
+        """Where the subscription starts (what the opening frame says, one
+        position per center): the ``Notifier-Cursor`` of the 101 answer,
+        before it is attached (nothing is published in between)."""
+        assert self.start is not None
+        hubs, cursors, _ = self.start
+        return ",".join(hub.start_position(*hub.resume_point(cursor)[:2])
+                        for hub, cursor in zip(hubs, cursors, strict=True)).encode()
+
+    def onConnect(self, request: Any) -> tuple[None, dict[str, str]]:
+        # A handshake Autobahn answers (open_at_once answers the others).
+        return None, {"Notifier-Cursor": self.starting_cursor().decode()}
 
     # Client frames carry nothing for us: their data is dropped as it comes,
     # never gathered into messages (their frames are capped in size).
@@ -405,6 +422,12 @@ class WebSocketSubscriber(
             code = UNAUTHORIZED if reason in UNAUTHORIZED_REASONS else GOING_AWAY
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode(), isReply=False)
 
+    def dropConnection(self, abort: bool = False) -> None:
+        # Autobahn aborts (resets) the TCP connection once the client has
+        # answered the daemon's close frame: after a clean closing
+        # handshake it ends as TCP does, everything sent.
+        super().dropConnection(abort=abort and not self.wasClean)
+
     def stopProducing(self) -> None:
         super().stopProducing()
         self._leave()
@@ -449,6 +472,10 @@ def websocket_factory(send_buffer_bytes: int, dropped: Callable[[Hub], None],
     factory.setProtocolOptions(
         maxFramePayloadSize=max_frame_bytes,
         maxMessagePayloadSize=0,  # never limit what we send; frames are capped above
+        # A client frame too large, or not WebSocket, gets a closing
+        # handshake (1009, 1002, 1007), not a reset: the peer learns why.
+        failByDrop=False,
+        echoCloseCodeReason=True,  # a client's close code comes back (RFC 6455 5.5.1)
         perMessageCompressionAccept=lambda offers: None,  # prepared frames need it off
         autoPingInterval=0,  # one sweeping heartbeat instead (notifier.heartbeat)
         # No timer per connection for its opening handshake: a connection is
