@@ -37,8 +37,8 @@
  *   });
  *
  * `message.center` says which center each message comes from (on every
- * transport). Each center's messages arrive in publish order, nothing twice;
- * centers interleave as their messages arrive. The cursor (`since`,
+ * transport). Messages arrive in publish order across the centers (a batch
+ * in its order), nothing twice. The cursor (`since`,
  * `lastId`) of such a subscription is compound: the position of each center
  * joined with "," in the order of the URL ("3f2a91c0-17,9b01e4d2-0"; an
  * empty entry: live messages only for that center). The one token given
