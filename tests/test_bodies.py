@@ -126,6 +126,23 @@ def test_a_body_in_time_is_read_and_the_deadline_is_for_bodies_only(through: str
     protocol.connectionLost(connectionDone)
 
 
+@pytest.mark.parametrize("through", ["twisted.web", "the front"])
+def test_a_stalled_body_is_cut_at_the_idle_timeout_if_that_comes_first(through: str) -> None:
+    clock = Clock()
+    resource = _Echo()
+    site = FrontSite(resource, Plain(b"POST", b"/", resource, max_body=1000), reactor=clock, timeout=2)
+    protocol = site.buildProtocol(PEER) if through == "the front" else QuietSite.buildProtocol(site, PEER)
+    transport = _connected(protocol)
+    protocol.dataReceived(head("POST", "/x", "Content-Length: 1000"))
+    clock.advance(1)
+    protocol.dataReceived(b"x")
+    clock.advance(1.5)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting and clock.seconds() < site.body_timeout
+    protocol.connectionLost(connectionDone)
+
+
 # 100 Continue once the credentials hold (unit)
 
 
