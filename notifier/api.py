@@ -137,18 +137,20 @@ class ApiApp:
                                code="replayed_signature")
         return publisher.name, body
 
-    def body_gate(self, method: bytes, target: bytes, headers: Headers,
-                  length: int | None = None) -> tuple[int, Deferred[bool] | None]:
+    def body_gate(self, method: bytes, target: bytes, headers: Headers, length: int | None = None,
+                  in_hand: bool = False) -> tuple[int, Deferred[bool] | None]:
         """How much of a request's body to read, decided from its head
-        (notifier.httpserver.BoundedRequest): each route's own bound, and no body
-        at all for credentials that cannot hold, looked up first. A body of
-        a known length that fits in one read is not worth a look-up: the
-        handler checks the credentials before using it."""
+        (notifier.httpserver.BoundedRequest, notifier.front.Front): each
+        route's own bound, and no body at all for credentials that cannot
+        hold, looked up first. A body that came whole with its head
+        (*in_hand*) is not worth a look-up: the handler checks the
+        credentials before using it."""
         path = target.split(b"?", 1)[0].split(b"/")[1:]
         authorization = headers.getRawHeaders(b"authorization") or [b""]
         if path[:2] == [b"admin", b"v1"]:
-            granted = admin_granted(authorization[0], self.config.api.admin_token)
-            return (MAX_JSON_BODY if granted else 0), None
+            if admin_granted(authorization[0], self.config.api.admin_token):
+                return MAX_JSON_BODY, None
+            return 0, succeed(False)
         if path[:2] != [b"api", b"v1"]:
             return 0, None
         if is_publish(method, path):
@@ -157,13 +159,14 @@ class ApiApp:
             limit = max_body_bytes(self.config)
         else:
             limit = MAX_JSON_BODY
-        if length is not None and length <= MAX_JSON_BODY:
+        if in_hand:
             return limit, None
         try:
             credentials = publisher_credentials_from(authorization)
+            credentials.check_time(self.clock.seconds())
             looked_up = now_or_later(self.registry.publisher(credentials.publisher))
         except Exception:
-            return 0, None  # the handler answers why (401, or 503 for a store away)
+            return 0, succeed(False)  # the handler answers why (401, or 503 for a store away)
         if isinstance(looked_up, Deferred):
             return limit, looked_up.addCallback(credentials.may_hold)
         return limit, succeed(credentials.may_hold(looked_up))

@@ -16,13 +16,13 @@ from twisted.web import server
 from notifier.answers import error_answer
 from notifier.errors import MethodNotAllowed, NotFound
 
-#: Headers of every answer under /console/.
+#: Headers of every answer under /console/ (X-Content-Type-Options is every
+#: answer's: notifier.httpserver.NOSNIFF).
 HEADERS = {
     b"content-security-policy": (b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
                                  b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
                                  b"base-uri 'none'; form-action 'none'"),
     b"x-frame-options": b"DENY",
-    b"x-content-type-options": b"nosniff",
     b"referrer-policy": b"no-referrer",
     b"cache-control": b"no-cache",
 }

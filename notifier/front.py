@@ -9,8 +9,12 @@ once: a whole head in hand, over HTTP/1.1, of the one method and path its
 site's :class:`Plain` names (``GET /sub/...`` on the public listener, ``POST
 /api/v1/centers/{center}/messages`` on the api listener), with a body only
 where it allows one (of a ``Content-Length`` within its bound), no event
-stream. The same resource answers it, through :class:`PlainRequest`, with
-every rule it applies to any request, and the answer goes out in one send.
+stream. A body that does not come with its head is read only once the
+site's ``body_gate`` admits it (else the request is answered from its head
+and the connection closed), and must be whole within the site's
+``body_timeout``, as twisted.web's are (notifier.httpserver). The same
+resource answers it, through :class:`PlainRequest`, with every rule it
+applies to any request, and the answer goes out in one send.
 A WebSocket upgrade admitted by those rules is handed to Autobahn's
 protocol with the bytes of its head as they came
 (:meth:`PlainRequest.take_over`): read once here, once by Autobahn, instead
@@ -43,12 +47,12 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString, parse_qs
-from twisted.web.http_headers import _nameEncoder
+from twisted.web.http_headers import Headers, _nameEncoder
 from zope.interface import implementer
 
 from notifier.answers import error_answer
 from notifier.errors import NotifierError
-from notifier.httpserver import QuietSite
+from notifier.httpserver import NOSNIFF, SLOW_BODY, QuietSite, raw_error_response
 from notifier.transports.pacing import send_now
 from notifier.turns import AnswersAtEndOfTurn
 
@@ -176,9 +180,13 @@ class PlainRequest:
     twisted.web request, for a request the front read itself."""
 
     __slots__ = ("front", "method", "uri", "path", "postpath", "args", "code", "startedWriting", "finished",
-                 "close", "head_bytes", "content", "_headers", "_out", "_body", "_notifications")
+                 "close", "head_bytes", "content", "_headers", "_out", "_body", "_notifications",
+                 "body_refused", "body_too_large")
 
     clientproto = b"HTTP/1.1"
+    #: Set only for a request answered without its body (Front._unread).
+    body_refused: bool
+    body_too_large: bool
 
     def __init__(self, front: Front, method: bytes, uri: bytes, headers: dict[bytes, bytes],
                  mounted: int) -> None:
@@ -264,7 +272,7 @@ class PlainRequest:
         canonical = _CANONICAL
         for name, value in self._out.values():
             parts += (canonical.get(name) or _canonical(name), b": ", value, b"\r\n")
-        parts.append(b"\r\n")
+        parts += (NOSNIFF, b"\r\n")  # last, as twisted.web's (notifier.httpserver.Channel.writeHeaders)
         return b"".join(parts)
 
     def gone(self, reason: Failure) -> None:
@@ -306,6 +314,10 @@ class Front(AnswersAtEndOfTurn, Protocol):
         #: The request whose body is being read, and how much of it is to come.
         self.reading: PlainRequest | None = None
         self.awaited = 0
+        #: When that body must be in (the site's ``body_timeout`` from its head).
+        self.body_by = 0.0
+        #: Reading paused for the site's verdict on that body (its body_gate).
+        self.gated = False
 
     def connectionMade(self) -> None:
         transport: Any = self.transport  # a TCP or TLS transport: an IConsumer too
@@ -331,8 +343,8 @@ class Front(AnswersAtEndOfTurn, Protocol):
         pass  # the connection is going: connectionLost follows
 
     def _read_or_not(self) -> None:
-        """Pause or resume reading the connection, as held and blocked say."""
-        pause = self.held or self.blocked
+        """Pause or resume reading the connection, as held, blocked and gated say."""
+        pause = self.held or self.blocked or self.gated
         if pause != self.paused and self.transport is not None:
             self.paused = pause
             if pause:
@@ -347,8 +359,12 @@ class Front(AnswersAtEndOfTurn, Protocol):
         if self.closing:
             return
         if self.idle is not None:
-            self.idle.reset(self.site.timeOut or 0)
-        if self.current is not None or self.blocked:
+            if self.reading is None:
+                self.idle.reset(self.site.timeOut or 0)
+            else:  # a body: idle, or late, whichever comes first
+                left = self.body_by - self.site.reactor.seconds()
+                self.idle.reset(min(left, self.site.timeOut) if self.site.timeOut else left)
+        if self.current is not None or self.blocked or self.gated:
             self.pending += data
             if len(self.pending) > MAX_PIPELINED and not self.held:
                 self.held = True
@@ -372,6 +388,10 @@ class Front(AnswersAtEndOfTurn, Protocol):
                     self._hand_over(data)
                     return
                 data = data[end:]
+                if awaited > len(data):  # the body does not come whole with its head
+                    if not self._may_read(request, awaited):
+                        return
+                    self._body_deadline()
             else:
                 awaited = self.awaited
             if awaited:
@@ -445,6 +465,70 @@ class Front(AnswersAtEndOfTurn, Protocol):
             request.content = BytesIO()
         return request, length
 
+    def _may_read(self, request: PlainRequest, length: int) -> bool:
+        """Whether to read the body of *request* (*length* bytes): not for
+        credentials that cannot hold, looked up first as for twisted.web's
+        requests (notifier.httpserver.BoundedRequest); else it is answered
+        from its head, and the connection closed after. Reading waits for a
+        look-up."""
+        gate = getattr(self.site, "body_gate", None)
+        if gate is None:
+            return True
+        headers = Headers({name: [value] for name, value in request._headers.items()})
+        limit, verdict = gate(request.method, request.uri, headers, length, False)
+        if verdict is None:
+            if length <= limit:
+                return True
+            self._unread(request, False)
+            return False
+        if verdict.called:
+            decided: list[object] = []
+            verdict.addBoth(decided.append)
+            if decided[0] is True and length <= limit:
+                return True
+            self._unread(request, decided[0] is True)
+            return False
+        self.gated = True
+        self._read_or_not()
+
+        def later(admitted: object) -> None:
+            if self.reading is not request:
+                return  # gone, or cut
+            if admitted is True and length <= limit:
+                self.gated = self.held = False  # held: for what came meanwhile, read now
+                self._read_or_not()
+                if self.pending and not self.blocked:
+                    data, self.pending = self.pending, b""
+                    self._read(data)
+            else:
+                self._unread(request, admitted is True)
+
+        verdict.addBoth(later)  # a failure refuses it too: the handler answers why
+        return True
+
+    def _unread(self, request: PlainRequest, too_large: bool) -> None:
+        """Answer *request* without its body (refused, or too large), and
+        close after: what comes meanwhile is not read."""
+        request.body_refused = not too_large
+        request.body_too_large = too_large
+        request.close = True
+        self.reading, self.awaited = None, 0
+        self.gated = True
+        self._read_or_not()
+        self.pending = b""
+        self.current = request
+        self._serve(request)
+
+    def _body_deadline(self) -> None:
+        """The body about to be read has the site's ``body_timeout`` to come
+        whole: the idle timer fires then at the latest, whatever comes."""
+        timeout = self.site.body_timeout
+        self.body_by = self.site.reactor.seconds() + timeout
+        if self.idle is not None:
+            self.idle.reset(min(timeout, self.site.timeOut) if self.site.timeOut else timeout)
+        else:
+            self.idle = self.site.reactor.callLater(timeout, self._timed_out)
+
     def _serve(self, request: PlainRequest) -> None:
         try:
             body = self.site.plain.resource.render(request)
@@ -468,8 +552,7 @@ class Front(AnswersAtEndOfTurn, Protocol):
             self._queue(request.head() + body)
         else:
             send_now(self.transport, request.head() + body)
-        if self.idle is not None:  # idle from now on, a whole timeout
-            self.idle.reset(self.site.timeOut or 0)
+        self._idle_again()
         if request.close:
             self.closing = True
             self.pending = b""
@@ -531,11 +614,25 @@ class Front(AnswersAtEndOfTurn, Protocol):
         self.held = self.blocked = False
         self._read_or_not()
 
+    def _idle_again(self) -> None:
+        """Idle from now on: a whole timeout, if the site has one."""
+        if not self.site.timeOut:
+            self._no_timer()
+        elif self.idle is not None:
+            self.idle.reset(self.site.timeOut)
+        else:
+            self.idle = self.site.reactor.callLater(self.site.timeOut, self._timed_out)
+
     def _timed_out(self) -> None:
         self.idle = None
         if self.current is not None:  # being answered: not idle
-            self.idle = self.site.reactor.callLater(self.site.timeOut or 0, self._timed_out)
+            self._idle_again()
         elif self.transport is not None:
+            if self.reading is not None:  # its body came too slowly (or stalled): told so
+                self.reading = None
+                self.closing = True
+                self.pending = b""
+                self._queue(raw_error_response(SLOW_BODY))
             self._close()
             if self.abort is None:
                 self.abort = self.site.reactor.callLater(self.site.abort_timeout, self._cut)
@@ -571,6 +668,7 @@ class Front(AnswersAtEndOfTurn, Protocol):
         if self.channel is not None:
             self.channel.connectionLost(reason)
             return
+        self.reading = None
         request, self.current = self.current, None
         if request is not None:
             request.gone(reason)

@@ -1,7 +1,7 @@
 """The HTTP plumbing of both listeners: the channel, the request and the
 site, each bending twisted.web where notifier needs it (bounded bodies,
-JSON refusals of what never became a request, one send per answer, a
-deadline on request heads, no access log)."""
+JSON refusals of what never became a request, one send per answer,
+deadlines on request heads and bodies, no access log)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,17 @@ from notifier.turns import AnswersAtEndOfTurn, end_of_turn
 
 #: What a site may say of a request's body once its head is in: how many
 #: bytes of it to keep, and, when that takes a look-up, a Deferred firing
-#: with whether to read it at all (README.rst: Limits).
-BodyGate = Callable[[bytes, bytes, Headers, "int | None"], "tuple[int, Deferred[bool] | None]"]
+#: with whether to read it at all (README.rst: Limits). It is told the
+#: body's length and whether the whole body came with the head (then no
+#: look-up is worth it: the handler checks the credentials before using it).
+BodyGate = Callable[[bytes, bytes, Headers, "int | None", bool], "tuple[int, Deferred[bool] | None]"]
+
+#: Seconds a request body has to arrive whole, from the end of its head
+#: (``QuietSite.body_timeout``): else 408 ``body_timeout`` and the
+#: connection is cut, so a body drip-fed a byte at a time cannot hold it.
+BODY_TIMEOUT = 30.0
+#: Sent on every answer, whatever its type (docs/security.rst).
+NOSNIFF = b"X-Content-Type-Options: nosniff\r\n"
 
 
 class BoundedRequest(server.Request):
@@ -37,41 +46,81 @@ class BoundedRequest(server.Request):
     site with a ``body_gate`` sets the limit per request, from its head, and
     may refuse the body outright (``body_refused``: credentials that do not
     hold, looked up before the body is read, with the connection paused).
+
+    A body refused, or too large by its ``Content-Length``, is not read at
+    all: the request is answered from its head, and the connection closed
+    after (``Channel.answer_unread``); no ``100 Continue`` is sent for it.
     """
 
     body_too_large = False
     body_refused = False
+    #: The site's verdict on the body is awaited; then whether the client
+    #: awaits a ``100 Continue``.
+    verdict_pending = False
+    continue_awaited = False
+    #: The body is being read (from the head's end to the request's start).
+    reading_body = False
     _received = 0
     _limit = 0
     #: A QuietSite's requests come in on its channels.
     channel: Channel
 
     def gotLength(self, length: int | None) -> None:
-        site = self.channel.site
+        channel = self.channel
+        site = channel.site
         self._limit = site.max_body_bytes
         gate: BodyGate | None = getattr(site, "body_gate", None)
         verdict = None
         if gate is not None:
+            # The body came whole with the head (LineReceiver keeps what
+            # follows the head in _buffer), and no 100 Continue is awaited.
+            in_hand = length is not None and len(channel._buffer) >= length \
+                and not self.requestHeaders.hasHeader(b"expect")
             # The method and target are the channel's until the body is in.
-            self._limit, verdict = gate(self.channel._command, self.channel._path, self.requestHeaders, length)
+            self._limit, verdict = gate(channel._command, channel._path, self.requestHeaders, length, in_hand)
+        kept = length
         if length is not None and length > self._limit:
             self.body_too_large = True
-            length = 0
-        super().gotLength(length)  # type: ignore[no-untyped-call]  # unannotated in Twisted
-        if verdict is not None:  # once the body's buffer exists
-            self._await_verdict(verdict)
+            kept = 0
+        self.reading_body = True
+        super().gotLength(kept)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        if verdict is not None:
+            if length == 0:  # no body: the handler checks the credentials
+                verdict.addErrback(lambda failure: None)
+            else:  # once the body's buffer exists
+                self._await_verdict(verdict)
+
+    @property
+    def unread(self) -> bool:
+        """Whether the body is not to be read: answered from the head."""
+        return self.body_refused or self.body_too_large
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.reading_body = False
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def _await_verdict(self, verdict: Deferred[bool]) -> None:
         if verdict.called:
-            verdict.addCallback(self._verdict)
+            verdict.addBoth(self._verdict)  # a failure refuses it too: the handler answers why
             return
         # A connection's transport is its producer (HTTPChannel.connectionMade
         # registers it as one); Twisted types it only as an ITransport.
-        transport = cast(IPushProducer, self.channel.transport)
+        channel = self.channel
+        transport = cast(IPushProducer, channel.transport)
         transport.pauseProducing()
+        self.verdict_pending = True
 
         def decided(admitted: object) -> None:
+            self.verdict_pending = False
             self._verdict(admitted)
+            # Unless gone, or the body came whole meanwhile (the handler
+            # refuses it then).
+            if self.reading_body and not self._disconnected:
+                if self.body_refused:
+                    channel.answer_unread(self)  # still paused: the body is not read
+                    return
+                if self.continue_awaited:
+                    channel.send_continue()
             transport.resumeProducing()  # a closed connection ignores it
 
         verdict.addBoth(decided)
@@ -108,6 +157,26 @@ class BoundedRequest(server.Request):
         self.write(body)  # type: ignore[no-untyped-call]
         self.finish()  # type: ignore[no-untyped-call]
 
+    def render(self, resrc: IResource) -> None:
+        # twisted.web logs each HEAD request given a body, with its URI.
+        headless = _Headless(resrc) if self.method == b"HEAD" else resrc
+        super().render(headless)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+
+
+class _Headless:
+    """A resource answering HEAD: its GET answer's length, without the body
+    (which twisted.web would drop, logging the request's URI)."""
+
+    def __init__(self, resource: IResource) -> None:
+        self.resource = resource
+
+    def render(self, request: server.Request) -> object:
+        body = self.resource.render(request)
+        if isinstance(body, bytes) and body:
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
+        return body
+
 
 def raw_error_response(error: NotifierError, headers: list[tuple[bytes, bytes]] | None = None) -> bytes:
     """A whole HTTP/1.1 answer of *error*, closing the connection: for a
@@ -116,11 +185,13 @@ def raw_error_response(error: NotifierError, headers: list[tuple[bytes, bytes]] 
     lines = [b"HTTP/1.1 %d %s" % (error.status, RESPONSES.get(error.status, b"Error")),
              b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
     lines += [name + b": " + value for name, value in headers or ()]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+    return b"\r\n".join(lines) + b"\r\n" + NOSNIFF + b"\r\n" + body
 
 
 _BAD_REQUEST = NotifierError("malformed HTTP request", code="bad_request")
 _SLOW_HEAD = NotifierError("the request head came too slowly", code="header_timeout", status=408)
+SLOW_BODY = NotifierError("the request body came too slowly", code="body_timeout", status=408)
+_BODY_NOT_ALLOWED = NotifierError("this request takes no body", code="body_not_allowed")
 
 
 class Channel(AnswersAtEndOfTurn, HTTPChannel):
@@ -145,11 +216,14 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
     _head = b""
     #: When the request head being read began (``None``: none is being read).
     head_started: float | None = None
+    #: When the request body being read began (``None``: none is being read).
+    body_started: float | None = None
 
-    # An absolute bound on each request head, from its first byte: the idle
-    # timeout alone starts again with every byte, so a head drip-fed a byte
-    # at a time would hold the connection forever. The site's one sweep
-    # cuts what is late (QuietSite.sweep_heads): no timer per request.
+    # An absolute bound on each request head, from its first byte, and on
+    # each body, from the head's end: the idle timeout alone starts again
+    # with every byte, so a head or body drip-fed a byte at a time would
+    # hold the connection forever. The site's one sweep cuts what is late
+    # (QuietSite.sweep_heads): no timer per request.
 
     def dataReceived(self, data: bytes) -> None:
         # A head begins with its first byte parsed: not with bytes that wait
@@ -160,10 +234,52 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._head_done()
+        if self._command in self.site.bodiless and (
+                self.length != 0 or self.requests[-1].requestHeaders.hasHeader(b"transfer-encoding")):
+            # A body where none belongs: refused before any of it is read.
+            self._queue(raw_error_response(_BODY_NOT_ALLOWED))
+            self.loseConnection()
+            return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        request: BoundedRequest = self.requests[-1]
+        if request.unread:
+            # Answered from its head (HTTPChannel.lineReceived goes on with
+            # allContentReceived for a length of 0): the body is not read.
+            self._no_more(request)
+            self.length = 0
+        elif self.length != 0:
+            self.body_started = self.site.body_begun(self)
+
+    def allContentReceived(self) -> None:
+        self._body_done()
+        super().allContentReceived()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+
+    def answer_unread(self, request: BoundedRequest) -> None:
+        """Answer *request*, whose body is being read, without the rest of
+        it, and close after (reading stays paused)."""
+        self._no_more(request)
+        self.allContentReceived()
+
+    def _no_more(self, request: BoundedRequest) -> None:
+        """No request after *request*: its answer closes the connection."""
+        self.persistent = False
+        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+
+    def _send100Continue(self) -> None:
+        # Only for a body the site will read: a verdict awaited sends it
+        # once the credentials hold (BoundedRequest._await_verdict).
+        request: BoundedRequest = self.requests[-1]
+        if request.verdict_pending:
+            request.continue_awaited = True
+        elif not request.unread:
+            self.send_continue()
+
+    def send_continue(self) -> None:
+        self._queue(b"HTTP/1.1 100 Continue\r\n\r\n")  # after what is queued before it
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._head_done()
+        self._body_done()
         self._drop_queued()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
@@ -172,11 +288,23 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
             self.head_started = None
             self.site.head_ended(self)
 
+    def _body_done(self) -> None:
+        if self.body_started is not None:
+            self.body_started = None
+            self.site.body_ended(self)
+
     def head_too_slow(self) -> None:
         self._head_done()
-        assert self.transport is not None  # a head being read: connected
+        self._cut(_SLOW_HEAD)
+
+    def body_too_slow(self) -> None:
+        self._body_done()
+        self._cut(SLOW_BODY)
+
+    def _cut(self, error: NotifierError) -> None:
+        assert self.transport is not None  # a request being read: connected
         self.send_queued()
-        self.transport.write(raw_error_response(_SLOW_HEAD))
+        self.transport.write(raw_error_response(error))
         self.transport.loseConnection()
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes,
@@ -189,7 +317,7 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
         for name, values in headers.getAllRawHeaders():  # Headers refuses CR and LF
             for value in values:
                 parts += (name, b": ", value, b"\r\n")
-        parts.append(b"\r\n")
+        parts += (NOSNIFF, b"\r\n")  # last, as the front's (notifier.front.PlainRequest.head)
         self._head = b"".join(parts)
 
     def write(self, data: bytes) -> None:
@@ -199,9 +327,6 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
     def writeSequence(self, iovec: list[bytes]) -> None:
         head, self._head = self._head, b""
         self._queue(head + b"".join(iovec))
-
-    def _send100Continue(self) -> None:
-        self._queue(b"HTTP/1.1 100 Continue\r\n\r\n")  # after what is queued before it
 
     def _flush_head(self) -> None:
         if self._head:
@@ -264,8 +389,13 @@ class QuietSite(server.Site):
     traceback, bounds request bodies, and cuts connections idle (or sending
     a request slowly) for ``timeout`` seconds; a request being answered, a
     long-poll say, is not idle. A request head must be in within
-    ``header_timeout`` seconds of its first byte.
+    ``header_timeout`` seconds of its first byte, its body within
+    ``body_timeout`` seconds of the head's end; a body sent with one of the
+    ``bodiless`` methods is refused (400 ``body_not_allowed``).
     """
+
+    #: Seconds a request body has to arrive whole, from the end of its head.
+    body_timeout = BODY_TIMEOUT
 
     displayTracebacks = False
     requestFactory = BoundedRequest
@@ -274,7 +404,8 @@ class QuietSite(server.Site):
     protocol = Channel  # type: ignore[assignment]
 
     def __init__(self, resource: IResource, *, max_body_bytes: int = 64 * 1024, timeout: float = 60,
-                 header_timeout: float = 10, body_gate: BodyGate | None = None, **kwargs: object) -> None:
+                 header_timeout: float = 10, body_gate: BodyGate | None = None,
+                 bodiless: frozenset[bytes] = frozenset(), **kwargs: object) -> None:
         # Bodies are opaque: Twisted would parse a POSTed form into
         # request.args and answer a malformed multipart body with a bare 400,
         # before our handlers could refuse it as JSON (415).
@@ -284,32 +415,48 @@ class QuietSite(server.Site):
         self.header_timeout = header_timeout
         if body_gate is not None:
             self.body_gate = body_gate
+        #: The methods whose requests take no body.
+        self.bodiless = bodiless
         self.noisy = False
-        #: The channels reading a request head, and since when.
+        #: The channels reading a request head, or body, and since when.
         self._heads: dict[Channel, float] = {}
+        self._bodies: dict[Channel, float] = {}
         #: Where the channels' answers wait for the end of the turn.
         self.turn = end_of_turn(self.reactor)
         self._head_sweep = LoopingCall(self.sweep_heads)
         self._head_sweep.clock = self.reactor
 
     def head_begun(self, channel: Channel) -> float:
-        now = self.reactor.seconds()
-        self._heads[channel] = now
-        if not self._head_sweep.running:
-            self._head_sweep.start(min(1.0, self.header_timeout / 4), now=False)
-        return now
+        return self._begun(self._heads, channel)
 
     def head_ended(self, channel: Channel) -> None:
         self._heads.pop(channel, None)
 
+    def body_begun(self, channel: Channel) -> float:
+        return self._begun(self._bodies, channel)
+
+    def body_ended(self, channel: Channel) -> None:
+        self._bodies.pop(channel, None)
+
+    def _begun(self, started: dict[Channel, float], channel: Channel) -> float:
+        now = self.reactor.seconds()
+        started[channel] = now
+        if not self._head_sweep.running:
+            self._head_sweep.start(min(1.0, self.header_timeout / 4, self.body_timeout / 4), now=False)
+        return now
+
     def sweep_heads(self) -> None:
-        """Cut the connections whose request head is late."""
-        if not self._heads:
+        """Cut the connections whose request head, or body, is late."""
+        if not self._heads and not self._bodies:
             self._head_sweep.stop()
             return
-        oldest = self.reactor.seconds() - self.header_timeout
+        now = self.reactor.seconds()
+        oldest = now - self.header_timeout
         for channel in [c for c, started in self._heads.items() if started <= oldest]:
             channel.head_too_slow()
+        oldest = now - self.body_timeout
+        for channel in [c for c, started in self._bodies.items() if started <= oldest]:
+            channel.body_too_slow()
 
     def stopFactory(self) -> None:
         if self._head_sweep.running:

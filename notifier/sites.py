@@ -20,7 +20,7 @@ def public_site(app: PublicApp, config: Config, reactor: IReactorTime, *,
     ``notifier.js``. *timeout* replaces the idle timeout when given."""
     plain = Plain(b"GET", b"/sub/", app.children[b"sub"], upgrades=True)
     site = FrontSite(app, plain, max_body_bytes=PUBLIC_MAX_BODY, reactor=reactor,
-                     header_timeout=config.public.header_timeout)
+                     header_timeout=config.public.header_timeout, bodiless=frozenset({b"GET", b"HEAD"}))
     return _idle_timeout(site, timeout)
 
 
@@ -29,8 +29,9 @@ def api_site(app: ApiApp, config: Config, reactor: IReactorTime, *,
     """The api listener: publisher API, operator API, ``/metrics``,
     ``/healthz``. *timeout* replaces the idle timeout when given."""
     root = app.resource()
-    # A publish's body of up to MAX_JSON_BODY bytes is read whole before its
-    # credentials are looked up (ApiApp.body_gate): the front takes those.
+    # The front takes a publish's body of up to MAX_JSON_BODY bytes; one
+    # that does not come with its head waits for the credentials to hold
+    # (ApiApp.body_gate), as twisted.web's do.
     plain = Plain(b"POST", b"/", root, takes=is_publish, at_end_of_turn=True,
                   max_body=min(config.centers.max_message_bytes, MAX_JSON_BODY))
     site = FrontSite(root, plain, max_body_bytes=max_body_bytes(config), reactor=reactor,

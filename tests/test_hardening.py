@@ -618,8 +618,8 @@ def test_the_api_gate_bounds_each_route():
     assert api.body_gate(b"POST", b"/admin/v1/publishers", Headers({b"authorization": [b"Bearer x"]}))[0] == 0
     assert api.body_gate(b"GET", b"/metrics", Headers())[0] == 0
     assert api.body_gate(b"POST", b"/api/v1/centers/news/messages", Headers())[0] == 0
-    # A small body of a known length is read: the handler refuses it if need be.
-    assert api.body_gate(b"POST", b"/api/v1/centers/news/messages", Headers(), 10) == (1000, None)
+    # A body that came whole with its head is read: the handler refuses it if need be.
+    assert api.body_gate(b"POST", b"/api/v1/centers/news/messages", Headers(), 10, True) == (1000, None)
 
 
 def test_token_deadlines_share_one_timer_and_skip_who_left():

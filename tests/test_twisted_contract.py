@@ -77,13 +77,15 @@ def test_a_request_on_star_is_answered_by_the_overridden_handler():
 def test_the_body_gate_sees_the_request_line_and_headers_before_the_body():
     seen: list[Any] = []
 
-    def gate(method: bytes, target: bytes, headers: Headers, length: int | None) -> tuple[int, None]:
-        seen.append((method, target, headers.getRawHeaders(b"x-who"), length))
+    def gate(method: bytes, target: bytes, headers: Headers, length: int | None,
+             in_hand: bool) -> tuple[int, None]:
+        seen.append((method, target, headers.getRawHeaders(b"x-who"), length, in_hand))
         return 2, None
 
     channel, transport = _channel(QuietSite(_Ok(), body_gate=gate))
+    # What came after the head is in LineReceiver's _buffer as the head ends.
     channel.dataReceived(b"POST /p?q HTTP/1.1\r\nHost: h\r\nX-Who: me\r\nContent-Length: 2\r\n\r\nhi")
-    assert seen == [(b"POST", b"/p?q", [b"me"], 2)]
+    assert seen == [(b"POST", b"/p?q", [b"me"], 2, True)]
     assert _answer(transport) == (200, b"got hi")
 
 
