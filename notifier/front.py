@@ -47,6 +47,7 @@ from twisted.web.http_headers import _nameEncoder
 from zope.interface import implementer
 
 from notifier.answers import error_answer
+from notifier.connections import unsent
 from notifier.errors import NotifierError
 from notifier.httpserver import QuietSite
 from notifier.transports.pacing import send_now
@@ -536,6 +537,11 @@ class Front(AnswersAtEndOfTurn, Protocol):
         if self.current is not None:  # being answered: not idle
             self.idle = self.site.reactor.callLater(self.site.timeOut or 0, self._timed_out)
         elif self.transport is not None:
+            if self.blocked or unsent(self.transport):
+                # Its client takes nothing of what was sent: cut, rather
+                # than left to the kernel with what it queued.
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+                return
             self._close()
             if self.abort is None:
                 self.abort = self.site.reactor.callLater(self.site.abort_timeout, self._cut)

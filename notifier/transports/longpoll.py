@@ -11,9 +11,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from notifier.envelope import envelope_json
-from notifier.errors import NotFound
+from notifier.errors import NotFound, Unauthorized
 from notifier.hub import Batch, Hub, Prepared
 from notifier.model import Member, Message
+
+#: The most bytes of envelopes a long-poll answer of history holds (one
+#: message at least): a client that reads nothing pins little of the
+#: kernel's memory, and one that reads polls on from the answer's cursor.
+ANSWER_BYTES = 128 * 1024
 
 
 def envelope_bytes(message: Message) -> bytes:
@@ -31,6 +36,18 @@ def body(items: list[Prepared], last_id: str | None, recovered: bool, lost: list
         b', "recovered": ', b"true" if recovered else b"false",
         b"" if lost is None else b', "lost": ' + json.dumps(lost).encode(), b"}",
     ))
+
+
+def ended(reason: str) -> Exception | None:
+    """The error a waiting poll closed for *reason* is answered with
+    (``None``: the answer of a timeout)."""
+    if reason == "deleted":
+        return NotFound("the center was deleted", code="center_deleted")
+    if reason == "expired":
+        return Unauthorized("the subscriber token has expired", code="expired_token")
+    if reason == "revoked":
+        return Unauthorized("the publisher's secret changed: the token is void", code="invalid_token")
+    return None
 
 
 def live_body(batch: Batch) -> bytes:
@@ -83,10 +100,7 @@ class LongPoll:
         self._respond(batch.form(live_body))
 
     def close(self, reason: str) -> None:
-        if reason == "deleted":
-            self._respond(NotFound("the center was deleted", code="center_deleted"))
-        else:
-            self._respond(body([], self.cursor, True))
+        self._respond(ended(reason) or body([], self.cursor, True))
 
 
 def advanced(positions: Sequence[str], index: dict[str, int], items: list[Prepared]) -> list[str]:
@@ -146,7 +160,4 @@ class MultiLongPoll:
         return body(batch.items, cursor, True, []), cursor
 
     def close(self, reason: str) -> None:
-        if reason == "deleted":
-            self._respond(NotFound("the center was deleted", code="center_deleted"))
-        else:
-            self._respond(self._unchanged())
+        self._respond(ended(reason) or self._unchanged())
