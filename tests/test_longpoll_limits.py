@@ -114,6 +114,24 @@ def recording(site: Any) -> list[Front]:
     return made
 
 
+async def poll_on(daemon: Any, path: str, cursor: str) -> list[str]:
+    """The ids a reading client gets polling *path* from *cursor* until
+    nothing is left, each answer checked against the cap."""
+    received: list[str] = []
+    while True:
+        status, headers, body = await request(daemon.public_port,
+                                              get_request(f"/sub/site/{path}?since={cursor}&timeout=0"))
+        assert status == 200, body
+        answer = json.loads(body)
+        assert answer["recovered"] is True
+        assert len(body) <= CAP + AROUND, len(body)
+        assert headers[b"notifier-cursor"].decode() == answer["last_id"]
+        if not answer["messages"]:
+            return received
+        received += [message["id"] for message in answer["messages"]]
+        cursor = answer["last_id"]
+
+
 # answers of history: bounded in bytes, and nothing lost
 
 
@@ -129,27 +147,32 @@ async def test_a_longpoll_answer_of_history_is_capped_and_polling_on_gets_everyt
         for name in names:
             ids += await fill(daemon, name, COUNT // centers, tag=f"{name} ")
         epochs = [daemon.service.registry.loaded("site", name).epoch for name in names]
-        cursor = ",".join(f"{epoch}-0" for epoch in epochs)
-        received: list[str] = []
-        answers = 0
-        while True:
-            status, headers, body = await request(
-                daemon.public_port, get_request(f"/sub/site/{','.join(names)}?since={cursor}&timeout=0"))
-            assert status == 200, body
-            answer = json.loads(body)
-            assert answer["recovered"] is True
-            assert len(body) <= CAP + AROUND, len(body)
-            assert headers[b"notifier-cursor"].decode() == answer["last_id"]
-            if not answer["messages"]:
-                break
-            answers += 1
-            received += [message["id"] for message in answer["messages"]]
-            cursor = answer["last_id"]
+        received = await poll_on(daemon, ",".join(names), ",".join(f"{epoch}-0" for epoch in epochs))
         assert sorted(received) == sorted(ids) and len(received) == len(ids)  # every one, once
         for name in names:  # each center's in the order published
-            mine = [i for i in received if i.startswith(daemon.service.registry.loaded("site", name).epoch)]
+            mine = [i for i in received if i.startswith(daemon.service.registry.loaded("site", name).epoch + "-")]
             assert mine == [i for i in ids if i in set(mine)]
-        assert answers >= COUNT * SIZE // CAP
+
+
+@pytest.mark.parametrize("path", ["news", "news,sports"])
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_longpoll_answered_with_many_messages_is_capped_too(path: str) -> None:
+    async with running(centers={"history": COUNT}) as daemon:
+        auth = await setup_site(daemon)
+        await call("PUT", f"{daemon.api}/api/v1/centers/sports", auth=auth)
+        status, headers, body = await request(daemon.public_port, get_request(f"/sub/site/{path}?timeout=0"))
+        cursor = headers[b"notifier-cursor"].decode()
+        poll = Deferred.fromCoroutine(request(daemon.public_port,
+                                              get_request(f"/sub/site/{path}?since={cursor}&timeout=20"), 20))
+        await until(lambda: waiting(daemon, "news"), 5, "the poll to wait")
+        ids = await fill(daemon, "news", 100)  # in batches of 50, each past the cap
+        status, headers, body = await poll
+        answer = json.loads(body)
+        assert status == 200 and answer["recovered"] is True
+        assert 0 < len(body) <= CAP + AROUND, len(body)
+        first = [message["id"] for message in answer["messages"]]
+        assert first == ids[:len(first)]
+        assert first + await poll_on(daemon, path, answer["last_id"]) == ids
 
 
 @pytest_twisted.ensureDeferred

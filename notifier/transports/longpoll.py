@@ -50,9 +50,22 @@ def ended(reason: str) -> Exception | None:
     return None
 
 
-def live_body(batch: Batch) -> bytes:
-    """The answer every waiting long-poll gets for live messages: encoded once."""
-    return body(batch.items, batch.items[-1].message.id, True)
+def live_items(batch: Batch, hub: Hub) -> list[Prepared]:
+    """What of *batch* (messages of *hub*) a waiting long-poll is answered
+    with: the first ``ANSWER_BYTES`` of them, as an answer of history, when
+    the rest is retained for the next poll; else all of them."""
+    items = batch.items
+    kept = backlog_answer(items, ANSWER_BYTES) if len(items) > 1 else items
+    if len(kept) < len(items) and not hub.retains(items[len(kept)].message.id):
+        return items
+    return kept
+
+
+def live_body(batch: Batch, hub: Hub) -> bytes:
+    """The answer every waiting long-poll of *hub* gets for live messages:
+    encoded once."""
+    items = live_items(batch, hub)
+    return body(items, items[-1].message.id, True)
 
 
 def backlog_answer(items: list[Prepared], limit: int) -> list[Prepared]:
@@ -97,7 +110,7 @@ class LongPoll:
         self._respond(body([], self.cursor, True))
 
     def deliver(self, batch: Batch) -> None:
-        self._respond(batch.form(live_body))
+        self._respond(batch.shared(self.hub, live_body))
 
     def close(self, reason: str) -> None:
         self._respond(ended(reason) or body([], self.cursor, True))
@@ -156,8 +169,9 @@ class MultiLongPoll:
         self._respond(batch.form(self._live, (self.hubs, self.positions)))
 
     def _live(self, batch: Batch) -> tuple[bytes, str]:
-        cursor = ",".join(advanced(self.positions, self.index, batch.items))
-        return body(batch.items, cursor, True, []), cursor
+        items = live_items(batch, self.hubs[self.index[batch.items[0].message.center]])
+        cursor = ",".join(advanced(self.positions, self.index, items))
+        return body(items, cursor, True, []), cursor
 
     def close(self, reason: str) -> None:
         self._respond(ended(reason) or self._unchanged())
