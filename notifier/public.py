@@ -407,7 +407,7 @@ class Subscriptions(_Leaf):
                 if grant is not None:  # it ends with its token, as a stream does
                     self.root.deadlines.add(grant.expires, hub, poll)
                 return poll.answer.addCallback(
-                    lambda payload: self._longpoll_answer(request, hub.position, payload, callback))
+                    lambda answer: self._longpoll_answer(request, answer[1] or hub.position, answer[0], callback))
             # The cursor is where the answer ends: a backlog cut short at
             # answer_bytes goes on from its last message.
             payload, cursor = hub.memo(("longpoll", start, recovered),

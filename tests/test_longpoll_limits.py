@@ -170,6 +170,7 @@ async def test_a_waiting_longpoll_answered_with_many_messages_is_capped_too(path
         answer = json.loads(body)
         assert status == 200 and answer["recovered"] is True
         assert 0 < len(body) <= CAP + AROUND, len(body)
+        assert headers[b"notifier-cursor"].decode() == answer["last_id"]
         first = [message["id"] for message in answer["messages"]]
         assert first == ids[:len(first)]
         assert first + await poll_on(daemon, path, answer["last_id"]) == ids

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -61,11 +60,12 @@ def live_items(batch: Batch, hub: Hub) -> list[Prepared]:
     return kept
 
 
-def live_body(batch: Batch, hub: Hub) -> bytes:
-    """The answer every waiting long-poll of *hub* gets for live messages:
-    encoded once."""
+def live_body(batch: Batch, hub: Hub) -> tuple[bytes, str]:
+    """The answer every waiting long-poll of *hub* gets for live messages,
+    encoded once, and the cursor after it."""
     items = live_items(batch, hub)
-    return body(items, items[-1].message.id, True)
+    cursor = items[-1].message.id
+    return body(items, cursor, True), cursor
 
 
 def backlog_answer(items: list[Prepared], limit: int) -> list[Prepared]:
@@ -81,7 +81,9 @@ def backlog_answer(items: list[Prepared], limit: int) -> list[Prepared]:
 
 
 class LongPoll:
-    """A waiting long-poll request, subscribed to its hub until answered."""
+    """A waiting long-poll request, subscribed to its hub until answered
+    with its body and the cursor after it (``None``: the hub's position
+    when it is answered)."""
 
     transport_name = "longpoll"
     __slots__ = ("hub", "answer", "cursor", "_timer")
@@ -90,7 +92,7 @@ class LongPoll:
                  member: Member | None = None) -> None:
         self.hub = hub
         self.cursor = cursor
-        self.answer: Deferred[bytes] = Deferred(lambda _: self._leave())
+        self.answer: Deferred[tuple[bytes, str | None]] = Deferred(lambda _: self._leave())
         self._timer: IDelayedCall | None = clock.callLater(timeout, self._expire)
         hub.subscribe(self, member)
 
@@ -100,20 +102,23 @@ class LongPoll:
             self._timer.cancel()
         self._timer = None
 
-    def _respond(self, result: Any) -> None:
+    def _respond(self, result: tuple[bytes, str | None] | Exception) -> None:
         self._leave()
         if not self.answer.called:
-            self.answer.callback(result) if isinstance(result, bytes) else self.answer.errback(result)
+            self.answer.errback(result) if isinstance(result, Exception) else self.answer.callback(result)
+
+    def _unchanged(self) -> tuple[bytes, None]:
+        return body([], self.cursor, True), None
 
     def _expire(self) -> None:
         self._timer = None
-        self._respond(body([], self.cursor, True))
+        self._respond(self._unchanged())
 
     def deliver(self, batch: Batch) -> None:
         self._respond(batch.shared(self.hub, live_body))
 
     def close(self, reason: str) -> None:
-        self._respond(ended(reason) or body([], self.cursor, True))
+        self._respond(ended(reason) or self._unchanged())
 
 
 def advanced(positions: Sequence[str], index: dict[str, int], items: list[Prepared]) -> list[str]:
