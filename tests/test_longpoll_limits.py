@@ -211,9 +211,10 @@ async def test_longpolls_that_read_nothing_pin_little_kernel_memory() -> None:
             for sock in clients:
                 sock.close()
         print(f"TCP memory pinned by {CLIENTS} long-polls reading nothing: {pinned / 2**20:.1f} MiB")
-        # An answer, the socket's overhead and the client's small window:
-        # never the megabyte an answer held before it was capped.
-        assert pinned <= CLIENTS * (CAP + 64 * 1024), f"{pinned / 2**20:.1f} MiB"
+        # An answer, its sockets' overhead and the client's small window, with
+        # room for what other processes of the host do meanwhile: never the
+        # megabyte and more each held when an answer was not capped.
+        assert pinned <= CLIENTS * 2 * CAP, f"{pinned / 2**20:.1f} MiB"
 
 
 @pytest_twisted.ensureDeferred
