@@ -16,11 +16,13 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
 #: ``SO_SNDBUF`` of the public listener's connections (Linux doubles it, and
-#: the connections it accepts inherit it from the listening socket): what the
-#: kernel holds for a client that reads nothing, and still a window's worth
-#: for a WebSocket's fan-out. Without it Linux grows a connection's buffer
-#: to ``tcp_wmem``'s maximum, megabytes, even toward a peer that reads nothing.
-SEND_BUFFER = 64 * 1024
+#: the connections it accepts inherit it from the listening socket): the most
+#: the kernel holds for a client that reads nothing. Without it Linux grows a
+#: connection's buffer to ``tcp_wmem``'s maximum, megabytes, even toward a
+#: peer that reads nothing. Smaller, a fan-out of large batches costs more:
+#: 400 KB per WebSocket took the daemon twice the CPU with 64 KiB, 1.1 times
+#: with this (docs/operating.rst).
+SEND_BUFFER = 256 * 1024
 
 
 def bound_send_buffer(port: object, size: int = SEND_BUFFER) -> None:
