@@ -120,6 +120,8 @@ class PublicConfig:
     backlog: int = _key(1024, int, _between(1, 65535))
     allowed_origins: tuple[str, ...] = _key(("*",), list, _origins)
     header_timeout: float = _key(10, (int, float), _between(0.1, 600))
+    #: Connections at once from one peer address; 0: unlimited.
+    max_connections_per_ip: int = _key(0, int, _between(0, 1_000_000))
 
 
 @frozen

@@ -51,6 +51,7 @@ from twisted.web.http_headers import Headers, _nameEncoder
 from zope.interface import implementer
 
 from notifier.answers import error_answer
+from notifier.connections import unsent
 from notifier.errors import NotifierError
 from notifier.httpserver import NOSNIFF, SLOW_BODY, QuietSite, raw_error_response
 from notifier.transports.pacing import send_now
@@ -628,6 +629,11 @@ class Front(AnswersAtEndOfTurn, Protocol):
         if self.current is not None:  # being answered: not idle
             self._idle_again()
         elif self.transport is not None:
+            if self.blocked or unsent(self.transport):
+                # Its client takes nothing of what was sent: cut, rather
+                # than left to the kernel with what it queued.
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+                return
             if self.reading is not None:  # its body came too slowly (or stalled): told so
                 self.reading = None
                 self.closing = True

@@ -20,6 +20,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from notifier.answers import error_answer
+from notifier.connections import unsent
 from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
 from notifier.turns import AnswersAtEndOfTurn, end_of_turn
 
@@ -360,6 +361,14 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
             self.paused = False
             if self.transport is not None and self._buffer:
                 self.dataReceived(b"")  # the requests that waited
+
+    def timeoutConnection(self) -> None:
+        if self.transport is not None and unsent(self.transport):
+            # Its client takes nothing of what was sent: cut, rather than
+            # left to the kernel with what it queued.
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        super().timeoutConnection()  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def loseConnection(self) -> None:
         self._flush_head()

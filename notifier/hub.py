@@ -424,6 +424,12 @@ class Hub:
         # Up to date (seq == sent): nothing to send, however little is retained.
         return max(seq - oldest + 1, 0), end, True
 
+    def retains(self, message_id: str) -> bool:
+        """Whether the message *message_id* is retained: a resume just
+        before it starts with it."""
+        parsed = parse_id(message_id)
+        return parsed is not None and parsed[0] == self.epoch and parsed[1] > self._seq - len(self._retained)
+
     def start_position(self, start: int, end: int) -> str:
         """The position just before the retained message *start* (of the
         slice ``[start, end)`` a resume is sent), or, with nothing to

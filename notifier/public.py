@@ -39,7 +39,7 @@ from notifier.errors import (
 )
 from notifier.front import PlainRequest
 from notifier.hub import CURSOR, Hub, Prepared, interleave
-from notifier.model import Grant, Member
+from notifier.model import Grant
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.registry import HubRegistry
 from notifier.transports import longpoll, sse, websocket
@@ -225,6 +225,8 @@ class Subscriptions(_Leaf):
         self.config = config
         self.clock = clock
         self.websockets = websockets
+        #: The most bytes of envelopes a long-poll answer of history holds.
+        self.answer_bytes = min(longpoll.ANSWER_BYTES, config.subscribers.send_buffer_bytes)
         origins = config.public.allowed_origins
         self._any_origin = "*" in origins
         self._origins = frozenset(o.encode() for o in origins)
@@ -393,7 +395,7 @@ class Subscriptions(_Leaf):
             request.setHeader(b"cache-control", b"no-store")
             member = grant.member if grant is not None else None
             if len(hubs) > 1:
-                return self._longpoll_many(request, hubs, cursors, timeout, callback, member)
+                return self._longpoll_many(request, hubs, cursors, timeout, callback, grant)
             hub, since = hubs[0], cursors[0]
             # Clients polling again after the same message ask the same:
             # answered once, kept by what the answer holds, never by the
@@ -402,11 +404,13 @@ class Subscriptions(_Leaf):
             if start == end and recovered:
                 if timeout == 0:
                     return self._longpoll_answer(request, hub.position, longpoll.body([], since, True), callback)
-                waiting = longpoll.LongPoll(hub, since, timeout, self.clock, member).answer
-                return waiting.addCallback(
-                    lambda payload: self._longpoll_answer(request, hub.position, payload, callback))
+                poll = longpoll.LongPoll(hub, since, timeout, self.clock, member)
+                if grant is not None:  # it ends with its token, as a stream does
+                    self.root.deadlines.add(grant.expires, hub, poll)
+                return poll.answer.addCallback(
+                    lambda answer: self._longpoll_answer(request, answer[1] or hub.position, answer[0], callback))
             # The cursor is where the answer ends: a backlog cut short at
-            # send_buffer_bytes goes on from its last message.
+            # answer_bytes goes on from its last message.
             payload, cursor = hub.memo(("longpoll", start, recovered),
                                        lambda: self._backlog_body(hub, start, end, recovered), _small_answer)
             return self._longpoll_answer(request, cursor, payload, callback)
@@ -414,7 +418,7 @@ class Subscriptions(_Leaf):
         return serve
 
     def _longpoll_many(self, request: IRequest, hubs: Sequence[Hub], cursors: tuple[str | None, ...],
-                       timeout: float, callback: str | None, member: Member | None) -> Any:
+                       timeout: float, callback: str | None, grant: Grant | None) -> Any:
         """A long-poll on several centers: what any of them has after its
         entry of the compound cursor, else the first live messages of any."""
         points = [hub.resume_point(cursor) for hub, cursor in zip(hubs, cursors, strict=True)]
@@ -428,7 +432,7 @@ class Subscriptions(_Leaf):
             backlog, held = held_back(
                 hubs, interleave([hub.retained(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)]))
         if lost or backlog:
-            items = longpoll.backlog_answer(backlog, self.config.subscribers.send_buffer_bytes)
+            items = longpoll.backlog_answer(backlog, self.answer_bytes)
             index = {hub.center.name: i for i, hub in enumerate(hubs)}
             cursor = ",".join(longpoll.advanced(positions, index, items))
             payload = longpoll.body(items, cursor, not lost, lost)
@@ -436,8 +440,12 @@ class Subscriptions(_Leaf):
             cursor = ",".join(positions)
             payload = longpoll.body([], cursor, True, [])
         else:
-            waiting = longpoll.MultiLongPoll(hubs, positions, timeout, self.clock, member, held).answer
-            return waiting.addCallback(lambda answer: self._longpoll_answer(request, answer[1], answer[0], callback))
+            poll = longpoll.MultiLongPoll(hubs, positions, timeout, self.clock,
+                                          grant.member if grant is not None else None, held)
+            if grant is not None:
+                self.root.deadlines.add(grant.expires, hubs[0], poll)  # it leaves every hub at once
+            return poll.answer.addCallback(
+                lambda answer: self._longpoll_answer(request, answer[1], answer[0], callback))
         return self._longpoll_answer(request, cursor, payload, callback)
 
     @staticmethod
@@ -452,9 +460,9 @@ class Subscriptions(_Leaf):
 
     def _backlog_body(self, hub: Hub, start: int, end: int, recovered: bool) -> tuple[bytes, str]:
         """The answer to a long-poll with the retained messages ``[start,
-        end)`` (``Hub.resume_point``): at most ``send_buffer_bytes`` of them;
-        and the cursor after it."""
-        backlog = longpoll.backlog_answer(hub.retained(start, end), self.config.subscribers.send_buffer_bytes)
+        end)`` (``Hub.resume_point``): at most ``answer_bytes`` of them; and
+        the cursor after it."""
+        backlog = longpoll.backlog_answer(hub.retained(start, end), self.answer_bytes)
         cursor = backlog[-1].message.id if backlog else hub.position
         return longpoll.body(backlog, cursor, recovered), cursor
 

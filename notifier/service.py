@@ -22,6 +22,7 @@ from notifier.backends import open_backend, presence_directory
 from notifier.backends.interfaces import Broker, Store
 from notifier.backends.redis.presence import REFRESH
 from notifier.config import Config, StoreConfig
+from notifier.connections import SEND_BUFFER, PerPeerLimit, bound_send_buffer
 from notifier.errors import NotifierError
 from notifier.heartbeat import heartbeat_service
 from notifier.hub import Subscriber
@@ -65,8 +66,11 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     _timer(PresenceRefresh(registry.presence, state).refresh, REFRESH, reactor, daemon)
     daemon.listen("api", with_backlog(config.api.endpoint, config.api.backlog),
                   api_site(api, config, reactor), reactor)
-    daemon.listen("public", with_backlog(config.public.endpoint, config.public.backlog),
-                  public_site(public, config, reactor), reactor)
+    site: IProtocolFactory = public_site(public, config, reactor)
+    if config.public.max_connections_per_ip:
+        site = PerPeerLimit(site, config.public.max_connections_per_ip)
+    daemon.listen("public", with_backlog(config.public.endpoint, config.public.backlog), site, reactor,
+                  send_buffer=SEND_BUFFER)
     Admission(public).setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     return daemon
 
@@ -145,11 +149,13 @@ class NotifierService(MultiService):
     def api_port(self) -> IListeningPort | None:
         return self._ports["api"].port
 
-    def listen(self, name: str, description: str, factory: IProtocolFactory, reactor: Any) -> None:
+    def listen(self, name: str, description: str, factory: IProtocolFactory, reactor: Any,
+               send_buffer: int | None = None) -> None:
         """Add a listener on the endpoint *description* (``tcp:``, ``ssl:``,
-        ``unix:``, ``systemd:``...); failing to listen fails the start."""
+        ``unix:``, ``systemd:``...), its connections' ``SO_SNDBUF`` set to
+        *send_buffer* if given; failing to listen fails the start."""
         listener = strports.service(description, factory, reactor=reactor)
-        kept = self._ports[name] = KeptPort(listener.endpoint)
+        kept = self._ports[name] = KeptPort(listener.endpoint, send_buffer)
         listener.endpoint = kept
         listener.setServiceParent(self)
 
@@ -183,8 +189,9 @@ def with_backlog(description: str, backlog: int) -> str:
 class KeptPort:
     """An endpoint that keeps the port it listens on, to be asked its address."""
 
-    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint, send_buffer: int | None = None) -> None:
         self.endpoint = endpoint
+        self.send_buffer = send_buffer
         self.port: IListeningPort | None = None
 
     def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
@@ -193,6 +200,8 @@ class KeptPort:
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         send_at_once(port)
+        if self.send_buffer is not None:
+            bound_send_buffer(port, self.send_buffer)
         return port
 
 

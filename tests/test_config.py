@@ -28,6 +28,7 @@ endpoint = "tcp:8080"                      # Twisted endpoint description
 backlog = 1024                             # listen(2) backlog
 allowed_origins = ["*"]                    # WebSocket Origin check and CORS
 header_timeout = 10                        # seconds for a request head, from its first byte
+max_connections_per_ip = 0                 # connections at once from one address; 0 unlimited
 
 [api]
 endpoint = "tcp:8081:interface=127.0.0.1"
@@ -73,7 +74,8 @@ allow_private = true                       # loopback, private, link-local addre
 #: A value for every key, each different from its default and valid.
 VALID: dict[str, dict[str, Any]] = {
     "public": {"endpoint": "tcp:9090:interface=127.0.0.1", "backlog": 4096,
-               "allowed_origins": ["https://example.org", "http://localhost:3000"], "header_timeout": 2.5},
+               "allowed_origins": ["https://example.org", "http://localhost:3000"], "header_timeout": 2.5,
+               "max_connections_per_ip": 20},
     "api": {"endpoint": "unix:/tmp/notifier-api.sock", "backlog": 64, "admin_token": "s3cret-token",
             "header_timeout": 30},
     "store": {"url": "sqlite::memory:", "durable": True, "synchronous": "full", "replicas_ack": 1,

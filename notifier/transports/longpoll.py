@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from notifier.envelope import envelope_json
-from notifier.errors import NotFound
+from notifier.errors import NotFound, Unauthorized
 from notifier.hub import Batch, Hub, Prepared
 from notifier.model import Member, Message
 from notifier.transports.ordering import InOrder
+
+#: The most bytes of envelopes a long-poll answer of history holds (one
+#: message at least): a client that reads nothing pins little of the
+#: kernel's memory, and one that reads polls on from the answer's cursor.
+ANSWER_BYTES = 128 * 1024
 
 
 def envelope_bytes(message: Message) -> bytes:
@@ -34,9 +38,35 @@ def body(items: list[Prepared], last_id: str | None, recovered: bool, lost: list
     ))
 
 
-def live_body(batch: Batch) -> bytes:
-    """The answer every waiting long-poll gets for live messages: encoded once."""
-    return body(batch.items, batch.items[-1].message.id, True)
+def ended(reason: str) -> Exception | None:
+    """The error a waiting poll closed for *reason* is answered with
+    (``None``: the answer of a timeout)."""
+    if reason == "deleted":
+        return NotFound("the center was deleted", code="center_deleted")
+    if reason == "expired":
+        return Unauthorized("the subscriber token has expired", code="expired_token")
+    if reason == "revoked":
+        return Unauthorized("the publisher's secret changed: the token is void", code="invalid_token")
+    return None
+
+
+def live_items(batch: Batch, hub: Hub) -> list[Prepared]:
+    """What of *batch* (messages of *hub*) a waiting long-poll is answered
+    with: the first ``ANSWER_BYTES`` of them, as an answer of history, when
+    the rest is retained for the next poll; else all of them."""
+    items = batch.items
+    kept = backlog_answer(items, ANSWER_BYTES) if len(items) > 1 else items
+    if len(kept) < len(items) and not hub.retains(items[len(kept)].message.id):
+        return items
+    return kept
+
+
+def live_body(batch: Batch, hub: Hub) -> tuple[bytes, str]:
+    """The answer every waiting long-poll of *hub* gets for live messages,
+    encoded once, and the cursor after it."""
+    items = live_items(batch, hub)
+    cursor = items[-1].message.id
+    return body(items, cursor, True), cursor
 
 
 def backlog_answer(items: list[Prepared], limit: int) -> list[Prepared]:
@@ -52,7 +82,9 @@ def backlog_answer(items: list[Prepared], limit: int) -> list[Prepared]:
 
 
 class LongPoll:
-    """A waiting long-poll request, subscribed to its hub until answered."""
+    """A waiting long-poll request, subscribed to its hub until answered
+    with its body and the cursor after it (``None``: the hub's position
+    when it is answered)."""
 
     transport_name = "longpoll"
     __slots__ = ("hub", "answer", "cursor", "_timer")
@@ -61,7 +93,7 @@ class LongPoll:
                  member: Member | None = None) -> None:
         self.hub = hub
         self.cursor = cursor
-        self.answer: Deferred[bytes] = Deferred(lambda _: self._leave())
+        self.answer: Deferred[tuple[bytes, str | None]] = Deferred(lambda _: self._leave())
         self._timer: IDelayedCall | None = clock.callLater(timeout, self._expire)
         hub.subscribe(self, member)
 
@@ -71,23 +103,23 @@ class LongPoll:
             self._timer.cancel()
         self._timer = None
 
-    def _respond(self, result: Any) -> None:
+    def _respond(self, result: tuple[bytes, str | None] | Exception) -> None:
         self._leave()
         if not self.answer.called:
-            self.answer.callback(result) if isinstance(result, bytes) else self.answer.errback(result)
+            self.answer.errback(result) if isinstance(result, Exception) else self.answer.callback(result)
+
+    def _unchanged(self) -> tuple[bytes, None]:
+        return body([], self.cursor, True), None
 
     def _expire(self) -> None:
         self._timer = None
-        self._respond(body([], self.cursor, True))
+        self._respond(self._unchanged())
 
     def deliver(self, batch: Batch) -> None:
-        self._respond(batch.form(live_body))
+        self._respond(batch.shared(self.hub, live_body))
 
     def close(self, reason: str) -> None:
-        if reason == "deleted":
-            self._respond(NotFound("the center was deleted", code="center_deleted"))
-        else:
-            self._respond(body([], self.cursor, True))
+        self._respond(ended(reason) or self._unchanged())
 
 
 def advanced(positions: Sequence[str], index: dict[str, int], items: list[Prepared]) -> list[str]:
@@ -147,11 +179,9 @@ class MultiLongPoll:
             self._respond(taken.form(self._live, (self.hubs, self.positions)))
 
     def _live(self, batch: Batch) -> tuple[bytes, str]:
-        cursor = ",".join(advanced(self.positions, self.index, batch.items))
-        return body(batch.items, cursor, True, []), cursor
+        items = live_items(batch, self.hubs[self.index[batch.items[0].message.center]])
+        cursor = ",".join(advanced(self.positions, self.index, items))
+        return body(items, cursor, True, []), cursor
 
     def close(self, reason: str) -> None:
-        if reason == "deleted":
-            self._respond(NotFound("the center was deleted", code="center_deleted"))
-        else:
-            self._respond(self._unchanged())
+        self._respond(ended(reason) or self._unchanged())
