@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, error
 
-from tests.raw import RawClient, RawWebSocket, client_frame, close_code, parse_response, ws_handshake
+from tests.raw import RawClient, RawWebSocket, client_frame, close_code, connect, parse_response, ws_handshake
 from tests.support import (
     Daemon,
     call,
@@ -24,6 +24,7 @@ from tests.support import (
     published,
     running,
     setup_site,
+    subscriber_count,
     until,
     websocket,
 )
@@ -226,3 +227,34 @@ async def test_a_batch_across_centers_comes_in_publish_order_live_and_replayed_o
         assert replayed == {transport: ids for transport in replayed}
         stream.close()
         ws.close()
+
+
+def _server_sockets(port: int) -> list[str]:
+    """The state (hex, as ``/proc/net/tcp`` has it) of every socket on local
+    *port* but the listening one."""
+    with open("/proc/net/tcp") as table:
+        next(table)
+        return [fields[3] for fields in (line.split() for line in table)
+                if int(fields[1].split(":")[1], 16) == port and fields[3] != "0A"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_consumer_that_answers_the_close_unread_is_cut_not_held() -> None:
+    async with running(subscribers={"send_buffer_bytes": 65536}) as daemon:
+        auth = await setup_site(daemon)
+        client = await connect(daemon.public_port, rcvbuf=4096)
+        client.send(ws_handshake("/sub/site/news"))
+        await client.wait_for(lambda data: b"\r\n\r\n" in data)
+        client.transport.pauseProducing()  # reads nothing from now on
+        # Dropped as a slow consumer: its close frame waits behind what it has not read.
+        for _ in range(100):
+            if await subscriber_count(daemon, auth) == 0:
+                break
+            await published(daemon, auth, "x" * 30000)
+        assert await subscriber_count(daemon, auth) == 0
+        assert _server_sockets(daemon.public_port)
+        # Its client answers the close without reading a byte: the closing
+        # handshake is over, and nothing it was sent will ever be taken.
+        client.transport.write(client_frame(0x8, struct.pack("!H", 1000)))
+        await until(lambda: not _server_sockets(daemon.public_port), 10, "the connection to be cut")
+        client.transport.abortConnection()

@@ -29,6 +29,7 @@ from autobahn.websocket.protocol import PreparedMessage, TrafficStats
 from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet import tcp
 
+from notifier.connections import unsent
 from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
 from notifier.errors import NotifierError
@@ -425,8 +426,10 @@ class WebSocketSubscriber(
     def dropConnection(self, abort: bool = False) -> None:
         # Autobahn aborts (resets) the TCP connection once the client has
         # answered the daemon's close frame: after a clean closing
-        # handshake it ends as TCP does, everything sent.
-        super().dropConnection(abort=abort and not self.wasClean)
+        # handshake it ends as TCP does, everything sent, unless part of it
+        # is still untaken (a slow consumer answering its close unread):
+        # no timer is left to end a close that waits for a client that reads nothing.
+        super().dropConnection(abort=abort and (not self.wasClean or unsent(self.transport)))
 
     def stopProducing(self) -> None:
         super().stopProducing()
