@@ -497,7 +497,8 @@ async def replicated(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_a_publish_the_replicas_do_not_confirm_is_503_and_its_retry_delivers_it_once(replicated, nodes):
     master, replica = replicated
-    a = await nodes(master.url, store={"replicas_ack": 1, "replicas_timeout_ms": 300})
+    # Long enough for a loaded machine to confirm the first publish in time.
+    a = await nodes(master.url, store={"replicas_ack": 1, "replicas_timeout_ms": 1000})
     auth = await setup_site(a, CENTER, PUBLISHER, history=HISTORY)
     ws = await websocket(f"{a.ws}{SUB}?format=json", a.public_port)
     await opened(ws)
