@@ -3,7 +3,8 @@
 
 The benchmark's load generator (bench/loadgen) publishes one message per
 request only. This client measures the
-batch endpoint (README.rst: Publisher API) instead: it starts notifier exactly as bench/harness.py does (the same
+batch endpoint (docs/protocol.rst: The publisher API) instead: it starts notifier exactly as
+bench/harness.py does (the same
 target profile, rendered configuration, readiness check and publisher set-up,
 by importing it), creates the centers, then sends batches
 over a few keep-alive HTTP/1.1 connections on 127.0.0.1 as fast as the server

@@ -119,7 +119,7 @@ class ApiApp:
         """The authenticated publisher's name, and the request body it signed.
 
         Every refusal of credentials naming no publisher, a wrong secret or
-        a wrong signature is the same (README.rst: Security).
+        a wrong signature is the same (docs/security.rst).
         """
         credentials = publisher_credentials(request)
         now = self.clock.seconds()
@@ -200,7 +200,7 @@ class ApiApp:
         check_admin(request, self.config.api.admin_token)
 
     async def _center(self, center: Center, last_ts: bool = False) -> dict[str, Any]:
-        """The center object (README.rst: Publisher API); with *last_ts*, as
+        """The center object (docs/protocol.rst: The publisher API); with *last_ts*, as
         the operator sees it, also when its latest message was published
         (if this node holds it)."""
         hub = self.registry.loaded(center.publisher, center.name)
@@ -375,7 +375,7 @@ class ApiApp:
         request.setResponseCode(204)
         return b""
 
-    # the operator's view of a publisher's centers (README.rst: The console)
+    # the operator's view of a publisher's centers (docs/console.rst)
 
     async def _owner(self, name: str) -> str:
         if await self.registry.publisher(name) is None:

@@ -197,7 +197,7 @@ MAX_INFO_BYTES = 1024
 
 
 def member(claims: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """Who a token's holder is in a presence center (README.rst: Presence):
+    """Who a token's holder is in a presence center (docs/protocol.rst: Presence):
     its ``uid`` and ``info``."""
     uid = claims.get("uid")
     if not isinstance(uid, str) or not 1 <= len(uid) <= MAX_UID:

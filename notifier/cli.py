@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     verbs = store.add_subparsers(dest="verb", required=True)
     verbs.add_parser("restored", parents=[common],
                      help="after putting the file back from a backup, with the daemon stopped: "
-                          "every center begins a new epoch (README.rst: Backups)")
+                          "every center begins a new epoch (docs/operating.rst: Backups)")
 
     config = nouns.add_parser("config", help="configuration files", parents=[common])
     verbs = config.add_subparsers(dest="verb", required=True)

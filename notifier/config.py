@@ -1,4 +1,4 @@
-"""The TOML configuration (README.rst: Configuration), turned into one frozen, typed object.
+"""The TOML configuration (docs/protocol.rst: Configuration), turned into one frozen, typed object.
 
 Every key is optional; an unknown section or key, a value of the wrong type or
 out of range, or an endpoint Twisted cannot parse refuses to start with a

@@ -1,4 +1,4 @@
-"""The operator console's files (README.rst: The console), served on the
+"""The operator console's files (docs/console.rst), served on the
 api listener at ``/console/``: a page, its script and style, and the
 charting library they use, all in the package (``notifier/static/console``),
 read once when the daemon starts. Every answer forbids what the page never

@@ -1,4 +1,4 @@
-"""The JSON envelope (README.rst: Subscribing), shared by every JSON wire form."""
+"""The JSON envelope (docs/protocol.rst: Subscribing), shared by every JSON wire form."""
 
 from __future__ import annotations
 

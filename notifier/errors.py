@@ -1,4 +1,4 @@
-"""The error family every HTTP answer of notifier's is built from (README.rst: HTTP API)."""
+"""The error family every HTTP answer of notifier's is built from (docs/protocol.rst: Errors)."""
 
 from __future__ import annotations
 

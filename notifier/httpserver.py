@@ -26,7 +26,7 @@ from notifier.turns import AnswersAtEndOfTurn, end_of_turn
 
 #: What a site may say of a request's body once its head is in: how many
 #: bytes of it to keep, and, when that takes a look-up, a Deferred firing
-#: with whether to read it at all (README.rst: Limits). It is told the
+#: with whether to read it at all (docs/protocol.rst: Limits, timeouts and keep-alives). It is told the
 #: body's length and whether the whole body came with the head (then no
 #: look-up is worth it: the handler checks the credentials before using it).
 BodyGate = Callable[[bytes, bytes, Headers, "int | None", bool], "tuple[int, Deferred[bool] | None]"]

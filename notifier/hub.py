@@ -144,7 +144,7 @@ def _at_once(call: Callable[[], object]) -> None:
 FANOUT_SLICE = 150
 
 
-#: A position: ``{epoch}-{seq}``, the seq 1 to 18 ASCII digits (README.rst: Cursors).
+#: A position: ``{epoch}-{seq}``, the seq 1 to 18 ASCII digits (docs/protocol.rst: Cursors and resuming).
 CURSOR = re.compile(r"([A-Za-z0-9._~-]{1,64})-([0-9]{1,18})\Z", re.ASCII)
 
 
@@ -164,7 +164,7 @@ class Opening(NamedTuple):
     #: Whether none it asked for were missed.
     recovered: bool
     #: The position just before its first message: what it has seen of the
-    #: center, as a cursor to hand back (README.rst: Cursors).
+    #: center, as a cursor to hand back (docs/protocol.rst: Cursors and resuming).
     position: str
 
 

@@ -16,7 +16,7 @@ from notifier.errors import Conflict
 
 T = TypeVar("T")
 
-#: How long a key is remembered, in seconds (README.rst: Retries: 10 minutes).
+#: How long a key is remembered, in seconds (docs/protocol.rst: Idempotency-Key: 10 minutes).
 KEY_TTL = 600.0
 #: How many keys are remembered at most per publisher; the oldest go first.
 #: Kept per publisher, so that one publisher never evicts another's keys.

@@ -1,5 +1,5 @@
 """The journal: the process that writes the durable history of a
-``sqlite:PATH`` store (README.rst: Durable history).
+``sqlite:PATH`` store (docs/operating.rst: Durable history).
 
 The daemon starts it (``python -m notifier.journal PATH SYNCHRONOUS``) and
 talks to it over its standard input and output, in frames: a 4-byte

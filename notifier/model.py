@@ -34,7 +34,7 @@ class Center:
     ttl: int | None
     created: float
     epoch: str = ""
-    #: Whether it tracks who is there (README.rst: Presence); only a private center does.
+    #: Whether it tracks who is there (docs/protocol.rst: Presence); only a private center does.
     presence: bool = False
 
     @property
@@ -42,7 +42,7 @@ class Center:
         return f"{self.publisher}/{self.name}"
 
 
-#: What a webhook may be told (README.rst: Webhooks).
+#: What a webhook may be told (docs/protocol.rst: Webhooks).
 WEBHOOK_EVENTS = ("center_occupied", "center_vacated", "member_joined", "member_left")
 
 

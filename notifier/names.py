@@ -1,4 +1,4 @@
-"""The naming rules (README.rst: Publisher API) for publishers and centers."""
+"""The naming rules (docs/protocol.rst: The publisher API) for publishers and centers."""
 
 from __future__ import annotations
 

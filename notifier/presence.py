@@ -116,7 +116,7 @@ _ABSENT = object()
 
 
 class Item:
-    """A presence item (README.rst: Presence), each wire form made once."""
+    """A presence item (docs/protocol.rst: Presence), each wire form made once."""
 
     __slots__ = ("kind", "body", "_forms")
 

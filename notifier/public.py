@@ -124,7 +124,7 @@ def _jsonp(request: IRequest, callback: str, payload: bytes) -> bytes:
 #: (``None``: public centers only).
 Serve = Callable[[server.Request, Sequence[Hub], "Grant | None"], Any]
 
-#: At most this many centers on one connection (README.rst: Many centers on one connection).
+#: At most this many centers on one connection (docs/protocol.rst: Many centers on one connection).
 MAX_CENTERS = 32
 #: Lookups of a subscription's hubs before giving up on centers that keep
 #: being dropped while the others are looked up.
@@ -165,7 +165,7 @@ class _Health(_Leaf):
 
 
 class _Script(_Leaf):
-    """The browser client (README.rst: In the browser), read once at start."""
+    """The browser client (docs/protocol.rst: The browser client), read once at start."""
 
     def __init__(self) -> None:
         super().__init__()

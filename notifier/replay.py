@@ -1,5 +1,5 @@
 """Signed requests that are not idempotent (``POST``) are accepted once
-(README.rst: Request signing): an idempotent one sent again does nothing
+(docs/protocol.rst: Authentication): an idempotent one sent again does nothing
 more than the first, so it is answered again, never remembered.
 
 A signature is remembered until its timestamp leaves the window in which it

@@ -1,4 +1,4 @@
-"""What one publisher's centers retain on a node, together (README.rst:
+"""What one publisher's centers retain on a node, together (docs/protocol.rst:
 Retained bytes): a running sum of their messages' bytes, held within a bound by
 dropping the oldest messages across its centers first."""
 

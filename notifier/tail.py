@@ -1,4 +1,4 @@
-"""The console's live tail of a center (README.rst: The console).
+"""The console's live tail of a center (docs/console.rst).
 
 ``GET /admin/v1/publishers/{publisher}/centers/{center}/tail`` answers an
 event stream of what the center's subscribers get, as it goes out, and its

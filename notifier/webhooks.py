@@ -1,4 +1,4 @@
-"""Webhooks: telling a publisher's site what happens (README.rst: Webhooks).
+"""Webhooks: telling a publisher's site what happens (docs/protocol.rst: Webhooks).
 
 Each publisher has an ``Outbox``: its events wait in order, are gathered for
 ``batch_seconds`` into one POST (at most ``BATCH`` events), signed with the

@@ -44,7 +44,7 @@ WAIT = 15
 
 TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 
-#: The request signature scheme (README.rst: Security).
+#: The request signature scheme (docs/security.rst).
 SCHEME = "Notifier-HMAC-SHA256"
 
 

@@ -53,7 +53,7 @@ task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor, sys.argv[1]
 #: Deletes centers of a publisher from the store of a configuration, through the registry.
 DELETE_CENTERS = MAKE_CENTERS.replace("registry.create_center", "registry.delete_center")
 
-#: How soon a running daemon acts on a change made with the offline command (README.rst).
+#: How soon a running daemon acts on a change made with the offline command (docs/operating.rst: The command line).
 PROMISED_SECONDS = 2.0
 
 

@@ -21,7 +21,7 @@ from notifier.config import Config, ConfigError, load_config, parse_config
 REPO = Path(__file__).resolve().parent.parent
 TWISTD = Path(sys.executable).parent / "twistd"
 
-#: The documented defaults (README.rst: Configuration): every key with its default.
+#: The documented defaults (docs/protocol.rst: Configuration): every key with its default.
 SPEC_DEFAULTS = """
 [public]
 endpoint = "tcp:8080"                      # Twisted endpoint description

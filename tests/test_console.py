@@ -1,10 +1,10 @@
-"""The operator console (README.rst: The console) in real headless Chromium.
+"""The operator console (docs/console.rst) in real headless Chromium.
 
 The page is the daemon's own, on its api listener at ``/console/``, over a
 daemon running in this process: signing in and out, publishers and their
 secrets, the overview's live figures, the live tail, publishing from it,
 the page's security policy, and a phone-sized screen. The screenshots of
-the README (``docs/console-*.png``) are taken here, from real data.
+docs/console.rst (``docs/console-*.png``) are taken here, from real data.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the operator console needs of the daemon (README.rst: The console):
+"""What the operator console needs of the daemon (docs/console.rst):
 its files on the api listener with their security headers, the admin view
 of a publisher's centers, a test publish, and the live tail, in memory and
 over real sockets."""

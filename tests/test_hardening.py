@@ -1,4 +1,4 @@
-"""The hardening rules (README.rst: Security), each from outside first.
+"""The hardening rules (docs/security.rst), each from outside first.
 
 Bounded per-request memory whatever the cursor, strict cursors, backlogs
 under backpressure, liveness that only the server's own pings prove,

@@ -1,5 +1,5 @@
 """What the daemon keeps in memory for a publisher is bounded, in bytes
-(README.rst: Retained bytes, Idempotency-Key), and let go of when the
+(docs/protocol.rst: Retained bytes, Idempotency-Key), and let go of when the
 publisher is removed. Measured, never timed: the bytes the hubs and the
 key cache account for, checked against the messages they hold, and the
 memory of a real daemon."""

@@ -365,7 +365,7 @@ async def test_a_site_with_another_secret_refuses_until_it_has_the_right_one_the
 
 
 def sign(secret: str, body: str, timestamp: int) -> str:
-    """``Notifier-Signature`` as README.rst (Webhooks) documents it."""
+    """``Notifier-Signature`` as docs/protocol.rst (Webhooks) documents it."""
     mac = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={mac}"
 

@@ -66,3 +66,49 @@ def test_twistd_finds_the_plugin_of_the_installed_checkout() -> None:
     assert str(ROOT / "twisted" / "plugins") in [str(Path(p).resolve()) for p in twisted.plugins.__path__]
     makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
     assert makers["notifier"].module == "notifier.tap"
+
+
+def _literal_lines(text: str) -> list[str]:
+    """The lines of the literal blocks of a reStructuredText page, in order:
+    the indented lines after a paragraph ending in ``::`` or a
+    ``code-block`` directive."""
+    found: list[str] = []
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if not (line.rstrip().endswith("::") or re.match(r"\s*\.\. code-block::", line)):
+            continue
+        opener = len(line) - len(line.lstrip())
+        while index < len(lines) and (not lines[index].strip() or lines[index].lstrip().startswith(":")):
+            index += 1
+        while index < len(lines):
+            text = lines[index]
+            if text.strip() and len(text) - len(text.lstrip()) <= opener:
+                break
+            if text.strip():
+                found.append(text.strip())
+            index += 1
+    return found
+
+
+def test_the_readme_is_a_front_page() -> None:
+    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) < 300, "README.rst is a front page: under 300 lines, the rest in docs/"
+    # The two commands that do everything on a fresh machine come before any other.
+    commands = _literal_lines(readme)
+    assert commands[:2] == ["make run", "make test"], commands[:2]
+    for target in ("run", "test"):
+        assert re.search(rf"^{target}:", (ROOT / "Makefile").read_text(), re.M), f"no make {target}"
+    # Every relative link points to a file of the repository.
+    targets = re.findall(r"`[^`<]*<([^>`]+)>`__?", readme)
+    targets += re.findall(r"^\.\. (?:image|figure|include|literalinclude):: (\S+)", readme, re.M)
+    targets += re.findall(r"^\.\. _[^:]+: (\S+)", readme, re.M)
+    relative = [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+    assert relative, "README.rst links into docs/"
+    missing = [t for t in relative if not (ROOT / t.split("#")[0]).is_file()]
+    assert missing == []
+    # Every page of the documentation is linked.
+    pages = {f"docs/{path.name}" for path in (ROOT / "docs").glob("*.rst")} - {"docs/index.rst"}
+    assert pages - set(relative) == set(), "pages README.rst does not link"

@@ -1,4 +1,4 @@
-"""The security rules of README.rst, each checked where it lives: on the wire.
+"""The security rules of docs/security.rst, each checked where it lives: on the wire.
 
 Request signing, private centers and their tokens on every transport,
 origins, tokens kept out of logs, all-or-nothing batches, Idempotency-Key,

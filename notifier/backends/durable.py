@@ -1,5 +1,5 @@
 """History that outlives the daemon: the ``sqlite:PATH`` store's broker
-(README.rst: Durable history).
+(docs/operating.rst: Durable history).
 
 Each center's messages are kept in the store's SQLite file (the
 ``streams`` and ``log`` tables), with the ``Idempotency-Key``\\ s of

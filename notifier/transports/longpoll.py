@@ -1,5 +1,5 @@
 """Long-poll subscribers: one request held until a message or the timeout,
-on one center or on several (README.rst: Many centers on one connection)."""
+on one center or on several (docs/protocol.rst: Many centers on one connection)."""
 
 from __future__ import annotations
 

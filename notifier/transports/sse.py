@@ -124,7 +124,7 @@ class EventStream(StreamingSubscriber):
 
 class MultiEventStream(EventStream):
     """A stream of several centers: each event's ``data:`` is the envelope,
-    its ``id:`` the compound cursor after it (README.rst: Many centers on one
+    its ``id:`` the compound cursor after it (docs/protocol.rst: Many centers on one
     connection), so that the browser's own reconnection resumes every
     center. Streams at the same cursor share what a batch makes of it."""
 

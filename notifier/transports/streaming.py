@@ -2,7 +2,7 @@
 
 A streaming subscriber (WebSocket, Server-Sent Events) holds one connection
 and is attached to one hub, or to several (a multiplexed subscription,
-README.rst: Many centers on one connection). It owns the attachment
+docs/protocol.rst: Many centers on one connection). It owns the attachment
 (backlog and live messages meeting with no gap), the announcement of where
 it starts,
 the replayed backlog under backpressure, leaving its hubs, the end of its

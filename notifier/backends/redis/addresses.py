@@ -1,4 +1,4 @@
-"""Where the Redis store is, as ``[store] url`` says (README.rst: Redis).
+"""Where the Redis store is, as ``[store] url`` says (docs/operating.rst: Several daemons with Redis).
 
 ``redis://[:password@]host[:port][/db]`` names one Redis server;
 ``redis+sentinel://[:password@]host1:port1,host2:port2,…/SERVICE[/db]``

@@ -30,7 +30,7 @@ from notifier.model import Center
 
 log = Logger()
 
-#: How long a publish's Idempotency-Key is remembered (README.rst: Retries: 10 minutes).
+#: How long a publish's Idempotency-Key is remembered (docs/protocol.rst: Idempotency-Key: 10 minutes).
 KEY_TTL = 600
 #: How long a reconnected listener waits for the command connections before
 #: telling that hubs must catch up (they reconnect with a backoff of their own).

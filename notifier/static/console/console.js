@@ -1,4 +1,4 @@
-/* The operator console of notifier, over the admin API (README.rst: The console).
+/* The operator console of notifier, over the admin API (docs/console.rst).
  *
  * Plain ES2020, no framework and no build. The admin token lives in this
  * tab's sessionStorage only and goes out in the Authorization header of
