@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 import notifier.hub
 from notifier.hub import Batch, Hub, interleave
 from notifier.model import Center
-from notifier.transports.longpoll import MultiLongPoll
+from notifier.transports.longpoll import ANSWER_BYTES, MultiLongPoll, live_items
 from notifier.transports.ordering import InOrder, held_back
 from tests.support import Recorder
 
@@ -175,3 +175,18 @@ def test_a_long_poll_waits_for_what_was_published_before_its_backlog() -> None:
     [(body, cursor)] = answers
     assert [m["id"] for m in json.loads(body)["messages"]] == ["ea-1", "eb-1"]
     assert cursor == "ea-1,eb-1"
+
+
+def test_a_long_poll_answer_across_centers_is_cut_only_where_each_center_keeps_the_rest() -> None:
+    clock = Clock()
+    kept, live = (Hub(Center("p", name, False, None, None, 0.0), f"e{name}", history, clock.seconds,
+                      schedule=lambda step: clock.callLater(1, step)) for name, history in (("a", 1000), ("b", 0)))
+    hubs = {"a": kept, "b": live}
+    # A merged batch past the cap: "a"'s messages, then one of "b", which keeps none.
+    items = [kept.append("x" * 4000) for _ in range(49)] + [live.append("kept nowhere")]
+    assert sum(len(prepared.message.data) for prepared in items) > ANSWER_BYTES
+    assert live_items(Batch(items), hubs.__getitem__) == items
+    # Where every center past the cut keeps what is left, the answer is cut.
+    items = [kept.append("x" * 4000) for _ in range(49)]
+    cut = live_items(Batch(items), hubs.__getitem__)
+    assert 0 < len(cut) < len(items) and cut == items[:len(cut)]

@@ -4,7 +4,7 @@ on one center or on several (docs/protocol.rst: Many centers on one connection).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -50,21 +50,26 @@ def ended(reason: str) -> Exception | None:
     return None
 
 
-def live_items(batch: Batch, hub: Hub) -> list[Prepared]:
-    """What of *batch* (messages of *hub*) a waiting long-poll is answered
-    with: the first ``ANSWER_BYTES`` of them, as an answer of history, when
-    the rest is retained for the next poll; else all of them."""
+def live_items(batch: Batch, hub_of: Callable[[str], Hub]) -> list[Prepared]:
+    """What of *batch* a waiting long-poll is answered with: the first
+    ``ANSWER_BYTES`` of them, as an answer of history, when the rest is
+    retained for the next poll (by the hub of each center, ``hub_of``, that
+    has messages past the cut); else all of them."""
     items = batch.items
     kept = backlog_answer(items, ANSWER_BYTES) if len(items) > 1 else items
-    if len(kept) < len(items) and not hub.retains(items[len(kept)].message.id):
-        return items
+    if len(kept) < len(items):
+        first: dict[str, str] = {}  # each center's first message past the cut
+        for prepared in items[len(kept):]:
+            first.setdefault(prepared.message.center, prepared.message.id)
+        if not all(hub_of(center).retains(id_) for center, id_ in first.items()):
+            return items
     return kept
 
 
 def live_body(batch: Batch, hub: Hub) -> tuple[bytes, str]:
     """The answer every waiting long-poll of *hub* gets for live messages,
     encoded once, and the cursor after it."""
-    items = live_items(batch, hub)
+    items = live_items(batch, lambda _: hub)
     cursor = items[-1].message.id
     return body(items, cursor, True), cursor
 
@@ -179,7 +184,7 @@ class MultiLongPoll:
             self._respond(taken.form(self._live, (self.hubs, self.positions)))
 
     def _live(self, batch: Batch) -> tuple[bytes, str]:
-        items = live_items(batch, self.hubs[self.index[batch.items[0].message.center]])
+        items = live_items(batch, lambda center: self.hubs[self.index[center]])
         cursor = ",".join(advanced(self.positions, self.index, items))
         return body(items, cursor, True, []), cursor
 
