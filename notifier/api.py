@@ -164,6 +164,10 @@ class ApiApp:
         try:
             credentials = publisher_credentials_from(authorization)
             credentials.check_time(self.clock.seconds())
+            if isinstance(credentials, SignedRequest):
+                # A signature covers the body: known only once it is in, for
+                # any publisher, so that no answer tells which exist.
+                return limit, None
             looked_up = now_or_later(self.registry.publisher(credentials.publisher))
         except Exception:
             return 0, succeed(False)  # the handler answers why (401, or 503 for a store away)

@@ -77,11 +77,6 @@ class SignedRequest:
             raise _bad(f"the signature's timestamp is more than {SIGNATURE_WINDOW} s from the server's clock",
                        code="stale_signature")
 
-    def may_hold(self, publisher: Publisher | None) -> bool:
-        """Whether these credentials can hold for *publisher*: the signature
-        covers the body, so only whether it exists tells before the body."""
-        return publisher is not None
-
     def verify(self, publisher: Publisher | None, request: IRequest, body: bytes, now: float) -> None:
         self.check_time(now)
         expected = signature((publisher or _NOBODY).secret, request.method, request.uri, self.timestamp, body)

@@ -27,6 +27,7 @@ from twisted.internet.task import Clock
 import notifier.auth
 from notifier.auth import subscriber_claims
 from notifier.backends.local import LocalBroker
+from notifier.backends.redis.addresses import REDIS_FORM, SENTINEL_FORM
 from notifier.backends.redis.keys import Keys
 from notifier.backends.redis.presence import RedisDirectory
 from notifier.config import CentersConfig, ConfigError, parse_config
@@ -90,7 +91,10 @@ def _refused(url: str) -> str:
 
 def _leaks(message: str, password: str, allowed: str) -> list[str]:
     """The 3-character pieces of *password* (as written, encoded or
-    decoded) in *message* that are not in *allowed* (the scheme and hosts)."""
+    decoded) in *message* that are not in *allowed* (the scheme and hosts),
+    nor in the forms of a URL the message states."""
+    for form in (REDIS_FORM, SENTINEL_FORM):
+        message = message.replace(form, "")
     leaked = []
     for form in {password, quote(password, safe=""), unquote(password)}:
         leaked += [form[i:i + 3] for i in range(len(form) - 2)

@@ -340,6 +340,32 @@ async def test_good_credentials_get_100_continue_then_their_body_is_read(quick: 
 @pytest.mark.integration
 @pytest.mark.parametrize("expect", [False, True])
 @pytest_twisted.ensureDeferred
+async def test_a_signed_request_is_read_alike_whether_its_publisher_exists_or_not(quick: Any, expect: bool) -> None:
+    daemon, auth = quick
+    daemon.service.api_port.factory.body_timeout = 30
+    answers = []
+    for name in (auth[0], "nobody"):
+        # A signature in its window, but not of this body: known to be wrong only once it is in.
+        signed = "Authorization: " + signature_header(name, int(time.time()), "0" * 64)
+        client = await _sent(_api_port(daemon), head("POST", TARGET, signed, "Content-Length: 60000",
+                                                     "Connection: close",
+                                                     *(["Expect: 100-continue"] if expect else [])))
+        if expect:
+            await client.wait_for(lambda data: data.startswith(CONTINUE), 2)
+        else:
+            await sleep(0.2)
+            assert not client.done  # waits for the body
+        client.send(b"m" * 60000)
+        assert await client.wait_closed(5)
+        assert bytes(client.data).startswith(CONTINUE) is expect
+        expect_error(bytes(client.data).removeprefix(CONTINUE), 401, "bad_credentials")
+        answers.append(bytes(client.data).split(b"\r\n\r\n")[-1])
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("expect", [False, True])
+@pytest_twisted.ensureDeferred
 async def test_a_body_too_large_by_its_length_is_answered_at_once(quick: Any, expect: bool) -> None:
     daemon, auth = quick
     client = await _sent(_api_port(daemon), head("POST", TARGET, basic(*auth), "Content-Length: 65537",
