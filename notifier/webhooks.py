@@ -90,6 +90,9 @@ def webhook_of(body: Any) -> Webhook:
         raise BadRequest("url must be an http or https URL", code="invalid_webhook") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
         raise BadRequest("url must be an http or https URL", code="invalid_webhook")
+    if "@" in parts.netloc:  # never sent, and a password would end up in log lines
+        raise BadRequest("url must not hold a user or password: the signature authenticates",
+                         code="invalid_webhook")
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
         raise BadRequest(f"events must be a list of: {', '.join(WEBHOOK_EVENTS)}", code="invalid_webhook")
     unknown = sorted(set(events) - set(WEBHOOK_EVENTS))
@@ -135,7 +138,7 @@ def refusal(host: str) -> str | None:
     ``None`` if it is a public unicast address."""
     address = ipaddress.ip_address(host)
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped
+        embedded = address.ipv4_mapped or address.sixtofour
         if embedded is None and address in _NAT64:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:

@@ -22,9 +22,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from notifier.config import WebhooksConfig
+from notifier.errors import BadRequest
 from notifier.model import Publisher, Webhook
 from notifier.stats import Stats
-from notifier.webhooks import ANSWER_BYTES, Refused, Sender, TimedOut, Webhooks, refusal, signature
+from notifier.webhooks import ANSWER_BYTES, Refused, Sender, TimedOut, Webhooks, refusal, signature, webhook_of
 
 EVERY = ("center_occupied", "center_vacated", "member_joined", "member_left")
 FIRST = Webhook("https://one.example/hook", EVERY)
@@ -147,7 +148,8 @@ def test_a_refused_destination_is_a_failed_attempt_logged_with_its_reason_and_re
 
 @pytest.mark.parametrize("address, reason", [
     ("127.0.0.1", "loopback"), ("127.1.2.3", "loopback"), ("::1", "loopback"),
-    ("::ffff:127.0.0.1", "loopback"), ("64:ff9b::7f00:1", "loopback"),
+    ("::ffff:127.0.0.1", "loopback"), ("64:ff9b::7f00:1", "loopback"), ("2002:7f00:1::", "loopback"),
+    ("2002:a00:1::", "private"), ("2002:c0a8:101::1", "private"),
     ("169.254.169.254", "link-local"), ("fe80::1", "link-local"), ("fe80::1%eth0", "link-local"),
     ("10.0.0.1", "private"), ("172.16.5.4", "private"), ("172.31.255.255", "private"),
     ("192.168.1.1", "private"), ("fd12:3456::1", "private"), ("fc00::1", "private"),
@@ -163,7 +165,7 @@ def test_private_and_special_addresses_are_refused_with_a_reason(address, reason
 
 @pytest.mark.parametrize("address", [
     "8.8.8.8", "93.184.216.34", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111",
-    "2a00:1450:4001:82b::200e", "::ffff:8.8.8.8", "64:ff9b::808:808",
+    "2a00:1450:4001:82b::200e", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::",
 ])
 def test_public_unicast_addresses_are_allowed(address):
     assert refusal(address) is None
@@ -183,7 +185,8 @@ def test_an_ipv4_address_is_refused_unless_global_unicast_and_so_is_its_mapped_f
 def test_an_ipv6_address_is_allowed_only_if_global_unicast(address):
     if refusal(str(address)) is None:
         assert address.is_global and not address.is_multicast and not address.is_site_local or \
-            address.ipv4_mapped is not None or address in ipaddress.ip_network("64:ff9b::/96")
+            address.ipv4_mapped is not None or address.sixtofour is not None or \
+            address in ipaddress.ip_network("64:ff9b::/96")
 
 
 # the sender's path to a public address, in memory
@@ -304,3 +307,12 @@ def test_a_retry_reads_the_store_even_just_after_the_first_attempt():
     place.webhook = Webhook("https://two.example/hook", EVERY)  # changed by a process not heard of
     clock.advance(1)  # the first backoff, within WEBHOOK_TTL of the first read
     assert [url for url, _, _ in site.requests] == [FIRST.url, "https://two.example/hook"]
+
+
+@pytest.mark.parametrize("url", ["https://user:secret@site.example/hook", "http://:secret@site.example/hook",
+                                 "https://user@site.example/hook"])
+def test_a_webhook_url_with_a_user_or_password_is_refused_without_echoing_it(url):
+    with pytest.raises(BadRequest) as refused:
+        webhook_of({"url": url, "events": ["center_occupied"]})
+    assert refused.value.code == "invalid_webhook"
+    assert "secret" not in refused.value.message and url not in refused.value.message
