@@ -1,10 +1,11 @@
 """What the public listener bounds per connection and per peer: the kernel's
-send buffer of each connection, connections from one address at once, and
-what a connection cut for idleness may leave queued."""
+send buffer of each connection, connections from one address (an IPv6
+/64) at once, and what a connection cut for idleness may leave queued."""
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import socket
 import struct
 import termios
@@ -60,6 +61,20 @@ def unsent(transport: Any) -> bool:
     return queued > 0
 
 
+def peer_of(host: str | None) -> str | None:
+    """Whom a connection from *host* counts for: its IPv4 address, or the
+    /64 network of its IPv6 one (what one subscriber line is given)."""
+    if host is None or ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 class _Counted(ProtocolWrapper):
     """A connection counted for its peer's address until it is lost,
     whichever protocol it is handed to meanwhile."""
@@ -94,7 +109,7 @@ class PerPeerLimit(WrappingFactory[_Counted]):
         self.peers: dict[str, int] = {}
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:  # type: ignore[override]
-        host = getattr(addr, "host", None)
+        host = peer_of(getattr(addr, "host", None))
         if host is None:  # a UNIX socket: no address to count by
             return _Counted(self, self.wrappedFactory.buildProtocol(addr))
         count = self.peers.get(host, 0)

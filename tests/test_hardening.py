@@ -647,3 +647,21 @@ def test_token_deadlines_share_one_timer_and_skip_who_left():
     clock.advance(10)
     assert closed == [(4, "expired"), (3, "expired"), (2, "expired"), (1, "expired")]
     assert clock.getDelayedCalls() == [] and len(deadlines) == 0
+
+
+def test_connections_per_address_count_an_ipv6_client_by_its_64_network() -> None:
+    from twisted.internet.address import IPv4Address, IPv6Address
+    from twisted.internet.protocol import Factory, Protocol
+
+    from notifier.connections import PerPeerLimit, peer_of
+
+    assert peer_of("192.0.2.7") == "192.0.2.7"
+    assert peer_of("2001:db8:1:2:aaaa::1") == peer_of("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert peer_of("2001:db8:1:3::1") != peer_of("2001:db8:1:2::1")
+    assert peer_of("::ffff:192.0.2.7") == "192.0.2.7"
+    assert peer_of(None) is None
+    limit = PerPeerLimit(Factory.forProtocol(Protocol), 2)
+    built = [limit.buildProtocol(IPv6Address("TCP", f"2001:db8:1:2::{n}", 5000)) for n in range(1, 4)]
+    assert [type(protocol).__name__ for protocol in built] == ["_Counted", "_Counted", "_Refused"]
+    assert type(limit.buildProtocol(IPv6Address("TCP", "2001:db8:1:3::1", 5000))).__name__ == "_Counted"
+    assert type(limit.buildProtocol(IPv4Address("TCP", "192.0.2.7", 5000))).__name__ == "_Counted"
