@@ -513,3 +513,27 @@ async def test_a_reused_key_is_refused_by_redis_on_every_node(tmp_path):
         for daemon in daemons:
             await daemon.service.stopService()
         await server.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("store", ["durable", "redis"])
+@pytest_twisted.ensureDeferred
+async def test_a_publisher_removed_and_made_again_has_none_of_its_former_keys(tmp_path, store):
+    server = RedisServer(tmp_path / "redis") if store == "redis" else None
+    if server is not None:
+        await server.start()
+    daemon = await (start_daemon(server.url) if server is not None
+                    else start_daemon(f"sqlite:{tmp_path / 'n.db'}", store={"durable": True}))
+    try:
+        headers = {**TEXT, "Idempotency-Key": "order-9"}
+        for round_ in range(2):
+            auth = await setup_site(daemon)
+            target = f"{daemon.api}/api/v1/centers/news/messages"
+            status, body = await call("POST", target, raw=b"paid", auth=auth, headers=headers)
+            assert status == 201, (round_, body)  # never the former publisher's answer
+            status, _ = await daemon.admin("DELETE", "/admin/v1/publishers/site")
+            assert status == 204
+    finally:
+        await daemon.service.stopService()
+        if server is not None:
+            await server.stop()

@@ -67,7 +67,7 @@ class RedisStore:
     async def remove_publisher(self, name: str) -> bool:
         keys = [self.keys.publishers, self.keys.centers(name), self.keys.deadlines, self.keys.webhooks]
         paths = f"{name}/"
-        args = [name, self.keys.seq(paths), self.keys.log(paths), paths]
+        args = [name, self.keys.seq(paths), self.keys.log(paths), paths, self.keys.idempotency(name, "*")]
         return int(await self.redis.script(REMOVE_PUBLISHER, keys, args)) == 1
 
     async def add_center(self, center: Center, limit: int = 0) -> tuple[Center, bool] | None:

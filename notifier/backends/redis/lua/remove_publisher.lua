@@ -2,7 +2,9 @@
 --
 -- KEYS: publishers hash, the publisher's centers hash, deadlines, webhooks hash
 -- ARGV: name, then what each of its centers' seq key, log key and path
---       start with (a center's name completes them)
+--       start with (a center's name completes them), then the pattern of
+--       its Idempotency-Keys (a publisher made again under the name must
+--       not be answered with its former self's ids)
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 for _, center in ipairs(redis.call('HKEYS', KEYS[2])) do
   redis.call('DEL', ARGV[2] .. center, ARGV[3] .. center)
@@ -10,4 +12,10 @@ for _, center in ipairs(redis.call('HKEYS', KEYS[2])) do
 end
 redis.call('DEL', KEYS[2])
 redis.call('HDEL', KEYS[4], ARGV[1])
+local cursor = '0'
+repeat
+  local found = redis.call('SCAN', cursor, 'MATCH', ARGV[5], 'COUNT', 1000)
+  cursor = found[1]
+  if #found[2] > 0 then redis.call('DEL', unpack(found[2])) end
+until cursor == '0'
 return 1
