@@ -61,6 +61,43 @@ def unsent(transport: Any) -> bool:
     return queued > 0
 
 
+#: Seconds a connection answered with a request's body unread goes on
+#: reading (and dropping) what its client still sends before it is cut:
+#: closed with unread bytes, the kernel would answer them with a reset,
+#: which can reach the client before the answer and take it with it.
+LINGER_SECONDS = 2.0
+
+
+class _Dropping(Protocol):
+    """What a lingering connection is read by: nothing kept; once its
+    client closes too (or the time is up), its protocol is told it is lost."""
+
+    def __init__(self, protocol: Any, cut: Any) -> None:
+        self.protocol = protocol
+        self.cut = cut
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.cut.active():
+            self.cut.cancel()
+        self.protocol.connectionLost(reason)
+
+
+def close_lingering(transport: Any, reactor: Any) -> None:
+    """Close *transport* once what was sent is sent, reading and dropping
+    what its client still sends for ``LINGER_SECONDS`` (TCP: half-closed
+    first); any other transport (TLS) is closed as usual."""
+    transport.unregisterProducer()
+    if _tcp(transport) is not transport or not hasattr(transport, "loseWriteConnection"):
+        transport.loseConnection()
+        return
+    transport.protocol = _Dropping(transport.protocol, reactor.callLater(LINGER_SECONDS, transport.abortConnection))
+    transport.loseWriteConnection()
+    transport.resumeProducing()
+
+
 def peer_of(host: str | None) -> str | None:
     """Whom a connection from *host* counts for: its IPv4 address, or the
     /64 network of its IPv6 one (what one subscriber line is given)."""

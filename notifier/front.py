@@ -51,7 +51,7 @@ from twisted.web.http_headers import Headers, _nameEncoder
 from zope.interface import implementer
 
 from notifier.answers import error_answer
-from notifier.connections import unsent
+from notifier.connections import close_lingering, unsent
 from notifier.errors import NotifierError
 from notifier.httpserver import NOSNIFF, SLOW_BODY, QuietSite, raw_error_response
 from notifier.transports.pacing import send_now
@@ -557,7 +557,11 @@ class Front(AnswersAtEndOfTurn, Protocol):
         if request.close:
             self.closing = True
             self.pending = b""
-            self._close()
+            if getattr(request, "body_refused", False) or getattr(request, "body_too_large", False):
+                self.send_queued()
+                close_lingering(self.transport, self.site.reactor)  # its body is unread
+            else:
+                self._close()
             return
         if self.held:
             self.held = False

@@ -20,7 +20,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from notifier.answers import error_answer
-from notifier.connections import unsent
+from notifier.connections import close_lingering, unsent
 from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
 from notifier.turns import AnswersAtEndOfTurn, end_of_turn
 
@@ -211,6 +211,9 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
     """
 
     _host: IAddress | None = None
+    #: Whether the connection is closed with a request's body unread
+    #: (notifier.connections.close_lingering).
+    lingering = False
     #: Set by the site that builds the channel (Site.buildProtocol).
     site: QuietSite
     #: The status line and headers, sent with the first body bytes: one send.
@@ -239,6 +242,7 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
                 self.length != 0 or self.requests[-1].requestHeaders.hasHeader(b"transfer-encoding")):
             # A body where none belongs: refused before any of it is read.
             self._queue(raw_error_response(_BODY_NOT_ALLOWED))
+            self.lingering = True
             self.loseConnection()
             return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]  # unannotated in Twisted
@@ -257,14 +261,16 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
 
     def answer_unread(self, request: BoundedRequest) -> None:
         """Answer *request*, whose body is being read, without the rest of
-        it, and close after (reading stays paused)."""
+        it, and close after (reading stays paused until then)."""
         self._no_more(request)
         self.allContentReceived()
 
     def _no_more(self, request: BoundedRequest) -> None:
-        """No request after *request*: its answer closes the connection."""
+        """No request after *request*, whose body is left unread: its answer
+        closes the connection, lingering."""
         self.persistent = False
         request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        self.lingering = True
 
     def _send100Continue(self) -> None:
         # Only for a body the site will read: a verdict awaited sends it
@@ -373,6 +379,9 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
     def loseConnection(self) -> None:
         self._flush_head()
         self.send_queued()
+        if self.lingering and self.transport is not None:
+            close_lingering(self.transport, self.site.reactor)  # a body left unread
+            return
         super().loseConnection()  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def getHost(self) -> IAddress:

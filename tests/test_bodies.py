@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -465,3 +466,42 @@ async def test_every_answer_says_nosniff() -> None:
                 answer = await _answer(port, data)
                 fields = answer.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
                 assert fields.count(b"x-content-type-options: nosniff") == 1, (data, answer)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("framing", ["Content-Length: 60000", "Content-Length: 100000000"])
+@pytest_twisted.ensureDeferred
+async def test_a_refusal_sent_while_its_body_is_still_coming_is_read_not_reset(quick: Any, framing: str) -> None:
+    daemon, auth = quick
+    daemon.service.api_port.factory.body_timeout = 30
+    sock = socket.create_connection(("127.0.0.1", _api_port(daemon)))
+    try:
+        sock.setblocking(False)
+        # The head with wrong credentials, and at once as much of the body
+        # as the kernel takes: the daemon answers without reading it.
+        sock.send(head("POST", TARGET, basic(auth[0], "wrong"), framing))
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(64):
+                sock.send(b"m" * 1024)
+        await sleep(0.5)  # the answer, and whatever the daemon does with what it did not read, is in
+        # The client, still sending its body as curl does, is not reset:
+        # what it sends is read and dropped for a while.
+        with contextlib.suppress(BlockingIOError):
+            sock.send(b"m" * 1024)
+        await sleep(0.2)
+        received = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := sock.recv(65536):
+                received += chunk
+        expect_error(received, 401, "bad_credentials")
+        await until(lambda: _ended(sock), 5, "the daemon to close")
+    finally:
+        sock.close()
+
+
+def _ended(sock: socket.socket) -> bool:
+    """Whether *sock*'s peer closed it, as TCP does (a reset raises)."""
+    try:
+        return sock.recv(65536) == b""
+    except BlockingIOError:
+        return False
