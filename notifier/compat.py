@@ -141,9 +141,12 @@ CHANNEL_PACING = _holds("pipelining bound", lambda: _has(
     "_optimisticEagerReadSize"))
 
 
-def transport_waits(channel: Any) -> bool:
-    """Whether *channel*'s client has not taken what was sent (Twisted paused it)."""
-    return CHANNEL_PACING and bool(channel._waitingForTransport)
+def _never(channel: Any) -> bool:
+    return False
+
+
+#: Whether *channel*'s client has not taken what was sent (Twisted paused it).
+transport_waits: Callable[[Any], bool] = attrgetter("_waitingForTransport") if CHANNEL_PACING else _never
 
 
 def pause_reading(channel: Any) -> None:
@@ -151,11 +154,14 @@ def pause_reading(channel: Any) -> None:
     channel._networkProducer.pauseProducing()
 
 
-def pipelined_too_much(channel: Any) -> bool:
+def _pipelined_too_much(channel: Any) -> bool:
     """Whether *channel* holds more pipelined bytes than twisted.web reads
     ahead while answering, its client reading nothing."""
-    return CHANNEL_PACING and channel._handlingRequest and channel._waitingForTransport \
-        and sum(map(len, channel._dataBuffer)) > channel._optimisticEagerReadSize
+    return bool(channel._handlingRequest and channel._waitingForTransport
+                and sum(map(len, channel._dataBuffer)) > channel._optimisticEagerReadSize)
+
+
+pipelined_too_much: Callable[[Any], bool] = _pipelined_too_much if CHANNEL_PACING else _never
 
 
 #: ``HTTPChannel._send100Continue`` and ``_respondToBadRequestAndDisconnect``,

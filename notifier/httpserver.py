@@ -21,7 +21,16 @@ from twisted.web.resource import IResource, Resource
 
 from notifier import compat
 from notifier.answers import error_answer
-from notifier.compat import ChannelHooks, RequestHooks, line_buffer, pause_reading, request_line, request_method
+from notifier.compat import (
+    ChannelHooks,
+    RequestHooks,
+    line_buffer,
+    pause_reading,
+    pipelined_too_much,
+    request_line,
+    request_method,
+    transport_waits,
+)
 from notifier.connections import unsent
 from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
 from notifier.turns import AnswersAtEndOfTurn, end_of_turn
@@ -37,6 +46,9 @@ BodyGate = Callable[[bytes, bytes, Headers, "int | None", bool], "tuple[int, Def
 #: (``QuietSite.body_timeout``): else 408 ``body_timeout`` and the
 #: connection is cut, so a body drip-fed a byte at a time cannot hold it.
 BODY_TIMEOUT = 30.0
+#: Whether a site's ``body_gate`` is asked before a body is read, from the
+#: channel's request line (notifier.compat.CHANNEL_HEAD).
+EARLY_GATE = compat.CHANNEL_HEAD
 #: Sent on every answer, whatever its type (docs/security.rst).
 NOSNIFF = b"X-Content-Type-Options: nosniff\r\n"
 
@@ -72,7 +84,7 @@ class BoundedRequest(RequestHooks, server.Request):
         channel = self.channel
         site = channel.site
         self._limit = site.max_body_bytes
-        gate: BodyGate | None = getattr(site, "body_gate", None) if compat.CHANNEL_HEAD else None
+        gate: BodyGate | None = getattr(site, "body_gate", None) if EARLY_GATE else None
         verdict = None
         if gate is not None:
             # The body came whole with the head (LineReceiver keeps what
@@ -237,7 +249,7 @@ class Channel(AnswersAtEndOfTurn, ChannelHooks, HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._head_done()
-        if compat.CHANNEL_HEAD and request_method(self) in self.site.bodiless and (
+        if EARLY_GATE and request_method(self) in self.site.bodiless and (
                 self.length != 0 or self.requests[-1].requestHeaders.hasHeader(b"transfer-encoding")):
             # A body where none belongs: refused before any of it is read.
             self._queue(raw_error_response(_BODY_NOT_ALLOWED))
@@ -337,7 +349,7 @@ class Channel(AnswersAtEndOfTurn, ChannelHooks, HTTPChannel):
 
     def requestDone(self, request: http.Request) -> None:
         self._flush_head()  # an answer without a body
-        waiting = self.persistent and compat.transport_waits(self)
+        waiting = self.persistent and transport_waits(self)
         if waiting:
             # The client reads nothing of what was sent (the transport paused
             # us): twisted.web would go on answering every request it
@@ -353,7 +365,7 @@ class Channel(AnswersAtEndOfTurn, ChannelHooks, HTTPChannel):
         super().rawDataReceived(data)
         # twisted.web stops reading past a few pipelined kilobytes only when
         # the client keeps up: also when it does not.
-        if compat.pipelined_too_much(self):
+        if pipelined_too_much(self):
             pause_reading(self)
 
     def resumeProducing(self) -> None:

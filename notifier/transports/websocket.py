@@ -41,6 +41,9 @@ _KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")
 _ORIGIN = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
 _WS_MAGIC = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+#: Whether a handshake the front read is answered here (notifier.compat.FAST_WEBSOCKET).
+FAST_OPEN = compat.FAST_WEBSOCKET
+
 GOING_AWAY = 1001
 SLOW_CONSUMER = 4408
 #: The token ran out, or the publisher's secret changed: come back with a new one.
@@ -171,7 +174,7 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types _transport_de
         Whether it did: anything else is left to Autobahn (``False``), which
         answers it as it does, refusals included. *rest* is what came after
         the head."""
-        key = self.plain_key(headers) if compat.FAST_WEBSOCKET else None
+        key = self.plain_key(headers) if FAST_OPEN else None
         if key is None:
             return False
         origin = headers.get(b"origin")
