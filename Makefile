@@ -5,6 +5,11 @@ BIN    := $(VENV)/bin
 CONFIG ?= run/notifier.toml
 # The exact versions the suite passes with; every install is held to them.
 CONSTRAINTS := constraints.txt
+# The lowest versions setup.cfg allows, which `make test-compat` runs the
+# unit suite on, in a virtualenv of its own.
+LOWEST        := constraints-lowest.txt
+COMPAT_VENV   := .venv-compat
+COMPAT_STAMP  := $(COMPAT_VENV)/.installed
 # What `make run` needs, and what the test targets need besides (the [test] extra).
 STAMP      := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
@@ -14,7 +19,7 @@ UNIT := not integration and not redis and not browser and not php
 # command -> Debian package, installed by `make test` when the command is missing
 TEST_TOOLS := chromium=chromium php=php-cli redis-server=redis-server
 
-.PHONY: venv run test test-unit lint docs screenshots test-tools clean
+.PHONY: venv run test test-unit test-compat lint docs screenshots test-tools clean
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -54,11 +59,23 @@ test-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: $(TEST_STAMP) test-tools lint docs
+test: $(TEST_STAMP) test-tools lint docs test-compat
 	$(BIN)/python -m pytest
 
 test-unit: $(TEST_STAMP)
 	$(BIN)/python -m pytest -m "$(UNIT)"
+
+$(COMPAT_VENV)/bin/pip:
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install -q --upgrade pip
+
+$(COMPAT_STAMP): setup.cfg pyproject.toml $(LOWEST) | $(COMPAT_VENV)/bin/pip
+	$(COMPAT_VENV)/bin/pip install -q -c $(LOWEST) -e '.[test]'
+	touch $@
+
+# The unit suite on the lowest versions of the dependencies setup.cfg allows.
+test-compat: $(COMPAT_STAMP)
+	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "$(UNIT)"
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check notifier tests; status=$$?; $(BIN)/mypy notifier && exit $$status
@@ -74,7 +91,7 @@ docs: $(DOCS_STAMP)
 	@echo "docs: open docs/_build/html/index.html"
 
 clean:
-	rm -rf $(VENV) run *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache docs/_build
+	rm -rf $(VENV) $(COMPAT_VENV) run *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache docs/_build
 
 # `make bench`: notifier against Nchan (one nginx worker) on loopback, with
 # the benchmark of bench/: a Go load generator (bench/loadgen, built here with

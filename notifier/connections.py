@@ -16,6 +16,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
+from notifier.compat import temp_data
+
 #: ``SO_SNDBUF`` of the public listener's connections (Linux doubles it, and
 #: the connections it accepts inherit it from the listening socket): the most
 #: the kernel holds for a client that reads nothing. Without it Linux grows a
@@ -49,7 +51,7 @@ def unsent(transport: Any) -> bool:
     """Whether *transport* holds bytes its peer has not taken yet: in
     Twisted's buffer, or in the kernel's send queue (``SIOCOUTQ``)."""
     tcp = _tcp(transport)
-    if getattr(tcp, "dataBuffer", b"") or getattr(tcp, "_tempDataBuffer", None):
+    if getattr(tcp, "dataBuffer", b"") or (hasattr(tcp, "dataBuffer") and temp_data(tcp)):
         return True
     sock = getattr(tcp, "socket", None)
     if sock is None:

@@ -47,10 +47,11 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString, parse_qs
-from twisted.web.http_headers import Headers, _nameEncoder
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from notifier.answers import error_answer
+from notifier.compat import header_name
 from notifier.connections import close_lingering, unsent
 from notifier.errors import NotifierError
 from notifier.httpserver import NOSNIFF, SLOW_BODY, QuietSite, raw_error_response
@@ -167,7 +168,7 @@ _CANONICAL: dict[bytes, bytes] = {}
 def _canonical(name: bytes) -> bytes:
     canonical = _CANONICAL.get(name)
     if canonical is None:
-        canonical = _CANONICAL[name] = _nameEncoder.encode(name)
+        canonical = _CANONICAL[name] = header_name(name)
     return canonical
 
 
@@ -181,7 +182,7 @@ class PlainRequest:
     twisted.web request, for a request the front read itself."""
 
     __slots__ = ("front", "method", "uri", "path", "postpath", "args", "code", "startedWriting", "finished",
-                 "close", "head_bytes", "content", "_headers", "_out", "_body", "_notifications",
+                 "close", "head_bytes", "content", "received", "_out", "_body", "_notifications",
                  "body_refused", "body_too_large")
 
     clientproto = b"HTTP/1.1"
@@ -210,7 +211,7 @@ class PlainRequest:
         self.content = _NO_BODY
         self.startedWriting = False
         self.finished = False
-        self._headers = headers
+        self.received = headers
         #: The answer's headers by lower-cased name, in the order first set.
         self._out: dict[bytes, tuple[bytes, bytes]] = {}
         self._body: list[bytes] = []
@@ -219,7 +220,7 @@ class PlainRequest:
     # what the handlers ask
 
     def getHeader(self, name: bytes) -> bytes | None:
-        return self._headers.get(name.lower())
+        return self.received.get(name.lower())
 
     def setHeader(self, name: bytes, value: bytes) -> None:
         if b"\r" in value or b"\n" in value:  # as twisted.web's Headers do
@@ -253,7 +254,7 @@ class PlainRequest:
         """Hand the connection to a WebSocket protocol of *factory*, which
         reads the handshake from the head as it came, as Autobahn's
         ``WebSocketResource`` does with the one twisted.web read."""
-        return self.front.take_over(factory, self.head_bytes, self._headers)
+        return self.front.take_over(factory, self.head_bytes, self.received)
 
     # what the front does with it
 
@@ -475,7 +476,7 @@ class Front(AnswersAtEndOfTurn, Protocol):
         gate = getattr(self.site, "body_gate", None)
         if gate is None:
             return True
-        headers = Headers({name: [value] for name, value in request._headers.items()})
+        headers = Headers({name: [value] for name, value in request.received.items()})
         limit, verdict = gate(request.method, request.uri, headers, length, False)
         if verdict is None:
             if length <= limit:

@@ -19,7 +19,18 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
+from notifier import compat
 from notifier.answers import error_answer
+from notifier.compat import (
+    ChannelHooks,
+    RequestHooks,
+    line_buffer,
+    pause_reading,
+    pipelined_too_much,
+    request_line,
+    request_method,
+    transport_waits,
+)
 from notifier.connections import close_lingering, unsent
 from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
 from notifier.turns import AnswersAtEndOfTurn, end_of_turn
@@ -35,11 +46,14 @@ BodyGate = Callable[[bytes, bytes, Headers, "int | None", bool], "tuple[int, Def
 #: (``QuietSite.body_timeout``): else 408 ``body_timeout`` and the
 #: connection is cut, so a body drip-fed a byte at a time cannot hold it.
 BODY_TIMEOUT = 30.0
+#: Whether a site's ``body_gate`` is asked before a body is read, from the
+#: channel's request line (notifier.compat.CHANNEL_HEAD).
+EARLY_GATE = compat.CHANNEL_HEAD
 #: Sent on every answer, whatever its type (docs/security.rst).
 NOSNIFF = b"X-Content-Type-Options: nosniff\r\n"
 
 
-class BoundedRequest(server.Request):
+class BoundedRequest(RequestHooks, server.Request):
     """A request whose body is kept only up to what its site allows.
 
     Past the limit the rest is discarded as it arrives and ``body_too_large``
@@ -70,15 +84,15 @@ class BoundedRequest(server.Request):
         channel = self.channel
         site = channel.site
         self._limit = site.max_body_bytes
-        gate: BodyGate | None = getattr(site, "body_gate", None)
+        gate: BodyGate | None = getattr(site, "body_gate", None) if EARLY_GATE else None
         verdict = None
         if gate is not None:
             # The body came whole with the head (LineReceiver keeps what
             # follows the head in _buffer), and no 100 Continue is awaited.
-            in_hand = length is not None and len(channel._buffer) >= length \
+            in_hand = length is not None and len(line_buffer(channel)) >= length \
                 and not self.requestHeaders.hasHeader(b"expect")
             # The method and target are the channel's until the body is in.
-            self._limit, verdict = gate(channel._command, channel._path, self.requestHeaders, length, in_hand)
+            self._limit, verdict = gate(*request_line(channel), self.requestHeaders, length, in_hand)
         kept = length
         if length is not None and length > self._limit:
             self.body_too_large = True
@@ -116,7 +130,7 @@ class BoundedRequest(server.Request):
             self._verdict(admitted)
             # Unless gone, or the body came whole meanwhile (the handler
             # refuses it then).
-            if self.reading_body and not self._disconnected:
+            if self.reading_body and self.channel is not None:
                 if self.body_refused:
                     channel.answer_unread(self)  # still paused: the body is not read
                     return
@@ -145,18 +159,18 @@ class BoundedRequest(server.Request):
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
-    def _handleStar(self) -> None:
+    def star(self) -> bool:
         # Twisted answers "OPTIONS *" itself and any other method on "*" with
         # a bare 405: that one is a JSON error too.
         if self.method == b"OPTIONS":
-            super()._handleStar()  # type: ignore[no-untyped-call]  # unannotated in Twisted
-            return
+            return False
         # Request's own setHeader, write and finish are unannotated in Twisted.
         self.setHeader(b"allow", b"OPTIONS")  # type: ignore[no-untyped-call]
         method = self.method.decode("latin-1")
         body = error_answer(self, MethodNotAllowed(f"{method} is not allowed on *"))
         self.write(body)  # type: ignore[no-untyped-call]
         self.finish()  # type: ignore[no-untyped-call]
+        return True
 
     def render(self, resrc: IResource) -> None:
         # twisted.web logs each HEAD request given a body, with its URI.
@@ -195,7 +209,7 @@ SLOW_BODY = NotifierError("the request body came too slowly", code="body_timeout
 _BODY_NOT_ALLOWED = NotifierError("this request takes no body", code="body_not_allowed")
 
 
-class Channel(AnswersAtEndOfTurn, HTTPChannel):
+class Channel(AnswersAtEndOfTurn, ChannelHooks, HTTPChannel):
     """HTTP/1.1 whose refusals of malformed requests are JSON too, and whose
     answers are sent at the end of the reactor's turn, straight to the
     socket when nothing is queued (the same path as the WebSocket fan-out,
@@ -232,13 +246,13 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         # A head begins with its first byte parsed: not with bytes that wait
         # while the client reads nothing (``paused``), nor with none.
-        if self.line_mode and self.head_started is None and not self.paused and (data or self._buffer):
+        if self.line_mode and self.head_started is None and not self.paused and (data or line_buffer(self)):
             self.head_started = self.site.head_begun(self)
         super().dataReceived(data)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def allHeadersReceived(self) -> None:
         self._head_done()
-        if self._command in self.site.bodiless and (
+        if EARLY_GATE and request_method(self) in self.site.bodiless and (
                 self.length != 0 or self.requests[-1].requestHeaders.hasHeader(b"transfer-encoding")):
             # A body where none belongs: refused before any of it is read.
             self._queue(raw_error_response(_BODY_NOT_ALLOWED))
@@ -272,7 +286,7 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
         request.responseHeaders.setRawHeaders(b"connection", [b"close"])
         self.lingering = True
 
-    def _send100Continue(self) -> None:
+    def continue_expected(self) -> None:
         # Only for a body the site will read: a verdict awaited sends it
         # once the credentials hold (BoundedRequest._await_verdict).
         request: BoundedRequest = self.requests[-1]
@@ -341,7 +355,7 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
 
     def requestDone(self, request: http.Request) -> None:
         self._flush_head()  # an answer without a body
-        waiting = self._waitingForTransport and self.persistent
+        waiting = self.persistent and transport_waits(self)
         if waiting:
             # The client reads nothing of what was sent (the transport paused
             # us): twisted.web would go on answering every request it
@@ -351,21 +365,20 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
             self.paused = True
         super().requestDone(request)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         if waiting and self.transport is not None:
-            self._networkProducer.pauseProducing()
+            pause_reading(self)
 
     def rawDataReceived(self, data: bytes) -> None:
         super().rawDataReceived(data)
         # twisted.web stops reading past a few pipelined kilobytes only when
         # the client keeps up: also when it does not.
-        if self._handlingRequest and self._waitingForTransport \
-                and sum(map(len, self._dataBuffer)) > self._optimisticEagerReadSize:
-            self._networkProducer.pauseProducing()
+        if pipelined_too_much(self):
+            pause_reading(self)
 
     def resumeProducing(self) -> None:
         super().resumeProducing()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         if self.paused:
             self.paused = False
-            if self.transport is not None and self._buffer:
+            if self.transport is not None and line_buffer(self):
                 self.dataReceived(b"")  # the requests that waited
 
     def timeoutConnection(self) -> None:
@@ -392,9 +405,9 @@ class Channel(AnswersAtEndOfTurn, HTTPChannel):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         # A request line or header over MAX_LENGTH: Twisted would only hang up.
-        self._respondToBadRequestAndDisconnect()
+        self.bad_request()
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def bad_request(self) -> None:
         assert self.transport is not None  # a request being read: connected
         self._queue(raw_error_response(_BAD_REQUEST))
         self.loseConnection()

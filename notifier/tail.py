@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web import server
 
+from notifier.compat import temp_data_length
 from notifier.hub import Batch, Hub
 from notifier.transports.sse import envelope_event
 
@@ -84,7 +85,7 @@ class Tail:
             return
         self.request.write(data)
         transport: Any = self.request.transport
-        waiting = len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
+        waiting = len(getattr(transport, "dataBuffer", b"")) + temp_data_length(transport)
         if waiting > MAX_BUFFER:
             self.close("slow")
 

@@ -8,6 +8,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from notifier import compat
 from notifier.backends.sqlite import StoreError, check_file
 from notifier.config import ConfigError, load_config
 from notifier.service import make_service
@@ -45,4 +46,5 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    compat.fell_back()
     return make_service(options["settings"], reactor)

@@ -16,9 +16,16 @@ from typing import Any
 
 from twisted.internet.tcp import Connection
 
+from notifier import compat
+
 #: Heartbeats a connection may stay paused through (its client reading
 #: nothing) before it is dropped as stuck, however little waits.
 STALLED_BEATS = 3
+
+#: Whether a write may go straight to the socket: only when Twisted's
+#: buffers are known to be empty (notifier.compat.TEMP_DATA).
+FAST_SEND = compat.TEMP_DATA
+_temp_data = compat.temp_data
 
 #: A replayed backlog is written in pieces of about this size, so that
 #: backpressure applies to it as to live messages.
@@ -51,8 +58,8 @@ def send_now(transport: Any, data: bytes) -> None:
     """
     # Only a plain TCP connection: a TLS one (wrapped, or started in place)
     # must encrypt what it sends.
-    if isinstance(transport, Connection) and not transport.TLS and not transport.dataBuffer \
-            and not transport._tempDataBuffer and transport.connected and not transport.disconnecting:
+    if FAST_SEND and isinstance(transport, Connection) and not transport.TLS and not transport.dataBuffer \
+            and not _temp_data(transport) and transport.connected and not transport.disconnecting:
         try:
             sent = transport.socket.send(data)
         except OSError:

@@ -12,23 +12,19 @@ import json
 import os
 import re
 import socket
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from types import FunctionType
 from typing import Any
 
-import autobahn.twisted.websocket as _autobahn_twisted
-import autobahn.util as _autobahn_util
-import autobahn.websocket.protocol as _autobahn_protocol
 import txaio
-from autobahn.twisted.util import create_transport_details, peer2str
+from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.wamp.types import TransportDetails
-from autobahn.websocket.protocol import PreparedMessage, TrafficStats
+from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.utf8validator import Utf8Validator
-from twisted.internet import tcp
 
+from notifier import compat
+from notifier.compat import NO_DELAY, FastWebSocket
 from notifier.connections import unsent
 from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
@@ -45,6 +41,9 @@ _KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")
 #: An Origin of a scheme, a host and maybe a port (RFC 6454).
 _ORIGIN = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
 _WS_MAGIC = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#: Whether a handshake the front read is answered here (notifier.compat.FAST_WEBSOCKET).
+FAST_OPEN = compat.FAST_WEBSOCKET
 
 GOING_AWAY = 1001
 SLOW_CONSUMER = 4408
@@ -68,11 +67,6 @@ def json_frame(message: Message) -> bytes:
 #: Close reasons (Subscriber.close) that mean the subscriber's token no longer holds.
 UNAUTHORIZED_REASONS = frozenset({"expired", "revoked"})
 
-#: Set on a listening port whose socket has TCP_NODELAY, which the
-#: connections it accepts inherit (Linux): set on the socket once rather
-#: than on every WebSocket (``send_at_once``).
-_NO_DELAY = "notifier_no_delay"
-
 
 def send_at_once(port: object) -> None:
     """Have every connection *port* accepts send at once (TCP_NODELAY, which
@@ -84,12 +78,7 @@ def send_at_once(port: object) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         return  # each connection sets it, as Autobahn does
-    setattr(port, _NO_DELAY, True)
-
-
-def _plain_tcp(transport: object) -> bool:
-    """Whether *transport* is a TCP connection the daemon accepted, without TLS."""
-    return isinstance(transport, tcp.Server) and not transport.TLS
+    setattr(port, NO_DELAY, True)
 
 
 def opening_frame(positions: Sequence[str], lost: Sequence[str]) -> bytes:
@@ -140,63 +129,8 @@ def _as_attribute(value: object) -> object:
     return staticmethod(value) if isinstance(value, FunctionType) else value
 
 
-#: What Autobahn's ``WebSocketProtocol._connectionMade`` sets the same on
-#: every server connection, while no timings are tracked and the opening
-#: handshake has no timer (``WebSocketSubscriber._connectionMade``; its
-#: UTF-8 validator is made when first used);
-#: tests/test_websocket_setup.py compares them with what Autobahn sets.
-_CONNECTING: dict[str, object] = {
-    "_perMessageCompress": None, "trackedTimings": None, "data": b"", "triggered": False,
-    "state": WebSocketServerProtocol.STATE_CONNECTING, "send_state": WebSocketServerProtocol.SEND_STATE_GROUND,
-    "wasMaxFramePayloadSizeExceeded": False, "wasMaxMessagePayloadSizeExceeded": False,
-    "closedByMe": False, "failedByMe": False, "droppedByMe": False, "wasClean": False, "wasNotCleanReason": None,
-    "wasServerConnectionDropTimeout": False, "wasOpenHandshakeTimeout": False, "wasCloseHandshakeTimeout": False,
-    "wasServingFlashSocketPolicyFile": False, "localCloseCode": None, "localCloseReason": None,
-    "remoteCloseCode": None, "remoteCloseReason": None, "openHandshakeTimeoutCall": None,
-    "closeHandshakeTimeoutCall": None, "autoPingTimeoutCall": None, "autoPingPending": None,
-    "autoPingPendingCall": None, "autoPingPendingSeq": 0, "autoPingPendingSent": None,
-}
-
-
-class _IfLogged:
-    """What ``make(value)`` would give, made only when a log line is
-    (``str.format`` asks for it)."""
-
-    __slots__ = ("make", "value")
-
-    def __init__(self, make: Callable[[Any], str], value: object) -> None:
-        self.make = make
-        self.value = value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.make(self.value), spec)
-
-    def __str__(self) -> str:
-        return self.make(self.value)
-
-
-def _hltype_if_logged(value: object) -> _IfLogged:
-    return _IfLogged(_autobahn_util.hltype, value)
-
-
-def _hlval_if_logged(value: object, color: str = "white", bold: bool = True) -> _IfLogged:
-    return _IfLogged(lambda value: _autobahn_util.hlval(value, color=color, bold=bold), value)
-
-
-# Autobahn names the method of each of its debug log lines in colour
-# (``hltype``) as it calls the logger, logged or not: several per connection
-# opened, a tenth of what Autobahn spends on one. It colours the values of
-# some (``hlval``) the same way: the peer of each connection and each read,
-# and the reason of each connection lost, a Failure it makes a traceback of.
-# Its two modules that do so get them made only when a line is logged.
-# (hltype and hlval only ever feed log lines there.)
-for _module in (_autobahn_protocol, _autobahn_twisted):
-    _module.hltype = _hltype_if_logged  # type: ignore[attr-defined]
-    _module.hlval = _hlval_if_logged  # type: ignore[attr-defined]
-
-
-class WebSocketSubscriber(
-        StreamingSubscriber, WebSocketServerProtocol):
+class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types _transport_details twice
+        StreamingSubscriber, FastWebSocket, WebSocketServerProtocol):
     """A subscriber, and the streaming producer of its own connection
     (notifier.transports.pacing); dropped with 4408 when too far behind."""
 
@@ -218,65 +152,16 @@ class WebSocketSubscriber(
         return self.factory.dropped
 
     @cached_property
-    def _transport_details(self) -> TransportDetails:  # type: ignore[override]  # Autobahn's attribute, made lazily
-        """Made when asked, on a plain TCP connection (connectionMade)."""
-        assert self.transport is not None  # asked of a connection made
-        details = create_transport_details(self.transport, self.is_server)
-        details.channel_framing = TransportDetails.CHANNEL_FRAMING_WEBSOCKET
-        return details
-
-    @cached_property
     def peer(self) -> str:  # type: ignore[override]  # Autobahn's attribute, made lazily
         """The peer as Autobahn names it (``tcp4:HOST:PORT``), made when asked."""
         assert self.transport is not None  # asked of a connection made
         return peer2str(self.transport)
-
-    def connectionMade(self) -> None:
-        # Autobahn's makes the transport's details (the peer, the process
-        # and thread ids...), sets TCP_NODELAY on the connection, then sets
-        # the protocol up: about a tenth of what opening a WebSocket cost. On a
-        # plain TCP connection the daemon accepted, the details and the
-        # peer are made when asked, and TCP_NODELAY came from the listening
-        # socket (send_at_once); anything else, or a debug line to log,
-        # goes Autobahn's way.
-        transport: Any = self.transport
-        if not _plain_tcp(transport) or not getattr(self, "tcpNoDelay", False) or self._debug_logged():
-            super().connectionMade()
-            return
-        del self._transport_details  # the empty one Autobahn made: made when asked
-        if not getattr(transport.server, _NO_DELAY, False):
-            transport.setTcpNoDelay(True)
-        self._connectionMade()
-
-    def _debug_logged(self) -> bool:
-        """Whether Autobahn's debug lines are logged: then its own setup
-        runs, and its lines say what it set up."""
-        return getattr(self.log, "_log_level", "debug") in ("debug", "trace")
 
     @cached_property
     def utf8validator(self) -> Utf8Validator:  # type: ignore[override]  # Autobahn's attribute, made lazily
         """Made when a text frame first comes, if one does (Autobahn makes
         one for every connection)."""
         return Utf8Validator()
-
-    def _connectionMade(self) -> None:
-        # Autobahn sets some thirty attributes on every connection, the
-        # same on each but three (the third, a UTF-8 validator, is made when
-        # first used), lists its options for a debug line and
-        # formats the list with pformat, logged or not: once nearly half of
-        # what opening a connection cost. The subscriber has the same ones
-        # as class attributes (_CONNECTING, and the options on its
-        # factory's class), makes the three of its own, and leaves the
-        # rest to Autobahn only for a debug line that is logged (or timings
-        # tracked, or a handshake timer; and for a subscriber not made of
-        # its factory's class, NotifierFactory.subscriber_class).
-        options: Any = self
-        if self._debug_logged() or getattr(options, "trackTimings", True) or options.openHandshakeTimeout > 0:
-            super()._connectionMade()
-            return
-        self.trafficStats = TrafficStats()
-        self.send_queue = deque()
-        self.factory.countConnections += 1  # as WebSocketServerProtocol does (and undoes when lost)
 
     def open_at_once(self, headers: Mapping[bytes, bytes], rest: bytes) -> bool:
         """Answer the opening handshake of *headers* (a ``GET`` over HTTP/1.1
@@ -290,7 +175,7 @@ class WebSocketSubscriber(
         Whether it did: anything else is left to Autobahn (``False``), which
         answers it as it does, refusals included. *rest* is what came after
         the head."""
-        key = self.plain_key(headers)
+        key = self.plain_key(headers) if FAST_OPEN else None
         if key is None:
             return False
         origin = headers.get(b"origin")
@@ -305,14 +190,10 @@ class WebSocketSubscriber(
         self.websocket_protocol_in_use = None
         self.websocket_extensions_in_use = []
         self.websocket_origin = origin.decode("latin-1") if origin is not None else ""
-        self._wskey = key.decode("ascii")
         self.state = self.STATE_OPEN
         self.inside_message = False
         self.current_frame = None  # type: ignore[assignment]  # Autobahn's own value while none is read
-        if _plain_tcp(self.transport):
-            self.onOpen()  # Autobahn's _onOpen adds a TLS channel's details first
-        else:
-            self._onOpen()
+        self.open_websocket(key)
         txaio.resolve(self.is_open, None)  # type: ignore[attr-defined]  # set by txaio.use_twisted()
         if rest:
             self.dataReceived(rest)
@@ -448,8 +329,7 @@ class WebSocketSubscriber(
         self.sendPing(self._ping)
 
 
-for _name, _value in _CONNECTING.items():
-    setattr(WebSocketSubscriber, _name, _value)
+compat.connecting_attributes(WebSocketSubscriber)
 
 
 def item_frame(item: Item) -> bytes:
