@@ -116,9 +116,16 @@ def peer_of(host: str | None) -> str | None:
 
 class _Counted(ProtocolWrapper):
     """A connection counted for its peer's address until it is lost,
-    whichever protocol it is handed to meanwhile."""
+    whichever protocol it is handed to meanwhile. It only listens: the
+    protocol it wraps writes to the connection itself, so that a fan-out
+    goes straight to the socket (notifier.transports.pacing.send_now)."""
 
     host = ""
+
+    def makeConnection(self, transport: Any) -> None:
+        self.connected = 1
+        self.transport = transport
+        self.wrappedProtocol.makeConnection(transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         factory: PerPeerLimit = self.factory  # the factory that built it

@@ -588,11 +588,15 @@ class Front(AnswersAtEndOfTurn, Protocol):
         self.current = None
         self.channel = protocol  # anything still told to the front goes to it
         data, self.pending = head + self.pending, b""
-        # Where the transport delivers what it reads (as WebSocketResource.render).
-        if isinstance(transport, ProtocolWrapper):  # TLS
+        # Where the transport delivers what it reads (as WebSocketResource.render):
+        # to the protocol of a TLS wrapper or a TCP connection, or to what
+        # that protocol wraps (a connection counted for its peer).
+        tls = isinstance(transport, ProtocolWrapper)
+        reader = transport.wrappedProtocol if tls else transport.protocol
+        if isinstance(reader, ProtocolWrapper):
+            reader.wrappedProtocol = protocol
+        elif tls:
             transport.wrappedProtocol = protocol
-        elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
-            transport.protocol.wrappedProtocol = protocol
         else:
             transport.protocol = protocol
         protocol.makeConnection(transport)

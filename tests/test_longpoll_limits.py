@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import endpoints, reactor
+from twisted.internet import endpoints, reactor, tcp
 from twisted.internet.defer import Deferred
 
 from notifier.config import ConfigError, parse_config
@@ -286,6 +286,10 @@ async def test_connections_from_one_address_are_limited_each_counted_once() -> N
         idle = await connect(port)
         refused = await connect(port)
         assert await refused.wait_closed(5) and not refused.data
+        # Counted, each writes to its connection itself: straight to the socket.
+        subscribers = list(daemon.service.registry.loaded("site", "news").subscribers)
+        transports = [getattr(s, "transport", None) or s.request.channel.transport for s in subscribers]
+        assert len(transports) == 2 and all(isinstance(transport, tcp.Server) for transport in transports)
         ws.close()
         await ws.closed
 
