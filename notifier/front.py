@@ -51,11 +51,11 @@ from twisted.web.http_headers import Headers, _nameEncoder
 from zope.interface import implementer
 
 from notifier.answers import error_answer
+from notifier.batching import AnswersAtEndOfTurn
 from notifier.connections import unsent
 from notifier.errors import NotifierError
 from notifier.httpserver import NOSNIFF, SLOW_BODY, QuietSite, raw_error_response
 from notifier.transports.pacing import send_now
-from notifier.turns import AnswersAtEndOfTurn
 
 log = Logger()
 
