@@ -20,10 +20,14 @@ from notifier.backends.interfaces import (
     Stream,
 )
 from notifier.backends.local import LocalBroker
+from notifier.centers import Centers
+from notifier.config import CentersConfig
 from notifier.errors import NotFound
 from notifier.hub import Batch
 from notifier.model import Center, Publisher
 from notifier.publishers import PUBLISHER_TTL
+from notifier.publishing import Publishing
+from notifier.stats import Stats
 from tests.memory_store import MemoryStore
 from tests.support import Node
 
@@ -261,7 +265,7 @@ def test_control_events_drop_hubs_and_forget_publishers(store, clock):
     assert recorder.closed == ["deleted"]
 
 
-def test_the_local_broker_numbers_after_each_hub_and_the_registry_applies_at_once(store, clock):
+def test_the_local_broker_numbers_after_each_hub_and_the_centers_apply_at_once(store, clock):
     node = local(store, clock)
     recorder = subscribed(node, "news")
     ids, fresh = now(node.publishing.publish_batch("site", [("news", "a"), ("news", "b")]))
@@ -295,3 +299,26 @@ def test_the_hubs_fanning_out_in_one_turn_share_one_delayed_call(store, clock):
     now(node.publishing.publish("site", "broken", "n"))
     clock.advance(0)
     assert broken.delivered == ["m", "n"]
+
+
+class Steps:
+    """Steps kept for the test to run: what the service's end of the turn is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def step(self, call: Any) -> None:
+        self.calls.append(call)
+
+
+def test_the_hubs_fan_out_through_the_steps_the_centers_are_given(store, clock):
+    steps, broker = Steps(), LocalBroker(clock)
+    centers = Centers(store, broker, CentersConfig(), clock, Stats(started=0.0), steps)
+    now(centers.create_center("site", "news"))
+    recorder = Recorder()
+    now(centers.hub("site", "news")).subscribe(recorder)
+    publishing = Publishing(broker, centers, centers.stats)
+    now(publishing.publish("site", "news", "m"))
+    assert len(steps.calls) == 1 and recorder.delivered == [] and clock.getDelayedCalls() == []
+    steps.calls.pop()()
+    assert recorder.delivered == ["m"]
