@@ -3,7 +3,7 @@ hubs, and what else the broker reports, each to the object it concerns."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from attrs import define, field
 
@@ -22,10 +22,13 @@ class Publishing:
     broker: Broker
     centers: Centers
     stats: Stats
-    #: ``centers.message_arrived``, bound once: every published message goes through it.
+    #: ``centers.publishable`` and ``centers.message_arrived``, bound once:
+    #: every publish goes through them.
+    _publishable: Callable[[str, str], Awaitable[Hub]] = field(init=False)
     _arrived: Callable[[Arrival], None] = field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._publishable = self.centers.publishable
         self._arrived = self.centers.message_arrived
 
     async def publish(self, publisher: str, name: str, data: str,
@@ -33,7 +36,7 @@ class Publishing:
         """Publish *data* to ``publisher/name``: its id, how many it reached
         on this node, and whether it was published now (``False``: a retry
         of *key*, answered with the first id)."""
-        hub = await self.centers.publishable(publisher, name)
+        hub = await self._publishable(publisher, name)
         ids, reached, fresh = await self._publish(publisher, [(hub, data)], key)
         return ids[0], reached, fresh
 
@@ -43,7 +46,7 @@ class Publishing:
         hubs: dict[str, Hub] = {}
         for name, _ in batch:
             if name not in hubs:
-                hubs[name] = await self.centers.publishable(publisher, name)
+                hubs[name] = await self._publishable(publisher, name)
         ids, _, fresh = await self._publish(publisher, [(hubs[name], data) for name, data in batch], key)
         return ids, fresh
 
