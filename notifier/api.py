@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from klein import Klein
@@ -21,13 +22,16 @@ from notifier.auth import (
     publisher_credentials,
     publisher_credentials_from,
 )
+from notifier.centers import Centers
 from notifier.config import Config
 from notifier.console import Console
 from notifier.errors import BadRequest, NotFound, NotifierError, TooLarge, Unauthorized, UnsupportedMediaType
 from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
-from notifier.registry import HubRegistry
+from notifier.presence import Presence
+from notifier.publishers import Publishers
+from notifier.publishing import Publishing
 from notifier.replay import IDEMPOTENT
 from notifier.tail import Tail
 from notifier.webhooks import webhook_json, webhook_of
@@ -106,8 +110,16 @@ class ApiApp:
     app = Klein()
     install_error_handlers(app)
 
-    def __init__(self, registry: HubRegistry, config: Config, clock: IReactorTime, metrics: Metrics) -> None:
-        self.registry = registry
+    def __init__(self, publishers: Publishers, centers: Centers, publishing: Publishing, config: Config,
+                 clock: IReactorTime, metrics: Metrics, *,
+                 first_use: Callable[[str, str, int], Awaitable[bool]],
+                 presence: Presence | None = None) -> None:
+        self.publishers = publishers
+        self.centers = centers
+        self.publishing = publishing
+        #: Whether a verified signature is used for the first time (``Broker.first_use``).
+        self.first_use = first_use
+        self.node_presence = presence
         self.config = config
         self.clock = clock
         self.metrics = metrics
@@ -124,15 +136,14 @@ class ApiApp:
         credentials = publisher_credentials(request)
         now = self.clock.seconds()
         credentials.check_time(now)
-        publisher = await self.registry.publisher(credentials.publisher)
+        publisher = await self.publishers.publisher(credentials.publisher)
         if getattr(request, "body_refused", False):
             raise bad_credentials()  # looked up as the head came in (body_gate)
         body = _read(request)
         credentials.verify(publisher, request, body, now)
         assert publisher is not None
         if isinstance(credentials, SignedRequest) and request.method not in IDEMPOTENT \
-                and not await self.registry.broker.first_use(publisher.name, credentials.signature,
-                                                             credentials.timestamp):
+                and not await self.first_use(publisher.name, credentials.signature, credentials.timestamp):
             raise Unauthorized("this signed request was accepted before; sign each request anew",
                                code="replayed_signature")
         return publisher.name, body
@@ -168,7 +179,7 @@ class ApiApp:
                 # A signature covers the body: known only once it is in, for
                 # any publisher, so that no answer tells which exist.
                 return limit, None
-            looked_up = now_or_later(self.registry.publisher(credentials.publisher))
+            looked_up = now_or_later(self.publishers.publisher(credentials.publisher))
         except Exception:
             return 0, succeed(False)  # the handler answers why (401, or 503 for a store away)
         if isinstance(looked_up, Deferred):
@@ -207,7 +218,7 @@ class ApiApp:
         """The center object (docs/protocol.rst: The publisher API); with *last_ts*, as
         the operator sees it, also when its latest message was published
         (if this node holds it)."""
-        hub = self.registry.loaded(center.publisher, center.name)
+        hub = self.centers.loaded(center.publisher, center.name)
         described = {
             "name": center.name,
             "path": center.path,
@@ -227,7 +238,7 @@ class ApiApp:
         return described
 
     async def _members(self, center: Center) -> list[tuple[str, Any]]:
-        presence = self.registry.presence
+        presence = self.node_presence
         return [] if presence is None else await presence.members(center.path)
 
     @app.route("/healthz", methods=["GET"])
@@ -239,7 +250,7 @@ class ApiApp:
     @app.route("/api/v1/centers", methods=["GET"])
     async def list_centers(self, request: IRequest) -> bytes:
         publisher, _ = await self._publisher(request)
-        centers = await self.registry.list_centers(publisher)
+        centers = await self.centers.list_centers(publisher)
         return json_answer(request, {"centers": [await self._center(c) for c in centers]})
 
     @app.route("/api/v1/centers/<center>", methods=["PUT"])
@@ -251,19 +262,19 @@ class ApiApp:
                     last_ts: bool = False) -> bytes:
         """``PUT`` a center: 201 and the center made, or 200 and the one there was."""
         options = _center_options(_json_object(body, required=False))
-        made, created = await self.registry.create_center(publisher, center, **options)
+        made, created = await self.centers.create_center(publisher, center, **options)
         return json_answer(request, await self._center(made, last_ts=last_ts), 201 if created else 200)
 
     @app.route("/api/v1/centers/<center>", methods=["GET"])
     async def get_center(self, request: IRequest, center: str) -> bytes:
         publisher, _ = await self._publisher(request)
-        hub = await self.registry.hub(publisher, center)
+        hub = await self.centers.hub(publisher, center)
         return json_answer(request, await self._center(hub.center))
 
     @app.route("/api/v1/centers/<center>/presence", methods=["GET"])
     async def presence(self, request: IRequest, center: str) -> bytes:
         publisher, _ = await self._publisher(request)
-        hub = await self.registry.hub(publisher, center)
+        hub = await self.centers.hub(publisher, center)
         if not hub.center.presence:
             raise BadRequest(f"center {center!r} does not track presence", code="no_presence")
         members = await self._members(hub.center)
@@ -274,13 +285,13 @@ class ApiApp:
     async def set_webhook(self, request: IRequest) -> bytes:
         publisher, body = await self._publisher(request)
         webhook = webhook_of(_json_object(body, required=True))
-        await self.registry.set_webhook(publisher, webhook)
+        await self.publishers.set_webhook(publisher, webhook)
         return json_answer(request, webhook_json(webhook))
 
     @app.route("/api/v1/webhook", methods=["GET"])
     async def get_webhook(self, request: IRequest) -> bytes:
         publisher, _ = await self._publisher(request)
-        webhook = await self.registry.get_webhook(publisher)
+        webhook = await self.publishers.get_webhook(publisher)
         if webhook is None:
             raise NotFound("no webhook is set", code="no_webhook")
         return json_answer(request, webhook_json(webhook))
@@ -288,14 +299,14 @@ class ApiApp:
     @app.route("/api/v1/webhook", methods=["DELETE"])
     async def delete_webhook(self, request: IRequest) -> bytes:
         publisher, _ = await self._publisher(request)
-        await self.registry.remove_webhook(publisher)
+        await self.publishers.remove_webhook(publisher)
         request.setResponseCode(204)
         return b""
 
     @app.route("/api/v1/centers/<center>", methods=["DELETE"])
     async def delete_center(self, request: IRequest, center: str) -> bytes:
         publisher, _ = await self._publisher(request)
-        await self.registry.delete_center(publisher, center)
+        await self.centers.delete_center(publisher, center)
         request.setResponseCode(204)
         return b""
 
@@ -310,7 +321,7 @@ class ApiApp:
         text = self._message(request, body)
 
         key = self._idempotency_key(request)
-        message_id, reached, fresh = await self.registry.publish(publisher, center, text, key)
+        message_id, reached, fresh = await self.publishing.publish(publisher, center, text, key)
         # A retry is told the first publish's id, and nothing is delivered.
         return published_answer(request, message_id, reached, 201 if fresh else 200)
 
@@ -326,7 +337,7 @@ class ApiApp:
             raise TooLarge(f"a batch holds at most {MAX_BATCH} messages")
         batch = [self._batch_entry(i, entry) for i, entry in enumerate(entries)]
 
-        ids, fresh = await self.registry.publish_batch(publisher, batch, self._idempotency_key(request))
+        ids, fresh = await self.publishing.publish_batch(publisher, batch, self._idempotency_key(request))
         return json_answer(request, {"ids": ids}, 201 if fresh else 200)
 
     def _batch_entry(self, index: int, entry: Any) -> tuple[str, str]:
@@ -355,13 +366,13 @@ class ApiApp:
         name = body.get("name")
         if set(body) != {"name"} or not isinstance(name, str):
             raise BadRequest('the body must be {"name": "<publisher name>"}', code="invalid_publisher")
-        publisher = await self.registry.add_publisher(name)
+        publisher = await self.publishers.add_publisher(name)
         return json_answer(request, {"name": publisher.name, "secret": publisher.secret}, 201)
 
     @app.route("/admin/v1/publishers", methods=["GET"])
     async def list_publishers(self, request: IRequest) -> bytes:
         self._admin(request)
-        publishers = await self.registry.list_publishers()
+        publishers = await self.publishers.list_publishers()
         return json_answer(request, {"publishers": [
             {"name": p.name, "created": p.created, "centers": count} for p, count in publishers
         ]})
@@ -369,27 +380,27 @@ class ApiApp:
     @app.route("/admin/v1/publishers/<name>/rotate", methods=["POST"])
     async def rotate(self, request: IRequest, name: str) -> bytes:
         self._admin(request)
-        publisher = await self.registry.rotate_secret(name)
+        publisher = await self.publishers.rotate_secret(name)
         return json_answer(request, {"name": publisher.name, "secret": publisher.secret})
 
     @app.route("/admin/v1/publishers/<name>", methods=["DELETE"])
     async def remove_publisher(self, request: IRequest, name: str) -> bytes:
         self._admin(request)
-        await self.registry.remove_publisher(name)
+        await self.publishers.remove_publisher(name)
         request.setResponseCode(204)
         return b""
 
     # the operator's view of a publisher's centers (docs/console.rst)
 
     async def _owner(self, name: str) -> str:
-        if await self.registry.publisher(name) is None:
+        if await self.publishers.publisher(name) is None:
             raise NotFound(f"no publisher {name!r}", code="no_such_publisher")
         return name
 
     @app.route("/admin/v1/publishers/<name>/centers", methods=["GET"])
     async def admin_centers(self, request: IRequest, name: str) -> bytes:
         self._admin(request)
-        centers = await self.registry.list_centers(await self._owner(name))
+        centers = await self.centers.list_centers(await self._owner(name))
         return json_answer(request, {"centers": [await self._center(c, last_ts=True) for c in centers]})
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["PUT"])
@@ -400,7 +411,7 @@ class ApiApp:
     @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["DELETE"])
     async def admin_delete_center(self, request: IRequest, name: str, center: str) -> bytes:
         self._admin(request)
-        await self.registry.delete_center(await self._owner(name), center)
+        await self.centers.delete_center(await self._owner(name), center)
         request.setResponseCode(204)
         return b""
 
@@ -410,7 +421,7 @@ class ApiApp:
         self._admin(request)
         text = self._message(request, _read(request))
         await self._owner(name)
-        message_id, reached, _ = await self.registry.publish(name, center, text)
+        message_id, reached, _ = await self.publishing.publish(name, center, text)
         return published_answer(request, message_id, reached, 201)
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>/tail", methods=["GET"])
@@ -418,9 +429,9 @@ class ApiApp:
         """The live tail of a center (notifier.tail): done when it ends,
         having answered by itself (Klein then leaves the request be)."""
         self._admin(request)
-        hub = await self.registry.hub(await self._owner(name), center)
+        hub = await self.centers.hub(await self._owner(name), center)
         members = await self._members(hub.center) if hub.center.presence else None
-        if self.registry.loaded(name, center) is not hub:
+        if self.centers.loaded(name, center) is not hub:
             raise NotFound(f"no center {center!r}", code="no_such_center")  # deleted meanwhile
         tail = Tail(request, hub, self.clock)  # type: ignore[arg-type]  # a server.Request
         tail.start(members)

@@ -1,6 +1,6 @@
 """The ``notifier`` command: operating a store offline, and setting up.
 
-``notifier publisher add|list|rotate|remove`` use the same registry and store
+``notifier publisher add|list|rotate|remove`` use the same publishers and store
 as the daemon, run to completion under ``task.react``; a running daemon sees
 the change within a few seconds. ``notifier config init|howto`` write a
 starting configuration and say how to use it. ``notifier store restored``
@@ -24,7 +24,7 @@ from notifier.backends import open_backend
 from notifier.backends.sqlite import SQLiteStore
 from notifier.config import Config, ConfigError, load_config
 from notifier.errors import NotifierError
-from notifier.registry import HubRegistry
+from notifier.publishers import Publishers
 
 STARTER = """\
 # notifier configuration; every key is optional (see etc/notifier.toml for all of them).
@@ -77,18 +77,18 @@ async def _publisher(reactor: Any, config: Config, args: argparse.Namespace, out
     store, broker = open_backend(config.store, reactor)
     await store.open()
     # Not started: it only tells running daemons of a rotation or removal.
-    registry = HubRegistry(store, broker, config.centers, reactor)
+    publishers = Publishers(store, broker, reactor)
     try:
         if args.verb == "add":
-            publisher = await registry.add_publisher(args.name)
+            publisher = await publishers.add_publisher(args.name)
             print(f"{publisher.name} {publisher.secret}", file=out)
         elif args.verb == "rotate":
-            publisher = await registry.rotate_secret(args.name)
+            publisher = await publishers.rotate_secret(args.name)
             print(f"{publisher.name} {publisher.secret}", file=out)
         elif args.verb == "remove":
-            await registry.remove_publisher(args.name)
+            await publishers.remove_publisher(args.name)
         else:
-            for publisher, centers in await registry.list_publishers():
+            for publisher, centers in await publishers.list_publishers():
                 print(f"{publisher.name}\tcenters={centers}\tcreated={publisher.created:.0f}", file=out)
     except NotifierError as e:
         print(f"notifier: {e.message}", file=sys.stderr)

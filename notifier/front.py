@@ -51,12 +51,12 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from notifier.answers import error_answer
+from notifier.batching import AnswersAtEndOfTurn
 from notifier.compat import header_name
 from notifier.connections import close_lingering, unsent
 from notifier.errors import NotifierError
 from notifier.httpserver import NOSNIFF, SLOW_BODY, QuietSite, raw_error_response
 from notifier.transports.pacing import send_now
-from notifier.turns import AnswersAtEndOfTurn
 
 log = Logger()
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorTime
 
-from notifier.registry import HubRegistry
+from notifier.centers import Centers
 
 
-def beat(registry: HubRegistry) -> None:
+def beat(centers: Centers) -> None:
     """Call ``heartbeat()`` on each subscriber that has one."""
-    for subscriber in registry.subscribers():
+    for subscriber in centers.subscribers():
         heartbeat = getattr(subscriber, "heartbeat", None)
         if heartbeat is not None:
             heartbeat()
 
 
-def heartbeat_service(registry: HubRegistry, clock: IReactorTime, interval: float) -> TimerService:
+def heartbeat_service(centers: Centers, clock: IReactorTime, interval: float) -> TimerService:
     """Beats every *interval* seconds while running."""
-    service = TimerService(interval, beat, registry)
+    service = TimerService(interval, beat, centers)
     service.clock = clock
     return service

@@ -21,6 +21,7 @@ from twisted.web.resource import IResource, Resource
 
 from notifier import compat
 from notifier.answers import error_answer
+from notifier.batching import AnswersAtEndOfTurn
 from notifier.compat import (
     ChannelHooks,
     RequestHooks,
@@ -33,7 +34,7 @@ from notifier.compat import (
 )
 from notifier.connections import close_lingering, unsent
 from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
-from notifier.turns import AnswersAtEndOfTurn, end_of_turn
+from notifier.turns import EndOfTurn
 
 #: What a site may say of a request's body once its head is in: how many
 #: bytes of it to keep, and, when that takes a look-up, a Deferred firing
@@ -216,7 +217,7 @@ class Channel(AnswersAtEndOfTurn, ChannelHooks, HTTPChannel):
     notifier.transports.pacing).
 
     An answer waits for the end of the turn that made it so that the
-    answers of one turn go out together (notifier.turns, before the hubs'
+    answers of one turn go out together (notifier.batching, before the hubs'
     fan-out steps):
     on this machine a send that wakes a client asleep costs a third of
     what answering a publish does, and one wake-up then serves several
@@ -436,7 +437,8 @@ class QuietSite(server.Site):
 
     def __init__(self, resource: IResource, *, max_body_bytes: int = 64 * 1024, timeout: float = 60,
                  header_timeout: float = 10, body_gate: BodyGate | None = None,
-                 bodiless: frozenset[bytes] = frozenset(), **kwargs: object) -> None:
+                 bodiless: frozenset[bytes] = frozenset(), turn: EndOfTurn | None = None,
+                 **kwargs: object) -> None:
         # Bodies are opaque: Twisted would parse a POSTed form into
         # request.args and answer a malformed multipart body with a bare 400,
         # before our handlers could refuse it as JSON (415).
@@ -452,8 +454,9 @@ class QuietSite(server.Site):
         #: The channels reading a request head, or body, and since when.
         self._heads: dict[Channel, float] = {}
         self._bodies: dict[Channel, float] = {}
-        #: Where the channels' answers wait for the end of the turn.
-        self.turn = end_of_turn(self.reactor)
+        #: Where the channels' answers wait for the end of the turn: the
+        #: service's, shared with the hubs' fan-out; else one of its own.
+        self.turn = turn if turn is not None else EndOfTurn(self.reactor)
         self._head_sweep = LoopingCall(self.sweep_heads)
         self._head_sweep.clock = self.reactor
 

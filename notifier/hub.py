@@ -317,7 +317,7 @@ class Hub:
             self.account.released(size, 1)
 
     def release(self) -> None:
-        """Let go of everything retained: the registry let go of this hub."""
+        """Let go of everything retained: the centers let go of this hub."""
         self._forget_retained()
         account, self.account = self.account, None
         if account is not None and account.hubs.get(self.center.name) is self:

@@ -11,7 +11,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.interfaces import IReactorTime
 
-from notifier.registry import HubRegistry
+from notifier.centers import Centers
+from notifier.presence import Presence
+from notifier.publishers import Publishers
+from notifier.stats import Stats
 
 TRANSPORTS = ("websocket", "sse", "longpoll")
 
@@ -30,8 +33,14 @@ class _Snapshot:
 
 
 class Metrics:
-    def __init__(self, registry: HubRegistry, clock: IReactorTime, node: str = "", store: str = "sqlite") -> None:
-        self.registry = registry
+    """What the node counts and holds, gathered for ``/admin/v1/stats`` and ``/metrics``."""
+
+    def __init__(self, publishers: Publishers, centers: Centers, stats: Stats, clock: IReactorTime,
+                 node: str = "", store: str = "sqlite", presence: Presence | None = None) -> None:
+        self.publishers = publishers
+        self.centers = centers
+        self.counted = stats
+        self.presence = presence
         self.clock = clock
         #: This daemon's id among the nodes of a shared store, and the kind of store.
         self.node = node
@@ -42,7 +51,7 @@ class Metrics:
         multiplexed one counted once however many centers it follows."""
         counts: Counter[tuple[str, str]] = Counter()
         seen: set[int] = set()
-        for hub in self.registry.hubs():
+        for hub in self.centers.hubs():
             for subscriber in tuple(hub.subscribers):
                 if len(getattr(subscriber, "hubs", ())) > 1:
                     if id(subscriber) in seen:
@@ -52,8 +61,8 @@ class Metrics:
         return counts
 
     async def stats(self) -> dict[str, Any]:
-        stats = self.registry.stats
-        publishers = await self.registry.list_publishers()
+        stats = self.counted
+        publishers = await self.publishers.list_publishers()
         by_transport = Counter[str]()
         for (transport, _), n in self.connections().items():
             by_transport[transport] += n
@@ -61,7 +70,7 @@ class Metrics:
             "connections": {t: by_transport[t] for t in TRANSPORTS},
             "publishers": len(publishers),
             "centers": sum(count for _, count in publishers),
-            "centers_live": sum(1 for _ in self.registry.hubs()),
+            "centers_live": sum(1 for _ in self.centers.hubs()),
             "messages_in": sum(stats.messages_in.values()),
             "messages_out": sum(stats.messages_out.values()),
             "dropped_subscribers": sum(stats.drops.values()),
@@ -71,8 +80,8 @@ class Metrics:
         }
 
     async def exposition(self) -> tuple[bytes, str]:
-        stats = self.registry.stats
-        publishers = await self.registry.list_publishers()
+        stats = self.counted
+        publishers = await self.publishers.list_publishers()
         connections = GaugeMetricFamily(
             "notifier_connections", "Subscribers connected to this node.", labels=["transport", "publisher"])
         for (transport, publisher), n in sorted(self.connections().items()):
@@ -82,7 +91,7 @@ class Metrics:
             centers.add_metric([owner.name], count)
         members = GaugeMetricFamily("notifier_members", "Members of presence centers on this node "
                                     "(a uid counted once per center).", labels=["publisher"])
-        presence = self.registry.presence
+        presence = self.presence
         for publisher, n in sorted((presence.local_members() if presence is not None else {}).items()):
             members.add_metric([publisher], n)
         families: list[Metric] = [connections, centers, members]

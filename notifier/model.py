@@ -20,7 +20,7 @@ class Center:
 
     ``history`` and ``ttl`` are the per-center overrides given at creation,
     ``None`` where the server's defaults apply. ``epoch`` is made with the
-    center (``HubRegistry.make_epoch``), so a center deleted and made again
+    center (``Centers.make_epoch``), so a center deleted and made again
     has another. Where the broker keeps the center's stream (Redis), it is
     the epoch of its ids on every node; where the stream lives in this
     node's hub only, each hub begins an epoch of its own (its history does

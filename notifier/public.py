@@ -26,6 +26,7 @@ from twisted.web.iweb import IRequest
 
 from notifier.answers import answer_later, error_answer, json_answer
 from notifier.auth import grants, member, subscriber_claims
+from notifier.centers import Centers
 from notifier.config import Config
 from notifier.deadlines import TokenDeadlines
 from notifier.errors import (
@@ -41,7 +42,7 @@ from notifier.front import PlainRequest
 from notifier.hub import CURSOR, Hub, Prepared, interleave
 from notifier.model import Grant
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
-from notifier.registry import HubRegistry
+from notifier.publishers import Publishers
 from notifier.transports import longpoll, sse, websocket
 from notifier.transports.ordering import held_back
 
@@ -193,14 +194,14 @@ class _NoSuchPath(_Leaf):
 class PublicApp(resource.Resource):
     """The root of the public listener."""
 
-    def __init__(self, registry: HubRegistry, config: Config, clock: IReactorTime,
+    def __init__(self, publishers: Publishers, centers: Centers, config: Config, clock: IReactorTime,
                  websockets: websocket.NotifierFactory) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves Resource.__init__ unannotated
         self.closing = False
         #: Ends private subscriptions when their tokens expire.
         self.deadlines = TokenDeadlines(clock)
         websockets.deadlines = self.deadlines
-        self.putChild(b"sub", Subscriptions(self, registry, config, clock, websockets))
+        self.putChild(b"sub", Subscriptions(self, publishers, centers, config, clock, websockets))
         self.putChild(b"healthz", _Health())
         self.putChild(b"notifier.js", _Script())
 
@@ -217,11 +218,12 @@ class Subscriptions(_Leaf):
 
     methods = (b"GET", b"HEAD", b"OPTIONS")
 
-    def __init__(self, root: PublicApp, registry: HubRegistry, config: Config, clock: IReactorTime,
-                 websockets: websocket.NotifierFactory) -> None:
+    def __init__(self, root: PublicApp, publishers: Publishers, centers: Centers, config: Config,
+                 clock: IReactorTime, websockets: websocket.NotifierFactory) -> None:
         super().__init__()
         self.root = root
-        self.registry = registry
+        self.publishers = publishers
+        self.centers = centers
         self.config = config
         self.clock = clock
         self.websockets = websockets
@@ -280,11 +282,11 @@ class Subscriptions(_Leaf):
         if self.root.closing:
             raise Unavailable("the server is shutting down", code="shutting_down")
         if count == 1:
-            hub = self.registry.loaded(publisher, segment)
+            hub = self.centers.loaded(publisher, segment)
             if hub is not None and not hub.center.private:
                 return self._finish(request, self._admitted(request, (hub,), serve, last, None))
         else:
-            hubs = [self.registry.loaded(publisher, name) for name in names]
+            hubs = [self.centers.loaded(publisher, name) for name in names]
             if all(hub is not None and not hub.center.private for hub in hubs):
                 return self._finish(request, self._admitted(request, hubs, serve, last, None))  # type: ignore[arg-type]  # none is None
         return self._finish(request, Deferred.fromCoroutine(self._find(request, publisher, names, serve, last)))
@@ -298,11 +300,11 @@ class Subscriptions(_Leaf):
             if not CENTER_NAME.match(name):
                 raise _no_center(name)
         for _ in range(LOOKUPS):
-            hubs = [await self.registry.hub(publisher, name) for name in names]
+            hubs = [await self.centers.hub(publisher, name) for name in names]
             private = [hub.center.name for hub in hubs if hub.center.private]
             grant = None
             if private:
-                owner = await self.registry.publisher(publisher)
+                owner = await self.publishers.publisher(publisher)
                 if owner is None:
                     raise _no_center(private[0])
                 claims = subscriber_claims(_arg(request, b"token"), owner, self.clock.seconds())
@@ -314,7 +316,7 @@ class Subscriptions(_Leaf):
                 grant = Grant(float(claims["exp"]), member(claims) if presence else None)
             # A hub dropped while others were looked up (a center deleted, a
             # node catching up) is looked up again: never attach to one gone.
-            if all(self.registry.loaded(publisher, hub.center.name) is hub for hub in hubs):
+            if all(self.centers.loaded(publisher, hub.center.name) is hub for hub in hubs):
                 break
         else:
             raise Unavailable("the centers keep changing; try again", code="store_unavailable")
@@ -376,11 +378,11 @@ class Subscriptions(_Leaf):
             request.setHeader(b"x-accel-buffering", b"no")
             request.channel.setTimeout(None)
             if len(hubs) == 1:
-                stream = sse.EventStream(request, self.config.subscribers.send_buffer_bytes, self.registry.dropped)
+                stream = sse.EventStream(request, self.config.subscribers.send_buffer_bytes, self.centers.dropped)
                 stream.attach(hubs[0], cursors[0], grant, self.root.deadlines)
             else:
                 stream = sse.MultiEventStream(request, self.config.subscribers.send_buffer_bytes,
-                                              self.registry.dropped)
+                                              self.centers.dropped)
                 stream.attach_many(hubs, cursors, grant, self.root.deadlines)
             return stream.done
 

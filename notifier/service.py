@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from functools import partial
 from typing import Any
 
 from twisted.application import strports
@@ -19,8 +20,9 @@ from zope.interface import implementer
 
 from notifier.api import ApiApp
 from notifier.backends import open_backend, presence_directory
-from notifier.backends.interfaces import Broker, Store
+from notifier.backends.interfaces import Broker, BrokerHandler, Store
 from notifier.backends.redis.presence import REFRESH
+from notifier.centers import Centers, LiveHubs, sweep
 from notifier.config import Config, StoreConfig
 from notifier.connections import SEND_BUFFER, PerPeerLimit, bound_send_buffer
 from notifier.errors import NotifierError
@@ -29,9 +31,12 @@ from notifier.hub import Subscriber
 from notifier.metrics import Metrics
 from notifier.presence import Presence
 from notifier.public import PublicApp
-from notifier.registry import HubRegistry
+from notifier.publishers import Publishers, webhook_destination
+from notifier.publishing import BrokerEvents, Publishing
 from notifier.sites import api_site, public_site
+from notifier.stats import Stats
 from notifier.transports.websocket import send_at_once, websocket_factory
+from notifier.turns import EndOfTurn
 from notifier.webhooks import Webhooks
 
 log = Logger()
@@ -46,27 +51,41 @@ CLOSE_GRACE = 0.5
 def make_service(config: Config, reactor: Any) -> NotifierService:
     """Every object of the daemon, built and wired, under one service."""
     store, broker = open_backend(config.store, reactor)
-    registry = HubRegistry(store, broker, config.centers, reactor)
     node = secrets.token_hex(8)
-    registry.webhooks = Webhooks(config.webhooks, reactor, registry.stats, registry.webhook_destination)
-    registry.presence = Presence(
-        presence_directory(broker, reactor, node), reactor, config.presence.leave_grace, registry.loaded,
-        lambda event: announced(broker, event), registry.webhooks.event, node)
-    websockets = websocket_factory(config.subscribers.send_buffer_bytes, registry.dropped)
-    public = PublicApp(registry, config, reactor, websockets)
-    api = ApiApp(registry, config, reactor, Metrics(registry, reactor, node, store_kind(config.store)))
-    state = StateService(store, broker, registry, reactor, config.subscribers.drain_seconds)
-    daemon = NotifierService(config, registry, state, public, api)
+    stats = Stats(started=reactor.seconds())
+    # One end of the turn for the hubs' fan-out and both listeners' answers:
+    # the answers of a turn go out before its fan-out steps (notifier.turns).
+    turn = EndOfTurn(reactor)
+    webhooks = Webhooks(config.webhooks, reactor, stats, partial(webhook_destination, store))
+    # The live hubs: the centers fill it; presence, every hub's watcher,
+    # looks a center's hub up in it when told of an item.
+    live: LiveHubs = {}
+    presence = Presence(
+        presence_directory(broker, reactor, node), reactor, config.presence.leave_grace,
+        lambda publisher, center: live.get((publisher, center)),
+        lambda event: announced(broker, event), webhooks.event, node)
+    centers = Centers(store, broker, config.centers, reactor, stats, turn, presence, hubs=live)
+    publishers = Publishers(store, broker, reactor, centers, webhooks)
+    publishing = Publishing(broker, centers, stats)
+    events = BrokerEvents(centers, publishers, webhooks, presence.remote)
+    websockets = websocket_factory(config.subscribers.send_buffer_bytes, centers.dropped)
+    public = PublicApp(publishers, centers, config, reactor, websockets)
+    metrics = Metrics(publishers, centers, stats, reactor, node, store_kind(config.store), presence)
+    api = ApiApp(publishers, centers, publishing, config, reactor, metrics, first_use=broker.first_use,
+                 presence=presence)
+    state = StateService(store, broker, events, centers, reactor, config.subscribers.drain_seconds)
+    daemon = NotifierService(config, state, public, api, publishers=publishers, centers=centers,
+                             publishing=publishing, presence=presence, webhooks=webhooks, stats=stats)
     state.setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
-    heartbeat_service(registry, reactor, config.subscribers.ping_interval).setServiceParent(daemon)
-    expiry = TimerService(EXPIRY_SWEEP, ExpirySweep(registry, state).sweep)
+    heartbeat_service(centers, reactor, config.subscribers.ping_interval).setServiceParent(daemon)
+    expiry = TimerService(EXPIRY_SWEEP, ExpirySweep(publishers, centers, state).sweep)
     expiry.clock = reactor
     expiry.setServiceParent(daemon)
-    _timer(registry.presence.sweep, min(1.0, max(config.presence.leave_grace / 4, 0.05)), reactor, daemon)
-    _timer(PresenceRefresh(registry.presence, state).refresh, REFRESH, reactor, daemon)
+    _timer(presence.sweep, min(1.0, max(config.presence.leave_grace / 4, 0.05)), reactor, daemon)
+    _timer(PresenceRefresh(presence, state).refresh, REFRESH, reactor, daemon)
     daemon.listen("api", with_backlog(config.api.endpoint, config.api.backlog),
-                  api_site(api, config, reactor), reactor)
-    site: IProtocolFactory = public_site(public, config, reactor)
+                  api_site(api, config, reactor, turn=turn), reactor)
+    site: IProtocolFactory = public_site(public, config, reactor, turn=turn)
     if config.public.max_connections_per_ip:
         site = PerPeerLimit(site, config.public.max_connections_per_ip)
     daemon.listen("public", with_backlog(config.public.endpoint, config.public.backlog), site, reactor,
@@ -126,11 +145,18 @@ class NotifierService(MultiService):
     stop, then the timers, and the state last (it drains the subscribers,
     then closes the broker and the store)."""
 
-    def __init__(self, config: Config, registry: HubRegistry, state: StateService, public: PublicApp,
-                 api: ApiApp) -> None:
+    def __init__(self, config: Config, state: StateService, public: PublicApp, api: ApiApp, *,
+                 publishers: Publishers, centers: Centers, publishing: Publishing, presence: Presence,
+                 webhooks: Webhooks, stats: Stats) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.config = config
-        self.registry = registry
+        #: The node's domain objects, as wired (for the tests' and tools' eyes).
+        self.publishers = publishers
+        self.centers = centers
+        self.publishing = publishing
+        self.presence = presence
+        self.webhooks = webhooks
+        self.stats = stats
         self.state = state
         self.public = public
         self.api = api
@@ -211,11 +237,12 @@ class StateService(Service):
     closes every subscriber, spread over *drain_seconds*, then the broker
     and the store."""
 
-    def __init__(self, store: Store, broker: Broker, registry: HubRegistry, reactor: Any,
+    def __init__(self, store: Store, broker: Broker, handler: BrokerHandler, centers: Centers, reactor: Any,
                  drain_seconds: float) -> None:
         self.store = store
         self.broker = broker
-        self.registry = registry
+        self.handler = handler
+        self.centers = centers
         self.reactor = reactor
         self.drain_seconds = drain_seconds
         self.opened = False
@@ -228,8 +255,8 @@ class StateService(Service):
 
     async def _open(self) -> None:
         await self.store.open()
-        await self.broker.start(self.registry)
-        await self.registry.load_expiring()
+        await self.broker.start(self.handler)
+        await self.centers.load_expiring()
 
     def _opened(self, _: None) -> None:
         self.opened = True
@@ -245,10 +272,10 @@ class StateService(Service):
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        for hub in self.registry.hubs():  # the console's tails: told, and ended
+        for hub in self.centers.hubs():  # the console's tails: told, and ended
             for observer in tuple(hub.observers):
                 observer.close("shutdown")
-        await drain(list(self.registry.subscribers()), self.drain_seconds, self.reactor)
+        await drain(list(self.centers.subscribers()), self.drain_seconds, self.reactor)
         await self.broker.stop()
         await self.store.close()
 
@@ -277,15 +304,16 @@ class ExpirySweep:
     A failing sweep is tried again by the next; an outage (Redis away) is
     logged once, and so is its end."""
 
-    def __init__(self, registry: HubRegistry, state: StateService) -> None:
-        self.registry = registry
+    def __init__(self, publishers: Publishers, centers: Centers, state: StateService) -> None:
+        self.publishers = publishers
+        self.centers = centers
         self.state = state
         self._failing = False
 
     def sweep(self) -> defer.Deferred[None] | None:
         if not self.state.opened:
             return None
-        d = defer.Deferred.fromCoroutine(self.registry.expire_idle())
+        d = defer.Deferred.fromCoroutine(sweep(self.publishers, self.centers))
         return d.addCallbacks(self._expired, self._failed)
 
     def _expired(self, _: object) -> None:

@@ -1,4 +1,4 @@
-"""Names known for a moment to be no publisher's (notifier.registry).
+"""Names known for a moment to be no publisher's (notifier.publishers).
 
 A request naming no publisher must cost what one naming a publisher does
 (docs/security.rst): the store is not asked again for each, as it is not

@@ -28,13 +28,18 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from notifier.api import ApiApp
+from notifier.backends.interfaces import Broker, Store
 from notifier.backends.local import LocalBroker
-from notifier.config import parse_config
-from notifier.hub import Batch, Hub
+from notifier.centers import Centers, new_epoch, sweep
+from notifier.config import CentersConfig, parse_config
+from notifier.hub import Batch, Hub, Watcher
 from notifier.metrics import Metrics
 from notifier.model import Message
-from notifier.registry import HubRegistry
+from notifier.publishers import Outboxes, Publishers
+from notifier.publishing import BrokerEvents, Publishing
 from notifier.service import NotifierService, make_service
+from notifier.stats import Stats
+from notifier.turns import EndOfTurn
 from tests.memory_store import MemoryStore
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
@@ -173,7 +178,7 @@ async def running(**sections: dict[str, Any]) -> AsyncIterator[Daemon]:
 
 def server_side(daemon: Daemon, local_port: int, center: str = "news") -> Any:
     """The subscriber object serving the client whose socket is on *local_port*."""
-    hub = daemon.service.registry.loaded("site", center)
+    hub = daemon.service.centers.loaded("site", center)
     assert hub is not None
     for subscriber in hub.subscribers:
         transport = getattr(subscriber, "transport", None) or subscriber.request.channel.transport
@@ -522,6 +527,46 @@ class Answer:
         return self.status, json.loads(self.body) if self.content_type == "application/json" else self.body
 
 
+@attrs.define(eq=False)
+class Node:
+    """A node's domain objects over *store* and *broker*, wired as the
+    service wires them (notifier.service.make_service), with one end of
+    the turn for the hubs' fan-out and whatever site a test adds."""
+
+    store: Store
+    broker: Broker
+    clock: Clock
+    config: CentersConfig = attrs.field(factory=CentersConfig)
+    make_epoch: Callable[[], str] = new_epoch
+    watcher: Watcher | None = None
+    outboxes: Outboxes | None = None
+    stats: Stats = attrs.field()
+    turn: EndOfTurn = attrs.field()
+    centers: Centers = attrs.field(init=False)
+    publishers: Publishers = attrs.field(init=False)
+    publishing: Publishing = attrs.field(init=False)
+    events: BrokerEvents = attrs.field(init=False)
+
+    @stats.default
+    def _stats(self) -> Stats:
+        return Stats(started=self.clock.seconds())
+
+    @turn.default
+    def _turn(self) -> EndOfTurn:
+        return EndOfTurn(self.clock)
+
+    def __attrs_post_init__(self) -> None:
+        self.centers = Centers(self.store, self.broker, self.config, self.clock, self.stats, self.turn,
+                               self.watcher, self.make_epoch)
+        self.publishers = Publishers(self.store, self.broker, self.clock, self.centers, self.outboxes)
+        self.publishing = Publishing(self.broker, self.centers, self.stats)
+        self.events = BrokerEvents(self.centers, self.publishers, self.outboxes)
+
+    async def sweep(self) -> list[tuple[str, str]]:
+        """The service's periodic sweep (``notifier.centers.sweep``)."""
+        return await sweep(self.publishers, self.centers)
+
+
 class Api:
     """An ApiApp over a MemoryStore and a Clock, and a StubTreq to call it.
 
@@ -529,14 +574,23 @@ class Api:
     the in-memory connection is flushed, and no reactor runs.
     """
 
-    def __init__(self, start: float = START, **sections: dict[str, Any]) -> None:
+    def __init__(self, start: float = START, webhooks: Callable[[Clock, Stats], Any] | None = None,
+                 **sections: dict[str, Any]) -> None:
         self.clock = Clock()
         self.clock.advance(start)
         self.config = parse_config(config_text("sqlite::memory:", **sections))
         self.store = MemoryStore()
-        self.registry = HubRegistry(self.store, LocalBroker(self.clock), self.config.centers, self.clock)
-        self.metrics = Metrics(self.registry, self.clock)
-        self.app = ApiApp(self.registry, self.config, self.clock, self.metrics)
+        self.broker = LocalBroker(self.clock)
+        self.stats = Stats(started=self.clock.seconds())
+        #: The webhooks' outboxes, if the test makes them (``webhooks(clock, stats)``).
+        self.webhooks = webhooks(self.clock, self.stats) if webhooks is not None else None
+        self.node = Node(self.store, self.broker, self.clock, self.config.centers, outboxes=self.webhooks,
+                         stats=self.stats)
+        self.centers, self.publishers = self.node.centers, self.node.publishers
+        self.publishing, self.turn = self.node.publishing, self.node.turn
+        self.metrics = Metrics(self.publishers, self.centers, self.stats, self.clock)
+        self.app = ApiApp(self.publishers, self.centers, self.publishing, self.config, self.clock, self.metrics,
+                          first_use=self.broker.first_use)
         self.http = StubTreq(self.app.resource())
 
     def request(
@@ -579,7 +633,7 @@ class Api:
         return self.request("POST", f"/api/v1/centers/{center}/messages", text, auth=auth, headers=headers)
 
     def hub(self, publisher: str, center: str) -> Hub:
-        return result_of(Deferred.fromCoroutine(self.registry.hub(publisher, center)))
+        return result_of(Deferred.fromCoroutine(self.centers.hub(publisher, center)))
 
     def retained(self, publisher: str, center: str, cursor: str) -> tuple[list[Message], bool]:
         """The messages a subscriber resuming after *cursor* is given, and whether complete."""

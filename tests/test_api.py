@@ -19,7 +19,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from notifier.hub import parse_id
-from notifier.registry import PUBLISHER_TTL
+from notifier.publishers import PUBLISHER_TTL
 from notifier.sites import api_site
 from tests.support import ADMIN_TOKEN, START, Answer, Api, Recorder, basic, result_of
 
@@ -464,7 +464,7 @@ def test_admin_api_refuses_missing_or_wrong_tokens(api, site, method, path, body
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_REQUESTS)
 def test_an_empty_admin_token_refuses_everything(method, path, body):
     api = Api(api={"admin_token": ""})
-    publisher = result_of(Deferred.fromCoroutine(api.registry.add_publisher("site")))
+    publisher = result_of(Deferred.fromCoroutine(api.publishers.add_publisher("site")))
     for authorization in (None, "", "Bearer", "Bearer ", "Bearer x", f"Bearer {ADMIN_TOKEN}",
                           basic("site", publisher.secret)):
         expect_error(api.request(method, path, body, authorization=authorization), 401)
@@ -540,7 +540,7 @@ def test_list_publishers_counts_centers_and_never_shows_secrets(api):
 def test_rotate_replaces_the_secret_at_once(api, site):
     name, old = site
     expect(api.put_center(site, "news"), 201)
-    # a request with the old secret warms the registry's publisher cache
+    # a request with the old secret warms the publishers' cache
     assert expect(api.request("GET", "/api/v1/centers/news", auth=site), 200)
     body = expect(api.admin("POST", "/admin/v1/publishers/site/rotate"), 200)
     assert set(body) == {"name", "secret"}

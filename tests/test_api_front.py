@@ -122,7 +122,7 @@ async def test_what_the_front_answers_is_published(api_daemon: Any) -> None:
     status, headers, body = parse_response(front)
     assert status == 201 and headers[b"content-type"] == b"application/json"
     assert body == b'{"id": "-", "subscribers": 0}'
-    hub = daemon.service.registry.loaded("site", "quiet")
+    hub = daemon.service.centers.loaded("site", "quiet")
     assert hub.seq == 2 and hub.latest.data == "hello"  # one through each
 
 
@@ -182,7 +182,7 @@ async def test_a_body_in_pieces_and_pipelined_publishes_over_one_connection(api_
             assert client.data == b""
             client.send(bytes([byte]))
         (status, _, _), = await read_answers(client, 1)
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         assert status == 201 and hub.latest.data == "in pieces"
         # Three in one send, the last cut in the middle of its body.
         seq = hub.seq
@@ -209,7 +209,7 @@ async def test_a_publish_that_waits_for_the_store_is_answered(api_daemon: Any) -
     daemon, _ = api_daemon
     auth = ("other", await daemon.add_publisher("other"))
     await make_center(daemon, auth, "news")
-    daemon.service.registry.forget_publisher("other")
+    daemon.service.publishers.forget_publisher("other")
     front, web = await both(daemon, lambda: request(b"later", basic(auth)))
     assert front == web and parse_response(front)[0] == 201
 
@@ -225,7 +225,7 @@ async def test_connection_close_is_answered_then_closed(api_daemon: Any) -> None
     status, headers, body = parse_response(bytes(client.data))
     assert (status, headers[b"connection"]) == (201, b"close"), body
     assert bytes(client.data).count(b"HTTP/1.1 ") == 1  # what came after is not read
-    assert daemon.service.registry.loaded("site", "news").latest.data == "last"
+    assert daemon.service.centers.loaded("site", "news").latest.data == "last"
 
 
 @pytest_twisted.ensureDeferred
@@ -259,7 +259,7 @@ async def test_bodies_past_64_kib_go_to_twisted_web_and_are_published(large_daem
         answer, front = await answer_of(site.buildProtocol(PEER), request(b"x" * size, basic(auth)))
         assert (front.channel is None) is through_front, size
         assert parse_response(answer)[0] == 201
-        assert daemon.service.registry.loaded("site", "news").latest.data == "x" * size
+        assert daemon.service.centers.loaded("site", "news").latest.data == "x" * size
 
 
 @pytest_twisted.ensureDeferred
@@ -287,13 +287,13 @@ async def test_a_large_body_behind_a_publish_that_waits_is_answered_after_it(lar
     daemon, _ = large_daemon
     auth = ("other", await daemon.add_publisher("other"))
     await make_center(daemon, auth, "news")
-    daemon.service.registry.forget_publisher("other")  # the first publish waits for the store
+    daemon.service.publishers.forget_publisher("other")  # the first publish waits for the store
     client = await connect(daemon.service.api_port.getHost().port)
     try:
         client.send(request(b"first", basic(auth)) + request(b"z" * 40000, basic(auth)))
         answers = await read_answers(client, 2)
         assert [status for status, _, _ in answers] == [201, 201]
-        assert daemon.service.registry.loaded("other", "news").latest.data == "z" * 40000
+        assert daemon.service.centers.loaded("other", "news").latest.data == "z" * 40000
     finally:
         client.transport.loseConnection()
 

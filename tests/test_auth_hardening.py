@@ -30,19 +30,20 @@ from notifier.backends.local import LocalBroker
 from notifier.backends.redis.addresses import REDIS_FORM, SENTINEL_FORM
 from notifier.backends.redis.keys import Keys
 from notifier.backends.redis.presence import RedisDirectory
-from notifier.config import CentersConfig, ConfigError, parse_config
+from notifier.config import ConfigError, parse_config
 from notifier.errors import Unauthorized
 from notifier.hub import Hub
 from notifier.model import Center, Publisher
 from notifier.presence import LocalDirectory, Presence
 from notifier.public import PublicApp
-from notifier.registry import MAX_UNKNOWN, PUBLISHER_TTL, HubRegistry
+from notifier.publishers import MAX_UNKNOWN, PUBLISHER_TTL
 from notifier.transports.websocket import websocket_factory
 from notifier.unknown import UnknownNames
 from tests.memory_store import MemoryStore
 from tests.support import (
     TEXT,
     Api,
+    Node,
     Recorder,
     call,
     event_source,
@@ -163,7 +164,7 @@ class CountingStore(MemoryStore):
 def _counting_api() -> tuple[Api, CountingStore]:
     api = Api()
     store = CountingStore()
-    api.store = api.registry.store = store
+    api.store = api.publishers.store = api.centers.store = store
     return api, store
 
 
@@ -203,28 +204,28 @@ def test_a_publisher_added_is_known_at_once_though_its_name_was_unknown_a_moment
 def test_a_look_up_begun_before_a_publisher_was_added_does_not_make_it_unknown():
     clock = Clock()
     store = CountingStore()
-    registry = HubRegistry(store, LocalBroker(clock), CentersConfig(), clock)
+    node = Node(store, LocalBroker(clock), clock)
     gate = store.pending["late"] = Deferred()
-    looked_up = Deferred.fromCoroutine(registry.publisher("late"))
-    added = result_of(Deferred.fromCoroutine(registry.add_publisher("late")))
+    looked_up = Deferred.fromCoroutine(node.publishers.publisher("late"))
+    added = result_of(Deferred.fromCoroutine(node.publishers.add_publisher("late")))
     gate.callback(None)
     assert result_of(looked_up) is None  # it read the store before the publisher was there
-    assert result_of(Deferred.fromCoroutine(registry.publisher("late"))) == added
+    assert result_of(Deferred.fromCoroutine(node.publishers.publisher("late"))) == added
 
 
 def test_a_publisher_added_by_another_node_or_process_is_known_at_once():
     clock = Clock()
     store = CountingStore()
-    registry = HubRegistry(store, LocalBroker(clock), CentersConfig(), clock)
-    assert result_of(Deferred.fromCoroutine(registry.publisher("elsewhere"))) is None
+    node = Node(store, LocalBroker(clock), clock)
+    assert result_of(Deferred.fromCoroutine(node.publishers.publisher("elsewhere"))) is None
     result_of(Deferred.fromCoroutine(store.add_publisher(Publisher("elsewhere", "s" * 43, 0.0))))
-    assert result_of(Deferred.fromCoroutine(registry.publisher("elsewhere"))) is None  # still held unknown
-    registry.control({"type": "publisher_added", "publisher": "elsewhere"})  # another node's announcement
-    assert result_of(Deferred.fromCoroutine(registry.publisher("elsewhere"))).name == "elsewhere"
-    assert result_of(Deferred.fromCoroutine(registry.publisher("offline"))) is None
+    assert result_of(Deferred.fromCoroutine(node.publishers.publisher("elsewhere"))) is None  # still held unknown
+    node.events.control({"type": "publisher_added", "publisher": "elsewhere"})  # another node's announcement
+    assert result_of(Deferred.fromCoroutine(node.publishers.publisher("elsewhere"))).name == "elsewhere"
+    assert result_of(Deferred.fromCoroutine(node.publishers.publisher("offline"))) is None
     result_of(Deferred.fromCoroutine(store.add_publisher(Publisher("offline", "s" * 43, 0.0))))
-    result_of(Deferred.fromCoroutine(registry.notice_changes()))  # the offline command's, seen by the sweep
-    assert result_of(Deferred.fromCoroutine(registry.publisher("offline"))).name == "offline"
+    result_of(Deferred.fromCoroutine(node.publishers.notice_changes()))  # the offline command's, seen by the sweep
+    assert result_of(Deferred.fromCoroutine(node.publishers.publisher("offline"))).name == "offline"
 
 
 def test_names_held_unknown_are_bounded_in_number_and_in_time():
@@ -322,13 +323,13 @@ def test_a_token_without_exp_is_invalid_and_one_with_a_finite_exp_holds():
 
 
 class Listener:
-    """The public app over the registry of an in-memory Api."""
+    """The public app over the centers of an in-memory Api."""
 
     def __init__(self) -> None:
         self.api = Api()
         self.auth = self.api.add_publisher("site")
-        factory = websocket_factory(65536, self.api.registry.dropped)
-        self.http = StubTreq(PublicApp(self.api.registry, self.api.config, self.api.clock, factory))
+        factory = websocket_factory(65536, self.api.centers.dropped)
+        self.http = StubTreq(PublicApp(self.api.publishers, self.api.centers, self.api.config, self.api.clock, factory))
 
     def get(self, path: str) -> tuple[int, Any]:
         d = self.http.get("http://127.0.0.1:8080" + path)

@@ -321,7 +321,7 @@ async def test_good_credentials_get_100_continue_then_their_body_is_read(quick: 
     daemon, auth = quick
     daemon.service.api_port.factory.body_timeout = 30
     if not looked_up:
-        daemon.service.registry.forget_publisher(auth[0])  # the verdict waits for the store
+        daemon.service.publishers.forget_publisher(auth[0])  # the verdict waits for the store
     for expect in (False, True):
         client = await _sent(_api_port(daemon), head("POST", TARGET, basic(*auth), f"Content-Length: {length}",
                                                      "Connection: close",

@@ -28,30 +28,32 @@ BIN = Path(sys.executable).parent
 NOTIFIER = BIN / "notifier"
 SECRET = re.compile(r"[A-Za-z0-9_-]{43,}\Z")
 
-#: Creates centers for a publisher in the store of a configuration, through the registry.
+#: Creates centers for a publisher in the store of a configuration, through the centers.
 MAKE_CENTERS = """
 import sys
 from twisted.internet import defer, task
 from notifier.backends import open_backend
 from notifier.config import load_config
-from notifier.registry import HubRegistry
+from notifier.centers import Centers
+from notifier.stats import Stats
+from notifier.turns import EndOfTurn
 
 async def run(reactor, path, publisher, names):
     config = load_config(path)
     store, broker = open_backend(config.store, reactor)
     await store.open()
     try:
-        registry = HubRegistry(store, broker, config.centers, reactor)
+        centers = Centers(store, broker, config.centers, reactor, Stats(started=reactor.seconds()), EndOfTurn(reactor))
         for name in names:
-            await registry.create_center(publisher, name)
+            await centers.create_center(publisher, name)
     finally:
         await store.close()
 
 task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor, sys.argv[1], sys.argv[2], sys.argv[3:])))
 """
 
-#: Deletes centers of a publisher from the store of a configuration, through the registry.
-DELETE_CENTERS = MAKE_CENTERS.replace("registry.create_center", "registry.delete_center")
+#: Deletes centers of a publisher from the store of a configuration, through the centers.
+DELETE_CENTERS = MAKE_CENTERS.replace("centers.create_center", "centers.delete_center")
 
 #: How soon a running daemon acts on a change made with the offline command (docs/operating.rst: The command line).
 PROMISED_SECONDS = 2.0

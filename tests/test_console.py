@@ -446,7 +446,7 @@ async def test_the_tail_shows_messages_in_order_holds_them_while_paused_and_show
     await console.screenshot("console-tail.png")
 
     # leaving the tail ends its stream: the daemon forgets the observer
-    hub = daemon.service.registry.loaded("drupal-main", "room.1")
+    hub = daemon.service.centers.loaded("drupal-main", "room.1")
     assert len(hub.observers) == 1
     await console.click("#tail-publisher-link")
     await console.visible("#view-centers")

@@ -194,7 +194,7 @@ async def test_a_tail_whose_reader_leaves_is_forgotten_and_the_console_is_not_pu
         tail = await event_source(api_port, "/admin/v1/publishers/site/centers/news/tail",
                                   {"Authorization": f"Bearer {ADMIN_TOKEN}"})
         await tail.next()
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         assert hub is not None and len(hub.observers) == 1
         tail.close()
         await until(lambda: not hub.observers, what="the tail forgotten")
@@ -229,9 +229,9 @@ async def test_a_tail_that_is_not_read_is_ended_past_its_buffer(tmp_path, monkey
         api = {"endpoint": f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"}
     daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", api=api)
     try:
-        registry = daemon.service.registry
-        await registry.add_publisher("site")  # in the daemon: its api listener may be TLS
-        await registry.create_center("site", "news")
+        node = daemon.service
+        await node.publishers.add_publisher("site")  # in the daemon: its api listener may be TLS
+        await node.centers.create_center("site", "news")
         port = daemon.service.api_port.getHost().port
         endpoint: Any = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         if tls:
@@ -241,12 +241,12 @@ async def test_a_tail_that_is_not_read_is_ended_past_its_buffer(tmp_path, monkey
         await endpoints.connectProtocol(endpoint, client)
         client.send(f"GET /admin/v1/publishers/site/centers/news/tail HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
-        await until(lambda: registry.loaded("site", "news") is not None
-                    and registry.loaded("site", "news").observers, 5, "the tail to start")
-        hub = registry.loaded("site", "news")
+        await until(lambda: node.centers.loaded("site", "news") is not None
+                    and node.centers.loaded("site", "news").observers, 5, "the tail to start")
+        hub = node.centers.loaded("site", "news")
         client.transport.pauseProducing()  # the reader reads no more
         for _ in range(400):  # 8 MB, far more than the buffer and the sockets hold
-            await registry.publish("site", "news", "x" * 20_000)
+            await node.publishing.publish("site", "news", "x" * 20_000)
             await sleep(0)  # the fan-out's turn
             if not hub.observers:
                 break

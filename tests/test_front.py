@@ -230,7 +230,7 @@ async def test_keep_alive_pipelining_and_a_waiting_poll_keep_their_order(site_da
     try:
         # Two at once, the first waiting for a message: the second is answered after it.
         client.send(http(f"/sub/site/news?since={ids[-1]}") + http("/sub/site/news/last"))
-        await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5, "the poll")
+        await until(lambda: len(daemon.service.centers.loaded("site", "news").subscribers) == 1, 5, "the poll")
         assert client.data == b""
         await published(daemon, auth, "after")
         first, second = await read_answers(client, 2)
@@ -264,14 +264,14 @@ async def test_a_websocket_taken_over_from_the_front_gets_what_came_after_its_he
         await until(lambda: (0x1, b"live") in server_frames(bytes(client.data[frames_at:])), 5, "the message")
     finally:
         client.transport.loseConnection()
-    hub = daemon.service.registry.loaded("site", "news")
+    hub = daemon.service.centers.loaded("site", "news")
     await until(lambda: not hub.subscribers, 5, "the subscriber to leave")
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_client_gone_while_its_poll_waits_leaves_the_center(site_daemon: Any) -> None:
     daemon, _, ids = site_daemon
-    hub = daemon.service.registry.loaded("site", "news")
+    hub = daemon.service.centers.loaded("site", "news")
     client = await connect(daemon.public_port)
     client.send(http(f"/sub/site/news?since={ids[-1]}"))
     await until(lambda: len(hub.subscribers) == 1, 5, "the poll")

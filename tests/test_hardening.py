@@ -80,7 +80,7 @@ async def test_a_flood_of_longpolls_with_distinct_cursors_keeps_memory_flat():
         big = "x" * 60_000
         ids = [await published(daemon, auth, f"{i:03d}{big}") for i in range(100)]
         epoch = ids[0].rsplit("-", 1)[0]
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         gc.collect()
         before = rss()
         # Made-up epochs (all "lost") and every real position, several ways.
@@ -172,7 +172,7 @@ async def test_a_backlog_to_a_client_that_never_reads_is_dropped(transport):
         auth = await setup_site(daemon)
         ids = [await published(daemon, auth, f"{i:03d}" + "b" * 60_000) for i in range(100)]
         since = ids[0].rsplit("-", 1)[0] + "-0"
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         if transport == "websocket":
             client = (await raw_websocket(daemon.public_port, f"/sub/site/news?since={since}", rcvbuf=4096)).client
         else:
@@ -280,7 +280,7 @@ async def test_a_peer_sending_unsolicited_pongs_is_dropped():
         closed = factory.closed
         closed.addTimeout(5, reactor)
         await closed
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         assert not hub.subscribers
 
 
@@ -293,7 +293,7 @@ async def test_an_event_stream_that_stays_stuck_is_dropped():
         client = await stuck_event_stream(daemon.public_port)
         server = server_side(daemon, client.transport.getHost().port)
         small_send_buffer(server)
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         sent = 0
         while server._waiting is None:
             assert sent < 2000, "the stream never filled up"

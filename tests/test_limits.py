@@ -150,20 +150,20 @@ async def test_max_per_center_refuses_the_third_subscriber_on_every_transport():
         # One leaves: a new one gets in, and the center is full again.
         first.close()
         await first.closed
-        await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5,
+        await until(lambda: len(daemon.service.centers.loaded("site", "news").subscribers) == 1, 5,
                     "the first subscriber leaving")
         third = await websocket(f"{daemon.ws}/sub/site/news", port)
         _assert_full(await request(port, get_request("/sub/site/news", "Accept: text/event-stream")))
         third.close()
         await third.closed
-        await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5,
+        await until(lambda: len(daemon.service.centers.loaded("site", "news").subscribers) == 1, 5,
                     "the third subscriber leaving")
         stream = await event_source(port, "/sub/site/news")
         assert stream.status == 200
         _assert_full(await request(port, get_request("/sub/site/news?timeout=0")))
         stream.close()
         await stream.ended
-        await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5,
+        await until(lambda: len(daemon.service.centers.loaded("site", "news").subscribers) == 1, 5,
                     "the event stream leaving")
         status, _, body = await request(port, get_request("/sub/site/news?timeout=0"))
         assert status == 200 and json.loads(body)["messages"] == [], body
@@ -373,7 +373,7 @@ async def test_abusive_frames_close_the_abuser_and_nobody_else(daemon):
         assert await abuser.client.wait_closed(5), f"{name}: the connection stayed open"
         code = close_code(abuser.frames)
         assert code is None or code in codes, (name, code)
-        await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 1, 5,
+        await until(lambda: len(daemon.service.centers.loaded("site", "news").subscribers) == 1, 5,
                     f"{name}: the abuser leaving the center")
         status, body = await publish(daemon, auth, f"after {i}")
         assert status == 201 and body["subscribers"] == 1, body
@@ -419,7 +419,7 @@ async def test_a_peer_that_never_answers_pings_is_dropped_and_a_live_one_stays()
     async with running(subscribers={"ping_interval": 0.2}) as daemon:
         auth = await setup_site(daemon)
         dead = await raw_websocket(daemon.public_port, "/sub/site/news")
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         await until(lambda: len(hub.subscribers) == 1, 5, "the raw client subscribing")
         assert await dead.client.wait_closed(3), "a peer that never answers pings was kept"
         assert any(opcode == 0x9 for opcode, _ in dead.frames), "it was never pinged"
@@ -514,7 +514,7 @@ async def test_a_subscriber_that_never_reads_is_dropped_and_memory_stays_bounded
             port = client.transport.getHost().port
         server = server_side(daemon, port)
         small_send_buffer(server)
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         assert len(hub.subscribers) == 2
         gc.collect()
         before = rss()
@@ -553,7 +553,7 @@ async def test_a_slow_consumer_within_its_budget_is_not_dropped():
         slow.client.transport.pauseProducing()
         server = server_side(daemon, slow.local_port)
         small_send_buffer(server)
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         sent: list[str] = []
         # Publish until the connection is full and messages queue for it,
         # well within its 64 KiB budget.

@@ -56,11 +56,11 @@ CLIENTS = 200
 
 async def fill(daemon: Any, center: str = "news", count: int = COUNT, tag: str = "") -> list[str]:
     """Publish *count* messages of ``SIZE`` bytes to *center*; their ids."""
-    registry = daemon.service.registry
+    node = daemon.service
     ids: list[str] = []
     for start in range(0, count, 50):
         batch = [(center, f"{tag}{i:06d} ".ljust(SIZE, "x")) for i in range(start, min(start + 50, count))]
-        more, _ = await registry.publish_batch("site", batch)
+        more, _ = await node.publishing.publish_batch("site", batch)
         ids += more
     return ids
 
@@ -96,7 +96,7 @@ def server_sockets(port: int) -> list[tuple[str, int]]:
 
 def waiting(daemon: Any, center: str) -> bool:
     """Whether *center* has a subscriber on *daemon* (a poll waiting)."""
-    hub = daemon.service.registry.loaded("site", center)
+    hub = daemon.service.centers.loaded("site", center)
     return hub is not None and bool(hub.subscribers)
 
 
@@ -146,11 +146,11 @@ async def test_a_longpoll_answer_of_history_is_capped_and_polling_on_gets_everyt
         ids = []
         for name in names:
             ids += await fill(daemon, name, COUNT // centers, tag=f"{name} ")
-        epochs = [daemon.service.registry.loaded("site", name).epoch for name in names]
+        epochs = [daemon.service.centers.loaded("site", name).epoch for name in names]
         received = await poll_on(daemon, ",".join(names), ",".join(f"{epoch}-0" for epoch in epochs))
         assert sorted(received) == sorted(ids) and len(received) == len(ids)  # every one, once
         for name in names:  # each center's in the order published
-            mine = [i for i in received if i.startswith(daemon.service.registry.loaded("site", name).epoch + "-")]
+            mine = [i for i in received if i.startswith(daemon.service.centers.loaded("site", name).epoch + "-")]
             assert mine == [i for i in ids if i in set(mine)]
 
 
@@ -287,7 +287,7 @@ async def test_connections_from_one_address_are_limited_each_counted_once() -> N
         refused = await connect(port)
         assert await refused.wait_closed(5) and not refused.data
         # Counted, each writes to its connection itself: straight to the socket.
-        subscribers = list(daemon.service.registry.loaded("site", "news").subscribers)
+        subscribers = list(daemon.service.centers.loaded("site", "news").subscribers)
         transports = [getattr(s, "transport", None) or s.request.channel.transport for s in subscribers]
         assert len(transports) == 2 and all(isinstance(transport, tcp.Server) for transport in transports)
         ws.close()

@@ -192,13 +192,13 @@ def test_many_large_messages_to_many_centers_stay_within_the_publisher_s_bound()
         answer = api.publish(site, f"c{n % 20}", _big(n))
         assert answer.status == 201, answer
     hubs = [api.hub("site", f"c{name}") for name in range(20)]
-    assert api.registry.retained_bytes("site") == _counted(hubs) <= 8 * MIB
+    assert api.centers.retained_bytes("site") == _counted(hubs) <= 8 * MIB
     assert all(hub.retained_bytes <= 2 * MIB for hub in hubs)
     kept = sorted(int(data.split(":")[0]) for hub in hubs for data in _retained(hub))
     assert kept == list(range(400 - len(kept), 400))  # the newest of all
     # Another publisher's centers are left alone.
     assert _retained(api.hub("other", "keep")) == [_big(-1)]
-    assert api.registry.retained_bytes("other") == message_bytes(_big(-1))
+    assert api.centers.retained_bytes("other") == message_bytes(_big(-1))
 
 
 def test_a_subscriber_gets_every_message_published_however_large():
@@ -224,7 +224,7 @@ def _batch(api: Api, auth: tuple[str, str], messages: list[dict[str, str]], key:
 
 def test_the_keys_of_10000_message_batches_are_bounded_in_bytes_newest_kept():
     api = Api(centers={"history": 0})
-    keys: IdempotencyKeys = api.registry.broker.keys  # type: ignore[attr-defined]
+    keys: IdempotencyKeys = api.broker.keys  # type: ignore[attr-defined]
     keys.max_bytes = 1 * MIB
     site = api.add_publisher("site")
     assert api.put_center(site, "news").status == 201
@@ -262,7 +262,7 @@ def test_a_kept_key_takes_what_its_ids_take_not_its_messages():
         tracemalloc.stop()
     # 10,000 ids of about 10 characters each: well under 256 KB a key.
     assert grown / 8 < 256 * KIB, f"{grown / 8 / KIB:.0f} KiB a key"
-    keys: IdempotencyKeys = api.registry.broker.keys  # type: ignore[attr-defined]
+    keys: IdempotencyKeys = api.broker.keys  # type: ignore[attr-defined]
     assert keys.bytes("site") / 9 < 256 * KIB
 
 
@@ -327,19 +327,19 @@ def test_removing_a_publisher_frees_its_hubs_keys_and_cached_credentials():
     subscriber = Recorder()
     hub.attach(subscriber, None)
     gone = weakref.ref(hub)
-    keys: IdempotencyKeys = api.registry.broker.keys  # type: ignore[attr-defined]
-    assert api.registry.retained_bytes("site") > 5 * 64 * KIB and keys.bytes("site") > 0
-    kept = (api.registry.retained_bytes("other"), keys.bytes("other"))
+    keys: IdempotencyKeys = api.broker.keys  # type: ignore[attr-defined]
+    assert api.centers.retained_bytes("site") > 5 * 64 * KIB and keys.bytes("site") > 0
+    kept = (api.centers.retained_bytes("other"), keys.bytes("other"))
 
     assert api.admin("DELETE", "/admin/v1/publishers/site").status == 204
     assert subscriber.closed == ["deleted"]
-    assert api.registry.retained_bytes("site") == 0 and _retained(hub) == []
+    assert api.centers.retained_bytes("site") == 0 and _retained(hub) == []
     assert keys.bytes("site") == 0
-    assert "site" not in api.registry._publishers
+    assert "site" not in api.publishers._publishers
     del hub, subscriber
     gc.collect()
     assert gone() is None
-    assert (api.registry.retained_bytes("other"), keys.bytes("other")) == kept
+    assert (api.centers.retained_bytes("other"), keys.bytes("other")) == kept
 
     # Made again, the name starts afresh: its old keys answer nothing.
     site = api.add_publisher("site")
@@ -350,17 +350,16 @@ def test_removing_a_publisher_frees_its_hubs_keys_and_cached_credentials():
 
 
 def test_removing_a_publisher_drops_its_webhook_events_waiting():
-    api = Api()
-    site = api.add_publisher("site")
-    api.add_publisher("other")
-
     async def find(publisher: str) -> tuple[Webhook | None, Publisher | None]:
         return Webhook("https://example.org/hook", ("center_occupied",)), Publisher(publisher, "s", 0.0)
 
     async def send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         return await Deferred()  # the site never answers
 
-    webhooks = api.registry.webhooks = Webhooks(WebhooksConfig(), api.clock, api.registry.stats, find, send)
+    api = Api(webhooks=lambda clock, stats: Webhooks(WebhooksConfig(), clock, stats, find, send))
+    site = api.add_publisher("site")
+    api.add_publisher("other")
+    webhooks = api.webhooks
     for publisher in ("site", "other"):
         for n in range(100):
             webhooks.event(publisher, "center_occupied", f"c{n}", {})
@@ -433,13 +432,13 @@ async def test_a_daemon_s_memory_stays_within_the_publisher_s_bound():
             assert status == 201, body
         gc.collect()
         grown = rss() - before
-        registry = daemon.service.registry
-        assert registry.retained_bytes("site") <= bound
+        node = daemon.service
+        assert node.centers.retained_bytes("site") <= bound
         assert grown <= bound + SLACK, f"grew {grown / MIB:.0f} MiB"
 
         assert (await daemon.admin("DELETE", "/admin/v1/publishers/site"))[0] == 204
-        assert registry.retained_bytes("site") == 0
-        assert list(registry.hubs()) == []
+        assert node.centers.retained_bytes("site") == 0
+        assert list(node.centers.hubs()) == []
 
 
 @pytest.mark.integration

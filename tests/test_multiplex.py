@@ -276,7 +276,7 @@ async def test_deleting_one_center_ends_a_multiplexed_subscription_on_every_tran
         stream = await event_source(daemon.public_port, SUB)
         assert stream.status == 200
         poll = defer.Deferred.fromCoroutine(_poll(daemon, timeout=20))
-        await until(lambda: len(daemon.service.registry.loaded("site", "news").subscribers) == 3)
+        await until(lambda: len(daemon.service.centers.loaded("site", "news").subscribers) == 3)
         status, _ = await call("DELETE", f"{daemon.api}/api/v1/centers/user.17", auth=auth)
         assert status == 204
         code, _ = await ws.closed.addTimeout(5, reactor)
@@ -370,7 +370,7 @@ async def test_longpoll_chains_through_every_center_with_a_compound_last_id():
 
         # A poll waiting on every center is answered by whichever gets a message.
         waiting = defer.Deferred.fromCoroutine(_poll(daemon, since=cursor, timeout=20))
-        await until(lambda: len(daemon.service.registry.loaded("site", "node.5").subscribers) == 1)
+        await until(lambda: len(daemon.service.centers.loaded("site", "node.5").subscribers) == 1)
         first = await published(daemon, auth, "first", "node.5")
         status, body, header = await waiting.addTimeout(5, reactor)
         assert [m["id"] for m in body["messages"]] == [first]

@@ -83,9 +83,9 @@ def test_a_subscriber_of_several_hubs_is_one_subscriber_of_the_node():
     user.subscribe(subscriber)
     single = Recorder("sse")
     user.subscribe(single)
-    assert list(api.registry.subscribers()).count(subscriber) == 1
-    assert len(list(api.registry.subscribers())) == 2
-    assert Metrics(api.registry, api.clock).connections() == {("sse", "site"): 2}
+    assert list(api.centers.subscribers()).count(subscriber) == 1
+    assert len(list(api.centers.subscribers())) == 2
+    assert Metrics(api.publishers, api.centers, api.stats, api.clock).connections() == {("sse", "site"): 2}
 
 
 class _Counting:

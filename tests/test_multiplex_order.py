@@ -104,7 +104,7 @@ def test_several_centers_come_in_publish_order_exactly_once(fillers: list[int], 
     notifier.hub.FANOUT_SLICE = 2
     try:
         for op, arg in ops:
-            if op == "publish":  # a batch: appended in order, then fanned out (as the registry does)
+            if op == "publish":  # a batch: appended in order, then fanned out (as publishing does)
                 for name in arg:
                     prepared = hubs[name].append(f"{name}{len(published)}")
                     published.append((name, prepared.message.id))

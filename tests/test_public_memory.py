@@ -1,5 +1,5 @@
 """The public listener in memory: its resources through StubTreq, time
-through a Clock, the api of the same registry to publish. No socket.
+through a Clock, the api of the same centers to publish. No socket.
 
 Long-poll waiting and timing out, SSE streaming and ending, ``/last`` and
 JSONP, CORS, and the refusals, as a browser sees them.
@@ -34,14 +34,14 @@ def fired(d: Any) -> bool:
 
 
 class Listener:
-    """The public app over the registry of an in-memory :class:`Api`."""
+    """The public app over the centers of an in-memory :class:`Api`."""
 
     def __init__(self, **sections: dict[str, Any]) -> None:
         self.api = Api(**sections)
         self.auth = self.api.add_publisher("site")
         assert self.api.put_center(self.auth, "news").status == 201
-        factory = websocket_factory(65536, self.api.registry.dropped)
-        self.app = PublicApp(self.api.registry, self.api.config, self.api.clock, factory)
+        factory = websocket_factory(65536, self.api.centers.dropped)
+        self.app = PublicApp(self.api.publishers, self.api.centers, self.api.config, self.api.clock, factory)
         self.http = StubTreq(self.app)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Any:

@@ -29,7 +29,7 @@ from twisted.internet import defer, reactor
 import notifier.backends.redis.client
 from notifier.backends.redis.client import Redis, RedisAddress
 from notifier.errors import Unavailable
-from notifier.registry import PUBLISHER_TTL
+from notifier.publishers import PUBLISHER_TTL
 from tests.process import Process, clean_exit, command
 from tests.redis_server import RedisServer, raw_command
 from tests.relay import Relay
@@ -111,7 +111,7 @@ async def longpoll(daemon: Daemon, path: str = SUB, since: str | None = None,
 async def subscribers(daemon: Daemon, count: int, center: str = CENTER) -> None:
     """Wait until *daemon* holds *count* subscribers of *center* (any transport)."""
     def held() -> int:
-        hub = daemon.service.registry.loaded(PUBLISHER, center)
+        hub = daemon.service.centers.loaded(PUBLISHER, center)
         return len(hub.subscribers) if hub is not None else 0
 
     async def attempt() -> int:

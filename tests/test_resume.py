@@ -135,7 +135,7 @@ async def test_sse_client_leaving_unsubscribes(daemon):
     auth = await setup_site(daemon)
     es = await event_source(daemon.public_port, SUB)
     await es.next()
-    hub = daemon.service.registry.loaded(PUBLISHER, CENTER)
+    hub = daemon.service.centers.loaded(PUBLISHER, CENTER)
     assert len(hub.subscribers) == 1
     es.close()
     for _ in range(50):

@@ -36,8 +36,8 @@ from twisted.logger import eventAsJSON, eventAsText, formatEvent, globalLogPubli
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
+from notifier.centers import Centers
 from notifier.idempotency import IdempotencyKeys
-from notifier.registry import HubRegistry
 from tests.support import (
     ADMIN_TOKEN,
     SCHEME,
@@ -571,7 +571,7 @@ async def test_subscriber_tokens_never_reach_the_log(daemon, monkeypatch):
         async def failing(self: Any, publisher: str, name: str) -> Any:
             raise RuntimeError("the store is gone")
 
-        monkeypatch.setattr(HubRegistry, "hub", failing)
+        monkeypatch.setattr(Centers, "hub", failing)
         for transport in TRANSPORTS:
             for token in tokens:
                 status, body = await _read(daemon, transport, f"{path}?token={token}")
@@ -789,7 +789,7 @@ def test_an_idempotency_key_is_forgotten_after_ten_minutes():
     auth = {"Authorization": basic("site", secret)}
     status, body = api.request("PUT", "/api/v1/centers/news", headers=auth).decoded()
     assert status == 201, body
-    hub = result_of(Deferred.fromCoroutine(api.registry.hub("site", "news")))
+    hub = result_of(Deferred.fromCoroutine(api.centers.hub("site", "news")))
     recorder = Recorder()
     hub.subscribe(recorder)
 

@@ -371,7 +371,7 @@ async def test_publishes_and_subscriptions_go_through_two_failovers_exactly_once
 
     async def subscribed(node: Daemon, count: int) -> None:
         def held() -> int:
-            hub = node.service.registry.loaded(PUBLISHER, CENTER)
+            hub = node.service.centers.loaded(PUBLISHER, CENTER)
             return len(hub.subscribers) if hub is not None else 0
         await eventually(lambda: defer.succeed(held()), lambda n: n >= count)
 

@@ -51,7 +51,7 @@ async def test_stop_drains_websockets_over_drain_seconds_and_answers_long_polls(
             ws.closed.addCallback(record)
         polls = [treq.get(f"{daemon.public}/sub/site/news?timeout=60", persistent=False)
                  for _ in range(LONGPOLLS)]
-        hub = service.registry.loaded("site", "news")
+        hub = service.centers.loaded("site", "news")
         assert hub is not None
         await until(lambda: len(hub.subscribers) == WEBSOCKETS + LONGPOLLS)
         # Connections opened before the stop, to ask for more during the drain.

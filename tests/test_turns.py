@@ -3,9 +3,13 @@ it go out before the hubs' fan-out steps run, all in one delayed call."""
 
 from __future__ import annotations
 
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from notifier.turns import EndOfTurn, end_of_turn
+from notifier.config import parse_config
+from notifier.service import make_service
+from notifier.turns import EndOfTurn
+from tests.support import config_text
 
 
 class _Answers:
@@ -46,7 +50,9 @@ def test_what_a_step_schedules_waits_for_the_next_turn_and_a_failure_stops_nothi
     assert done == ["this turn", "next turn"]
 
 
-def test_one_end_of_turn_per_reactor():
-    first, second = Clock(), Clock()
-    assert end_of_turn(first) is end_of_turn(first)
-    assert end_of_turn(first) is not end_of_turn(second)
+def test_the_service_gives_one_end_of_turn_to_the_hubs_and_both_listeners():
+    service = make_service(parse_config(config_text("sqlite::memory:")), reactor)
+    sites = [getattr(child.factory, "factory", child.factory) for child in service if hasattr(child, "factory")]
+    assert len(sites) == 2  # the api listener's and the public one's (through its per-peer limit)
+    assert all(site.turn is service.centers.steps for site in sites)
+    assert isinstance(service.centers.steps, EndOfTurn)

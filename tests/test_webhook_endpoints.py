@@ -174,7 +174,7 @@ async def _hooked(daemon: Daemon, url: str) -> tuple[str, str]:
 
 
 def _counted(daemon: Daemon) -> int:
-    stats = daemon.service.registry.webhooks.stats
+    stats = daemon.service.webhooks.stats
     return stats.webhooks_sent["site"] + stats.webhooks_failed["site"]
 
 
@@ -198,7 +198,7 @@ async def test_an_endless_or_inflating_answer_costs_the_daemon_no_memory(hostile
         if mode == "huge":
             assert entry["ended"] == "lost"  # the daemon hung up on it
         # The status was a 200: the request counts as taken.
-        assert daemon.service.registry.webhooks.stats.webhooks_sent["site"] == 1
+        assert daemon.service.webhooks.stats.webhooks_sent["site"] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -212,7 +212,7 @@ async def test_a_body_fed_a_byte_a_second_is_cut_at_the_timeout(hostile):
         assert entry["ended"] == "lost"
         assert entry["at"] - entry["start"] < 15  # the timeout is 2 s: ended by it, not by the site
         await until(lambda: _counted(daemon) == 1, timeout=10)
-        assert daemon.service.registry.webhooks.stats.webhooks_failed["site"] == 1
+        assert daemon.service.webhooks.stats.webhooks_failed["site"] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -223,7 +223,7 @@ async def test_a_redirect_is_a_failure_and_never_followed(hostile):
         await until(lambda: _counted(daemon) == 1, timeout=20, what="the request given up")
         ws.close()
         assert hostile.other.seen == []  # the signature went nowhere else
-        stats = daemon.service.registry.webhooks.stats
+        stats = daemon.service.webhooks.stats
         assert stats.webhooks_failed["site"] == 1 and stats.webhooks_retried["site"] >= 1
         assert len(hostile.seen) == stats.webhooks_retried["site"] + 1
         assert all((entry["mode"], entry["method"]) == ("redirect", "POST") for entry in hostile.seen)
@@ -246,7 +246,7 @@ async def test_a_loopback_site_is_sent_nothing_unless_private_addresses_are_allo
             ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
             await until(lambda: _counted(daemon) == 1, timeout=10, what="the request counted")
             ws.close()
-            stats = daemon.service.registry.webhooks.stats
+            stats = daemon.service.webhooks.stats
     finally:
         globalLogPublisher.removeObserver(observer)
     if allow_private:

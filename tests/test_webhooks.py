@@ -218,7 +218,7 @@ async def test_a_site_down_for_long_costs_bounded_memory_and_its_events_are_give
             ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
             ws.close()
             await sleep(0.15)
-        outboxes = daemon.service.registry.webhooks.outboxes
+        outboxes = daemon.service.webhooks.outboxes
         assert len(outboxes["site"].events) <= 5
         metrics_seen = b""
 
@@ -230,7 +230,7 @@ async def test_a_site_down_for_long_costs_bounded_memory_and_its_events_are_give
 
         deadline = reactor.seconds() + 10
         while not await failed():
-            assert reactor.seconds() < deadline, (len(site.requests), daemon.service.registry.webhooks.stats)
+            assert reactor.seconds() < deadline, (len(site.requests), daemon.service.webhooks.stats)
             await sleep(0.2)
         dropped = re.search(rb'notifier_webhook_events_dropped_total\{publisher="site"\} (\d+)', metrics_seen)
         assert dropped is not None and int(dropped[1]) >= 10, metrics_seen

@@ -202,7 +202,7 @@ async def test_a_batch_across_centers_comes_in_publish_order_live_and_replayed_o
         status, body = await call("GET", f"{daemon.public}{SUB}?timeout=0")
         assert body["last_id"] == start
         poll = defer.ensureDeferred(_polled(daemon, start, len(ORDER)))
-        await until(lambda: len(daemon.service.registry.loaded("site", "c").subscribers) == 3, 5, "the long-poll")
+        await until(lambda: len(daemon.service.centers.loaded("site", "c").subscribers) == 3, 5, "the long-poll")
 
         ids = await _batch(daemon, auth)
         live = {

@@ -56,7 +56,7 @@ async def test_the_configuration_is_formatted_only_for_a_debug_line_logged(monke
         client.send(client_frame(0x9, b"are you there"))
         await until(lambda: (0xA, b"are you there") in client.frames, 5, "the pong")
         client.client.transport.loseConnection()
-        hub = daemon.service.registry.loaded("site", "news")
+        hub = daemon.service.centers.loaded("site", "news")
         await until(lambda: not hub.subscribers, 5, "the subscriber to leave")
 
     monkeypatch.setattr(pprint.PrettyPrinter, "pformat", counted)
@@ -232,7 +232,7 @@ async def test_tcp_nodelay_comes_from_the_listening_socket(monkeypatch: Any) -> 
         await setup_site(daemon)
         for port in (daemon.service.public_port, daemon.service.api_port):
             assert port.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        hub = daemon.service.registry.loaded
+        hub = daemon.service.centers.loaded
 
         async def subscriber(port_number: int) -> Any:
             client = await raw_websocket(port_number, "/sub/site/news")

@@ -1,9 +1,9 @@
-"""What the registry needs of a backend, and what a broker tells it back.
+"""What the node needs of a backend, and what a broker tells it back.
 
 A ``Store`` keeps publishers and centers; a ``Broker`` numbers published
 messages and carries them (and changes) to every node. A broker reports
-what arrives through a ``BrokerHandler``, which the registry implements;
-it never reaches into the registry or its hubs.
+what arrives through a ``BrokerHandler`` (notifier.publishing.BrokerEvents);
+it never reaches into the centers or their hubs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Delivery on one node: its hubs are the only streams there are.
 
 Messages are numbered after their hub's latest and handed back to the
-registry to apply at once. ``Idempotency-Key``\\ s and request signatures
+centers to apply at once. ``Idempotency-Key``\\ s and request signatures
 are remembered in memory.
 """
 
@@ -45,7 +45,7 @@ class LocalBroker:
         return self._numbered(publications)
 
     def _numbered(self, publications: list[Publication]) -> Published:
-        # Answered without yielding to the reactor: the registry applies
+        # Answered without yielding to the reactor: the centers apply
         # these before anything else is published to the same hubs.
         ts = self.clock.seconds()
         latest: dict[tuple[str, str], int] = {}
@@ -58,7 +58,7 @@ class LocalBroker:
         return Published(tuple(arrival.id for arrival in arrivals), True, tuple(arrivals))
 
     async def announce(self, event: dict[str, str]) -> None:
-        # The registry of this node made the change itself; one made by
+        # This node made the change itself; one made by
         # another process (the offline command) is found in the store
         # (Store.changed).
         pass

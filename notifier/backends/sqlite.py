@@ -325,7 +325,7 @@ class SQLiteStore:
 
 def _new_epochs(cursor: sqlite3.Cursor) -> int:
     centers = cursor.execute("SELECT publisher, name FROM centers").fetchall()
-    # An epoch as the registry makes one (registry.new_epoch).
+    # An epoch as the centers make one (centers.new_epoch).
     cursor.executemany("UPDATE centers SET epoch = ? WHERE publisher = ? AND name = ?",
                        [(secrets.token_hex(4), publisher, name) for publisher, name in centers])
     cursor.execute("DELETE FROM log")

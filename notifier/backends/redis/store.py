@@ -2,7 +2,7 @@
 
 A center's epoch is kept with it, so that ids stay valid across daemons and
 restarts, and change when it is deleted and made again. Every change is
-announced to the daemons by the registry that makes it (through the
+announced to the daemons by the node that makes it (through the
 broker), so ``changed`` has nothing to tell.
 """
 

@@ -1,0 +1,91 @@
+"""The layers point one way: the domain (publishers, centers, hubs,
+presence, what they retain) imports nothing of HTTP or of the transports,
+directly or through another of notifier's modules; the service wires them.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import notifier
+
+ROOT = Path(notifier.__file__).parent
+
+#: The domain: what a node knows and does, whatever carries it (a pattern
+#: ending in ``*`` names every module whose name begins so).
+DOMAIN = (
+    "notifier.backends.interfaces", "notifier.centers", "notifier.errors", "notifier.hub",
+    "notifier.idempotency", "notifier.model", "notifier.names", "notifier.presence",
+    "notifier.publishers", "notifier.publishing", "notifier.registry*", "notifier.replay",
+    "notifier.retention", "notifier.stats", "notifier.unknown",
+)
+#: The HTTP and transport layer, and the reactor-turn machinery the service injects.
+OUTER = (
+    "notifier.answers", "notifier.api", "notifier.batching", "notifier.cli", "notifier.console",
+    "notifier.front", "notifier.httpserver", "notifier.public", "notifier.service", "notifier.sites",
+    "notifier.tail", "notifier.transports", "notifier.turns", "notifier.webhooks",
+    "autobahn", "klein", "treq", "twisted.web",
+)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported(path: Path) -> set[str]:
+    """What the module at *path* imports, by full name (a name imported
+    from a package counts as its module when it is one)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(path): imported(path) for path in ROOT.rglob("*.py")}
+
+
+def within(name: str, layer: tuple[str, ...]) -> bool:
+    return any(name.startswith(module[:-1]) if module.endswith("*") else
+               name == module or name.startswith(module + ".") for module in layer)
+
+
+def reached(modules: dict[str, set[str]], start: str) -> dict[str, list[str]]:
+    """Every module *start* imports, directly or through notifier's own
+    modules, each with the chain of imports that gets there."""
+    chains = {start: [start]}
+    todo = [start]
+    while todo:
+        current = todo.pop()
+        for name in sorted(modules.get(current, ())):
+            if name in chains:
+                continue
+            chains[name] = chains[current] + [name]
+            if name in modules and not within(name, OUTER):
+                todo.append(name)
+    return chains
+
+
+def test_the_domain_imports_nothing_of_http_or_transports() -> None:
+    modules = graph()
+    domain = sorted(name for name in modules if within(name, DOMAIN))
+    assert "notifier.hub" in domain and "notifier.presence" in domain
+    wrong = []
+    for name in domain:
+        for target, chain in reached(modules, name).items():
+            if within(target, OUTER) and (target in modules or not target.startswith("notifier.")):
+                wrong.append(" -> ".join(chain))
+    assert not wrong, "the domain imports the outer layers:\n" + "\n".join(sorted(wrong))
+
+
+def test_every_module_of_the_domain_is_there() -> None:
+    modules = graph()
+    assert [name for name in DOMAIN if not name.endswith("*") and name not in modules] == []
