@@ -24,10 +24,9 @@ from twisted.web.iweb import IRequest
 from notifier.errors import Unauthorized
 from notifier.model import Publisher
 from notifier.names import matches
+from notifier.replay import SIGNATURE_WINDOW
 
 HMAC_SCHEME = b"notifier-hmac-sha256"
-#: How far a signed request's timestamp may be from the server's clock.
-SIGNATURE_WINDOW = 300
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 

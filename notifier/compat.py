@@ -1,5 +1,5 @@
-"""The private names of Twisted and Autobahn that notifier's speed borrows,
-all here.
+"""The private names of Twisted and Autobahn that notifier borrows, for
+speed or for answers twisted.web would not give, all here.
 
 Each is checked once, at import, against the installed library; each has
 a flag saying whether it holds and, when it does not, notifier takes the

@@ -21,7 +21,7 @@ protocol with the bytes of its head as they came
 of by twisted.web, rebuilt from its headers and read again.
 
 Anything else, from its first byte on (a partial head, another method or
-path, a WebSocket upgrade, an SSE stream, a body it does not take,
+path, a WebSocket upgrade the front does not take, an SSE stream, a body it does not take,
 anything the front's stricter reading does not take), goes to twisted.web:
 the connection is handed to a ``Channel`` of the same site with the bytes
 read so far, and stays with it. twisted.web's answers to odd requests are

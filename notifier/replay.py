@@ -14,6 +14,9 @@ from __future__ import annotations
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 
+#: How far a signed request's timestamp may be from the server's clock:
+#: how long its signature is remembered.
+SIGNATURE_WINDOW = 300
 #: The methods whose signed requests may be sent again (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 
@@ -21,7 +24,7 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 @define(slots=True, eq=False)
 class SignatureMemory:
     clock: IReactorTime
-    #: How far a timestamp may be from the clock (notifier.auth.SIGNATURE_WINDOW).
+    #: How far a timestamp may be from the clock (SIGNATURE_WINDOW).
     window: int
     _buckets: dict[int, set[bytes]] = field(factory=dict)
     _pruned: float = 0.0

@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import notifier
 
 ROOT = Path(notifier.__file__).parent
@@ -17,7 +19,7 @@ ROOT = Path(notifier.__file__).parent
 DOMAIN = (
     "notifier.backends.interfaces", "notifier.centers", "notifier.errors", "notifier.hub",
     "notifier.idempotency", "notifier.model", "notifier.names", "notifier.presence",
-    "notifier.publishers", "notifier.publishing", "notifier.registry*", "notifier.replay",
+    "notifier.publishers", "notifier.publishing", "notifier.replay",
     "notifier.retention", "notifier.stats", "notifier.unknown",
 )
 #: The HTTP and transport layer, and the reactor-turn machinery the service injects.
@@ -74,12 +76,17 @@ def reached(modules: dict[str, set[str]], start: str) -> dict[str, list[str]]:
     return chains
 
 
-def test_the_domain_imports_nothing_of_http_or_transports() -> None:
+#: The storage adapters: the domain's backends, and the journal process.
+STORAGE = ("notifier.backends", "notifier.journal")
+
+
+@pytest.mark.parametrize("layer", [DOMAIN, STORAGE], ids=["domain", "storage"])
+def test_the_domain_and_its_storage_import_nothing_of_http_or_transports(layer: tuple[str, ...]) -> None:
     modules = graph()
-    domain = sorted(name for name in modules if within(name, DOMAIN))
-    assert "notifier.hub" in domain and "notifier.presence" in domain
+    inner = sorted(name for name in modules if within(name, layer))
+    assert inner and ("notifier.hub" in inner or "notifier.backends.sqlite" in inner)
     wrong = []
-    for name in domain:
+    for name in inner:
         for target, chain in reached(modules, name).items():
             if within(target, OUTER) and (target in modules or not target.startswith("notifier.")):
                 wrong.append(" -> ".join(chain))

@@ -68,7 +68,9 @@ class Published:
     """A publish's outcome: the ids, whether it happened now (``False``: a
     retry, answered with the first publish's ids), and the messages this
     node applies to its hubs at once. A broker fanning out through a
-    channel answers none: they arrive there, as on every other node."""
+    channel answers none: they arrive there, as on every other node; so
+    does the durable one, which hands them to its handler itself once
+    they are committed."""
 
     ids: tuple[str, ...]
     fresh: bool

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from notifier.auth import SIGNATURE_WINDOW
 from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published, Stream
 from notifier.idempotency import IdempotencyKeys, fingerprint, ids_of, kept_ids
 from notifier.model import Center
-from notifier.replay import SignatureMemory
+from notifier.replay import SIGNATURE_WINDOW, SignatureMemory
 
 
 class LocalBroker:

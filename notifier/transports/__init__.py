@@ -1,1 +1,1 @@
-"""The subscriber side of each transport: WebSocket, long-poll."""
+"""The subscriber side of each transport: WebSocket, Server-Sent Events, long-poll."""

@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from notifier.auth import SIGNATURE_WINDOW
 from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published, Stream
 from notifier.backends.redis.client import Redis, Script
 from notifier.backends.redis.keys import Keys
@@ -27,6 +26,7 @@ from notifier.backends.shielding import shielded
 from notifier.errors import NotFound, Unavailable
 from notifier.idempotency import fingerprint, reused, same
 from notifier.model import Center
+from notifier.replay import SIGNATURE_WINDOW
 
 log = Logger()
 
