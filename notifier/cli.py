@@ -37,6 +37,7 @@ admin_token = "{token}"
 
 [store]
 url = "sqlite:{store}"
+durable = true          # history kept in the file across restarts; false: in memory, faster
 """
 
 

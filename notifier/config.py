@@ -137,7 +137,9 @@ class StoreConfig:
     url: str = _key("sqlite:notifier.db", str, _store_url)
     #: Whether a ``sqlite:PATH`` store keeps each center's history and ids in
     #: the file, across restarts (every publish answered once committed).
-    durable: bool = _key(False, bool)
+    #: ``sqlite::memory:`` has no file: its default is history in memory, and
+    #: ``durable = true`` with it is refused. Redis keeps history anyway.
+    durable: bool = _key(True, bool)
     #: SQLite's ``synchronous`` for that history: "normal" survives any
     #: crash of the daemon, "full" a power cut too.
     synchronous: str = _key("normal", str, _one_of("normal", "full"))
@@ -238,6 +240,10 @@ def parse_config(text: str) -> Config:
         if name not in sections:
             raise ConfigError(f"[{name}]: unknown section (known: {', '.join(sections)})")
         values[name] = _section(name, classes[name], table)
+    store = document.get("store", {})
+    if store.get("durable") is True and store.get("url") == "sqlite::memory:":
+        raise ConfigError("store.durable: 'sqlite::memory:' has no file to keep history in; "
+                          "use 'sqlite:PATH', or remove durable = true")
     return Config(**values)
 
 

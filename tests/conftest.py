@@ -6,7 +6,8 @@ from tests.support import start_daemon
 
 @pytest_twisted.async_yield_fixture
 async def daemon(tmp_path):
-    """A daemon on free loopback ports with its SQLite store in a temporary folder."""
+    """A daemon on free loopback ports with its SQLite store in a temporary
+    folder, and the store's defaults: history kept in the file too."""
     running = await start_daemon(f"sqlite:{tmp_path / 'notifier.db'}")
     yield running
     if running.service.running:

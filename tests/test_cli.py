@@ -18,8 +18,8 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
 from notifier.config import load_config
-from tests.process import Process, command
-from tests.support import call, event_source, sleep, websocket
+from tests.process import Process, clean_exit, command
+from tests.support import call, event_source, free_port, sleep, websocket
 from tests.test_process import write_config
 
 pytestmark = pytest.mark.integration
@@ -244,6 +244,49 @@ def test_config_init_then_publisher_add_uses_that_store(tmp_path):
     store = Path(load_config(str(path)).store.url.removeprefix("sqlite:"))
     assert store.exists()
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_daemon_on_the_configuration_of_config_init_keeps_history_across_a_restart(tmp_path):
+    # make run's configuration: `notifier config init run/notifier.toml`.
+    path = tmp_path / "run" / "notifier.toml"
+    assert notifier("config", "init", str(path), cwd=tmp_path).returncode == 0
+    written = path.read_text(encoding="utf-8")
+    assert re.search(r"^durable = true\b", written, re.M), written
+    # Only its ports are changed, to free ones.
+    public, api = free_port(), free_port()
+    while api == public:
+        api = free_port()
+    moved = written.replace('"tcp:8080"', f'"tcp:{public}:interface=127.0.0.1"') \
+                   .replace('"tcp:8081:interface=127.0.0.1"', f'"tcp:{api}:interface=127.0.0.1"')
+    assert moved.count(f":{public}:") == 1 and moved.count(f":{api}:") == 1, moved
+    path.write_text(moved, encoding="utf-8")
+    token = load_config(str(path)).api.admin_token
+    daemon = Process(path, public, api)
+    try:
+        await daemon.start()
+        status, body = await call("POST", f"{daemon.api}/admin/v1/publishers", {"name": "demo"}, admin=token)
+        assert status == 201, body
+        auth = ("demo", body["secret"])
+        status, body = await call("PUT", f"{daemon.api}/api/v1/centers/news", auth=auth)
+        assert status == 201, body
+        ids = []
+        for text in ("one", "two"):
+            status, body = await call("POST", f"{daemon.api}/api/v1/centers/news/messages", raw=text.encode(),
+                                      auth=auth, headers={"Content-Type": "text/plain"})
+            assert status == 201, body
+            ids.append(body["id"])
+        daemon.terminate()
+        assert clean_exit(await daemon.stopped(30)), daemon.log()
+        await daemon.start()
+        status, body = await call("GET", f"{daemon.public}/sub/demo/news?since={ids[0]}&timeout=0")
+        assert status == 200, body
+        assert body["recovered"] is True
+        assert [(m["id"], m["data"]) for m in body["messages"]] == [(ids[1], "two")]
+        daemon.terminate()
+        assert clean_exit(await daemon.stopped(30)), daemon.log()
+    finally:
+        await daemon.kill()
 
 
 def test_config_howto_prints_curl_lines_with_the_ports(tmp_path):

@@ -15,8 +15,13 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
 
+from notifier.backends import open_backend
+from notifier.backends.durable import DurableBroker
+from notifier.backends.local import LocalBroker
 from notifier.config import Config, ConfigError, load_config, parse_config
+from notifier.service import store_kind
 
 REPO = Path(__file__).resolve().parent.parent
 TWISTD = Path(sys.executable).parent / "twistd"
@@ -38,7 +43,7 @@ header_timeout = 10
 
 [store]
 url = "sqlite:notifier.db"                 # or "sqlite::memory:", "redis://host:port/db", "redis+sentinel://…"
-durable = false                            # sqlite:PATH keeps history and ids across restarts
+durable = true                             # sqlite:PATH keeps history and ids across restarts
 synchronous = "normal"                     # for that history: "normal" or "full"
 replicas_ack = 0                           # Redis replicas that must hold a publish before it is acknowledged
 replicas_timeout_ms = 500                  # how long they have, else 503
@@ -78,7 +83,7 @@ VALID: dict[str, dict[str, Any]] = {
                "max_connections_per_ip": 20},
     "api": {"endpoint": "unix:/tmp/notifier-api.sock", "backlog": 64, "admin_token": "s3cret-token",
             "header_timeout": 30},
-    "store": {"url": "sqlite::memory:", "durable": True, "synchronous": "full", "replicas_ack": 1,
+    "store": {"url": "sqlite::memory:", "durable": False, "synchronous": "full", "replicas_ack": 1,
               "replicas_timeout_ms": 2000},
     "centers": {"history": 7, "max_message_bytes": 1024, "auto_create": True, "idle_ttl": 3600,
                 "auto_create_private": ["user.*", "exact"], "max_per_publisher": 5,
@@ -182,6 +187,40 @@ def test_each_key_alone_changes_only_itself(section, key):
 ])
 def test_edge_values_are_accepted(text, section, key, value):
     assert getattr(getattr(parse_config(text), section), key) == value
+
+
+class _Reactor(Clock):
+    """Enough of a reactor for the store's pool, which is never started here."""
+
+    def callWhenRunning(self, call: Any, *args: Any) -> None:
+        pass
+
+
+def test_a_sqlite_file_keeps_its_history_unless_told_not_to():
+    assert parse_config("").store.durable is True
+    for text in ("", '[store]\nurl = "sqlite:/var/lib/notifier/n.db"\n'):
+        store = parse_config(text).store
+        assert store_kind(store) == "sqlite-durable"
+        assert isinstance(open_backend(store, _Reactor())[1], DurableBroker)
+    store = parse_config('[store]\nurl = "sqlite:n.db"\ndurable = false\n').store
+    assert store_kind(store) == "sqlite"
+    assert type(open_backend(store, _Reactor())[1]) is LocalBroker
+
+
+def test_sqlite_memory_keeps_history_in_memory_and_refuses_to_be_made_durable():
+    for text in ('[store]\nurl = "sqlite::memory:"\n', '[store]\nurl = "sqlite::memory:"\ndurable = false\n'):
+        store = parse_config(text).store
+        assert store_kind(store) == "sqlite"
+        assert type(open_backend(store, _Reactor())[1]) is LocalBroker
+    message = refused('[store]\nurl = "sqlite::memory:"\ndurable = true\n')
+    assert "store.durable" in message and "sqlite::memory:" in message
+
+
+@pytest.mark.parametrize("durable", ["", "durable = true\n", "durable = false\n"])
+def test_durable_changes_nothing_with_redis(durable):
+    for url in ("redis://127.0.0.1:6379/0", "redis+sentinel://s1,s2/main/0"):
+        store = parse_config(f'[store]\nurl = "{url}"\n{durable}').store
+        assert store_kind(store) == "redis"
 
 
 def test_the_configuration_is_frozen():

@@ -455,3 +455,70 @@ async def test_store_restored_refuses_a_file_a_daemon_has_open(tmp_path):
         assert await published(daemon, auth, "after") == _next(first)
     err, code = await restored()
     assert code == 0, err
+
+
+# the default: a sqlite:PATH store without a durable key
+
+
+@contextlib.asynccontextmanager
+async def _default(path: Path, **store: Any) -> AsyncIterator[Daemon]:
+    """A daemon in this process on *path* with *store* and otherwise every
+    default of ``[store]``: no ``durable`` key unless *store* has one."""
+    daemon = await start_daemon(f"sqlite:{path}", **({"store": store} if store else {}))
+    try:
+        yield daemon
+    finally:
+        await daemon.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_by_default_a_file_keeps_history_and_ids_across_a_restart(tmp_path):
+    path = tmp_path / "n.db"
+    async with _default(path) as daemon:
+        auth = await setup_site(daemon)
+        before = [await published(daemon, auth, f"before {i}") for i in range(3)]
+        status, stats = await daemon.admin("GET", "/admin/v1/stats")
+        assert status == 200 and stats["store"] == "sqlite-durable", stats
+    assert [data for _, data in _rows(path, "news")] == ["before 0", "before 1", "before 2"]
+    async with _default(path) as daemon:
+        body = await _history(daemon.public, "/sub/site/news", before[0])
+        assert body["recovered"] is True
+        assert [(m["id"], m["data"]) for m in body["messages"]] == [(before[1], "before 1"), (before[2], "before 2")]
+        assert await published(daemon, auth, "after") == _next(before[-1])
+
+
+def _made_before_durable_history(path: Path) -> None:
+    """Take out of *path* what only durable history ever added to the
+    schema, as in a file made before it existed."""
+    with sqlite3.connect(path) as db:
+        db.executescript("DROP TRIGGER center_removed; DROP TRIGGER publisher_removed;"
+                         "DROP TABLE streams; DROP TABLE log; DROP TABLE idempotency;")
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["history-in-memory", "before-durable-history"])
+@pytest_twisted.ensureDeferred
+async def test_a_file_of_history_in_memory_becomes_durable_on_upgrade(tmp_path, older):
+    # What a file without the durable key was run with before: history in memory.
+    path = tmp_path / "n.db"
+    async with _default(path, durable=False) as daemon:
+        auth = await setup_site(daemon)
+        await setup_site(daemon, center="quiet", publisher="other")
+        forgotten = await published(daemon, auth, "in memory only")
+        status, stats = await daemon.admin("GET", "/admin/v1/stats")
+        assert stats["store"] == "sqlite", stats
+    assert _rows(path, "news") == []
+    if older:
+        _made_before_durable_history(path)
+    async with _default(path) as daemon:
+        # Publishers, secrets and centers are as they were; the history kept
+        # in memory is gone, as at any restart of that configuration.
+        body = await _history(daemon.public, "/sub/site/news", forgotten)
+        assert body["recovered"] is False and body["messages"] == []
+        first = await published(daemon, auth, "kept")
+        assert first.rsplit("-", 1)[0] != forgotten.rsplit("-", 1)[0]  # a new epoch: no id given twice
+        status, body = await call("GET", f"{daemon.api}/api/v1/centers", auth=auth)
+        assert status == 200 and [c["name"] for c in body["centers"]] == ["news"], body
+    assert [data for _, data in _rows(path, "news")] == ["kept"]
+    async with _default(path) as daemon:
+        body = await _history(daemon.public, "/sub/site/news", first.rsplit("-", 1)[0] + "-0")
+        assert body["recovered"] is True and [m["data"] for m in body["messages"]] == ["kept"]

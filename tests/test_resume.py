@@ -215,13 +215,13 @@ async def test_the_seam_between_backlog_and_live_has_no_gap_and_no_duplicate(dae
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_cursor_from_before_a_restart_is_not_recovered(tmp_path):
-    store = f"sqlite:{tmp_path / 'n.db'}"
-    daemon = await start_daemon(store)
+async def test_a_cursor_from_before_a_restart_with_history_in_memory_is_not_recovered(tmp_path):
+    store, in_memory = f"sqlite:{tmp_path / 'n.db'}", {"durable": False}
+    daemon = await start_daemon(store, store=in_memory)
     auth = await setup_site(daemon)
     old = await published(daemon, auth, "before")
     await daemon.service.stopService()
-    daemon = await start_daemon(store)
+    daemon = await start_daemon(store, store=in_memory)
     try:
         new = await published(daemon, auth, "after")
         assert new != old
