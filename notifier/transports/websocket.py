@@ -396,7 +396,6 @@ def bound(factory: NotifierFactory, hubs: Sequence[Hub], fmt: str, cursors: Sequ
     return _BoundFactory(factory, factory.subscriber_class(FORMATS[fmt]), hubs, cursors, grant)
 
 
-
 def serve(factory: NotifierFactory, request: Any, hubs: Sequence[Hub], fmt: str, cursors: Sequence[str | None],
           grant: Grant | None) -> Any:
     """Hand an admitted upgrade *request* to a subscriber of *factory*
