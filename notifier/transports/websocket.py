@@ -1,7 +1,7 @@
 """WebSocket subscribers (Autobahn), server to client only.
 
 The public app validates the request and resolves the hubs first; only then
-is the connection handed to Autobahn, bound to them.
+is the connection handed to Autobahn, bound to them (``serve``).
 """
 
 from __future__ import annotations
