@@ -41,6 +41,14 @@ def published_answer(request: IRequest, message_id: str, reached: int, status: i
     return b'{"id": %s, "subscribers": %d}' % (encode_basestring_ascii(message_id).encode(), reached)
 
 
+def jsonp_answer(request: IRequest, callback: str, payload: bytes) -> bytes:
+    """*payload* (JSON) passed to the JavaScript function *callback*, an
+    identifier path already checked: a long-poll's or ``/last``'s answer
+    to a script tag."""
+    request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
+    return b"/**/" + callback.encode() + b"(" + payload + b");"
+
+
 def error_answer(request: IRequest, error: NotifierError) -> bytes:
     request.setResponseCode(error.status)
     request.setHeader(b"content-type", JSON)

@@ -5,6 +5,10 @@ delivery, and routing it through a general-purpose framework cost more than
 everything else it does. A request for a center already live on this node
 is answered without a Deferred where it can be; anything that needs the
 store goes the asynchronous way. Every refusal is the documented JSON error.
+
+What is here is admission: the route, the centers, the cursors, tokens and
+origins. Each transport answers what was admitted (``websocket.serve``,
+``sse.EventStreams``, ``longpoll.LongPolls``), headers and all.
 """
 
 from __future__ import annotations
@@ -17,14 +21,13 @@ from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
 
-from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 
-from notifier.answers import answer_later, error_answer, json_answer
+from notifier.answers import answer_later, error_answer, json_answer, jsonp_answer
 from notifier.auth import grants, member, subscriber_claims
 from notifier.centers import Centers
 from notifier.config import Config
@@ -38,21 +41,16 @@ from notifier.errors import (
     Unauthorized,
     Unavailable,
 )
-from notifier.front import PlainRequest
-from notifier.hub import CURSOR, Hub, Prepared, interleave
+from notifier.hub import CURSOR, Hub
 from notifier.model import Grant
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.publishers import Publishers
 from notifier.transports import longpoll, sse, websocket
-from notifier.transports.ordering import held_back
 
 log = Logger()
 
 CALLBACK = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII)
 MAX_LONGPOLL_TIMEOUT = 120
-#: Long-poll answers kept for the subscribers asking the same are at most
-#: this large; larger ones are built for each request (and bounded too).
-MEMO_BYTES = 64 * 1024
 NOT_DONE_YET: int = server.NOT_DONE_YET
 
 
@@ -64,12 +62,6 @@ def _arg(request: IRequest, name: bytes) -> str | None:
         return values[0].decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"query parameter {name.decode()!r} is not UTF-8") from None
-
-
-def _small_answer(answer: tuple[bytes, str]) -> bool:
-    """Whether a long-poll answer (its body and cursor) is small enough to
-    keep for others (a larger one is built for each request, never kept)."""
-    return len(answer[0]) <= MEMO_BYTES
 
 
 def _cursor(value: str | None) -> str | None:
@@ -113,11 +105,6 @@ def _callback(request: IRequest) -> str | None:
     if callback is not None and not CALLBACK.match(callback):
         raise BadRequest("callback must be a JavaScript identifier path", code="invalid_callback")
     return callback
-
-
-def _jsonp(request: IRequest, callback: str, payload: bytes) -> bytes:
-    request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
-    return b"/**/" + callback.encode() + b"(" + payload + b");"
 
 
 #: Serves an admitted request for its hubs (one per center of the URL): the
@@ -227,8 +214,11 @@ class Subscriptions(_Leaf):
         self.config = config
         self.clock = clock
         self.websockets = websockets
-        #: The most bytes of envelopes a long-poll answer of history holds.
-        self.answer_bytes = min(longpoll.ANSWER_BYTES, config.subscribers.send_buffer_bytes)
+        send_buffer_bytes = config.subscribers.send_buffer_bytes
+        #: Answers the long-polls (their answers of history at most a send buffer).
+        self.longpolls = longpoll.LongPolls(clock, root.deadlines, min(longpoll.ANSWER_BYTES, send_buffer_bytes))
+        #: Opens the event streams.
+        self.event_streams = sse.EventStreams(send_buffer_bytes, centers.dropped, root.deadlines)
         origins = config.public.allowed_origins
         self._any_origin = "*" in origins
         self._origins = frozenset(o.encode() for o in origins)
@@ -356,13 +346,10 @@ class Subscriptions(_Leaf):
         if not self._origin_allowed(request.getHeader(b"origin")):
             raise Forbidden("this origin may not subscribe", code="origin_not_allowed")
         cursors = _cursors(_arg(request, b"since"), count)
+        websockets = self.websockets
 
         def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
-            bound = websocket.bound(self.websockets, hubs, fmt, cursors, grant)
-            if isinstance(request, PlainRequest):  # read by the front: the head as it came
-                return request.take_over(bound)
-            request.channel.setTimeout(None)  # the connection is the subscriber's now
-            return WebSocketResource(bound).render(request)
+            return websocket.serve(websockets, request, hubs, fmt, cursors, grant)
 
         return serve
 
@@ -371,20 +358,10 @@ class Subscriptions(_Leaf):
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
         cursors = _cursors(last_event_id.decode("latin-1") if last_event_id else _arg(request, b"since"), count)
+        serve_streams = self.event_streams.serve
 
         def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Deferred[bytes]:
-            request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-            request.setHeader(b"cache-control", b"no-cache")
-            request.setHeader(b"x-accel-buffering", b"no")
-            request.channel.setTimeout(None)
-            if len(hubs) == 1:
-                stream = sse.EventStream(request, self.config.subscribers.send_buffer_bytes, self.centers.dropped)
-                stream.attach(hubs[0], cursors[0], grant, self.root.deadlines)
-            else:
-                stream = sse.MultiEventStream(request, self.config.subscribers.send_buffer_bytes,
-                                              self.centers.dropped)
-                stream.attach_many(hubs, cursors, grant, self.root.deadlines)
-            return stream.done
+            return serve_streams(request, hubs, cursors, grant)
 
         return serve
 
@@ -392,81 +369,12 @@ class Subscriptions(_Leaf):
         callback = _callback(request)
         cursors = _cursors(_arg(request, b"since"), count)
         timeout = self._timeout(request)
+        serve_polls = self.longpolls.serve
 
         def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
-            request.setHeader(b"cache-control", b"no-store")
-            member = grant.member if grant is not None else None
-            if len(hubs) > 1:
-                return self._longpoll_many(request, hubs, cursors, timeout, callback, grant)
-            hub, since = hubs[0], cursors[0]
-            # Clients polling again after the same message ask the same:
-            # answered once, kept by what the answer holds, never by the
-            # cursor's text (at most one answer per retained message).
-            start, end, recovered = hub.resume_point(since)
-            if start == end and recovered:
-                if timeout == 0:
-                    return self._longpoll_answer(request, hub.position, longpoll.body([], since, True), callback)
-                poll = longpoll.LongPoll(hub, since, timeout, self.clock, member)
-                if grant is not None:  # it ends with its token, as a stream does
-                    self.root.deadlines.add(grant.expires, hub, poll)
-                return poll.answer.addCallback(
-                    lambda answer: self._longpoll_answer(request, answer[1] or hub.position, answer[0], callback))
-            # The cursor is where the answer ends: a backlog cut short at
-            # answer_bytes goes on from its last message.
-            payload, cursor = hub.memo(("longpoll", start, recovered),
-                                       lambda: self._backlog_body(hub, start, end, recovered), _small_answer)
-            return self._longpoll_answer(request, cursor, payload, callback)
+            return serve_polls(request, hubs, cursors, timeout, callback, grant)
 
         return serve
-
-    def _longpoll_many(self, request: IRequest, hubs: Sequence[Hub], cursors: tuple[str | None, ...],
-                       timeout: float, callback: str | None, grant: Grant | None) -> Any:
-        """A long-poll on several centers: what any of them has after its
-        entry of the compound cursor, else the first live messages of any."""
-        points = [hub.resume_point(cursor) for hub, cursor in zip(hubs, cursors, strict=True)]
-        positions = [hub.start_position(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)]
-        lost = [hub.center.name for hub, (_, _, recovered) in zip(hubs, points, strict=True) if not recovered]
-        backlog: list[Prepared] = []
-        held: list[Prepared] = []
-        if lost or any(start < end for start, end, _ in points):
-            # Not kept for others: the answer depends on every entry. What
-            # was published after a message still on its way waits for it.
-            backlog, held = held_back(
-                hubs, interleave([hub.retained(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)]))
-        if lost or backlog:
-            items = longpoll.backlog_answer(backlog, self.answer_bytes)
-            index = {hub.center.name: i for i, hub in enumerate(hubs)}
-            cursor = ",".join(longpoll.advanced(positions, index, items))
-            payload = longpoll.body(items, cursor, not lost, lost)
-        elif timeout == 0:
-            cursor = ",".join(positions)
-            payload = longpoll.body([], cursor, True, [])
-        else:
-            poll = longpoll.MultiLongPoll(hubs, positions, timeout, self.clock,
-                                          grant.member if grant is not None else None, held)
-            if grant is not None:
-                self.root.deadlines.add(grant.expires, hubs[0], poll)  # it leaves every hub at once
-            return poll.answer.addCallback(
-                lambda answer: self._longpoll_answer(request, answer[1], answer[0], callback))
-        return self._longpoll_answer(request, cursor, payload, callback)
-
-    @staticmethod
-    def _longpoll_answer(request: IRequest, cursor: str, payload: bytes, callback: str | None) -> bytes:
-        # Where to go on from, even when the body's last_id is null (a
-        # timeout without since): nothing published after this answer is lost.
-        request.setHeader(b"notifier-cursor", cursor.encode())
-        if callback is not None:
-            return _jsonp(request, callback, payload)
-        request.setHeader(b"content-type", b"application/json")
-        return payload
-
-    def _backlog_body(self, hub: Hub, start: int, end: int, recovered: bool) -> tuple[bytes, str]:
-        """The answer to a long-poll with the retained messages ``[start,
-        end)`` (``Hub.resume_point``): at most ``answer_bytes`` of them; and
-        the cursor after it."""
-        backlog = longpoll.backlog_answer(hub.retained(start, end), self.answer_bytes)
-        cursor = backlog[-1].message.id if backlog else hub.position
-        return longpoll.body(backlog, cursor, recovered), cursor
 
     def _timeout(self, request: IRequest) -> float:
         value = _arg(request, b"timeout")
@@ -486,7 +394,7 @@ class Subscriptions(_Leaf):
         request.setHeader(b"cache-control", b"no-store")
         text = hub.latest.data if hub.latest is not None else None
         if callback is not None:
-            return _jsonp(request, callback, json.dumps(text).encode())
+            return jsonp_answer(request, callback, json.dumps(text).encode())
         if text is None:
             request.setResponseCode(204)
             return b""

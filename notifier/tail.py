@@ -4,15 +4,18 @@
 event stream of what the center's subscribers get, as it goes out, and its
 presence items: an observer of the hub (``Hub.observers``), not one of its
 subscribers, so watching a center neither counts as a subscriber nor makes
-it occupied, nor a member of it.
+it occupied, nor a member of it; nor does a new secret of its publisher
+end it, as it ends the subscriptions of a private center.
 
     event: hello          data: {"center", "position"}
     id: <id> / event: message / data: {"id", "center", "data", "ts"}
     event: members|join|leave   data: the presence item
     event: end            data: {"reason"}   (the center deleted, the daemon stopping)
 
-with a comment line every ``KEEP_ALIVE`` seconds. A tail that falls more
-than ``MAX_BUFFER`` bytes behind is ended: it is a view, not a delivery.
+in the frames of the SSE transport (notifier.transports.sse), a multiplexed
+stream's events of envelopes, each message encoded once for both; with a
+comment line every ``KEEP_ALIVE`` seconds. A tail that falls more than
+``MAX_BUFFER`` bytes behind is ended: it is a view, not a delivery.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from twisted.web import server
 
 from notifier.compat import temp_data_length
 from notifier.hub import Batch, Hub
-from notifier.transports.sse import envelope_event
+from notifier.presence import Item, members_item
+from notifier.transports import sse
 
 #: Seconds between two comment lines of an idle tail.
 KEEP_ALIVE = 15.0
 #: Bytes a tail may have waiting to be sent before it is ended.
 MAX_BUFFER = 4 * 1024 * 1024
+#: The comment line of an idle tail.
+KEEP_ALIVE_COMMENT = sse.comment("keep-alive")
 
 
 class Tail:
@@ -48,15 +54,11 @@ class Tail:
         """Open the stream: where the center stands, and who is there (a
         presence center); from now on, what goes out."""
         request = self.request
-        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"x-accel-buffering", b"no")
+        sse.start_response(request, cache_control=b"no-store")
         hello = {"center": self.hub.center.name, "position": self.hub.position}
-        self._write(f"event: hello\ndata: {json.dumps(hello)}\n\n".encode())
+        self._write(sse.named_event("hello", json.dumps(hello)))
         if members is not None:
-            item = {"presence": "members", "center": self.hub.center.name,
-                    "members": [{"uid": uid, "info": info} for uid, info in members]}
-            self._write(f"event: members\ndata: {json.dumps(item, ensure_ascii=False)}\n\n".encode())
+            self._write(sse.item_event(members_item(self.hub.center.name, members)))
         self.hub.observers.add(self)
         request.notifyFinish().addBoth(self._gone)
         self._timer = self.clock.callLater(KEEP_ALIVE, self._keep_alive)
@@ -64,16 +66,15 @@ class Tail:
     # Observer
 
     def deliver(self, batch: Batch) -> None:
-        self._write(b"".join(b"id: " + message.id.encode() + envelope_event(message)
-                             for message in batch.messages))
+        self._write(sse.envelope_events(batch))
 
-    def present(self, item: Any) -> None:
-        self._write(f"event: {item.kind}\ndata: {item.json()}\n\n".encode())
+    def present(self, item: Item) -> None:
+        self._write(item.form(sse.item_event))
 
     def close(self, reason: str) -> None:
         if self.done:
             return
-        self.request.write(f"event: end\ndata: {json.dumps({'reason': reason})}\n\n".encode())
+        self.request.write(sse.named_event("end", json.dumps({"reason": reason})))
         self.done = True
         self.request.finish()
         self._forget()
@@ -92,7 +93,7 @@ class Tail:
     def _keep_alive(self) -> None:
         self._timer = None
         if not self.done:
-            self._write(b": keep-alive\n\n")
+            self._write(KEEP_ALIVE_COMMENT)
             self._timer = self.clock.callLater(KEEP_ALIVE, self._keep_alive)
 
     def _gone(self, _: object) -> None:

@@ -1,1 +1,3 @@
-"""The subscriber side of each transport: WebSocket, Server-Sent Events, long-poll."""
+"""Each transport whole (WebSocket, Server-Sent Events, long-poll): how a
+subscription the public listener admitted is answered on it, its frames,
+its headers, its cursors; and what the streaming ones share."""

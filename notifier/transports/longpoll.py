@@ -1,5 +1,11 @@
 """Long-poll subscribers: one request held until a message or the timeout,
-on one center or on several (docs/protocol.rst: Many centers on one connection)."""
+on one center or on several (docs/protocol.rst: Many centers on one connection).
+
+How an admitted poll is answered (``LongPolls.serve``): from history, at
+most ``answer_bytes`` of it, an answer kept for the polls asking the same;
+else the first live messages; with the cursor after the answer, compound
+for several centers; as JSON, or JSONP for a callback given.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,23 @@ from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.web.iweb import IRequest
 
+from notifier.answers import jsonp_answer
+from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
 from notifier.errors import NotFound, Unauthorized
-from notifier.hub import Batch, Hub, Prepared
-from notifier.model import Member, Message
-from notifier.transports.ordering import InOrder
+from notifier.hub import Batch, Hub, Prepared, interleave
+from notifier.model import Grant, Member, Message
+from notifier.transports.ordering import InOrder, held_back
 
 #: The most bytes of envelopes a long-poll answer of history holds (one
 #: message at least): a client that reads nothing pins little of the
 #: kernel's memory, and one that reads polls on from the answer's cursor.
 ANSWER_BYTES = 128 * 1024
+#: Long-poll answers kept for the subscribers asking the same are at most
+#: this large; larger ones are built for each request (and bounded too).
+MEMO_BYTES = 64 * 1024
 
 
 def envelope_bytes(message: Message) -> bytes:
@@ -190,3 +202,98 @@ class MultiLongPoll:
 
     def close(self, reason: str) -> None:
         self._respond(ended(reason) or self._unchanged())
+
+
+def _small_answer(answer: tuple[bytes, str]) -> bool:
+    """Whether a long-poll answer (its body and cursor) is small enough to
+    keep for others (a larger one is built for each request, never kept)."""
+    return len(answer[0]) <= MEMO_BYTES
+
+
+def answered(request: IRequest, cursor: str, payload: bytes, callback: str | None) -> bytes:
+    """A long-poll's answer: its *payload*, as JSONP for a *callback*, and
+    the cursor to poll on from."""
+    # Where to go on from, even when the body's last_id is null (a
+    # timeout without since): nothing published after this answer is lost.
+    request.setHeader(b"notifier-cursor", cursor.encode())
+    if callback is not None:
+        return jsonp_answer(request, callback, payload)
+    request.setHeader(b"content-type", b"application/json")
+    return payload
+
+
+class LongPolls:
+    """The long-poll transport of a listener: answers each admitted poll."""
+
+    def __init__(self, clock: IReactorTime, deadlines: TokenDeadlines, answer_bytes: int = ANSWER_BYTES) -> None:
+        self.clock = clock
+        #: Ends the waiting polls of private centers when their tokens expire.
+        self.deadlines = deadlines
+        #: The most bytes of envelopes an answer of history holds.
+        self.answer_bytes = answer_bytes
+
+    def serve(self, request: IRequest, hubs: Sequence[Hub], cursors: Sequence[str | None], timeout: float,
+              callback: str | None, grant: Grant | None) -> bytes | Deferred[bytes]:
+        """Answer a poll of *hubs* from their *cursors* (``None``: live only):
+        now with what they have after them, else with their first live
+        messages or, past *timeout* seconds, with none; until the *grant* of
+        a private center's token expires, if given (``None``: public centers)."""
+        request.setHeader(b"cache-control", b"no-store")
+        if len(hubs) > 1:
+            return self._serve_many(request, hubs, cursors, timeout, callback, grant)
+        hub, since = hubs[0], cursors[0]
+        # Clients polling again after the same message ask the same:
+        # answered once, kept by what the answer holds, never by the
+        # cursor's text (at most one answer per retained message).
+        start, end, recovered = hub.resume_point(since)
+        if start == end and recovered:
+            if timeout == 0:
+                return answered(request, hub.position, body([], since, True), callback)
+            poll = LongPoll(hub, since, timeout, self.clock, grant.member if grant is not None else None)
+            if grant is not None:  # it ends with its token, as a stream does
+                self.deadlines.add(grant.expires, hub, poll)
+            return poll.answer.addCallback(
+                lambda answer: answered(request, answer[1] or hub.position, answer[0], callback))
+        # The cursor is where the answer ends: a backlog cut short at
+        # answer_bytes goes on from its last message.
+        payload, cursor = hub.memo(("longpoll", start, recovered),
+                                   lambda: self._backlog_body(hub, start, end, recovered), _small_answer)
+        return answered(request, cursor, payload, callback)
+
+    def _serve_many(self, request: IRequest, hubs: Sequence[Hub], cursors: Sequence[str | None],
+                    timeout: float, callback: str | None, grant: Grant | None) -> bytes | Deferred[bytes]:
+        """A long-poll on several centers: what any of them has after its
+        entry of the compound cursor, else the first live messages of any."""
+        points = [hub.resume_point(cursor) for hub, cursor in zip(hubs, cursors, strict=True)]
+        positions = [hub.start_position(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)]
+        lost = [hub.center.name for hub, (_, _, recovered) in zip(hubs, points, strict=True) if not recovered]
+        backlog: list[Prepared] = []
+        held: list[Prepared] = []
+        if lost or any(start < end for start, end, _ in points):
+            # Not kept for others: the answer depends on every entry. What
+            # was published after a message still on its way waits for it.
+            backlog, held = held_back(
+                hubs, interleave([hub.retained(start, end) for hub, (start, end, _) in zip(hubs, points, strict=True)]))
+        if lost or backlog:
+            items = backlog_answer(backlog, self.answer_bytes)
+            index = {hub.center.name: i for i, hub in enumerate(hubs)}
+            cursor = ",".join(advanced(positions, index, items))
+            payload = body(items, cursor, not lost, lost)
+        elif timeout == 0:
+            cursor = ",".join(positions)
+            payload = body([], cursor, True, [])
+        else:
+            poll = MultiLongPoll(hubs, positions, timeout, self.clock,
+                                 grant.member if grant is not None else None, held)
+            if grant is not None:
+                self.deadlines.add(grant.expires, hubs[0], poll)  # it leaves every hub at once
+            return poll.answer.addCallback(lambda answer: answered(request, answer[1], answer[0], callback))
+        return answered(request, cursor, payload, callback)
+
+    def _backlog_body(self, hub: Hub, start: int, end: int, recovered: bool) -> tuple[bytes, str]:
+        """The answer to a long-poll with the retained messages ``[start,
+        end)`` (``Hub.resume_point``): at most ``answer_bytes`` of them; and
+        the cursor after it."""
+        backlog = backlog_answer(hub.retained(start, end), self.answer_bytes)
+        cursor = backlog[-1].message.id if backlog else hub.position
+        return body(backlog, cursor, recovered), cursor

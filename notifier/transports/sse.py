@@ -1,26 +1,53 @@
-"""Server-Sent Events subscribers: one streamed response per subscriber."""
+"""Server-Sent Events subscribers: one streamed response per subscriber.
+
+``EventStreams.serve`` opens the stream of an admitted request; the frames
+(``event``, ``named_event``, ``comment``, ...) are those of every event
+stream the daemon writes, the console's tail (notifier.tail) too.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITCPTransport
+from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
+from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
 from notifier.hub import Batch, Hub, Opening, Prepared
-from notifier.model import Message
+from notifier.model import Grant, Message
 from notifier.presence import Item
 from notifier.transports.streaming import StreamingSubscriber
 
 #: How long a browser waits before reconnecting, in milliseconds.
 RETRY_MS = 2000
-HEARTBEAT = b": ping\n\n"
 _LINES = re.compile(r"\r\n|\r|\n")
+
+
+def start_response(request: IRequest, cache_control: bytes = b"no-cache") -> None:
+    """Make *request*'s answer an event stream: its type, never cached,
+    never buffered by a proxy (nginx's ``X-Accel-Buffering``)."""
+    request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+    request.setHeader(b"cache-control", cache_control)
+    request.setHeader(b"x-accel-buffering", b"no")
+
+
+def comment(text: str) -> bytes:
+    """A comment line: read by no browser, it keeps a quiet connection alive."""
+    return f": {text}\n\n".encode()
+
+
+def named_event(name: str, data: str) -> bytes:
+    """An event *name* with one line of *data* (JSON), no id."""
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+HEARTBEAT = comment("ping")
 
 
 def event(message: Message) -> bytes:
@@ -63,9 +90,15 @@ def _events(batch: Batch, at: tuple[tuple[bytes, ...] | None, tuple[Hub, ...]]) 
     return _events_in(batch, cursor, {hub.center.name: i for i, hub in enumerate(hubs)})
 
 
+def envelope_events(batch: Batch) -> bytes:
+    """*batch* as ``message`` events of envelopes, each ``id:`` its message's
+    own (each message encoded once for every stream of envelopes)."""
+    return b"".join([b"id: " + prepared.form(_id_bytes) + prepared.form(envelope_event) for prepared in batch.items])
+
+
 def item_event(item: Item) -> bytes:
     """A presence item: ``event: members|join|leave``, its JSON as data, no id."""
-    return f"event: {item.kind}\ndata: {item.json()}\n\n".encode()
+    return named_event(item.kind, item.json())
 
 
 class EventStream(StreamingSubscriber):
@@ -152,3 +185,30 @@ class MultiEventStream(EventStream):
         if taken is not None:
             self._cursor, events = taken.shared((self._cursor, self.hubs), _events)
             self._pace(events)
+
+
+class EventStreams:
+    """The SSE transport of a listener: opens the stream of each admitted request."""
+
+    def __init__(self, send_buffer_bytes: int, dropped: Callable[[Hub], None], deadlines: TokenDeadlines) -> None:
+        #: Bytes a stream may have waiting before it is dropped as too slow.
+        self.send_buffer_bytes = send_buffer_bytes
+        #: Called with the hub of a stream dropped as too slow.
+        self.dropped = dropped
+        #: Ends the streams of private centers when their tokens expire.
+        self.deadlines = deadlines
+
+    def serve(self, request: Request, hubs: Sequence[Hub], cursors: Sequence[str | None],
+              grant: Grant | None) -> Deferred[bytes]:
+        """Stream *hubs* to *request* from their *cursors* (``None``: live
+        only): done when a hub ends the stream; until the *grant* of a
+        private center's token expires, if given (``None``: public centers)."""
+        start_response(request)
+        request.channel.setTimeout(None)
+        if len(hubs) == 1:
+            stream = EventStream(request, self.send_buffer_bytes, self.dropped)
+            stream.attach(hubs[0], cursors[0], grant, self.deadlines)
+        else:
+            stream = MultiEventStream(request, self.send_buffer_bytes, self.dropped)
+            stream.attach_many(hubs, cursors, grant, self.deadlines)
+        return stream.done

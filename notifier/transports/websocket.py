@@ -1,7 +1,7 @@
 """WebSocket subscribers (Autobahn), server to client only.
 
 The public app validates the request and resolves the hubs first; only then
-is the connection handed to Autobahn, bound to them.
+is the connection handed to Autobahn, bound to them (``serve``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from types import FunctionType
 from typing import Any
 
 import txaio
+from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
@@ -29,6 +30,7 @@ from notifier.connections import unsent
 from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
 from notifier.errors import NotifierError
+from notifier.front import PlainRequest
 from notifier.httpserver import raw_error_response
 from notifier.hub import Hub, Opening
 from notifier.model import Grant, Message
@@ -393,3 +395,13 @@ def bound(factory: NotifierFactory, hubs: Sequence[Hub], fmt: str, cursors: Sequ
     hubs need the ``json`` format."""
     return _BoundFactory(factory, factory.subscriber_class(FORMATS[fmt]), hubs, cursors, grant)
 
+
+def serve(factory: NotifierFactory, request: Any, hubs: Sequence[Hub], fmt: str, cursors: Sequence[str | None],
+          grant: Grant | None) -> Any:
+    """Hand an admitted upgrade *request* to a subscriber of *factory*
+    (``bound``): the connection is the subscriber's from its handshake on."""
+    subscriber = bound(factory, hubs, fmt, cursors, grant)
+    if isinstance(request, PlainRequest):  # read by the front: the head as it came
+        return request.take_over(subscriber)
+    request.channel.setTimeout(None)  # the connection is the subscriber's now
+    return WebSocketResource(subscriber).render(request)
