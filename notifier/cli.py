@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from twisted.internet import defer, task
 
-from notifier.backends import open_backend
+from notifier.backends.configured import open_backend
 from notifier.backends.sqlite import SQLiteStore
 from notifier.config import Config, ConfigError, load_config
 from notifier.errors import NotifierError

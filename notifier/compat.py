@@ -3,7 +3,9 @@ speed or for answers twisted.web would not give, all here.
 
 Each is checked once, at import, against the installed library; each has
 a flag saying whether it holds and, when it does not, notifier takes the
-library's public path instead: slower, the same answers. No other module
+library's public path instead: slower, the same answers, or, for the
+borrowings of behaviour (the body gate, the JSON refusals), twisted.web's
+own (docs/architecture.rst says which). No other module
 touches another library's private name (tests/test_compat.py checks it,
 and each fallback). The subclasses that override a private method get it
 from a class of this module (:class:`ChannelHooks`,
@@ -134,11 +136,13 @@ line_buffer: Callable[[Any], bytes] = attrgetter("_buffer") if CHANNEL_HEAD else
 
 #: ``HTTPChannel._waitingForTransport``, ``_networkProducer``,
 #: ``_handlingRequest``, ``_dataBuffer``, ``_optimisticEagerReadSize``: a
-#: channel stops reading pipelined requests while its client reads nothing.
-#: Without them twisted.web's own bound holds (it reads on).
-CHANNEL_PACING = _holds("pipelining bound", lambda: _has(
+#: channel stops reading pipelined requests while its client reads nothing,
+#: and reads them from the line buffer once it takes (so only with
+#: ``CHANNEL_HEAD``). Without them twisted.web's own bound holds (it reads on).
+CHANNEL_PACING = CHANNEL_HEAD and _holds("pipelining bound", lambda: _has(
     _PROBE, "_waitingForTransport", "_networkProducer", "_handlingRequest", "_dataBuffer",
-    "_optimisticEagerReadSize"))
+    "_optimisticEagerReadSize") and isinstance(_PROBE._dataBuffer, list)
+    and isinstance(_PROBE._optimisticEagerReadSize, int))
 
 
 def _never(channel: Any) -> bool:
@@ -286,7 +290,7 @@ class FastWebSocket:
             if not _plain_tcp(transport) or not getattr(self, "tcpNoDelay", False) or self.debug_logged():
                 super().connectionMade()  # type: ignore[misc]
                 return
-            del this._transport_details  # the empty one Autobahn made: made when asked
+            vars(this).pop("_transport_details", None)  # the empty one Autobahn made: made when asked
             if not getattr(transport.server, NO_DELAY, False):
                 transport.setTcpNoDelay(True)
             self._connectionMade()

@@ -19,10 +19,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from notifier.api import ApiApp
-from notifier.backends import open_backend, presence_directory
+from notifier.backends.configured import open_backend, presence_directory
 from notifier.backends.interfaces import Broker, BrokerHandler, Store
 from notifier.backends.redis.presence import REFRESH
-from notifier.centers import Centers, LiveHubs, sweep
+from notifier.centers import Centers, sweep
 from notifier.config import Config, StoreConfig
 from notifier.connections import SEND_BUFFER, PerPeerLimit, bound_send_buffer
 from notifier.errors import NotifierError
@@ -57,14 +57,13 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     # the answers of a turn go out before its fan-out steps (notifier.turns).
     turn = EndOfTurn(reactor)
     webhooks = Webhooks(config.webhooks, reactor, stats, partial(webhook_destination, store))
-    # The live hubs: the centers fill it; presence, every hub's watcher,
-    # looks a center's hub up in it when told of an item.
-    live: LiveHubs = {}
+    # Presence, every hub's watcher, looks a center's live hub up in the
+    # centers (made next: the name is read when presence asks).
     presence = Presence(
         presence_directory(broker, reactor, node), reactor, config.presence.leave_grace,
-        lambda publisher, center: live.get((publisher, center)),
+        lambda publisher, center: centers.loaded(publisher, center),
         lambda event: announced(broker, event), webhooks.event, node)
-    centers = Centers(store, broker, config.centers, reactor, stats, turn, presence, hubs=live)
+    centers = Centers(store, broker, config.centers, reactor, stats, turn, presence)
     publishers = Publishers(store, broker, reactor, centers, webhooks)
     publishing = Publishing(broker, centers, stats)
     events = BrokerEvents(centers, publishers, webhooks, presence.remote)

@@ -32,7 +32,7 @@ SECRET = re.compile(r"[A-Za-z0-9_-]{43,}\Z")
 MAKE_CENTERS = """
 import sys
 from twisted.internet import defer, task
-from notifier.backends import open_backend
+from notifier.backends.configured import open_backend
 from notifier.config import load_config
 from notifier.centers import Centers
 from notifier.stats import Stats

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from notifier.backends import open_backend
+from notifier.backends.configured import open_backend
 from notifier.backends.durable import DurableBroker
 from notifier.backends.local import LocalBroker
 from notifier.config import Config, ConfigError, load_config, parse_config

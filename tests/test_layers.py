@@ -40,7 +40,8 @@ def module_name(path: Path) -> str:
 
 def imported(path: Path) -> set[str]:
     """What the module at *path* imports, by full name (a name imported
-    from a package counts as its module when it is one)."""
+    from a package counts as its module when it is one), and every package
+    above each: importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__``."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -48,7 +49,7 @@ def imported(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
+    return names | {name.rsplit(".", n)[0] for name in names for n in range(1, name.count(".") + 1)}
 
 
 def graph() -> dict[str, set[str]]:
@@ -91,6 +92,21 @@ def test_the_domain_and_its_storage_import_nothing_of_http_or_transports(layer: 
             if within(target, OUTER) and (target in modules or not target.startswith("notifier.")):
                 wrong.append(" -> ".join(chain))
     assert not wrong, "the domain imports the outer layers:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_domain_loads_no_backend() -> None:
+    # What the domain knows of the backends is their interfaces; the
+    # configuration it reads parses store URLs (redis.addresses), nothing more.
+    modules = graph()
+    known = ("notifier.backends", "notifier.backends.interfaces", "notifier.backends.redis",
+             "notifier.backends.redis.addresses")
+    wrong = []
+    for name in sorted(name for name in modules if within(name, DOMAIN)):
+        for target, chain in reached(modules, name).items():
+            if (target in modules and within(target, ("notifier.backends", "notifier.journal"))
+                    and target not in known) or within(target, ("txredisapi",)):
+                wrong.append(" -> ".join(chain))
+    assert not wrong, "the domain loads a backend:\n" + "\n".join(sorted(wrong))
 
 
 def test_every_module_of_the_domain_is_there() -> None:

@@ -1,47 +1,10 @@
 """The backends: where state is kept and how messages reach every node.
 
-``open_backend`` is the one place that chooses: an SQLite store with
-delivery on this node (its history kept in the file, or in memory with
-``sqlite::memory:``), or Redis for both (one server, or the master that
-Sentinels name), shared by every node using it.
+``notifier.backends.interfaces`` is what the domain knows of them;
+``notifier.backends.configured`` is the one place that chooses, from
+``[store] url``: an SQLite store with delivery on this node (its history
+kept in the file, or in memory with ``sqlite::memory:``), or Redis for both
+(one server, or the master that Sentinels name), shared by every node
+using it. This package's own module loads none of them, so that the domain
+importing the interfaces imports no backend.
 """
-
-from __future__ import annotations
-
-from twisted.internet.interfaces import IReactorTime
-
-from notifier.backends.durable import DurableBroker
-from notifier.backends.interfaces import Broker, Store
-from notifier.backends.local import LocalBroker
-from notifier.backends.redis.addresses import parse_address
-from notifier.backends.redis.broker import RedisBroker
-from notifier.backends.redis.client import Redis
-from notifier.backends.redis.keys import Keys
-from notifier.backends.redis.presence import RedisDirectory
-from notifier.backends.redis.store import RedisStore
-from notifier.backends.sqlite import MEMORY, SQLiteStore
-from notifier.config import StoreConfig
-from notifier.presence import Directory, LocalDirectory
-
-
-def open_backend(config: StoreConfig, reactor: IReactorTime) -> tuple[Store, Broker]:
-    """The store and the broker that ``[store]`` (already validated by the
-    configuration) means."""
-    url = config.url
-    if url.startswith(("redis:", "redis+sentinel:")):
-        address = parse_address(url)
-        redis, keys = Redis(address, reactor), Keys(address.db)
-        broker = RedisBroker(redis, keys, reactor, config.replicas_ack, config.replicas_timeout_ms)
-        return RedisStore(redis, keys), broker
-    path = url.removeprefix("sqlite:")
-    if path == MEMORY or not config.durable:
-        return SQLiteStore(path, reactor), LocalBroker(reactor)
-    return SQLiteStore(path, reactor), DurableBroker(path, config.synchronous, reactor)
-
-
-def presence_directory(broker: Broker, reactor: IReactorTime, node: str) -> Directory:
-    """Where presence is kept for the nodes that share *broker*: Redis's, or
-    this node's own memory when it is the only one."""
-    if isinstance(broker, RedisBroker):
-        return RedisDirectory(broker.redis, broker.keys, reactor, node)
-    return LocalDirectory()
