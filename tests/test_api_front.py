@@ -22,7 +22,7 @@ from notifier.front import Front
 from notifier.httpserver import Channel, QuietSite
 from tests.raw import complete, connect, parse_response
 from tests.support import make_center, running, setup_site, sign, signature_header, sleep, until
-from tests.test_front import PEER, answer_of, read_answers, recording, without_date
+from tests.support.front import PEER, answer_of, read_answers, recording, without_date
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import endpoints, reactor, ssl
-from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
 
@@ -20,39 +19,17 @@ from notifier.httpserver import Channel, QuietSite
 from notifier.sites import public_site
 from tests.raw import RawClient, client_frame, complete, connect, parse_response, server_frames
 from tests.support import Daemon, make_center, published, running, setup_site, sleep, start_daemon, until
-from tests.test_security import _self_signed
+from tests.support.front import PEER, answer_of, read_answers, recording, without_date
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.integration
 
 ORIGIN = "https://www.example.org"
-PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
 def http(target: str, *headers: str, method: str = "GET", version: str = "HTTP/1.1") -> bytes:
     lines = [f"{method} {target} {version}", "Host: 127.0.0.1", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def without_date(answer: bytes) -> bytes:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def answered(data: bytes) -> bool:
-    """Whether *data* holds a whole answer, or a WebSocket handshake's."""
-    return complete(data) or (data.startswith(b"HTTP/1.1 101 ") and b"\r\n\r\n" in data)
-
-
-async def answer_of(protocol: Any, data: bytes) -> tuple[bytes, Any]:
-    """What *protocol* (a new connection of the site) answers to *data*."""
-    transport = StringTransport(peerAddress=PEER)
-    transport.protocol = protocol  # what a WebSocket upgrade takes the connection from
-    protocol.makeConnection(transport)
-    protocol.dataReceived(data)
-    await until(lambda: answered(transport.value()), 5, "an answer")
-    transport.protocol.connectionLost(connectionDone)
-    return transport.value(), protocol
 
 
 async def both(daemon: Daemon, data: bytes) -> tuple[bytes, bytes]:
@@ -203,22 +180,6 @@ async def test_what_is_not_plain_goes_to_twisted_web(site_daemon: Any, data: byt
 # over real connections
 
 
-async def read_answers(client: Any, count: int) -> list[tuple[int, dict[bytes, bytes], bytes]]:
-    """The first *count* whole answers *client* has received, waiting for them."""
-
-    def split(data: bytes) -> list[bytes]:
-        answers = []
-        while complete(data):
-            status, headers, body = parse_response(data)
-            head_end = data.index(b"\r\n\r\n") + 4
-            answers.append(data[:head_end + len(body)])
-            data = data[head_end + len(body):]
-        return answers
-
-    await until(lambda: len(split(bytes(client.data))) >= count, 5, f"{count} answers")
-    return [parse_response(answer) for answer in split(bytes(client.data))[:count]]
-
-
 def messages(body: bytes) -> list[str]:
     return [message["data"] for message in json.loads(body)["messages"]]
 
@@ -326,20 +287,6 @@ async def test_idle_connections_are_cut_but_not_while_a_poll_waits(site_daemon: 
         await listening.stopListening()
 
 
-def recording(site: Any) -> list[Front]:
-    """The fronts *site* makes from now on."""
-    made: list[Front] = []
-    build = site.buildProtocol
-
-    def record(addr: Any) -> Any:
-        protocol = build(addr)
-        made.append(protocol)
-        return protocol
-
-    site.buildProtocol = record
-    return made
-
-
 @pytest.mark.parametrize("through", ["front", "twisted.web"])
 @pytest_twisted.ensureDeferred
 async def test_a_client_that_reads_nothing_is_answered_no_further(site_daemon: Any, through: str) -> None:
@@ -420,7 +367,7 @@ async def test_connection_close_is_honoured_after_the_client_caught_up(site_daem
 
 @pytest_twisted.ensureDeferred
 async def test_connection_close_over_tls_closes(tmp_path: Any) -> None:
-    key, cert, pem = _self_signed(tmp_path)
+    key, cert, pem = self_signed(tmp_path)
     daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", public={
         "endpoint": f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"})
     try:

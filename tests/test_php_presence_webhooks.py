@@ -32,7 +32,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.utils import getProcessOutputAndValue
 
 from tests.support import call, event_source, free_port, opened, sleep, start_daemon, until, websocket
-from tests.test_php_client import (
+from tests.support.php import (
     INVALID_ARGUMENT,
     PHP_CLIENT,
     STRICT,
