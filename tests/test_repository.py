@@ -1,8 +1,10 @@
 """The repository as people clone it: it stands alone, its documentation
-covers its package, and its editable install is what twistd finds."""
+covers its package, its editable install is what twistd finds, and its test
+suite keeps its harness apart from its tests."""
 
 from __future__ import annotations
 
+import ast
 import pkgutil
 import re
 import subprocess
@@ -112,3 +114,28 @@ def test_the_readme_is_a_front_page() -> None:
     # Every page of the documentation is linked.
     pages = {f"docs/{path.name}" for path in (ROOT / "docs").glob("*.rst")} - {"docs/index.rst"}
     assert pages - set(relative) == set(), "pages README.rst does not link"
+
+
+def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every module an ``import`` anywhere in *tree* names (in functions too),
+    with its line: ``from tests import test_x`` names ``tests.test_x``."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    # What tests share lives in tests/support/, tests/*.py not named test_*,
+    # or tests/conftest.py: a test module is collected, never imported.
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for line, module in _imported_modules(ast.parse(path.read_text(encoding="utf-8"))):
+            if module.rsplit(".", 1)[-1].startswith("test_"):
+                found.append(f"{path.relative_to(ROOT)}:{line}: {module}")
+    assert found == []
