@@ -5,9 +5,11 @@ suite keeps its harness apart from its tests."""
 from __future__ import annotations
 
 import ast
+import json
 import pkgutil
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,38 @@ def test_no_test_module_imports_another() -> None:
             if module.rsplit(".", 1)[-1].startswith("test_"):
                 found.append(f"{path.relative_to(ROOT)}:{line}: {module}")
     assert found == []
+
+
+#: The markers of the tests ``make test-unit`` leaves out (the Makefile's UNIT).
+NOT_UNIT = ("integration", "redis", "browser", "php")
+
+#: Counts the suite's tests by marker, collecting them in a pytest of its own.
+_COUNT = """
+import json, sys
+import pytest
+
+class Count:
+    def pytest_collection_finish(self, session):
+        self.counts = {"all": len(session.items)}
+        for name in sys.argv[2:]:
+            self.counts[name] = sum(1 for item in session.items if item.get_closest_marker(name))
+        self.counts["unit"] = sum(1 for item in session.items
+                                  if not any(item.get_closest_marker(name) for name in sys.argv[2:]))
+
+count = Count()
+code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", sys.argv[1]], plugins=[count])
+print("COUNTS " + json.dumps(count.counts))
+sys.exit(code)
+"""
+
+
+def test_the_in_memory_tests_are_most_of_the_suite() -> None:
+    # make test-unit runs them in seconds: at least 60 % of all tests.
+    assert re.search(r'^UNIT := not integration and not redis and not browser and not php$',
+                     (ROOT / "Makefile").read_text(), re.M), "the Makefile's UNIT is NOT_UNIT"
+    ran = subprocess.run([sys.executable, "-c", _COUNT, str(ROOT / "tests"), *NOT_UNIT], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    counts = json.loads(ran.stdout.rsplit("COUNTS ", 1)[1])
+    print(counts)
+    assert counts["all"] > 0 and counts["unit"] * 100 >= 60 * counts["all"], counts
