@@ -20,7 +20,6 @@ from twisted.internet import endpoints, reactor, tcp
 from twisted.internet.defer import Deferred
 
 from notifier.config import ConfigError, parse_config
-from notifier.front import Front
 from notifier.sites import public_site
 from tests.raw import connect, get_request, request
 from tests.support import (
@@ -37,6 +36,7 @@ from tests.support import (
     until,
     websocket,
 )
+from tests.support.front import recording
 
 pytestmark = pytest.mark.integration
 
@@ -98,20 +98,6 @@ def waiting(daemon: Any, center: str) -> bool:
     """Whether *center* has a subscriber on *daemon* (a poll waiting)."""
     hub = daemon.service.centers.loaded("site", center)
     return hub is not None and bool(hub.subscribers)
-
-
-def recording(site: Any) -> list[Front]:
-    """The fronts *site* builds from now on."""
-    made: list[Front] = []
-    build = site.buildProtocol
-
-    def recorded(addr: Any) -> Any:
-        front = build(addr)
-        made.append(front)
-        return front
-
-    site.buildProtocol = recorded
-    return made
 
 
 async def poll_on(daemon: Any, path: str, cursor: str) -> list[str]:

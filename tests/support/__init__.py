@@ -50,6 +50,7 @@ from tests.support.memory import (
     Listener,
     Node,
     Recorder,
+    Told,
     fired,
 )
 from tests.support.sse import (
@@ -86,6 +87,7 @@ __all__ = [
     "EventSource",
     "Node",
     "Recorder",
+    "Told",
     "SCHEME",
     "START",
     "TEXT",

@@ -200,6 +200,19 @@ class Recorder:
         self.closed.append(reason)
 
 
+
+class Told(Recorder):
+    """A subscriber that carries presence items."""
+
+    tells_presence = True
+
+    def __init__(self) -> None:
+        super().__init__("websocket")
+        self.items: list[dict[str, Any]] = []
+
+    def present(self, item: Any) -> None:
+        self.items.append(item.body)
+
 # the public listener's app in memory
 
 PUBLIC = "http://127.0.0.1:8080"
