@@ -24,7 +24,7 @@ from notifier.httpserver import Channel, QuietSite
 from notifier.sites import public_site
 from tests.raw import RawClient, client_frame, complete, connect, parse_response, server_frames
 from tests.support import make_center, published, running, setup_site, sleep, start_daemon, until
-from tests.support.front import PEER, answered, read_answers, recording, without_date
+from tests.support.front import PEER, answer_now, read_answers, recording, without_date
 from tests.support.memory import Listener
 from tests.support.tls import self_signed
 
@@ -49,23 +49,11 @@ class MemorySite:
     def clock(self) -> Any:
         return self.listener.api.clock
 
-    def answer(self, protocol: Any, data: bytes) -> tuple[bytes, Any]:
-        """What *protocol* (a new connection of the site) answers to *data*,
-        at the end of the turn it came in."""
-        transport = StringTransport(peerAddress=PEER)
-        transport.protocol = protocol  # what a WebSocket upgrade takes the connection from
-        protocol.makeConnection(transport)
-        protocol.dataReceived(data)
-        self.clock.advance(0)
-        assert answered(transport.value()), transport.value()
-        transport.protocol.connectionLost(connectionDone)
-        return transport.value(), protocol
-
     def both(self, data: bytes) -> tuple[bytes, bytes]:
         """*data* answered by the front and by twisted.web (a channel of the same site)."""
-        front_answer, front = self.answer(self.site.buildProtocol(PEER), data)
+        front_answer, front = answer_now(self.site.buildProtocol(PEER), data, self.clock)
         assert isinstance(front, Front) and not isinstance(front.channel, Channel), "the front handed it over"
-        web_answer, _ = self.answer(QuietSite.buildProtocol(self.site, PEER), data)
+        web_answer, _ = answer_now(QuietSite.buildProtocol(self.site, PEER), data, self.clock)
         return without_date(front_answer), without_date(web_answer)
 
 

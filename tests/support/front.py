@@ -22,6 +22,19 @@ def without_date(answer: bytes) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+def answer_now(protocol: Any, data: bytes, clock: Any) -> tuple[bytes, Any]:
+    """What *protocol* (a new connection of a site whose time is *clock*)
+    answers to *data* by the end of the turn it came in."""
+    transport = StringTransport(peerAddress=PEER)
+    transport.protocol = protocol  # what a WebSocket upgrade takes the connection from
+    protocol.makeConnection(transport)
+    protocol.dataReceived(data)
+    clock.advance(0)
+    assert answered(transport.value()), transport.value()
+    transport.protocol.connectionLost(connectionDone)
+    return transport.value(), protocol
+
+
 def answered(data: bytes) -> bool:
     """Whether *data* holds a whole answer, or a WebSocket handshake's."""
     return complete(data) or (data.startswith(b"HTTP/1.1 101 ") and b"\r\n\r\n" in data)
