@@ -451,7 +451,6 @@ async def test_a_token_sub_is_never_a_glob(daemon):
 # Per-publisher bounds
 
 
-@pytest.mark.integration
 def test_idempotency_keys_are_bounded_per_publisher():
     keys = IdempotencyKeys(Clock(), max_keys=3)
     runs: list[str] = []
