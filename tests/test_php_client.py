@@ -41,6 +41,7 @@ from tests.support.php import (
     Php,
     assert_refusal,
     longpoll,
+    php_beside_a_daemon,
     php_path,
 )
 
@@ -50,12 +51,8 @@ pytestmark = pytest.mark.php
 @pytest_twisted.async_yield_fixture
 async def php(tmp_path):
     """PHP calling, as the publisher ``site``, a daemon of its own (``php.daemon``)."""
-    executable = php_path()
-    daemon = await start_daemon(f"sqlite:{tmp_path / 'notifier.db'}")
-    secret = await daemon.add_publisher("site")
-    yield Php(executable, tmp_path, daemon, daemon.api, "site", secret)
-    if daemon.service.running:
-        await daemon.service.stopService()
+    async with php_beside_a_daemon(tmp_path) as php:
+        yield php
 
 
 # centers

@@ -4,10 +4,12 @@ outcomes the tests assert on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, start_daemon
 
 PHP_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "php"
 CALL = PHP_CLIENT / "tests" / "call.php"
@@ -95,6 +97,20 @@ class Php:
 
     async def exception(self, *call: Any, **options: Any) -> dict[str, Any]:
         return (await self.run(list(call), **options)).exception(0)
+
+
+@contextlib.asynccontextmanager
+async def php_beside_a_daemon(tmp_path: Path, **sections: dict[str, Any]) -> AsyncIterator[Php]:
+    """PHP calling, as the publisher ``site``, a daemon of its own
+    (``php.daemon``) with *sections* in its configuration, stopped after."""
+    executable = php_path()
+    daemon = await start_daemon(f"sqlite:{tmp_path / 'notifier.db'}", **sections)
+    try:
+        secret = await daemon.add_publisher("site")
+        yield Php(executable, tmp_path, daemon, daemon.api, "site", secret)
+    finally:
+        if daemon.service.running:
+            await daemon.service.stopService()
 
 
 async def longpoll(daemon: Daemon, center: str, **params: str) -> tuple[int, Any]:
