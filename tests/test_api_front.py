@@ -1,7 +1,12 @@
 """The api listener's front (notifier.front with the api's ``Plain``): a
 plain ``POST /api/v1/centers/{center}/messages`` is answered without
 twisted.web, exactly as twisted.web answers it, and everything else is
-handed to twisted.web with the bytes read."""
+handed to twisted.web with the bytes read.
+
+The answers are compared in memory (the api app of an in-memory
+:class:`~tests.support.memory.Api`, connections on StringTransports, time
+on its Clock); what takes real connections or a store that makes requests
+wait is marked ``integration``."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet.protocol import connectionDone
@@ -20,11 +26,10 @@ from twisted.internet.testing import StringTransport
 
 from notifier.front import Front
 from notifier.httpserver import Channel, QuietSite
+from notifier.sites import api_site
 from tests.raw import complete, connect, parse_response
-from tests.support import make_center, running, setup_site, sign, signature_header, sleep, until
-from tests.test_front import PEER, answer_of, read_answers, recording, without_date
-
-pytestmark = pytest.mark.integration
+from tests.support import Api, make_center, running, setup_site, sign, signature_header, sleep, until
+from tests.support.front import PEER, answer_now, answer_of, read_answers, recording, without_date
 
 TARGET = "/api/v1/centers/news/messages"
 _numbers = itertools.count()
@@ -45,6 +50,34 @@ def basic(auth: tuple[str, str]) -> str:
 def normal(answer: bytes) -> bytes:
     """*answer* without what differs between two publishes: the date, the id."""
     return re.sub(rb'"id": "[^"]*"', b'"id": "-"', without_date(answer))
+
+
+@attrs.frozen
+class MemorySite:
+    """The api listener's site over an in-memory :class:`Api`, with the
+    publisher ``site`` and its centers ``news`` and ``quiet``."""
+
+    site: Any
+    api: Api
+    auth: tuple[str, str]
+
+    def both(self, make: Callable[[], bytes]) -> tuple[bytes, bytes]:
+        """A request of *make* answered by the front, another by twisted.web
+        (a channel of the same site)."""
+        front_answer, front = answer_now(self.site.buildProtocol(PEER), make(), self.api.clock)
+        assert isinstance(front, Front) and not isinstance(front.channel, Channel), "the front handed it over"
+        web_answer, _ = answer_now(QuietSite.buildProtocol(self.site, PEER), make(), self.api.clock)
+        return normal(front_answer), normal(web_answer)
+
+
+@pytest.fixture
+def memory_site() -> MemorySite:
+    # On the clock of now: signatures are checked against it.
+    api = Api(start=time.time(), centers={"max_message_bytes": 1000})
+    auth = api.add_publisher("site")
+    for center in ("news", "quiet"):
+        assert api.put_center(auth, center).status == 201
+    return MemorySite(api_site(api.app, api.config, api.clock, turn=api.turn), api, auth)
 
 
 @pytest_twisted.async_yield_fixture
@@ -108,31 +141,27 @@ CASES: dict[str, Callable[[tuple[str, str]], Callable[[], bytes]]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest_twisted.ensureDeferred
-async def test_the_front_publishes_as_twisted_web_does(api_daemon: Any, case: str) -> None:
-    daemon, auth = api_daemon
-    front, web = await both(daemon, CASES[case](auth))
+def test_the_front_publishes_as_twisted_web_does(memory_site: MemorySite, case: str) -> None:
+    front, web = memory_site.both(CASES[case](memory_site.auth))
     assert front == web
 
 
-@pytest_twisted.ensureDeferred
-async def test_what_the_front_answers_is_published(api_daemon: Any) -> None:
-    daemon, auth = api_daemon
-    front, _ = await both(daemon, lambda: request(b"hello", basic(auth), target="/api/v1/centers/quiet/messages"))
+def test_what_the_front_answers_is_published(memory_site: MemorySite) -> None:
+    auth = memory_site.auth
+    front, _ = memory_site.both(lambda: request(b"hello", basic(auth), target="/api/v1/centers/quiet/messages"))
     status, headers, body = parse_response(front)
     assert status == 201 and headers[b"content-type"] == b"application/json"
     assert body == b'{"id": "-", "subscribers": 0}'
-    hub = daemon.service.centers.loaded("site", "quiet")
+    hub = memory_site.api.centers.loaded("site", "quiet")
     assert hub.seq == 2 and hub.latest.data == "hello"  # one through each
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_retried_idempotency_key_is_told_the_first_id(api_daemon: Any) -> None:
-    daemon, auth = api_daemon
-    site = daemon.service.api_port.factory
+def test_a_retried_idempotency_key_is_told_the_first_id(memory_site: MemorySite) -> None:
+    site, auth = memory_site.site, memory_site.auth
     answers = []
     for _ in range(2):
-        answer, front = await answer_of(site.buildProtocol(PEER), request(b"once", basic(auth), "Idempotency-Key: k1"))
+        answer, front = answer_now(site.buildProtocol(PEER), request(b"once", basic(auth), "Idempotency-Key: k1"),
+                                   memory_site.api.clock)
         assert front.channel is None  # the front's own answer
         answers.append(parse_response(answer))
     (first, _, first_body), (second, _, second_body) = answers
@@ -156,10 +185,8 @@ async def test_a_retried_idempotency_key_is_told_the_first_id(api_daemon: Any) -
     b"POST /api/v1/centers/news/messages HTTP/1.0\r\nContent-Length: 1\r\n\r\nx",
     b"POST /api/v1/centers/news/messages HTTP/1.1\r\nHost: x\r\n",  # a head not whole yet
 ])
-@pytest_twisted.ensureDeferred
-async def test_what_is_not_plain_goes_to_twisted_web(api_daemon: Any, data: bytes) -> None:
-    daemon, _ = api_daemon
-    front = daemon.service.api_port.factory.buildProtocol(PEER)
+def test_what_is_not_plain_goes_to_twisted_web(memory_site: MemorySite, data: bytes) -> None:
+    front = memory_site.site.buildProtocol(PEER)
     transport = StringTransport(peerAddress=PEER)
     front.makeConnection(transport)
     front.dataReceived(data)
@@ -167,6 +194,7 @@ async def test_what_is_not_plain_goes_to_twisted_web(api_daemon: Any, data: byte
     front.connectionLost(connectionDone)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_body_in_pieces_and_pipelined_publishes_over_one_connection(api_daemon: Any) -> None:
     daemon, auth = api_daemon
@@ -202,6 +230,7 @@ async def test_a_body_in_pieces_and_pipelined_publishes_over_one_connection(api_
         client.transport.loseConnection()
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_publish_that_waits_for_the_store_is_answered(api_daemon: Any) -> None:
     # A publisher not looked up yet: its credentials wait for the store,
@@ -214,6 +243,7 @@ async def test_a_publish_that_waits_for_the_store_is_answered(api_daemon: Any) -
     assert front == web and parse_response(front)[0] == 201
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_connection_close_is_answered_then_closed(api_daemon: Any) -> None:
     daemon, auth = api_daemon
@@ -228,6 +258,7 @@ async def test_connection_close_is_answered_then_closed(api_daemon: Any) -> None
     assert daemon.service.centers.loaded("site", "news").latest.data == "last"
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_publish_then_a_request_for_twisted_web_are_answered_in_order(api_daemon: Any) -> None:
     daemon, auth = api_daemon
@@ -251,6 +282,7 @@ async def large_daemon() -> Any:
         yield daemon, await setup_site(daemon)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_bodies_past_64_kib_go_to_twisted_web_and_are_published(large_daemon: Any) -> None:
     daemon, auth = large_daemon
@@ -262,6 +294,7 @@ async def test_bodies_past_64_kib_go_to_twisted_web_and_are_published(large_daem
         assert daemon.service.centers.loaded("site", "news").latest.data == "x" * size
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_body_read_while_the_client_reads_nothing_is_read_once_it_does(large_daemon: Any) -> None:
     # Bytes of a body that came while the front was paused (more than it
@@ -282,6 +315,7 @@ async def test_a_body_read_while_the_client_reads_nothing_is_read_once_it_does(l
     front.connectionLost(connectionDone)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_large_body_behind_a_publish_that_waits_is_answered_after_it(large_daemon: Any) -> None:
     daemon, _ = large_daemon
@@ -298,6 +332,7 @@ async def test_a_large_body_behind_a_publish_that_waits_is_answered_after_it(lar
         client.transport.loseConnection()
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_answers_past_64_kib_are_sent_before_the_end_of_the_turn(api_daemon: Any) -> None:
     # As the HTTP channel's: a client pipelining many publishes gets their

@@ -44,7 +44,7 @@ from tests.support import (
     TEXT,
     Api,
     Node,
-    Recorder,
+    Told,
     call,
     event_source,
     expect_json_error,
@@ -430,17 +430,6 @@ async def test_an_empty_message_reaches_an_event_stream_as_an_empty_event(daemon
         event = await stream.next()
     assert event["data"] == "" and event["id"] == body["id"]
     stream.close()
-
-
-class Told(Recorder):
-    tells_presence = True
-
-    def __init__(self) -> None:
-        super().__init__("websocket")
-        self.items: list[dict[str, Any]] = []
-
-    def present(self, item: Any) -> None:
-        self.items.append(item.body)
 
 
 UIDS = ["mia", "10", "Zoe", "ann", "9", "éva"]

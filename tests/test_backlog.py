@@ -16,8 +16,6 @@ from notifier.config import ConfigError, parse_config
 from notifier.service import with_backlog
 from tests.support import config_text, free_port, running
 
-pytestmark = pytest.mark.integration
-
 
 def kernel_backlog(port: Any) -> int:
     """The accept queue's bound of a listening TCP socket: Linux reports it as
@@ -32,6 +30,7 @@ def capped(backlog: int) -> int:
     return min(backlog, int(Path("/proc/sys/net/core/somaxconn").read_text()))
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_both_listeners_queue_1024_connections_by_default() -> None:
     async with running() as daemon:
@@ -39,6 +38,7 @@ async def test_both_listeners_queue_1024_connections_by_default() -> None:
         assert kernel_backlog(daemon.service.api_port) == capped(1024)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_the_backlog_is_configured_per_listener() -> None:
     async with running(public={"backlog": 300}, api={"backlog": 20}) as daemon:
@@ -46,6 +46,7 @@ async def test_the_backlog_is_configured_per_listener() -> None:
         assert kernel_backlog(daemon.service.api_port) == 20
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_reuseport_listener_takes_it_too() -> None:
     port = free_port()
@@ -53,6 +54,7 @@ async def test_a_reuseport_listener_takes_it_too() -> None:
         assert kernel_backlog(daemon.service.public_port) == capped(200)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_backlog_in_the_endpoint_itself_wins() -> None:
     async with running(public={"endpoint": "tcp:0:interface=127.0.0.1:backlog=7", "backlog": 300}) as daemon:

@@ -175,31 +175,21 @@ async def test_resumes_after_the_connection_is_cut(browser, site, transport):
         await relay.stop()
 
 
+@pytest.mark.parametrize("refused, fallback", [
+    ((b"upgrade: websocket",), "sse"),
+    ((b"upgrade: websocket", b"accept: text/event-stream"), "longpoll"),
+], ids=["sse-when-websockets-are-refused", "long-poll-when-streams-are-refused"])
 @pytest_twisted.ensureDeferred
-async def test_falls_back_to_sse_when_websockets_are_refused(browser, site):
-    relay = Relay(site.daemon.public_port, block=(b"upgrade: websocket",))
+async def test_falls_back_to_the_next_transport(browser, site, refused, fallback):
+    relay = Relay(site.daemon.public_port, block=refused)
     port = await relay.start()
     try:
         await _subscribe(browser, site, f"http://127.0.0.1:{port}/sub/drupal/news")
         await _connected(browser)
-        assert await browser.evaluate("window.subscription.transport") == "sse"
+        assert await browser.evaluate("window.subscription.transport") == fallback
         ids = [await site.publish(f"m{i}") for i in range(3)]
         assert [m["id"] for m in await _received(browser, 3)] == ids
         assert relay.refused >= 1
-    finally:
-        await relay.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_falls_back_to_long_poll_when_streams_are_refused(browser, site):
-    relay = Relay(site.daemon.public_port, block=(b"upgrade: websocket", b"accept: text/event-stream"))
-    port = await relay.start()
-    try:
-        await _subscribe(browser, site, f"http://127.0.0.1:{port}/sub/drupal/news")
-        await _connected(browser)
-        assert await browser.evaluate("window.subscription.transport") == "longpoll"
-        ids = [await site.publish(f"m{i}") for i in range(3)]
-        assert [m["id"] for m in await _received(browser, 3)] == ids
     finally:
         await relay.stop()
 

@@ -18,9 +18,8 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
 from notifier.config import load_config
-from tests.process import Process, clean_exit, command
+from tests.process import Process, clean_exit, command, write_config
 from tests.support import call, event_source, free_port, sleep, websocket
-from tests.test_process import write_config
 
 pytestmark = pytest.mark.integration
 

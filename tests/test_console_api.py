@@ -220,12 +220,12 @@ async def test_a_tail_that_is_not_read_is_ended_past_its_buffer(tmp_path, monkey
 
     from notifier import tail
     from tests.raw import RawClient
-    from tests.test_security import _self_signed
+    from tests.support.tls import self_signed
 
     monkeypatch.setattr(tail, "MAX_BUFFER", 256 * 1024)  # a tail is ended past it, TLS or not
     api: dict = {}
     if tls:
-        key, cert, pem = _self_signed(tmp_path)
+        key, cert, pem = self_signed(tmp_path)
         api = {"endpoint": f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"}
     daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", api=api)
     try:

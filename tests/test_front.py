@@ -1,6 +1,10 @@
 """The public listener's front (notifier.front): the plainest subscriber
 requests are answered without twisted.web, exactly as twisted.web answers
-them, and everything else is handed to twisted.web with the bytes read."""
+them, and everything else is handed to twisted.web with the bytes read.
+
+The answers are compared in memory (the public app over an in-memory
+:class:`~tests.support.memory.Listener`, connections on StringTransports,
+time on its Clock); what takes real connections is marked ``integration``."""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ import json
 import socket
 from typing import Any
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import endpoints, reactor, ssl
-from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
 
@@ -19,13 +23,12 @@ from notifier.front import Front
 from notifier.httpserver import Channel, QuietSite
 from notifier.sites import public_site
 from tests.raw import RawClient, client_frame, complete, connect, parse_response, server_frames
-from tests.support import Daemon, make_center, published, running, setup_site, sleep, start_daemon, until
-from tests.test_security import _self_signed
-
-pytestmark = pytest.mark.integration
+from tests.support import make_center, published, running, setup_site, sleep, start_daemon, until
+from tests.support.front import PEER, answer_now, read_answers, recording, without_date
+from tests.support.memory import Listener
+from tests.support.tls import self_signed
 
 ORIGIN = "https://www.example.org"
-PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
 def http(target: str, *headers: str, method: str = "GET", version: str = "HTTP/1.1") -> bytes:
@@ -33,35 +36,35 @@ def http(target: str, *headers: str, method: str = "GET", version: str = "HTTP/1
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def without_date(answer: bytes) -> bytes:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+@attrs.frozen
+class MemorySite:
+    """The public listener's site over an in-memory :class:`Listener`, with
+    the centers ``news``, ``quiet`` and ``secret`` (private) and three messages."""
+
+    site: Any
+    listener: Listener
+    ids: list[str]
+
+    @property
+    def clock(self) -> Any:
+        return self.listener.api.clock
+
+    def both(self, data: bytes) -> tuple[bytes, bytes]:
+        """*data* answered by the front and by twisted.web (a channel of the same site)."""
+        front_answer, front = answer_now(self.site.buildProtocol(PEER), data, self.clock)
+        assert isinstance(front, Front) and not isinstance(front.channel, Channel), "the front handed it over"
+        web_answer, _ = answer_now(QuietSite.buildProtocol(self.site, PEER), data, self.clock)
+        return without_date(front_answer), without_date(web_answer)
 
 
-def answered(data: bytes) -> bool:
-    """Whether *data* holds a whole answer, or a WebSocket handshake's."""
-    return complete(data) or (data.startswith(b"HTTP/1.1 101 ") and b"\r\n\r\n" in data)
-
-
-async def answer_of(protocol: Any, data: bytes) -> tuple[bytes, Any]:
-    """What *protocol* (a new connection of the site) answers to *data*."""
-    transport = StringTransport(peerAddress=PEER)
-    transport.protocol = protocol  # what a WebSocket upgrade takes the connection from
-    protocol.makeConnection(transport)
-    protocol.dataReceived(data)
-    await until(lambda: answered(transport.value()), 5, "an answer")
-    transport.protocol.connectionLost(connectionDone)
-    return transport.value(), protocol
-
-
-async def both(daemon: Daemon, data: bytes) -> tuple[bytes, bytes]:
-    """*data* answered by the front and by twisted.web (a channel of the same site)."""
-    site = daemon.service.public_port.factory  # type: ignore[union-attr]
-    front_answer, front = await answer_of(site.buildProtocol(PEER), data)
-    assert isinstance(front, Front) and not isinstance(front.channel, Channel), "the front handed it over"
-    web_answer, _ = await answer_of(QuietSite.buildProtocol(site, PEER), data)
-    return without_date(front_answer), without_date(web_answer)
+@pytest.fixture
+def memory_site() -> MemorySite:
+    listener = Listener(public={"allowed_origins": [ORIGIN]})
+    assert listener.api.put_center(listener.auth, "quiet").status == 201
+    assert listener.api.put_center(listener.auth, "secret", {"private": True}).status == 201
+    ids = [listener.publish(f"message {n}") for n in range(3)]
+    api = listener.api
+    return MemorySite(public_site(listener.app, api.config, api.clock, turn=api.turn), listener, ids)
 
 
 @pytest_twisted.async_yield_fixture
@@ -111,10 +114,8 @@ TARGETS = [
 @pytest.mark.parametrize("headers", [(), (f"Origin: {ORIGIN}",), ("Origin: https://elsewhere.example",),
                                      ("Connection: close", "Accept: application/json"),
                                      (f"Origin: \t {ORIGIN} \t", "X-Padded:" + " \t" * 7000 + "x" + "\t" * 10)])
-@pytest_twisted.ensureDeferred
-async def test_the_front_answers_as_twisted_web_does(site_daemon: Any, target: str, headers: tuple[str, ...]) -> None:
-    daemon, _, ids = site_daemon
-    front, web = await both(daemon, http(target.format(*ids), *headers))
+def test_the_front_answers_as_twisted_web_does(memory_site: MemorySite, target: str, headers: tuple[str, ...]) -> None:
+    front, web = memory_site.both(http(target.format(*memory_site.ids), *headers))
     assert front == web
 
 
@@ -136,31 +137,28 @@ UPGRADE = ("Upgrade: websocket", "Connection: Upgrade", KEY, "Sec-WebSocket-Vers
     ("/sub/site/news", ("Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13")),
     ("/sub/site/news", ("Upgrade: websocket", "Connection: Upgrade", KEY, "Sec-WebSocket-Version: 7")),
 ])
-@pytest_twisted.ensureDeferred
-async def test_a_websocket_handshake_is_answered_as_through_twisted_web(site_daemon: Any, target: str,
-                                                                       headers: tuple[str, ...]) -> None:
+def test_a_websocket_handshake_is_answered_as_through_twisted_web(memory_site: MemorySite, target: str,
+                                                                 headers: tuple[str, ...]) -> None:
     # Through the front, Autobahn reads the head as it came; through
     # twisted.web, as WebSocketResource rebuilds it: the same answer, the
     # same first frames.
-    daemon, _, ids = site_daemon
-    front, web = await both(daemon, http(target.format(*ids), *headers))
+    front, web = memory_site.both(http(target.format(*memory_site.ids), *headers))
     assert front == web
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_waiting_long_poll_is_answered_as_twisted_web_answers_it(site_daemon: Any) -> None:
-    daemon, auth, ids = site_daemon
-    site = daemon.service.public_port.factory
+def test_a_waiting_long_poll_is_answered_as_twisted_web_answers_it(memory_site: MemorySite) -> None:
+    site, ids = memory_site.site, memory_site.ids
     answers = []
     for protocol in (site.buildProtocol(PEER), QuietSite.buildProtocol(site, PEER)):
         transport = StringTransport(peerAddress=PEER)
         protocol.makeConnection(transport)
         protocol.dataReceived(http(f"/sub/site/news?since={ids[-1]}", f"Origin: {ORIGIN}"))
+        memory_site.clock.advance(0)
         assert transport.value() == b""  # waiting
         answers.append((protocol, transport))
-    await published(daemon, auth, "live")
+    memory_site.listener.publish("live")
     for protocol, transport in answers:
-        await until(lambda t=transport: complete(t.value()), 5, "the live answer")
+        assert complete(transport.value()), "the live answer"
         protocol.connectionLost(connectionDone)
     front, web = (without_date(transport.value()) for _, transport in answers)
     assert front == web
@@ -187,11 +185,8 @@ async def test_a_waiting_long_poll_is_answered_as_twisted_web_answers_it(site_da
     http("http://127.0.0.1/sub/site/news?timeout=0"),
     b"GET /sub/site/news?timeout=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # a head not whole yet
 ])
-@pytest_twisted.ensureDeferred
-async def test_what_is_not_plain_goes_to_twisted_web(site_daemon: Any, data: bytes) -> None:
-    daemon, _, _ = site_daemon
-    site = daemon.service.public_port.factory
-    front = site.buildProtocol(PEER)
+def test_what_is_not_plain_goes_to_twisted_web(memory_site: MemorySite, data: bytes) -> None:
+    front = memory_site.site.buildProtocol(PEER)
     transport = StringTransport(peerAddress=PEER)
     transport.protocol = front  # what a WebSocket upgrade takes the connection from
     front.makeConnection(transport)
@@ -203,26 +198,11 @@ async def test_what_is_not_plain_goes_to_twisted_web(site_daemon: Any, data: byt
 # over real connections
 
 
-async def read_answers(client: Any, count: int) -> list[tuple[int, dict[bytes, bytes], bytes]]:
-    """The first *count* whole answers *client* has received, waiting for them."""
-
-    def split(data: bytes) -> list[bytes]:
-        answers = []
-        while complete(data):
-            status, headers, body = parse_response(data)
-            head_end = data.index(b"\r\n\r\n") + 4
-            answers.append(data[:head_end + len(body)])
-            data = data[head_end + len(body):]
-        return answers
-
-    await until(lambda: len(split(bytes(client.data))) >= count, 5, f"{count} answers")
-    return [parse_response(answer) for answer in split(bytes(client.data))[:count]]
-
-
 def messages(body: bytes) -> list[str]:
     return [message["data"] for message in json.loads(body)["messages"]]
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_keep_alive_pipelining_and_a_waiting_poll_keep_their_order(site_daemon: Any) -> None:
     daemon, auth, ids = site_daemon
@@ -245,6 +225,7 @@ async def test_keep_alive_pipelining_and_a_waiting_poll_keep_their_order(site_da
         client.transport.loseConnection()
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_websocket_taken_over_from_the_front_gets_what_came_after_its_head(site_daemon: Any) -> None:
     daemon, auth, _ = site_daemon
@@ -268,6 +249,7 @@ async def test_a_websocket_taken_over_from_the_front_gets_what_came_after_its_he
     await until(lambda: not hub.subscribers, 5, "the subscriber to leave")
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_client_gone_while_its_poll_waits_leaves_the_center(site_daemon: Any) -> None:
     daemon, _, ids = site_daemon
@@ -279,6 +261,7 @@ async def test_a_client_gone_while_its_poll_waits_leaves_the_center(site_daemon:
     await until(lambda: len(hub.subscribers) == 0, 5, "the poll to leave")
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_connection_close_is_answered_then_closed(site_daemon: Any) -> None:
     daemon, _, _ = site_daemon
@@ -290,6 +273,7 @@ async def test_connection_close_is_answered_then_closed(site_daemon: Any) -> Non
     assert bytes(client.data).count(b"HTTP/1.1 ") == 1  # what came after is not read
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_connection_handed_over_stays_with_twisted_web(site_daemon: Any) -> None:
     daemon, auth, ids = site_daemon
@@ -305,6 +289,7 @@ async def test_a_connection_handed_over_stays_with_twisted_web(site_daemon: Any)
         client.transport.loseConnection()
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_idle_connections_are_cut_but_not_while_a_poll_waits(site_daemon: Any) -> None:
     daemon, _, ids = site_daemon
@@ -326,20 +311,7 @@ async def test_idle_connections_are_cut_but_not_while_a_poll_waits(site_daemon: 
         await listening.stopListening()
 
 
-def recording(site: Any) -> list[Front]:
-    """The fronts *site* makes from now on."""
-    made: list[Front] = []
-    build = site.buildProtocol
-
-    def record(addr: Any) -> Any:
-        protocol = build(addr)
-        made.append(protocol)
-        return protocol
-
-    site.buildProtocol = record
-    return made
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("through", ["front", "twisted.web"])
 @pytest_twisted.ensureDeferred
 async def test_a_client_that_reads_nothing_is_answered_no_further(site_daemon: Any, through: str) -> None:
@@ -370,6 +342,7 @@ async def test_a_client_that_reads_nothing_is_answered_no_further(site_daemon: A
     client.transport.loseConnection()
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_a_connection_cut_for_idleness_that_does_not_go_is_aborted(site_daemon: Any) -> None:
     daemon, auth, _ = site_daemon
@@ -405,6 +378,7 @@ async def slow_reader(daemon: Any, fronts: list[Front]) -> Any:
     return client
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_connection_close_is_honoured_after_the_client_caught_up(site_daemon: Any) -> None:
     daemon, auth, _ = site_daemon
@@ -418,9 +392,10 @@ async def test_connection_close_is_honoured_after_the_client_caught_up(site_daem
     assert await client.wait_closed(5)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_connection_close_over_tls_closes(tmp_path: Any) -> None:
-    key, cert, pem = _self_signed(tmp_path)
+    key, cert, pem = self_signed(tmp_path)
     daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}", public={
         "endpoint": f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"})
     try:
@@ -439,6 +414,7 @@ async def test_connection_close_over_tls_closes(tmp_path: Any) -> None:
         await daemon.service.stopService()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("slow", [0.0, 1.5])
 @pytest_twisted.ensureDeferred
 async def test_twisted_web_keeps_a_slow_reader_s_connection_without_408(slow: float) -> None:

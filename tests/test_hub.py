@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from notifier.hub import Hub, Prepared, parse_id
 from notifier.model import Center, Message
 from tests.support import Recorder
@@ -25,9 +27,12 @@ def test_ids_carry_the_epoch_and_increase():
     assert [parse_id(i) for i in ids] == [("e1", n) for n in range(1, 6)]
 
 
-def test_parse_id_refuses_what_is_not_an_id():
-    for bad in ("", "abc", "-1", "e1-", "e1-x", "e1-1.5", "e1-" + "9" * 30):
-        assert parse_id(bad) is None, bad
+@pytest.mark.parametrize("bad", ["", "abc", "-1", "e1-", "e1-x", "e1-1.5", "e1-" + "9" * 30])
+def test_parse_id_refuses_what_is_not_an_id(bad):
+    assert parse_id(bad) is None, bad
+
+
+def test_parse_id_takes_the_epoch_up_to_the_last_dash():
     assert parse_id("a-b-7") == ("a-b", 7)
 
 

@@ -20,7 +20,6 @@ from twisted.internet import endpoints, reactor, tcp
 from twisted.internet.defer import Deferred
 
 from notifier.config import ConfigError, parse_config
-from notifier.front import Front
 from notifier.sites import public_site
 from tests.raw import connect, get_request, request
 from tests.support import (
@@ -37,8 +36,7 @@ from tests.support import (
     until,
     websocket,
 )
-
-pytestmark = pytest.mark.integration
+from tests.support.front import recording
 
 #: The most bytes of envelopes in a long-poll answer of history
 #: (docs/protocol.rst: Long-poll), and the JSON around them at most.
@@ -100,20 +98,6 @@ def waiting(daemon: Any, center: str) -> bool:
     return hub is not None and bool(hub.subscribers)
 
 
-def recording(site: Any) -> list[Front]:
-    """The fronts *site* builds from now on."""
-    made: list[Front] = []
-    build = site.buildProtocol
-
-    def recorded(addr: Any) -> Any:
-        front = build(addr)
-        made.append(front)
-        return front
-
-    site.buildProtocol = recorded
-    return made
-
-
 async def poll_on(daemon: Any, path: str, cursor: str) -> list[str]:
     """The ids a reading client gets polling *path* from *cursor* until
     nothing is left, each answer checked against the cap."""
@@ -135,6 +119,7 @@ async def poll_on(daemon: Any, path: str, cursor: str) -> list[str]:
 # answers of history: bounded in bytes, and nothing lost
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("centers", [1, 2])
 @pytest_twisted.ensureDeferred
 async def test_a_longpoll_answer_of_history_is_capped_and_polling_on_gets_everything_once(centers: int) -> None:
@@ -154,6 +139,7 @@ async def test_a_longpoll_answer_of_history_is_capped_and_polling_on_gets_everyt
             assert mine == [i for i in ids if i in set(mine)]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", ["news", "news,sports"])
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_longpoll_answered_with_many_messages_is_capped_too(path: str) -> None:
@@ -176,6 +162,7 @@ async def test_a_waiting_longpoll_answered_with_many_messages_is_capped_too(path
         assert first + await poll_on(daemon, path, answer["last_id"]) == ids
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_longpolls_that_read_nothing_pin_little_kernel_memory() -> None:
     async with running(centers={"history": COUNT}) as daemon:
@@ -217,6 +204,7 @@ async def test_longpolls_that_read_nothing_pin_little_kernel_memory() -> None:
         assert pinned <= CLIENTS * 3 * CAP, f"{pinned / 2**20:.1f} MiB"
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_public_connections_inherit_a_bounded_send_buffer() -> None:
     async with running() as daemon:
@@ -236,6 +224,7 @@ async def test_public_connections_inherit_a_bounded_send_buffer() -> None:
 # idle connections with data queued
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("through", ["front", "twisted.web"])
 @pytest_twisted.ensureDeferred
 async def test_an_idle_connection_with_data_queued_is_cut_not_left_closing(through: str) -> None:
@@ -269,11 +258,15 @@ async def test_an_idle_connection_with_data_queued_is_cut_not_left_closing(throu
 def test_max_connections_per_ip_is_checked() -> None:
     assert parse_config("").public.max_connections_per_ip == 0
     assert parse_config("[public]\nmax_connections_per_ip = 3\n").public.max_connections_per_ip == 3
-    for bad in ("-1", '"3"', "true", "2.5"):
-        with pytest.raises(ConfigError, match="public.max_connections_per_ip"):
-            parse_config(f"[public]\nmax_connections_per_ip = {bad}\n")
 
 
+@pytest.mark.parametrize("bad", ["-1", '"3"', "true", "2.5"])
+def test_a_bad_max_connections_per_ip_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="public.max_connections_per_ip"):
+        parse_config(f"[public]\nmax_connections_per_ip = {bad}\n")
+
+
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_connections_from_one_address_are_limited_each_counted_once() -> None:
     async with running(public={"max_connections_per_ip": 3}) as daemon:
@@ -309,6 +302,7 @@ async def test_connections_from_one_address_are_limited_each_counted_once() -> N
 # polls that end with their token
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", ["user.17", "news,user.17"])
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_longpoll_ends_when_its_token_expires(path: str) -> None:
@@ -326,6 +320,7 @@ async def test_a_waiting_longpoll_ends_when_its_token_expires(path: str) -> None
         assert await subscriber_count(daemon, auth, "user.17") == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("change", ["rotate", "remove"])
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_longpoll_ends_when_its_publisher_changes(change: str) -> None:

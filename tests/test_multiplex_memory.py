@@ -16,7 +16,7 @@ from notifier.hub import Hub, Prepared, interleave
 from notifier.metrics import Metrics
 from notifier.model import Center, Message
 from tests.support import Recorder, result_of
-from tests.test_public_memory import Listener, fired
+from tests.support.memory import Listener, fired
 
 
 def _hub(name: str = "news", history: int = 3, epoch: str = "e1") -> Hub:

@@ -31,15 +31,15 @@ from twisted.internet import reactor
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.support import call, event_source, free_port, opened, sleep, start_daemon, until, websocket
-from tests.test_php_client import (
+from tests.support import call, event_source, free_port, opened, sleep, until, websocket
+from tests.support.php import (
     INVALID_ARGUMENT,
     PHP_CLIENT,
     STRICT,
     Php,
     assert_refusal,
     longpoll,
-    php_path,
+    php_beside_a_daemon,
 )
 
 pytestmark = pytest.mark.php
@@ -57,12 +57,8 @@ FAST = {"presence": {"leave_grace": GRACE}, "webhooks": {"batch_seconds": 0.1, "
 @pytest_twisted.async_yield_fixture
 async def php(tmp_path):
     """PHP calling, as the publisher ``site``, a daemon of its own whose presence and webhooks act fast."""
-    executable = php_path()
-    daemon = await start_daemon(f"sqlite:{tmp_path / 'notifier.db'}", **FAST)
-    secret = await daemon.add_publisher("site")
-    yield Php(executable, tmp_path, daemon, daemon.api, "site", secret)
-    if daemon.service.running:
-        await daemon.service.stopService()
+    async with php_beside_a_daemon(tmp_path, **FAST) as php:
+        yield php
 
 
 # presence

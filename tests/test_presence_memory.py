@@ -18,22 +18,9 @@ from notifier.model import Center, Publisher, Webhook
 from notifier.presence import LocalDirectory, Presence
 from notifier.stats import Stats
 from notifier.webhooks import BATCH, Webhooks, signature
-from tests.support import Recorder
+from tests.support import Told
 
 GRACE = 5.0
-
-
-class Told(Recorder):
-    """A subscriber that carries presence items."""
-
-    tells_presence = True
-
-    def __init__(self) -> None:
-        super().__init__("websocket")
-        self.items: list[dict[str, Any]] = []
-
-    def present(self, item: Any) -> None:
-        self.items.append(item.body)
 
 
 def _world(clock: Clock) -> tuple[Hub, Presence, list[tuple[str, str, dict[str, Any]]]]:

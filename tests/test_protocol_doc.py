@@ -51,8 +51,6 @@ from tests.process import Process, write_config
 from tests.raw import connect
 from tests.support import ADMIN_TOKEN, bounded, call, websocket
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "protocol.rst"
 PACKAGE = Path(notifier.__file__).resolve().parent
@@ -468,6 +466,7 @@ async def check_frames(example: Frames, daemon: Process, mapping: Mapping) -> No
         await bounded(ws.closed, EXCHANGE_SECONDS)
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_every_example_exchange_is_what_the_daemon_answers(tmp_path):
     found = examples(REFERENCE.read_text(encoding="utf-8"))
@@ -497,6 +496,7 @@ async def test_every_example_exchange_is_what_the_daemon_answers(tmp_path):
         await daemon.kill()
 
 
+@pytest.mark.integration
 def test_every_example_webhook_is_signed_with_the_examples_secret():
     found = webhook_examples(REFERENCE.read_text(encoding="utf-8"))
     assert found, "the reference has lost its webhook example"

@@ -8,58 +8,11 @@ JSONP, CORS, and the refusals, as a browser sees them.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import treq
-from treq.testing import StubTreq
 
-from notifier.public import PublicApp
-from notifier.transports.websocket import websocket_factory
-from tests.support import Api, result_of
-
-PUBLIC = "http://127.0.0.1:8080"
-
-
-def fired(d: Any) -> bool:
-    """Whether *d* has its result (a Deferred chained to another may be
-    "called" and still waiting)."""
-    box: list[Any] = []
-
-    def seen(result: Any) -> Any:
-        box.append(result)
-        return result
-
-    d.addBoth(seen)
-    return bool(box)
-
-
-class Listener:
-    """The public app over the centers of an in-memory :class:`Api`."""
-
-    def __init__(self, **sections: dict[str, Any]) -> None:
-        self.api = Api(**sections)
-        self.auth = self.api.add_publisher("site")
-        assert self.api.put_center(self.auth, "news").status == 201
-        factory = websocket_factory(65536, self.api.centers.dropped)
-        self.app = PublicApp(self.api.publishers, self.api.centers, self.api.config, self.api.clock, factory)
-        self.http = StubTreq(self.app)
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> Any:
-        """The Deferred response of a GET (not flushed)."""
-        d = self.http.get(PUBLIC + path, headers=headers or {})
-        self.http.flush()
-        return d
-
-    def publish(self, text: str) -> str:
-        answer = self.api.publish(self.auth, "news", text)
-        assert answer.status == 201, answer
-        self.http.flush()
-        return answer.json()["id"]
-
-    def body(self, response: Any) -> bytes:
-        d = self.http.content(response)
-        self.http.flush()
-        return result_of(d)
+from tests.support import result_of
+from tests.support.memory import PUBLIC, Listener, fired
 
 
 def test_a_long_poll_waits_for_the_next_message():

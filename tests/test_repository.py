@@ -1,11 +1,15 @@
 """The repository as people clone it: it stands alone, its documentation
-covers its package, and its editable install is what twistd finds."""
+covers its package, its editable install is what twistd finds, and its test
+suite keeps its harness apart from its tests."""
 
 from __future__ import annotations
 
+import ast
+import json
 import pkgutil
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +116,63 @@ def test_the_readme_is_a_front_page() -> None:
     # Every page of the documentation is linked.
     pages = {f"docs/{path.name}" for path in (ROOT / "docs").glob("*.rst")} - {"docs/index.rst"}
     assert pages - set(relative) == set(), "pages README.rst does not link"
+
+
+def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every module an ``import`` anywhere in *tree* names (in functions too),
+    with its line: ``from tests import test_x`` names ``tests.test_x``."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    # What tests share lives in tests/support/, tests/*.py not named test_*,
+    # or tests/conftest.py: a test module is collected, never imported.
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for line, module in _imported_modules(ast.parse(path.read_text(encoding="utf-8"))):
+            if module.rsplit(".", 1)[-1].startswith("test_"):
+                found.append(f"{path.relative_to(ROOT)}:{line}: {module}")
+    assert found == []
+
+
+#: The markers of the tests ``make test-unit`` leaves out (the Makefile's UNIT).
+NOT_UNIT = ("integration", "redis", "browser", "php")
+
+#: Counts the suite's tests by marker, collecting them in a pytest of its own.
+_COUNT = """
+import json, sys
+import pytest
+
+class Count:
+    def pytest_collection_finish(self, session):
+        self.counts = {"all": len(session.items)}
+        for name in sys.argv[2:]:
+            self.counts[name] = sum(1 for item in session.items if item.get_closest_marker(name))
+        self.counts["unit"] = sum(1 for item in session.items
+                                  if not any(item.get_closest_marker(name) for name in sys.argv[2:]))
+
+count = Count()
+code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", sys.argv[1]], plugins=[count])
+print("COUNTS " + json.dumps(count.counts))
+sys.exit(code)
+"""
+
+
+def test_the_in_memory_tests_are_most_of_the_suite() -> None:
+    # make test-unit runs them in seconds: at least 60 % of all tests.
+    assert re.search(r'^UNIT := not integration and not redis and not browser and not php$',
+                     (ROOT / "Makefile").read_text(), re.M), "the Makefile's UNIT is NOT_UNIT"
+    ran = subprocess.run([sys.executable, "-c", _COUNT, str(ROOT / "tests"), *NOT_UNIT], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    counts = json.loads(ran.stdout.rsplit("COUNTS ", 1)[1])
+    print(counts)
+    assert counts["all"] > 0 and counts["unit"] * 100 >= 60 * counts["all"], counts

@@ -10,8 +10,6 @@ only. Signatures and tokens are computed here, independently of
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import json
 import math
 import os
@@ -24,10 +22,6 @@ import jwt
 import pytest
 import pytest_twisted
 import treq
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.defer import Deferred
@@ -63,6 +57,7 @@ from tests.support import (
     subscriber_token,
     websocket,
 )
+from tests.support.tls import self_signed
 
 #: A whole second, where the in-memory clock starts, so that window edges are exact.
 WHOLE_SECOND = 1_700_000_000
@@ -813,35 +808,10 @@ def test_an_idempotency_key_is_forgotten_after_ten_minutes():
 # TLS
 
 
-def _self_signed(folder: Any) -> tuple[str, str, bytes]:
-    """A certificate for 127.0.0.1 and localhost: key path, certificate path, certificate PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = folder / "key.pem", folder / "cert.pem"
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    cert_path.write_bytes(pem)
-    return str(key_path), str(cert_path), pem
-
-
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_both_listeners_serve_tls(tmp_path):
-    key, cert, pem = _self_signed(tmp_path)
+    key, cert, pem = self_signed(tmp_path)
     tls = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     daemon = await start_daemon(f"sqlite:{tmp_path / 'n.db'}",
                                 public={"endpoint": tls}, api={"endpoint": tls})

@@ -90,10 +90,13 @@ def test_a_configuration_error_never_shows_the_password():
 def test_the_acknowledgement_keys_are_checked():
     config = parse_config('[store]\nurl = "redis+sentinel://s1/main"\nreplicas_ack = 1\nreplicas_timeout_ms = 250\n')
     assert (config.store.replicas_ack, config.store.replicas_timeout_ms) == (1, 250)
-    for bad in ("replicas_ack = -1", "replicas_timeout_ms = 0", 'replicas_ack = "1"'):
-        with pytest.raises(ConfigError) as caught:
-            parse_config(f"[store]\n{bad}\n")
-        assert str(caught.value).startswith("store.replicas_")
+
+
+@pytest.mark.parametrize("bad", ["replicas_ack = -1", "replicas_timeout_ms = 0", 'replicas_ack = "1"'])
+def test_a_bad_acknowledgement_key_is_refused(bad):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"[store]\n{bad}\n")
+    assert str(caught.value).startswith("store.replicas_")
 
 
 def test_a_switch_announced_for_another_service_or_garbled_is_ignored():

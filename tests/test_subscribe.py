@@ -48,13 +48,13 @@ async def test_websocket_json_format_sends_the_envelope(daemon):
     assert envelope["center"] == "news"
 
 
+@pytest.mark.parametrize("path", ["/sub/site/nothing", "/sub/nobody/news", "/sub/site/bad%20name"])
 @pytest_twisted.ensureDeferred
-async def test_websocket_handshake_to_an_unknown_center_is_a_json_404(daemon):
+async def test_websocket_handshake_to_an_unknown_center_is_a_json_404(daemon, path):
     await setup_site(daemon)
-    for path in ("/sub/site/nothing", "/sub/nobody/news", "/sub/site/bad%20name"):
-        status, body = await call("GET", daemon.public + path, headers=handshake_headers())
-        assert status == 404, path
-        assert body["error"] == "no_such_center"
+    status, body = await call("GET", daemon.public + path, headers=handshake_headers())
+    assert status == 404, path
+    assert body["error"] == "no_such_center"
 
 
 @pytest_twisted.ensureDeferred
@@ -129,13 +129,13 @@ async def test_long_poll_jsonp_and_bad_callbacks(daemon):
         assert body["error"] == "invalid_callback"
 
 
+@pytest.mark.parametrize("bad", ["-1", "121", "nan", "soon"])
 @pytest_twisted.ensureDeferred
-async def test_long_poll_timeout_bounds(daemon):
+async def test_long_poll_timeout_bounds(daemon, bad):
     await setup_site(daemon)
-    for bad in ("-1", "121", "nan", "soon"):
-        status, body = await call("GET", f"{daemon.public}/sub/site/news?timeout={bad}")
-        assert status == 400, bad
-        assert body["error"] == "invalid_timeout"
+    status, body = await call("GET", f"{daemon.public}/sub/site/news?timeout={bad}")
+    assert status == 400, bad
+    assert body["error"] == "invalid_timeout"
 
 
 @pytest_twisted.ensureDeferred

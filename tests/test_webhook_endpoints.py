@@ -6,18 +6,12 @@ within ``MEMORY`` of where it started."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import re
 import zlib
 from typing import Any
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import endpoints, reactor, ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -29,6 +23,7 @@ from zope.interface import implementer
 
 from notifier.webhooks import Sender, TimedOut
 from tests.support import Daemon, bounded, call, running, setup_site, until, websocket
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -256,34 +251,10 @@ async def test_a_loopback_site_is_sent_nothing_unless_private_addresses_are_allo
         assert any("not sent" in line and "loopback" in line and "allow_private" in line for line in logged), logged
 
 
-def _self_signed(folder: Any) -> tuple[str, str, bytes]:
-    """A certificate for localhost: key path, certificate path, certificate PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = folder / "key.pem", folder / "cert.pem"
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    cert_path.write_bytes(pem)
-    return str(key_path), str(cert_path), pem
-
-
 @pytest.mark.parametrize("mode, status", [("huge", 200), ("drip", None), ("ok", 204)])
 @pytest_twisted.ensureDeferred
 async def test_over_tls_the_bound_and_the_deadline_close_the_connection_too(tmp_path, mode, status):
-    key, cert, pem = _self_signed(tmp_path)
+    key, cert, pem = self_signed(tmp_path)
     site = Hostile()
     description = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     port = await endpoints.serverFromString(reactor, description).listen(server.Site(site))

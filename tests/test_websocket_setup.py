@@ -27,9 +27,8 @@ from notifier.transports.websocket import WebSocketSubscriber, bound, websocket_
 from tests.raw import client_frame, close_code, connect, raw_websocket, server_frames
 from tests.support import running, setup_site, until
 
-pytestmark = pytest.mark.integration
 
-
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_the_configuration_is_formatted_only_for_a_debug_line_logged(monkeypatch: Any) -> None:
     formatted: list[object] = []
@@ -119,6 +118,7 @@ async def _opening(port: int, extra: list[bytes], connection: bytes = b"Upgrade"
     return b"\r\n".join(line for line in bytes(client.data).split(b"\r\n") if not line.startswith(b"Date: "))
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_the_front_opens_as_autobahn_would_or_leaves_it_to_autobahn(monkeypatch: Any) -> None:
     async with running() as daemon:
@@ -195,6 +195,7 @@ def test_a_connection_is_set_up_as_autobahn_sets_it_up() -> None:
     assert other.send_queue is not ours.send_queue and other.utf8validator is not ours.utf8validator
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_text_from_the_client_is_checked_for_utf8() -> None:
     # A client's text is dropped, but must be UTF-8 text all the same
@@ -214,6 +215,7 @@ async def test_text_from_the_client_is_checked_for_utf8() -> None:
         assert close_code(client.frames) == 1007
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_tcp_nodelay_comes_from_the_listening_socket(monkeypatch: Any) -> None:
     # Autobahn sets TCP_NODELAY on every WebSocket; the daemon's listening
