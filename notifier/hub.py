@@ -275,25 +275,28 @@ class Hub:
         # a full history has just moved by one.
         self._memo.clear()
         retained = self._retained
-        history = self.history
-        if not history:
+        if not self.history:
             return prepared
-        # A running sum of the bytes retained: one step per message, whatever is kept.
-        size = message_bytes(data)
-        freed = gone = 0
-        if len(retained) == history:
-            freed, gone = message_bytes(retained.popleft().message.data), 1
+        # A running sum of the bytes retained: one step per message, whatever
+        # is kept (the deque drops its oldest itself once ``history`` long).
+        added = message_bytes(data)
+        if len(retained) == self.history:
+            added -= message_bytes(retained[0].message.data)
+        elif not retained and self.account is not None:
+            self.account.retaining(self, prepared)
         retained.append(prepared)
-        total = self._bytes + size - freed
-        bound = self.max_bytes
-        if bound:
-            while total > bound and len(retained) > 1:
-                freed += message_bytes(retained.popleft().message.data)
-                gone += 1
-                total = self._bytes + size - freed
+        total = self._bytes + added
+        if total > self.max_bytes > 0:
+            while total > self.max_bytes and len(retained) > 1:
+                dropped = message_bytes(retained.popleft().message.data)
+                total -= dropped
+                added -= dropped
         self._bytes = total
-        if self.account is not None:
-            self.account.added(message.center, message.id, size, freed, gone)
+        account = self.account
+        if account is not None:
+            account.bytes += added
+            if account.bytes > account.bound:
+                account.shed(prepared)
         return prepared
 
     @property
@@ -302,8 +305,8 @@ class Hub:
         return self._bytes
 
     @property
-    def oldest_id(self) -> str | None:
-        return self._retained[0].message.id if self._retained else None
+    def oldest(self) -> Prepared | None:
+        return self._retained[0] if self._retained else None
 
     def retained_ids(self) -> Iterator[str]:
         return (prepared.message.id for prepared in self._retained)
@@ -314,7 +317,7 @@ class Hub:
         self._bytes -= size
         self._memo.clear()
         if self.account is not None:
-            self.account.released(size, 1)
+            self.account.released(size)
 
     def release(self) -> None:
         """Let go of everything retained: the centers let go of this hub."""
@@ -322,10 +325,11 @@ class Hub:
         account, self.account = self.account, None
         if account is not None and account.hubs.get(self.center.name) is self:
             del account.hubs[self.center.name]
+            account.left()
 
     def _forget_retained(self) -> None:
         if self.account is not None:
-            self.account.released(self._bytes, len(self._retained))
+            self.account.released(self._bytes)
         self._retained.clear()
         self._bytes = 0
         self._memo.clear()

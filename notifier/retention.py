@@ -4,7 +4,7 @@ dropping the oldest messages across its centers first."""
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from collections.abc import Callable
 from sys import getsizeof
 from typing import TYPE_CHECKING
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 if TYPE_CHECKING:
-    from notifier.hub import Hub
+    from notifier.hub import Hub, Prepared
 
 
 #: What a message's text takes in memory, counted against the bounds: O(1),
@@ -24,50 +24,67 @@ message_bytes: Callable[[str], int] = getsizeof
 class Retention:
     """One publisher's retained messages on this node, across its hubs.
 
-    Each hub tells it what it retains and drops (``added``, ``released``);
+    Each hub adds what it retains and takes off what it drops (``bytes``);
     past ``bound`` bytes, the oldest of them go, whichever their center,
-    but never the message just published.
+    but never the message just published. Oldest is by ``Prepared.order``:
+    each hub's retained messages are in that order, so the oldest of all is
+    the oldest of some hub, found in a heap of the hubs by their oldest
+    message. Nothing is kept per message: a publish costs the account an
+    addition and a comparison, and the heap is touched only when a hub
+    begins to retain and when messages are shed.
     """
 
     bound: int
     #: The publisher's live hubs on this node, by center name.
     hubs: dict[str, Hub] = field(factory=dict)
-    #: Bytes and messages retained by those hubs.
+    #: Bytes retained by those hubs.
     bytes: int = 0
-    count: int = 0
-    #: The center and id of every message retained, oldest first, with
-    #: some its hub has dropped since (skipped, and cleared out now and then).
-    _centers: deque[str] = field(factory=deque)
-    _ids: deque[str] = field(factory=deque)
+    #: ``(order, tie, hub)`` for every hub retaining messages, *order* that
+    #: of its oldest when pushed: a hub that has dropped its oldest since
+    #: (by its own bounds) is in it with an older *order*, put right when
+    #: it comes out.
+    _oldest: list[tuple[int, int, Hub]] = field(factory=list)
+    #: The hubs in it (``id``): one entry each at most.
+    _queued: set[int] = field(factory=set)
 
-    def added(self, center: str, message_id: str, size: int, freed: int, gone: int) -> None:
-        """A hub retained a message of *size* bytes, dropping *gone*
-        messages of *freed* bytes to make room for it."""
-        self.bytes += size - freed
-        self.count += 1 - gone
-        self._centers.append(center)
-        ids = self._ids
-        ids.append(message_id)
-        if self.bytes > self.bound:
-            self._shed()
-        elif len(ids) > 2 * self.count + 1024:
-            self._compact()
+    def retaining(self, hub: Hub, first: Prepared) -> None:
+        """*hub*, which retained nothing, retains *first*."""
+        if id(hub) not in self._queued:
+            self._queued.add(id(hub))
+            heapq.heappush(self._oldest, (first.order, id(hub), hub))
 
-    def released(self, freed: int, gone: int) -> None:
-        """A hub dropped *gone* messages of *freed* bytes."""
+    def released(self, freed: int) -> None:
+        """A hub dropped messages of *freed* bytes, or let go of them all."""
         self.bytes -= freed
-        self.count -= gone
 
-    def _shed(self) -> None:
-        centers, ids, hubs = self._centers, self._ids, self.hubs
-        while self.bytes > self.bound and len(ids) > 1:
-            center, message_id = centers.popleft(), ids.popleft()
-            hub = hubs.get(center)
-            if hub is not None and hub.oldest_id == message_id:
+    def left(self) -> None:
+        """A hub is no longer live: its entry, if any, goes when the heap
+        holds as many again as there are hubs (a hub let go of is not kept)."""
+        if len(self._oldest) > 2 * len(self.hubs) + 64:
+            self._oldest = [(head.order, id(hub), hub) for hub in self.hubs.values()
+                            if (head := hub.oldest) is not None]
+            heapq.heapify(self._oldest)
+            self._queued = {tie for _, tie, _ in self._oldest}
+
+    def shed(self, keep: Prepared) -> None:
+        """Drop the oldest messages across the hubs until within ``bound``,
+        but never *keep* (the message just published)."""
+        oldest, hubs = self._oldest, self.hubs
+        while self.bytes > self.bound and oldest:
+            order, tie, hub = oldest[0]
+            head = hub.oldest
+            if head is None or hubs.get(hub.center.name) is not hub:
+                heapq.heappop(oldest)  # it retains nothing now, or is gone
+                self._queued.discard(tie)
+            elif head.order != order:
+                heapq.heapreplace(oldest, (head.order, tie, hub))  # put right
+            elif head is keep:
+                return
+            else:
                 hub.drop_oldest()
-
-    def _compact(self) -> None:
-        live = {(name, message_id) for name, hub in self.hubs.items() for message_id in hub.retained_ids()}
-        kept = [entry for entry in zip(self._centers, self._ids, strict=True) if entry in live]
-        self._centers = deque(center for center, _ in kept)
-        self._ids = deque(message_id for _, message_id in kept)
+                head = hub.oldest
+                if head is None:
+                    heapq.heappop(oldest)
+                    self._queued.discard(tie)
+                else:
+                    heapq.heapreplace(oldest, (head.order, tie, hub))
