@@ -633,6 +633,8 @@ async def test_a_refused_batch_publishes_nothing(tmp_path):
             (404, {"messages": [{"center": "nowhere", "data": "x"}] + good}),
             (413, {"messages": good + [{"center": "b", "data": "x" * 17}]}),
             (413, {"messages": good + [{"center": "b", "data": "é" * 9}]}),  # 18 bytes
+            (400, b'{"messages": [{"center": "a", "data": "ok"}, {"center": "a", "data": "\\ud800"}]}'),
+            (400, {"messages": good + [{"center": "bad name", "data": "x"}, {"center": "bad name", "data": "y"}]}),
             (400, {"messages": []}),
             (400, {"messages": {"center": "a", "data": "x"}}),
             (400, {"messages": "x"}),
