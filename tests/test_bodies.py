@@ -38,6 +38,7 @@ from tests.support import (
     subscriber_token,
     until,
 )
+from tests.support.front import recording
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -92,14 +93,20 @@ def _drip(protocol: Any, clock: Clock, transport: StringTransport, seconds: floa
         clock.advance(0.5)
 
 
-@pytest.mark.parametrize("through", ["twisted.web", "the front"])
-def test_a_drip_fed_body_is_cut_at_its_deadline(through: str) -> None:
+def _posting(through: str) -> tuple[Clock, Any, StringTransport]:
+    """A connection of a site whose bodies have 3 s, read by the front or
+    by twisted.web: its clock, its protocol and its transport."""
     clock = Clock()
     resource = _Echo()
     site = FrontSite(resource, Plain(b"POST", b"/", resource, max_body=1000), reactor=clock, timeout=60)
     site.body_timeout = 3
     protocol = site.buildProtocol(PEER) if through == "the front" else QuietSite.buildProtocol(site, PEER)
-    transport = _connected(protocol)
+    return clock, protocol, _connected(protocol)
+
+
+@pytest.mark.parametrize("through", ["twisted.web", "the front"])
+def test_a_drip_fed_body_is_cut_at_its_deadline(through: str) -> None:
+    clock, protocol, transport = _posting(through)
     protocol.dataReceived(head("POST", "/x", "Content-Length: 1000"))
     _drip(protocol, clock, transport, 10)  # each byte well within the idle timeout
     assert transport.disconnecting and clock.seconds() <= 4, clock.seconds()
@@ -111,12 +118,7 @@ def test_a_drip_fed_body_is_cut_at_its_deadline(through: str) -> None:
 
 @pytest.mark.parametrize("through", ["twisted.web", "the front"])
 def test_a_body_in_time_is_read_and_the_deadline_is_for_bodies_only(through: str) -> None:
-    clock = Clock()
-    resource = _Echo()
-    site = FrontSite(resource, Plain(b"POST", b"/", resource, max_body=1000), reactor=clock, timeout=60)
-    site.body_timeout = 3
-    protocol = site.buildProtocol(PEER) if through == "the front" else QuietSite.buildProtocol(site, PEER)
-    transport = _connected(protocol)
+    clock, protocol, transport = _posting(through)
     protocol.dataReceived(head("POST", "/x", "Content-Length: 4"))
     _drip(protocol, clock, transport, 1)  # two bytes, then the rest in time
     protocol.dataReceived(b"yz")
@@ -211,19 +213,11 @@ async def _sent(port: int, data: bytes) -> RawClient:
 @contextlib.contextmanager
 def fronts_of(site: FrontSite) -> Iterator[list[Front]]:
     """The fronts *site* makes meanwhile."""
-    made: list[Front] = []
     build = site.buildProtocol
-
-    def recording(addr: Any) -> Front:
-        front = build(addr)
-        made.append(front)
-        return front
-
-    site.buildProtocol = recording  # type: ignore[method-assign]
     try:
-        yield made
+        yield recording(site)
     finally:
-        del site.buildProtocol
+        site.buildProtocol = build  # type: ignore[method-assign]
 
 
 @pytest.mark.integration
