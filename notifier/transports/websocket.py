@@ -131,7 +131,7 @@ def _as_attribute(value: object) -> object:
     return staticmethod(value) if isinstance(value, FunctionType) else value
 
 
-class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types _transport_details twice
+class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types its transport details twice
         StreamingSubscriber, FastWebSocket, WebSocketServerProtocol):
     """A subscriber, and the streaming producer of its own connection
     (notifier.transports.pacing); dropped with 4408 when too far behind."""
