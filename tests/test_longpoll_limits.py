@@ -302,17 +302,25 @@ async def test_connections_from_one_address_are_limited_each_counted_once() -> N
 # polls that end with their token
 
 
+async def _waiting_private_poll(daemon: Any, path: str, lifetime: float) -> tuple[tuple[str, str], str, Any]:
+    """A long-poll of *path* waiting on the private center user.17 with a
+    token of *lifetime* seconds: the publisher's credentials, the token, the
+    poll's answer to come."""
+    auth = await setup_site(daemon)
+    await call("PUT", f"{daemon.api}/api/v1/centers/user.17", {"private": True}, auth=auth)
+    token = subscriber_token(auth[1], lifetime=lifetime, centers=["user.17"])
+    poll = Deferred.fromCoroutine(call("GET", f"{daemon.public}/sub/site/{path}?token={token}&timeout=20"))
+    await until(lambda: waiting(daemon, "user.17"), 5, "the poll to wait")
+    return auth, token, poll
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("path", ["user.17", "news,user.17"])
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_longpoll_ends_when_its_token_expires(path: str) -> None:
     async with running() as daemon:
-        auth = await setup_site(daemon)
-        await call("PUT", f"{daemon.api}/api/v1/centers/user.17", {"private": True}, auth=auth)
-        token = subscriber_token(auth[1], lifetime=2, centers=["user.17"])
+        auth, token, poll = await _waiting_private_poll(daemon, path, lifetime=2)
         expiry = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["exp"]
-        poll = Deferred.fromCoroutine(call("GET", f"{daemon.public}/sub/site/{path}?token={token}&timeout=20"))
-        await until(lambda: waiting(daemon, "user.17"), 5, "the poll to wait")
         await sleep(max(0.0, expiry - time.time()) + 0.5)
         await published(daemon, auth, "after expiry", "user.17")  # private, and too late for this token
         status, body = await poll
@@ -325,11 +333,7 @@ async def test_a_waiting_longpoll_ends_when_its_token_expires(path: str) -> None
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_longpoll_ends_when_its_publisher_changes(change: str) -> None:
     async with running() as daemon:
-        auth = await setup_site(daemon)
-        await call("PUT", f"{daemon.api}/api/v1/centers/user.17", {"private": True}, auth=auth)
-        token = subscriber_token(auth[1], lifetime=60, centers=["user.17"])
-        poll = Deferred.fromCoroutine(call("GET", f"{daemon.public}/sub/site/user.17?token={token}&timeout=20"))
-        await until(lambda: waiting(daemon, "user.17"), 5, "the poll to wait")
+        auth, _, poll = await _waiting_private_poll(daemon, "user.17", lifetime=60)
         if change == "rotate":
             status, _ = await daemon.admin("POST", "/admin/v1/publishers/site/rotate")
             assert status == 200
