@@ -1,34 +1,51 @@
-"""The cost of reading a request head, per parser: the front's own reading
-against httptools (llhttp) and h11, with twisted.web as the baseline.
+"""The cost of reading a request head, per parser: the daemon's HTTP layer
+(httptools, that is llhttp, with its bounds and checks) against raw
+httptools and h11, with Twisted's own twisted.web as the baseline.
 
 What is measured, per request, in-process (no sockets), from the bytes of a
-request in hand to the point a handler could be called (method, target,
-path and query, the headers the daemon uses by lower-cased name, the body
+request in hand to the point a handler is called (method, target, path
+segments and query arguments, the headers by lower-cased name, the body
 framed and read):
 
-- ``front``: ``notifier.front.Front._read``, the front's own code path,
-  with only the answering (``_serve``) left out: the search for the end of
-  the head, ``Plain.head`` (the ``HEAD`` regex), ``FIELD`` on the header
-  lines, its checks, the ``PlainRequest`` it builds and the body written
-  into it. Partial heads and chunked bodies are not the front's (it hands
-  them to twisted.web): ``-`` in those rows.
+- ``notifier``: the daemon's layer, ``notifier.http.connection``: an
+  ``HttpConnection`` of an ``HttpSite`` configured as each listener's
+  (notifier.sites: the public one's 4 KiB body bound and bodiless ``GET``,
+  the api one's 64 KiB bound, a ``body_gate`` and answers at the end of the
+  turn), on a ``StringTransport``, its clock a ``Clock``, its turn an
+  ``EndOfTurn``. Included: the parser's callbacks, the head's bounds, the
+  field dictionary (repeated fields checked and joined), the ``Request``
+  (path segments, query arguments), the body's bounds and the body copied,
+  the deadlines set and cancelled on the clock, and the route's checks up
+  to the app's ``serve``, which keeps the request and returns
+  ``NOT_DONE_YET``: answering is left out. The ``body_gate`` is a
+  stand-in giving the route's bound without a look-up (the api's own reads
+  the path and, for a body not whole with its head, the credentials).
+  A connection is made per request, and dropped after; a connection made
+  and dropped with no request is measured apart and taken off. For the
+  pipelined pair, one connection: it reads the second request only once
+  the first is answered, so the figure includes answering the first
+  (``request.answer(b"")``: its head built, queued and written to the
+  transport at the end of the turn) and the delayed call that goes on with
+  the second (the clock advanced by 0); what that answer costs is printed
+  apart, measured on one publish.
 - ``httptools``: one ``HttpRequestParser`` per connection, fed the bytes,
-  with a protocol object collecting the URL, the headers (lower-cased
-  names) and the body as uvicorn's ``httptools_impl`` does, then
-  ``parse_url`` and the same ``PlainRequest`` the front builds.
+  with a protocol object collecting the URL, the header fields and the
+  body as uvicorn's ``httptools_impl`` does, then ``parse_url`` and the
+  same ``notifier.http.request.Request`` the layer builds (with no
+  connection).
 - ``h11``: an ``h11.Connection`` per request (a server's state machine
   goes on to the next request only after an answer is sent), fed with
   ``receive_data`` and read with ``next_event`` up to ``EndOfMessage``,
-  then the same ``PlainRequest``. For the pipelined pair, one connection,
+  then the same ``Request``. For the pipelined pair, one connection,
   with a minimal answer sent between the two (``Response`` of
   ``Content-Length: 0``, ``EndOfMessage``, ``start_next_cycle``).
-- ``twisted.web``: the daemon's ``Channel`` of a ``QuietSite`` (what every
-  request the front does not take goes through today), made per request
-  on a ``StringTransport`` and fed the bytes up to the resource's
-  ``render`` (which answers ``NOT_DONE_YET``); the cost of making and
-  dropping a channel with no request is measured apart and taken off. A
-  pipelined request is read by twisted.web only once the one before it is
-  answered: ``-`` in that row.
+- ``twisted.web``: Twisted's own ``twisted.web.server.Site`` (not the
+  daemon's: it has none any more) with a resource whose ``render``
+  answers ``NOT_DONE_YET``, its ``HTTPChannel`` made per request on a
+  ``StringTransport`` and fed the bytes up to ``render``; the cost of
+  making and dropping a channel with no request is measured apart and
+  taken off. A pipelined request is read by twisted.web only once the one
+  before it is answered: ``-`` in that row.
 
 The samples: a long-poll ``GET /sub/...`` as notifier.js sends it from
 Chromium, a minimal curl ``GET``, a signed single publish ``POST`` with a
@@ -41,13 +58,18 @@ default); the table gives the median µs per request and the spread
 (lowest–highest repeat). On a shared machine, compare the columns of one
 run with each other, not figures across runs::
 
-    .venv/bin/pip install httptools==0.9.0 h11==0.16.0   # for the comparison
+    .venv/bin/pip install h11==0.16.0   # for the comparison only
     .venv/bin/python bench/parsers.py [--repeat 7] [--seconds 0.1]
 
 ``--conformance`` prints instead what each one does with odd requests
 (no ``Host``, obs-fold, bare LF, ``Content-Length`` with chunked, ...):
-reads them, refuses them, waits, or (the front) hands them to twisted.web.
-The figures and what they mean are in docs/performance.rst.
+reads them, refuses them (the status answered), or waits for more.
+``--breakdown`` prints where the layer's time goes, on the samples read
+whole: the layer without its head's bounds, without its deadlines, without
+the route's checks (each with the part's method made to do nothing), and
+``on_headers_complete``, the ``Request`` and llhttp's parse with callbacks
+that do nothing, timed alone. The figures and what they mean are in
+docs/performance.rst.
 """
 
 from __future__ import annotations
@@ -59,22 +81,21 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from io import BytesIO
 from typing import Any
 
+import httptools
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from notifier.api import is_publish
-from notifier.front import Front, Plain, PlainRequest
-from notifier.httpserver import QuietSite
+from notifier.http.connection import HttpConnection, HttpSite
+from notifier.http.request import NOT_DONE_YET, Request
+from notifier.sites import PUBLIC_MAX_BODY
+from notifier.turns import EndOfTurn
 
-try:
-    import httptools
-except ImportError:
-    httptools = None
 try:
     import h11
 except ImportError:
@@ -124,7 +145,7 @@ CHUNKED = (PUBLISH_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
            + b"%x\r\n" % 60 + BODY[:60] + b"\r\n" + b"%x\r\n" % 40 + BODY[60:] + b"\r\n0\r\n\r\n")
 assert len(BODY) == 100
 
-#: name, pieces as they come, requests in them, which listener's front.
+#: name, pieces as they come, requests in them, which listener.
 SAMPLES: list[tuple[str, list[bytes], int, str]] = [
     (f"long-poll GET, Chromium ({len(CHROMIUM_GET)} B)", [CHROMIUM_GET], 1, "public"),
     (f"GET, curl ({len(CURL_GET)} B)", [CURL_GET], 1, "public"),
@@ -136,52 +157,94 @@ SAMPLES: list[tuple[str, list[bytes], int, str]] = [
      [CHUNKED[:len(PUBLISH_HEAD) + 40], CHUNKED[len(PUBLISH_HEAD) + 40:]], 1, "api"),
 ]
 
-PLAIN = {
-    "public": Plain(b"GET", b"/sub/", None, upgrades=True),
-    "api": Plain(b"POST", b"/", None, takes=is_publish, at_end_of_turn=True, max_body=64 * 1024),
-}
+API_MAX_BODY = 64 * 1024
 
 
-# (a) the front
+# (a) notifier: the daemon's own layer
 
 
-class _Site:
-    """What ``Front._read`` uses of its site, for requests whole in hand."""
+class _App:
+    """An app that keeps each request and leaves it unanswered."""
 
-    timeOut = 0
-    body_gate = None
+    def __init__(self) -> None:
+        self.served: list[Request] = []
 
-    def __init__(self, plain: Plain) -> None:
-        self.plain = plain
-
-
-class _Front(Front):
-    """The front, its answering left out: the request it read is kept."""
-
-    def _serve(self, request: PlainRequest) -> None:
-        self.read.append(request)
-        self.current = None
-
-    def _hand_over(self, data: bytes) -> None:
-        raise AssertionError("the front does not take this sample")
+    def serve(self, request: Request) -> int:
+        self.served.append(request)
+        return NOT_DONE_YET
 
 
-def front_case(pieces: list[bytes], requests: int, listener: str) -> Callable[[], object] | None:
-    if len(pieces) > 1 or b"Transfer-Encoding" in pieces[0]:
-        return None  # handed to twisted.web
-    front = _Front(_Site(PLAIN[listener]), None)  # type: ignore[arg-type]
-    front.transport = object()  # type: ignore[assignment]
-    data = pieces[0]
-    read: list[PlainRequest] = []
-    front.read = read  # type: ignore[attr-defined]
+def _gate(request: Request, length: int | None, in_hand: bool) -> tuple[int, None]:
+    """The api listener's ``body_gate``, standing in: the route's bound, no look-up."""
+    return API_MAX_BODY, None
+
+
+def notifier_site(listener: str) -> tuple[HttpSite, _App, Clock]:
+    """An ``HttpSite`` set up as the listener's (notifier.sites)."""
+    app, clock = _App(), Clock()
+    turn = EndOfTurn(clock)
+    if listener == "public":
+        site = HttpSite(app, clock, turn=turn, max_body_bytes=PUBLIC_MAX_BODY, bodiless=frozenset({b"GET", b"HEAD"}))
+    else:
+        site = HttpSite(app, clock, turn=turn, max_body_bytes=API_MAX_BODY, body_gate=_gate, at_end_of_turn=True)
+    return site, app, clock
+
+
+def notifier_case(pieces: list[bytes], requests: int, listener: str) -> Callable[[], object]:
+    site, app, clock = notifier_site(listener)
+    served = app.served
+    build, advance = site.buildProtocol, clock.advance
 
     def once() -> object:
-        read.clear()
-        front._read(data)
-        return read
+        served.clear()
+        connection = build(None)
+        connection.makeConnection(StringTransport())
+        for piece in pieces:
+            connection.dataReceived(piece)
+        while len(served) < requests:  # the next one is read once this one is answered
+            served[-1].answer(b"")
+            advance(0)
+        connection.connectionLost()
+        return served
 
     result = once()
-    assert len(result) == requests, result  # type: ignore[arg-type]
+    assert len(result) == requests and not clock.calls, (result, clock.calls)  # type: ignore[arg-type]
+    return once
+
+
+def notifier_answer(pieces: list[bytes], listener: str) -> Callable[[], object]:
+    """A request read, then answered with an empty body sent at the end of
+    the turn: what answering adds to the pipelined pair's first request."""
+    site, app, clock = notifier_site(listener)
+    served = app.served
+    build, advance = site.buildProtocol, clock.advance
+
+    def once() -> object:
+        served.clear()
+        connection = build(None)
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        for piece in pieces:
+            connection.dataReceived(piece)
+        served[0].answer(b"")
+        advance(0)
+        connection.connectionLost()
+        return transport
+
+    assert once().value().startswith(b"HTTP/1.1 200 OK\r\n")  # type: ignore[attr-defined]
+    return once
+
+
+def notifier_setup(listener: str) -> Callable[[], object]:
+    """Making and dropping a connection with no request, taken off the above."""
+    site, _, _ = notifier_site(listener)
+
+    def once() -> object:
+        connection = site.buildProtocol(None)
+        connection.makeConnection(StringTransport())
+        connection.connectionLost()
+        return connection
+
     return once
 
 
@@ -191,17 +254,17 @@ def front_case(pieces: list[bytes], requests: int, listener: str) -> Callable[[]
 class _Collector:
     """The callbacks of one connection's ``HttpRequestParser``."""
 
-    def __init__(self, front: Any, mounted: int) -> None:
-        self.front = front
-        self.mounted = mounted
+    def __init__(self) -> None:
         self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
         self.headers: dict[bytes, bytes] = {}
         self.body: BytesIO | None = None
-        self.done: list[PlainRequest] = []
+        self.done: list[Request] = []
         self.parser: Any = None
 
     def on_message_begin(self) -> None:
         self.url = b""
+        self.fields = []
         self.headers = {}
         self.body = None
 
@@ -209,6 +272,7 @@ class _Collector:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
         self.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
@@ -222,15 +286,17 @@ class _Collector:
     def on_message_complete(self) -> None:
         parsed = httptools.parse_url(self.url)
         target = parsed.path if parsed.query is None else parsed.path + b"?" + parsed.query
-        request = PlainRequest(self.front, self.parser.get_method(), target, self.headers, self.mounted)
-        request.close = not self.parser.should_keep_alive()
+        parser = self.parser
+        request = Request(None, parser.get_method(), target, self.headers, self.fields,  # type: ignore[arg-type]
+                          parser.get_http_version() == "1.0")
+        request.close = not parser.should_keep_alive()
         if self.body is not None:
             request.content = self.body
         self.done.append(request)
 
 
 def httptools_case(pieces: list[bytes], requests: int, listener: str) -> Callable[[], object]:
-    collector = _Collector(None, PLAIN[listener].mounted)
+    collector = _Collector()
     parser = httptools.HttpRequestParser(collector)
     collector.parser = parser
     feed = parser.feed_data
@@ -250,18 +316,20 @@ def httptools_case(pieces: list[bytes], requests: int, listener: str) -> Callabl
 # (c) h11
 
 
-def _h11_request(event: Any, body: BytesIO | None, mounted: int) -> PlainRequest:
-    headers = dict(event.headers)
-    request = PlainRequest(None, event.method, event.target, headers, mounted)  # type: ignore[arg-type]
+def _h11_request(event: Any, body: BytesIO | None) -> Request:
+    fields = list(event.headers)
+    headers = dict(fields)
+    request = Request(None, event.method, event.target, headers, fields,  # type: ignore[arg-type]
+                      event.http_version == b"1.0")
+    request.close = b"close" in headers.get(b"connection", b"").lower()
     if body is not None:
         request.content = body
     return request
 
 
 def h11_case(pieces: list[bytes], requests: int, listener: str) -> Callable[[], object]:
-    mounted = PLAIN[listener].mounted
     Connection, SERVER, NEED_DATA = h11.Connection, h11.SERVER, h11.NEED_DATA
-    Request, Data, EndOfMessage = h11.Request, h11.Data, h11.EndOfMessage
+    H11Request, Data, EndOfMessage = h11.Request, h11.Data, h11.EndOfMessage
     answer = h11.Response(status_code=200, headers=[(b"content-length", b"0")])
 
     def once() -> object:
@@ -276,14 +344,14 @@ def h11_case(pieces: list[bytes], requests: int, listener: str) -> Callable[[], 
                 if event is NEED_DATA:
                     break
                 kind = type(event)
-                if kind is Request:
+                if kind is H11Request:
                     head, body = event, None
                 elif kind is Data:
                     if body is None:
                         body = BytesIO()
                     body.write(event.data)
                 elif kind is EndOfMessage:
-                    done.append(_h11_request(head, body, mounted))
+                    done.append(_h11_request(head, body))
                     if len(done) < requests:  # the next one is read once this one is answered
                         conn.send(answer)
                         conn.send(EndOfMessage())
@@ -299,7 +367,7 @@ def h11_case(pieces: list[bytes], requests: int, listener: str) -> Callable[[], 
     return once
 
 
-# (d) twisted.web, today's way for what the front does not take
+# (d) twisted.web: Twisted's own Site, as a baseline
 
 
 class _Rendered(Resource):
@@ -314,12 +382,17 @@ class _Rendered(Resource):
         return server.NOT_DONE_YET
 
 
+def _twisted_site(resource: Resource) -> server.Site:
+    site = server.Site(resource, reactor=Clock())
+    site.timeOut = None
+    return site
+
+
 def twisted_case(pieces: list[bytes], requests: int, listener: str) -> Callable[[], object] | None:
     if requests > 1:
         return None  # twisted.web reads a pipelined request after the one before is answered
     resource = _Rendered()
-    site = QuietSite(resource, reactor=Clock(), max_body_bytes=64 * 1024)
-    site.timeOut = None
+    site = _twisted_site(resource)
     rendered = resource.rendered
 
     def once() -> object:
@@ -338,8 +411,7 @@ def twisted_case(pieces: list[bytes], requests: int, listener: str) -> Callable[
 
 def twisted_setup() -> Callable[[], object]:
     """Making and dropping a channel with no request, taken off the above."""
-    site = QuietSite(_Rendered(), reactor=Clock(), max_body_bytes=64 * 1024)
-    site.timeOut = None
+    site = _twisted_site(_Rendered())
 
     def once() -> object:
         channel = site.buildProtocol(None)
@@ -350,7 +422,7 @@ def twisted_setup() -> Callable[[], object]:
     return once
 
 
-# What each one does with requests off the plain path (--conformance)
+# What each one does with odd requests (--conformance)
 
 _GET = b"GET /sub/demo/c HTTP/1.1\r\nHost: h\r\n"
 _POST = b"POST /api/v1/centers/c/messages HTTP/1.1\r\nHost: h\r\n"
@@ -388,18 +460,31 @@ ODD: list[tuple[str, bytes]] = [
 ]
 
 
-def _front_reads(data: bytes) -> str:
-    plain = PLAIN["api"] if data.startswith(b"POST") else PLAIN["public"]
-    front = _Front(_Site(plain), None)  # type: ignore[arg-type]
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return "twisted.web"
-    request, _ = front._plain(data[:end + 4])
-    return "twisted.web" if request is None else "reads"
+def _reads(data: bytes, body: bytes) -> str:
+    return "reads" + (f" (body {body!r})" if data.startswith(b"POST") else "")
+
+
+def _status(written: bytes) -> str:
+    return written.split(b"\r\n", 1)[0].split(b" ", 2)[1].decode() if written else "waits"
+
+
+def _notifier_reads(data: bytes) -> str:
+    site, app, clock = notifier_site("api" if data.startswith(b"POST") else "public")
+    connection: HttpConnection = site.buildProtocol(None)
+    transport = StringTransport()
+    connection.makeConnection(transport)
+    connection.dataReceived(data)
+    clock.advance(0)  # an answer that waits for the end of the turn
+    if app.served:
+        connection.connectionLost()
+        return _reads(data, app.served[0].body())
+    written = transport.value()
+    connection.connectionLost()
+    return _status(written)
 
 
 def _httptools_reads(data: bytes) -> str:
-    collector = _Collector(None, 1)
+    collector = _Collector()
     parser = httptools.HttpRequestParser(collector)
     collector.parser = parser
     try:
@@ -408,8 +493,7 @@ def _httptools_reads(data: bytes) -> str:
         return "400"
     if not collector.done:
         return "waits"
-    request = collector.done[0]
-    return "reads" + (f" (body {request.content.getvalue()!r})" if data.startswith(b"POST") else "")
+    return _reads(data, collector.done[0].body())
 
 
 def _h11_reads(data: bytes) -> str:
@@ -424,16 +508,14 @@ def _h11_reads(data: bytes) -> str:
             if type(event) is h11.Data:
                 body += event.data
             if type(event) is h11.EndOfMessage:
-                return "reads" + (f" (body {body!r})" if data.startswith(b"POST") else "")
+                return _reads(data, body)
     except h11.RemoteProtocolError:
         return "400"
 
 
 def _twisted_reads(data: bytes) -> str:
     resource = _Rendered()
-    site = QuietSite(resource, reactor=Clock(), max_body_bytes=64 * 1024)
-    site.timeOut = None
-    channel = site.buildProtocol(None)
+    channel = _twisted_site(resource).buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
     channel.dataReceived(data)
@@ -441,19 +523,17 @@ def _twisted_reads(data: bytes) -> str:
         request = resource.rendered[0]
         body = request.content.read() if request.content is not None else b""
         channel.connectionLost(None)
-        return "reads" + (f" (body {body!r})" if data.startswith(b"POST") else "")
-    channel.send_queued()  # an answer waits for the end of the turn
+        return _reads(data, body)
     written = transport.value()
     channel.connectionLost(None)
-    return written.split(b"\r\n", 1)[0].split(b" ", 2)[1].decode() if written else "waits"
+    return _status(written)
 
 
 def conformance() -> None:
     """What each one does with odd requests: read them (``reads``), refuse
-    them (a status), wait for more, or (the front) hand them to twisted.web."""
-    columns: list[tuple[str, Callable[[bytes], str]]] = [("front", _front_reads)]
-    if httptools is not None:
-        columns.append(("httptools", _httptools_reads))
+    them (the status answered), or wait for more."""
+    columns: list[tuple[str, Callable[[bytes], str]]] = [("notifier", _notifier_reads),
+                                                          ("httptools", _httptools_reads)]
     if h11 is not None:
         columns.append(("h11", _h11_reads))
     columns.append(("twisted.web", _twisted_reads))
@@ -463,6 +543,135 @@ def conformance() -> None:
     for name, data in ODD:
         cells = [name] + [reads(data) for _, reads in columns]
         print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)))
+
+
+# Where the layer's time goes (--breakdown)
+
+
+class _Unbounded(HttpConnection):
+    """The layer without the head's bounds: the callbacks keep what they get."""
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields.append((name, value))
+
+
+class _Untimed(HttpConnection):
+    """The layer without its deadlines: no timer set, reset or cancelled."""
+
+    def _arm(self) -> None:
+        pass
+
+
+class _Unrouted(HttpConnection):
+    """The layer without the route's checks (``*``, a UTF-8 path)."""
+
+    def _route(self, request: Request) -> Any:
+        return self.site.app.serve(request)
+
+
+class _Nothing:
+    """The layer's callbacks, doing nothing."""
+
+    def on_message_begin(self) -> None:
+        pass
+
+    def on_url(self, url: bytes) -> None:
+        pass
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        pass
+
+    def on_headers_complete(self) -> None:
+        pass
+
+    def on_body(self, body: bytes) -> None:
+        pass
+
+    def on_message_complete(self) -> None:
+        pass
+
+
+def _layer(kind: type[HttpConnection], data: bytes, listener: str) -> tuple[Callable[[], object],
+                                                                          Callable[[], object]]:
+    """A request read by a connection of *kind*, and a connection of it made
+    and dropped with no request."""
+    site, app, _ = notifier_site(listener)
+    served = app.served
+
+    def once() -> object:
+        served.clear()
+        connection = kind(site, None)
+        connection.makeConnection(StringTransport())
+        connection.dataReceived(data)
+        connection.connectionLost()
+        return served
+
+    def setup() -> object:
+        connection = kind(site, None)
+        connection.makeConnection(StringTransport())
+        connection.connectionLost()
+        return connection
+
+    assert len(once()) == 1  # type: ignore[arg-type]
+    return once, setup
+
+
+def _parts(data: bytes, listener: str) -> list[Callable[[], object]]:
+    """Parts of the layer timed alone, on a request it read: its
+    ``on_headers_complete``, the ``Request`` it builds, and llhttp's parse
+    with callbacks that do nothing."""
+    site, app, _ = notifier_site(listener)
+    connection = site.buildProtocol(None)
+    connection.makeConnection(StringTransport())
+    connection.dataReceived(data)
+    request = app.served[0]
+    method, uri, fields, headers = request.method, b"".join(connection._url), connection._fields, request.headers
+
+    def headers_complete() -> object:
+        connection.reading = None
+        connection.on_headers_complete()
+        return connection.reading
+
+    def build() -> object:
+        return Request(connection, method, uri, headers, fields)
+
+    feed = httptools.HttpRequestParser(_Nothing()).feed_data
+
+    def parse() -> object:
+        return feed(data)
+
+    return [headers_complete, build, parse]
+
+
+def breakdown(seconds: float, repeat: int) -> None:
+    """Where the layer's time goes, on the samples read whole: the layer as
+    measured in the table, then without each of its parts (the difference
+    is what the part costs), then parts timed alone."""
+    titles = ["sample", "layer", "w/o bounds", "w/o deadlines", "w/o route", "headers_complete", "Request",
+              "llhttp, no-op"]
+    widths = [36, 8, 11, 14, 10, 17, 8, 13]
+    print(f"µs per request, median of {repeat} loops")
+    print("  ".join(title.ljust(width) for title, width in zip(titles, widths, strict=True)))
+
+    def median(func: Callable[[], object]) -> float:
+        return statistics.median(per_call_ns(func, seconds, repeat)) / 1000
+
+    for name, pieces, requests, listener in SAMPLES:
+        if len(pieces) > 1 or requests > 1:
+            continue
+        data = pieces[0]
+        cells = [name.split(" (")[0]]
+        for kind in (HttpConnection, _Unbounded, _Untimed, _Unrouted):
+            once, setup = _layer(kind, data, listener)
+            cells.append(f"{median(once) - median(setup):.1f}")
+        cells += [f"{median(func):.1f}" for func in _parts(data, listener)]
+        print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)), flush=True)
+    print("headers_complete: on_headers_complete alone (the field dictionary, the target's and version's "
+          "checks, the Request, the body's framing and bound); Request: its constructor alone; llhttp, "
+          "no-op: the parse with the layer's callbacks doing nothing")
 
 
 # timing
@@ -491,10 +700,10 @@ def per_call_ns(func: Callable[[], object], seconds: float, repeat: int) -> list
     return figures
 
 
-def _summary(request: PlainRequest) -> tuple[object, ...]:
+def _summary(request: Request) -> tuple[object, ...]:
     """What a handler gets of a request, to check the parsers agree."""
-    return (request.method, request.uri, request.path, request.postpath, request.args, request.received,
-            request.close, request.content.getvalue())
+    return (request.method, request.uri, request.path, request.segments, request.args, request.headers,
+            request.clientproto, request.close, request.body())
 
 
 def _cell(figures: list[float] | None) -> str:
@@ -503,31 +712,46 @@ def _cell(figures: list[float] | None) -> str:
     return f"{statistics.median(figures):.1f} ({min(figures):.1f}–{max(figures):.1f})"
 
 
+def _us(figures: list[float]) -> list[float]:
+    return [f / 1000 for f in figures]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="repeats of each loop (default 7)")
     parser.add_argument("--seconds", type=float, default=0.1, help="length of each loop (default 0.1 s)")
     parser.add_argument("--conformance", action="store_true",
-                        help="instead: what each one does with odd requests (accepts, refuses, hands over)")
+                        help="instead: what each one does with odd requests (reads, refuses, waits)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="instead: where the layer's time goes, on the samples read whole")
     options = parser.parse_args()
-    missing = [name for name, module in (("httptools", httptools), ("h11", h11)) if module is None]
-    if missing:
-        print(f"{' and '.join(missing)} not installed: their columns are left out. For the comparison:\n"
-              "    .venv/bin/pip install httptools==0.9.0 h11==0.16.0\n"
-              "(measurement only: they are not dependencies of notifier)", file=sys.stderr)
+    if h11 is None:
+        print("h11 not installed: its column is left out. For the comparison:\n"
+              "    .venv/bin/pip install h11==0.16.0\n"
+              "(measurement only: it is not a dependency of notifier)", file=sys.stderr)
     if options.conformance:
         conformance()
         return 0
-    print(f"CPython {platform.python_version()}, {platform.machine()}; "
-          f"httptools {getattr(httptools, '__version__', '-')}, h11 {getattr(h11, '__version__', '-')}; "
-          f"µs per request, median (lowest–highest) of {options.repeat}")
-    setup = per_call_ns(twisted_setup(), options.seconds, options.repeat)
-    setup_median = statistics.median(setup)
-    print(f"(twisted.web: a channel made and dropped, {_cell([f / 1000 for f in setup])} µs, "
-          "taken off its column)")
-    makers: list[tuple[str, Callable[..., Callable[[], object] | None]]] = [("front", front_case)]
-    if httptools is not None:
-        makers.append(("httptools", httptools_case))
+    seconds, repeat = options.seconds, options.repeat
+    if options.breakdown:
+        breakdown(seconds, repeat)
+        return 0
+    print(f"CPython {platform.python_version()}, {platform.machine()}; Twisted {version('Twisted')}, "
+          f"httptools {httptools.__version__}, h11 {getattr(h11, '__version__', '-')}; "
+          f"µs per request, median (lowest–highest) of {repeat}")
+    setups = {listener: statistics.median(per_call_ns(notifier_setup(listener), seconds, repeat))
+              for listener in ("public", "api")}
+    print(f"(notifier: a connection made and dropped, {setups['public'] / 1000:.1f} µs on the public "
+          f"listener's site, {setups['api'] / 1000:.1f} on the api's, taken off its column)")
+    read = statistics.median(per_call_ns(notifier_case([PUBLISH], 1, "api"), seconds, repeat))
+    answered = statistics.median(per_call_ns(notifier_answer([PUBLISH], "api"), seconds, repeat))
+    print(f"(notifier: answering a publish with an empty body, sent at the end of the turn, "
+          f"{(answered - read) / 1000:.1f} µs; in the pipelined pair, once for the two)")
+    setup = per_call_ns(twisted_setup(), seconds, repeat)
+    twisted_setup_median = statistics.median(setup)
+    print(f"(twisted.web: a channel made and dropped, {_cell(_us(setup))} µs, taken off its column)")
+    makers: list[tuple[str, Callable[..., Callable[[], object] | None]]] = [
+        ("notifier", notifier_case), ("httptools", httptools_case)]
     if h11 is not None:
         makers.append(("h11", h11_case))
     makers.append(("twisted.web", twisted_case))
@@ -536,7 +760,7 @@ def main() -> int:
     print("  ".join(title.ljust(width) for title, width in zip(titles, widths, strict=True)))
     for name, pieces, requests, listener in SAMPLES:
         cells = [name]
-        read: list[tuple[object, ...]] | None = None
+        seen: list[tuple[object, ...]] | None = None
         for title, make in makers:
             func = make(pieces, requests, listener)
             if func is None:
@@ -544,11 +768,13 @@ def main() -> int:
                 continue
             if title != "twisted.web":  # each parser must have read the same requests
                 got = [_summary(request) for request in func()]  # type: ignore[attr-defined]
-                assert read is None or got == read, (title, got, read)
-                read = got
-            figures = per_call_ns(func, options.seconds, options.repeat)
-            if title == "twisted.web":
-                figures = [f - setup_median for f in figures]
+                assert seen is None or got == seen, (title, got, seen)
+                seen = got
+            figures = per_call_ns(func, seconds, repeat)
+            if title == "notifier":
+                figures = [f - setups[listener] for f in figures]
+            elif title == "twisted.web":
+                figures = [f - twisted_setup_median for f in figures]
             cells.append(_cell([f / 1000 / requests for f in figures]))
         print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)), flush=True)
     return 0

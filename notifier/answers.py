@@ -9,16 +9,16 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, Generic, TypeVar, cast
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import server
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect as RouteRedirect
 
 from notifier.errors import MethodNotAllowed, NotFound, NotifierError
+from notifier.http.request import Answering
 
 log = Logger()
 T = TypeVar("T")
@@ -26,13 +26,13 @@ T = TypeVar("T")
 JSON = b"application/json"
 
 
-def json_answer(request: IRequest, body: Any, status: int = 200) -> bytes:
+def json_answer(request: Answering, body: Any, status: int = 200) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", JSON)
     return json.dumps(body).encode()
 
 
-def published_answer(request: IRequest, message_id: str, reached: int, status: int) -> bytes:
+def published_answer(request: Answering, message_id: str, reached: int, status: int) -> bytes:
     """``json_answer`` of ``{"id": message_id, "subscribers": reached}``,
     byte for byte, without ``json.dumps`` making an encoder: the answer of
     every publish."""
@@ -41,7 +41,7 @@ def published_answer(request: IRequest, message_id: str, reached: int, status: i
     return b'{"id": %s, "subscribers": %d}' % (encode_basestring_ascii(message_id).encode(), reached)
 
 
-def jsonp_answer(request: IRequest, callback: str, payload: bytes) -> bytes:
+def jsonp_answer(request: Answering, callback: str, payload: bytes) -> bytes:
     """*payload* (JSON) passed to the JavaScript function *callback*, an
     identifier path already checked: a long-poll's or ``/last``'s answer
     to a script tag."""
@@ -49,7 +49,7 @@ def jsonp_answer(request: IRequest, callback: str, payload: bytes) -> bytes:
     return b"/**/" + callback.encode() + b"(" + payload + b");"
 
 
-def error_answer(request: IRequest, error: NotifierError) -> bytes:
+def error_answer(request: Answering, error: NotifierError) -> bytes:
     request.setResponseCode(error.status)
     request.setHeader(b"content-type", JSON)
     request.setHeader(b"cache-control", b"no-store")
@@ -130,42 +130,6 @@ class _Driver(Generic[T]):
     def _cancel(self, _: Deferred[T]) -> None:
         if self.awaited is not None:
             self.awaited.cancel()
-
-
-def answer_later(request: server.Request, result: Deferred[Any]) -> int:
-    """Answer *request* with what *result* fires with (bytes; NOT_DONE_YET
-    when the request was handed over, to a WebSocket say), or with the JSON
-    error it fails with; cancel it if the client goes away first."""
-    finished = [False]
-
-    def gone(failure: Failure) -> None:
-        finished[0] = True
-        result.cancel()
-
-    request.notifyFinish().addErrback(gone)
-
-    def done(body: Any) -> None:
-        if body is not server.NOT_DONE_YET and not finished[0]:
-            if not request.startedWriting:  # not a stream: no chunking needed
-                request.setHeader(b"content-length", b"%d" % len(body))
-            request.write(body)
-            request.finish()
-
-    def failed(failure: Failure) -> None:
-        if finished[0] or failure.check(CancelledError):
-            return
-        if failure.check(NotifierError):
-            error = cast(NotifierError, failure.value)
-        else:
-            log.failure("unexpected error answering {path}", failure, path=request.path)
-            error = NotifierError("the server failed to answer", code="internal_error", status=500)
-        if request.startedWriting:  # a stream already begun can only be ended
-            request.finish()
-            return
-        done(error_answer(request, error))
-
-    result.addCallbacks(done, failed)
-    return server.NOT_DONE_YET
 
 
 def install_error_handlers(app: Klein) -> None:

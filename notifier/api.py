@@ -7,25 +7,31 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import resource, server
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IRequest
 
-from notifier.answers import answer_later, install_error_handlers, json_answer, now_or_later, published_answer
+from notifier.answers import install_error_handlers, json_answer, now_or_later, published_answer
 from notifier.auth import (
     SignedRequest,
     admin_granted,
     bad_credentials,
     check_admin,
-    publisher_credentials,
     publisher_credentials_from,
 )
 from notifier.centers import Centers
 from notifier.config import Config
 from notifier.console import Console
-from notifier.errors import BadRequest, NotFound, NotifierError, TooLarge, Unauthorized, UnsupportedMediaType
+from notifier.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    NotifierError,
+    TooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from notifier.http.request import Answering, Reading, Request
+from notifier.http.web import KleinSeam, WebRequest
 from notifier.metrics import Metrics
 from notifier.model import Center
 from notifier.names import check_center_name
@@ -47,11 +53,10 @@ def max_body_bytes(config: Config) -> int:
     return max(16 * 1024 * 1024, 4 * config.centers.max_message_bytes + MAX_JSON_BODY)
 
 
-def is_publish(method: bytes, path: list[bytes]) -> bool:
-    """Whether *method* and the segments of *path* are ``POST
-    /api/v1/centers/{center}/messages``, the one request a site makes most."""
-    return (method == b"POST" and len(path) == 5 and path[0] == b"api" and path[1] == b"v1"
-            and path[2] == b"centers" and path[4] == b"messages")
+def is_publish(path: list[bytes]) -> bool:
+    """Whether the segments of *path* are those of ``/api/v1/centers/{center}/messages``."""
+    return len(path) == 5 and path[0] == b"api" and path[1] == b"v1" and path[2] == b"centers" \
+        and path[4] == b"messages"
 
 
 def _is_text(content_type: bytes | None) -> bool:
@@ -64,13 +69,11 @@ def _is_text(content_type: bytes | None) -> bool:
     )
 
 
-def _read(request: IRequest) -> bytes:
-    """The whole request body; 413 if the site discarded it as too large."""
-    if getattr(request, "body_too_large", False):
+def _read(request: Reading) -> bytes:
+    """The whole request body; 413 if the connection discarded it as too large."""
+    if request.body_too_large:
         raise TooLarge("the request body is too large")
-    request.content.seek(0)
-    body: bytes = request.content.read()
-    return body
+    return request.body()
 
 
 def _json_object(data: bytes, *, required: bool, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
@@ -124,23 +127,20 @@ class ApiApp:
         self.clock = clock
         self.metrics = metrics
 
-    def resource(self) -> Any:
-        return ApiRoot(self)
-
-    async def _publisher(self, request: IRequest) -> tuple[str, bytes]:
+    async def _publisher(self, request: Reading) -> tuple[str, bytes]:
         """The authenticated publisher's name, and the request body it signed.
 
         Every refusal of credentials naming no publisher, a wrong secret or
         a wrong signature is the same (docs/security.rst).
         """
-        credentials = publisher_credentials(request)
+        credentials = publisher_credentials_from([request.getHeader(b"authorization") or b""])
         now = self.clock.seconds()
         credentials.check_time(now)
         publisher = await self.publishers.publisher(credentials.publisher)
-        if getattr(request, "body_refused", False):
+        if request.body_refused:
             raise bad_credentials()  # looked up as the head came in (body_gate)
         body = _read(request)
-        credentials.verify(publisher, request, body, now)
+        credentials.verify(publisher, request.method, request.uri, body, now)
         assert publisher is not None
         if isinstance(credentials, SignedRequest) and request.method not in IDEMPOTENT \
                 and not await self.first_use(publisher.name, credentials.signature, credentials.timestamp):
@@ -148,23 +148,25 @@ class ApiApp:
                                code="replayed_signature")
         return publisher.name, body
 
-    def body_gate(self, method: bytes, target: bytes, headers: Headers, length: int | None = None,
+    def body_gate(self, request: Request, length: int | None = None,
                   in_hand: bool = False) -> tuple[int, Deferred[bool] | None]:
         """How much of a request's body to read, decided from its head
-        (notifier.httpserver.BoundedRequest, notifier.front.Front): each
-        route's own bound, and no body at all for credentials that cannot
-        hold, looked up first. A body that came whole with its head
-        (*in_hand*) is not worth a look-up: the handler checks the
-        credentials before using it."""
-        path = target.split(b"?", 1)[0].split(b"/")[1:]
-        authorization = headers.getRawHeaders(b"authorization") or [b""]
+        (notifier.http.connection): each route's own bound, and no body at
+        all for credentials that cannot hold, looked up first. With
+        *in_hand* only the bound is asked, no look-up: the connection asks
+        so at every head with a body, and again, for the verdict, only of
+        a body that did not come whole with its head (one in hand is read:
+        the handler checks the credentials before using it)."""
+        path = request.segments
+        method = request.method
+        authorization = [request.getHeader(b"authorization") or b""]
         if path[:2] == [b"admin", b"v1"]:
             if admin_granted(authorization[0], self.config.api.admin_token):
                 return MAX_JSON_BODY, None
             return 0, succeed(False)
         if path[:2] != [b"api", b"v1"]:
             return 0, None
-        if is_publish(method, path):
+        if method == b"POST" and is_publish(path):
             limit = self.config.centers.max_message_bytes
         elif method == b"POST" and path[2:] == [b"messages"]:
             limit = max_body_bytes(self.config)
@@ -186,7 +188,7 @@ class ApiApp:
             return limit, looked_up.addCallback(credentials.may_hold)
         return limit, succeed(credentials.may_hold(looked_up))
 
-    def _message(self, request: IRequest, body: bytes) -> str:
+    def _message(self, request: Reading, body: bytes) -> str:
         """The text of a single message's request: a text type, within the size."""
         if not _is_text(request.getHeader(b"content-type")):
             raise UnsupportedMediaType("messages are text: text/*, application/json or application/xml")
@@ -202,7 +204,7 @@ class ApiApp:
             raise BadRequest("the message is not UTF-8 text", code="invalid_encoding") from None
 
     @staticmethod
-    def _idempotency_key(request: IRequest) -> str | None:
+    def _idempotency_key(request: Reading) -> str | None:
         key = request.getHeader(b"idempotency-key")
         if key is None:
             return None
@@ -211,8 +213,8 @@ class ApiApp:
         decoded: str = key.decode("latin-1")
         return decoded
 
-    def _admin(self, request: IRequest) -> None:
-        check_admin(request, self.config.api.admin_token)
+    def _admin(self, request: Reading) -> None:
+        check_admin(request.getHeader(b"authorization"), self.config.api.admin_token)
 
     async def _center(self, center: Center, last_ts: bool = False) -> dict[str, Any]:
         """The center object (docs/protocol.rst: The publisher API); with *last_ts*, as
@@ -242,23 +244,23 @@ class ApiApp:
         return [] if presence is None else await presence.members(center.path)
 
     @app.route("/healthz", methods=["GET"])
-    def healthz(self, request: IRequest) -> bytes:
+    def healthz(self, request: WebRequest) -> bytes:
         return json_answer(request, {"status": "ok"})
 
     # publisher API
 
     @app.route("/api/v1/centers", methods=["GET"])
-    async def list_centers(self, request: IRequest) -> bytes:
+    async def list_centers(self, request: WebRequest) -> bytes:
         publisher, _ = await self._publisher(request)
         centers = await self.centers.list_centers(publisher)
         return json_answer(request, {"centers": [await self._center(c) for c in centers]})
 
     @app.route("/api/v1/centers/<center>", methods=["PUT"])
-    async def create_center(self, request: IRequest, center: str) -> bytes:
+    async def create_center(self, request: WebRequest, center: str) -> bytes:
         publisher, body = await self._publisher(request)
         return await self._made(request, publisher, center, body)
 
-    async def _made(self, request: IRequest, publisher: str, center: str, body: bytes,
+    async def _made(self, request: WebRequest, publisher: str, center: str, body: bytes,
                     last_ts: bool = False) -> bytes:
         """``PUT`` a center: 201 and the center made, or 200 and the one there was."""
         options = _center_options(_json_object(body, required=False))
@@ -266,13 +268,13 @@ class ApiApp:
         return json_answer(request, await self._center(made, last_ts=last_ts), 201 if created else 200)
 
     @app.route("/api/v1/centers/<center>", methods=["GET"])
-    async def get_center(self, request: IRequest, center: str) -> bytes:
+    async def get_center(self, request: WebRequest, center: str) -> bytes:
         publisher, _ = await self._publisher(request)
         hub = await self.centers.hub(publisher, center)
         return json_answer(request, await self._center(hub.center))
 
     @app.route("/api/v1/centers/<center>/presence", methods=["GET"])
-    async def presence(self, request: IRequest, center: str) -> bytes:
+    async def presence(self, request: WebRequest, center: str) -> bytes:
         publisher, _ = await self._publisher(request)
         hub = await self.centers.hub(publisher, center)
         if not hub.center.presence:
@@ -282,14 +284,14 @@ class ApiApp:
                                      "members": [{"uid": uid, "info": info} for uid, info in members]})
 
     @app.route("/api/v1/webhook", methods=["PUT"])
-    async def set_webhook(self, request: IRequest) -> bytes:
+    async def set_webhook(self, request: WebRequest) -> bytes:
         publisher, body = await self._publisher(request)
         webhook = webhook_of(_json_object(body, required=True))
         await self.publishers.set_webhook(publisher, webhook)
         return json_answer(request, webhook_json(webhook))
 
     @app.route("/api/v1/webhook", methods=["GET"])
-    async def get_webhook(self, request: IRequest) -> bytes:
+    async def get_webhook(self, request: WebRequest) -> bytes:
         publisher, _ = await self._publisher(request)
         webhook = await self.publishers.get_webhook(publisher)
         if webhook is None:
@@ -297,26 +299,22 @@ class ApiApp:
         return json_answer(request, webhook_json(webhook))
 
     @app.route("/api/v1/webhook", methods=["DELETE"])
-    async def delete_webhook(self, request: IRequest) -> bytes:
+    async def delete_webhook(self, request: WebRequest) -> bytes:
         publisher, _ = await self._publisher(request)
         await self.publishers.remove_webhook(publisher)
         request.setResponseCode(204)
         return b""
 
     @app.route("/api/v1/centers/<center>", methods=["DELETE"])
-    async def delete_center(self, request: IRequest, center: str) -> bytes:
+    async def delete_center(self, request: WebRequest, center: str) -> bytes:
         publisher, _ = await self._publisher(request)
         await self.centers.delete_center(publisher, center)
         request.setResponseCode(204)
         return b""
 
-    @app.route("/api/v1/centers/<center>/messages", methods=["POST"])
-    async def publish(self, request: IRequest, center: str) -> bytes:
-        return await self.publish_message(request, center)
-
-    async def publish_message(self, request: IRequest, center: str) -> bytes:
-        """``POST /api/v1/centers/{center}/messages``, also reached without
-        the router (ApiRoot): the one request a site makes most."""
+    async def publish_message(self, request: Request, center: str) -> bytes:
+        """``POST /api/v1/centers/{center}/messages``, the one request a
+        site makes most, answered without the router (ApiRoot)."""
         publisher, body = await self._publisher(request)
         text = self._message(request, body)
 
@@ -326,7 +324,7 @@ class ApiApp:
         return published_answer(request, message_id, reached, 201 if fresh else 200)
 
     @app.route("/api/v1/messages", methods=["POST"])
-    async def publish_batch(self, request: IRequest) -> bytes:
+    async def publish_batch(self, request: WebRequest) -> bytes:
         publisher, body = await self._publisher(request)
         document = _json_object(body, required=True, limit=len(body))
         entries = document.get("messages")
@@ -364,7 +362,7 @@ class ApiApp:
     # operator API
 
     @app.route("/admin/v1/publishers", methods=["POST"])
-    async def add_publisher(self, request: IRequest) -> bytes:
+    async def add_publisher(self, request: WebRequest) -> bytes:
         self._admin(request)
         body = _json_object(_read(request), required=True)
         name = body.get("name")
@@ -374,7 +372,7 @@ class ApiApp:
         return json_answer(request, {"name": publisher.name, "secret": publisher.secret}, 201)
 
     @app.route("/admin/v1/publishers", methods=["GET"])
-    async def list_publishers(self, request: IRequest) -> bytes:
+    async def list_publishers(self, request: WebRequest) -> bytes:
         self._admin(request)
         publishers = await self.publishers.list_publishers()
         return json_answer(request, {"publishers": [
@@ -382,13 +380,13 @@ class ApiApp:
         ]})
 
     @app.route("/admin/v1/publishers/<name>/rotate", methods=["POST"])
-    async def rotate(self, request: IRequest, name: str) -> bytes:
+    async def rotate(self, request: WebRequest, name: str) -> bytes:
         self._admin(request)
         publisher = await self.publishers.rotate_secret(name)
         return json_answer(request, {"name": publisher.name, "secret": publisher.secret})
 
     @app.route("/admin/v1/publishers/<name>", methods=["DELETE"])
-    async def remove_publisher(self, request: IRequest, name: str) -> bytes:
+    async def remove_publisher(self, request: WebRequest, name: str) -> bytes:
         self._admin(request)
         await self.publishers.remove_publisher(name)
         request.setResponseCode(204)
@@ -402,25 +400,25 @@ class ApiApp:
         return name
 
     @app.route("/admin/v1/publishers/<name>/centers", methods=["GET"])
-    async def admin_centers(self, request: IRequest, name: str) -> bytes:
+    async def admin_centers(self, request: WebRequest, name: str) -> bytes:
         self._admin(request)
         centers = await self.centers.list_centers(await self._owner(name))
         return json_answer(request, {"centers": [await self._center(c, last_ts=True) for c in centers]})
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["PUT"])
-    async def admin_create_center(self, request: IRequest, name: str, center: str) -> bytes:
+    async def admin_create_center(self, request: WebRequest, name: str, center: str) -> bytes:
         self._admin(request)
         return await self._made(request, await self._owner(name), center, _read(request), last_ts=True)
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["DELETE"])
-    async def admin_delete_center(self, request: IRequest, name: str, center: str) -> bytes:
+    async def admin_delete_center(self, request: WebRequest, name: str, center: str) -> bytes:
         self._admin(request)
         await self.centers.delete_center(await self._owner(name), center)
         request.setResponseCode(204)
         return b""
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>/messages", methods=["POST"])
-    async def admin_publish(self, request: IRequest, name: str, center: str) -> bytes:
+    async def admin_publish(self, request: WebRequest, name: str, center: str) -> bytes:
         """A test message from the console, as its publisher would send it."""
         self._admin(request)
         text = self._message(request, _read(request))
@@ -429,7 +427,7 @@ class ApiApp:
         return published_answer(request, message_id, reached, 201)
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>/tail", methods=["GET"])
-    async def admin_tail(self, request: IRequest, name: str, center: str) -> None:
+    async def admin_tail(self, request: WebRequest, name: str, center: str) -> None:
         """The live tail of a center (notifier.tail): done when it ends,
         having answered by itself (Klein then leaves the request be)."""
         self._admin(request)
@@ -437,49 +435,41 @@ class ApiApp:
         members = await self._members(hub.center) if hub.center.presence else None
         if self.centers.loaded(name, center) is not hub:
             raise NotFound(f"no center {center!r}", code="no_such_center")  # deleted meanwhile
-        tail = Tail(request, hub, self.clock)  # type: ignore[arg-type]  # a server.Request
+        tail = Tail(request, hub, self.clock)
         tail.start(members)
         await tail.ended
 
     @app.route("/admin/v1/stats", methods=["GET"])
-    async def stats(self, request: IRequest) -> bytes:
+    async def stats(self, request: WebRequest) -> bytes:
         self._admin(request)
         return json_answer(request, await self.metrics.stats())
 
     @app.route("/metrics", methods=["GET"])
-    async def prometheus(self, request: IRequest) -> bytes:
+    async def prometheus(self, request: WebRequest) -> bytes:
         self._admin(request)
         body, content_type = await self.metrics.exposition()
-        request.setHeader(b"content-type", content_type.encode())
+        answering: Answering = request
+        answering.setHeader(b"content-type", content_type.encode())
         return body
 
 
-class ApiRoot(resource.Resource):
-    """The api listener's root: a publish goes straight to its handler,
-    everything else through the Klein router."""
-
-    isLeaf = True
+class ApiRoot:
+    """The api listener's app: a publish goes straight to its handler, the
+    console's files to the console, everything else through the Klein
+    router (notifier.http.web: the one seam where Klein begins)."""
 
     def __init__(self, api: ApiApp) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.api = api
-        self.router = api.app.resource()
+        self.router = KleinSeam(api.app.resource())
         self.console = Console()
 
-    def render(self, request: server.Request) -> Any:
-        path = request.postpath
-        assert path is not None  # set by the site before rendering
-        if path and path[0] == b"console":
+    def serve(self, request: Request) -> Any:
+        path = request.segments
+        if path[0] == b"console":
             return self.console.render(request, path[1:])
-        if is_publish(request.method, path):
-            try:
-                center = path[3].decode("utf-8")
-            except UnicodeDecodeError:
-                return self.router.render(request)
-            try:
-                result = now_or_later(self.api.publish_message(request, center))
-            except Exception:
-                # Answered the one way every failure is (notifier.answers.answer_later).
-                return answer_later(request, fail())
-            return answer_later(request, result) if isinstance(result, Deferred) else result
-        return self.router.render(request)
+        if is_publish(path):
+            if request.method != b"POST":
+                request.setHeader(b"allow", b"POST")
+                raise MethodNotAllowed(f"{request.method.decode('latin-1')} is not allowed here")
+            return now_or_later(self.api.publish_message(request, path[3].decode("utf-8")))
+        return self.router.serve(request)

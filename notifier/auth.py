@@ -19,7 +19,6 @@ from typing import Any, TypeGuard
 
 import jwt
 from attrs import frozen
-from twisted.web.iweb import IRequest
 
 from notifier.errors import Unauthorized
 from notifier.model import Publisher
@@ -58,7 +57,7 @@ class BasicCredentials:
         return secrets.compare_digest((publisher or _NOBODY).secret.encode(), self.secret.encode()) \
             and publisher is not None
 
-    def verify(self, publisher: Publisher | None, request: IRequest, body: bytes, now: float) -> None:
+    def verify(self, publisher: Publisher | None, method: bytes, uri: bytes, body: bytes, now: float) -> None:
         if not self.may_hold(publisher):
             raise bad_credentials()
 
@@ -76,9 +75,9 @@ class SignedRequest:
             raise _bad(f"the signature's timestamp is more than {SIGNATURE_WINDOW} s from the server's clock",
                        code="stale_signature")
 
-    def verify(self, publisher: Publisher | None, request: IRequest, body: bytes, now: float) -> None:
+    def verify(self, publisher: Publisher | None, method: bytes, uri: bytes, body: bytes, now: float) -> None:
         self.check_time(now)
-        expected = signature((publisher or _NOBODY).secret, request.method, request.uri, self.timestamp, body)
+        expected = signature((publisher or _NOBODY).secret, method, uri, self.timestamp, body)
         if not hmac.compare_digest(expected, self.signature) or publisher is None:
             raise bad_credentials()
 
@@ -89,11 +88,6 @@ def signature(secret: str, method: bytes, path_with_query: bytes, timestamp: int
         method, path_with_query, str(timestamp).encode(), hashlib.sha256(body).hexdigest().encode(),
     ))
     return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-
-
-def publisher_credentials(request: IRequest) -> BasicCredentials | SignedRequest:
-    """What the request claims, before anything is checked against the store."""
-    return publisher_credentials_from([request.getHeader(b"authorization") or b""])
 
 
 def publisher_credentials_from(values: Sequence[bytes]) -> BasicCredentials | SignedRequest:
@@ -144,11 +138,11 @@ def admin_granted(authorization: bytes | None, token: str) -> bool:
     return bool(token) and scheme.lower() == b"bearer" and secrets.compare_digest(value.strip(), token.encode())
 
 
-def check_admin(request: IRequest, token: str) -> None:
+def check_admin(authorization: bytes | None, token: str) -> None:
     """Pass only ``Authorization: Bearer <token>``; an empty token refuses all."""
     if not token:
         raise _bad("the admin API is disabled (no admin_token configured)", code="admin_disabled")
-    if not admin_granted(request.getHeader(b"authorization"), token):
+    if not admin_granted(authorization, token):
         raise _bad("admin token required (Authorization: Bearer)")
 
 

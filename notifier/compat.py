@@ -1,18 +1,13 @@
 """The private names of Twisted and Autobahn that notifier borrows, for
-speed or for answers twisted.web would not give, all here.
+speed, all here.
 
 Each is checked once, at import, against the installed library; each has
 a flag saying whether it holds and, when it does not, notifier takes the
-library's public path instead: slower, the same answers, or, for the
-borrowings of behaviour (the body gate, the JSON refusals), twisted.web's
-own (docs/architecture.rst says which). No other module
-touches another library's private name (tests/test_compat.py checks it,
-and each fallback). The subclasses that override a private method get it
-from a class of this module (:class:`ChannelHooks`,
-:class:`RequestHooks`, :class:`FastWebSocket`), empty when the name is
-gone; those subclasses are ``notifier.httpserver.Channel``,
-``notifier.httpserver.BoundedRequest`` and
-``notifier.transports.websocket.WebSocketSubscriber``.
+library's public path instead: slower, with the same answers. No other
+module touches another library's private name (tests/test_compat.py
+checks it, and each fallback). The one subclass that overrides private
+methods gets them from :class:`FastWebSocket`, empty when the names are
+gone: ``notifier.transports.websocket.WebSocketSubscriber``.
 
 The versions the suite runs with are in ``constraints.txt`` (newest) and
 ``constraints-lowest.txt`` (lowest), both tested (``make test``).
@@ -35,10 +30,7 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.wamp.types import TransportDetails
 from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
 from twisted.internet import abstract, tcp
-from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
-from twisted.web import http, http_headers, server
-from twisted.web.http_headers import Headers
 
 log = Logger()
 
@@ -92,123 +84,6 @@ def temp_data_length(transport: object) -> int:
     return getattr(transport, "_tempDataLen", 0) if TEMP_DATA else 0
 
 
-# -- Twisted: header names as twisted.web writes them ------------------------
-
-def _public_header_name(name: bytes) -> bytes:
-    headers = Headers()
-    headers.setRawHeaders(name, [b""])
-    return next(iter(headers.getAllRawHeaders()))[0]
-
-
-#: twisted.web's ``_nameEncoder``: ``Access-Control-Allow-Origin`` of
-#: ``access-control-allow-origin``, without a Headers object.
-HEADER_NAMES = _holds("header names", lambda: all(
-    http_headers._nameEncoder.encode(name) == _public_header_name(name)
-    for name in (b"access-control-allow-origin", b"content-type", b"x-content-type-options", b"etag")))
-header_name: Callable[[bytes], bytes] = (
-    http_headers._nameEncoder.encode if HEADER_NAMES else _public_header_name)
-
-
-# -- Twisted: HTTPChannel's state ----------------------------------------------
-
-#: ``HTTPChannel._command``, ``_path`` (the request line, before the
-#: request has them) and LineReceiver's ``_buffer`` (what follows the head):
-#: a site's ``body_gate`` is asked before the body is read. Without them
-#: the body is read (within ``max_body_bytes``) and the handler refuses it.
-def _channel_probe() -> http.HTTPChannel:
-    """An HTTPChannel, connected to nothing, half way through a request head."""
-    channel = http.HTTPChannel()
-    channel.timeOut = None  # no timer: no reactor
-    channel.makeConnection(StringTransport())
-    channel.dataReceived(b"POST /probe HTTP/1.1\r\nHost: probe\r\nAcc")
-    return channel
-
-
-try:
-    _PROBE: Any = _channel_probe()
-except Exception:
-    _PROBE = None
-CHANNEL_HEAD = _holds("body gate", lambda: (
-    _PROBE._command == b"POST" and _PROBE._path == b"/probe" and _PROBE._buffer == b"Acc"))
-request_line: Callable[[Any], tuple[bytes, bytes]] = attrgetter("_command", "_path")
-request_method: Callable[[Any], bytes] = attrgetter("_command")
-line_buffer: Callable[[Any], bytes] = attrgetter("_buffer") if CHANNEL_HEAD else (lambda channel: b"")
-
-#: ``HTTPChannel._waitingForTransport``, ``_networkProducer``,
-#: ``_handlingRequest``, ``_dataBuffer``, ``_optimisticEagerReadSize``: a
-#: channel stops reading pipelined requests while its client reads nothing,
-#: and reads them from the line buffer once it takes (so only with
-#: ``CHANNEL_HEAD``). Without them twisted.web's own bound holds (it reads on).
-CHANNEL_PACING = CHANNEL_HEAD and _holds("pipelining bound", lambda: _has(
-    _PROBE, "_waitingForTransport", "_networkProducer", "_handlingRequest", "_dataBuffer",
-    "_optimisticEagerReadSize") and isinstance(_PROBE._dataBuffer, list)
-    and isinstance(_PROBE._optimisticEagerReadSize, int))
-
-
-def _never(channel: Any) -> bool:
-    return False
-
-
-#: Whether *channel*'s client has not taken what was sent (Twisted paused it).
-transport_waits: Callable[[Any], bool] = attrgetter("_waitingForTransport") if CHANNEL_PACING else _never
-
-
-def pause_reading(channel: Any) -> None:
-    """Stop reading *channel*'s connection, as twisted.web does itself."""
-    channel._networkProducer.pauseProducing()
-
-
-def _pipelined_too_much(channel: Any) -> bool:
-    """Whether *channel* holds more pipelined bytes than twisted.web reads
-    ahead while answering, its client reading nothing."""
-    return bool(channel._handlingRequest and channel._waitingForTransport
-                and sum(map(len, channel._dataBuffer)) > channel._optimisticEagerReadSize)
-
-
-pipelined_too_much: Callable[[Any], bool] = _pipelined_too_much if CHANNEL_PACING else _never
-
-
-#: ``HTTPChannel._send100Continue`` and ``_respondToBadRequestAndDisconnect``,
-#: ``Request._handleStar``: overridden (ChannelHooks, RequestHooks) for a
-#: ``100 Continue`` only for a body read, JSON refusals. Without them
-#: twisted.web's own answers are given (a bare 400 or 405, a 100 always).
-CHANNEL_HOOKS = _holds("HTTP refusals", lambda: _method(http.HTTPChannel, "_send100Continue", 0)
-                       and _method(http.HTTPChannel, "_respondToBadRequestAndDisconnect", 0)
-                       and _method(server.Request, "_handleStar", 0))
-
-
-class ChannelHooks:
-    """What an HTTPChannel subclass answers instead of twisted.web."""
-
-    def continue_expected(self) -> None:
-        """A request awaits ``100 Continue``."""
-        raise NotImplementedError
-
-    def bad_request(self) -> None:
-        """A request could not be read."""
-        raise NotImplementedError
-
-    if CHANNEL_HOOKS:
-        def _send100Continue(self) -> None:
-            self.continue_expected()
-
-        def _respondToBadRequestAndDisconnect(self) -> None:
-            self.bad_request()
-
-
-class RequestHooks:
-    """What a Request subclass answers instead of twisted.web."""
-
-    def star(self) -> bool:
-        """A request for ``*``: whether it was answered (else twisted.web answers)."""
-        raise NotImplementedError
-
-    if CHANNEL_HOOKS:
-        def _handleStar(self) -> None:
-            if not self.star():
-                super()._handleStar()  # type: ignore[misc]
-
-
 # -- Autobahn: a connection set up and opened without its bookkeeping --------
 
 #: What Autobahn's ``WebSocketProtocol._connectionMade`` sets the same on
@@ -229,7 +104,7 @@ CONNECTING: dict[str, object] = {
 
 #: ``WebSocketProtocol._connectionMade`` (set up as ``CONNECTING``, overridden),
 #: ``_transport_details`` (made when asked), ``_wskey`` and ``_onOpen`` (the
-#: handshake the front read, answered by notifier.transports.websocket's
+#: handshake the public listener read, answered by notifier.transports.websocket's
 #: ``open_at_once``), txaio's ``Logger._log_level``. Without them each
 #: WebSocket is set up and opened by Autobahn.
 FAST_WEBSOCKET = _holds("WebSocket setup", lambda: (
@@ -361,7 +236,5 @@ if LAZY_COLOURS:
 
 #: The flags above, by name (tests/test_compat.py turns each off).
 FLAGS: Mapping[str, bool] = {
-    "TEMP_DATA": TEMP_DATA, "HEADER_NAMES": HEADER_NAMES, "CHANNEL_HEAD": CHANNEL_HEAD,
-    "CHANNEL_PACING": CHANNEL_PACING, "CHANNEL_HOOKS": CHANNEL_HOOKS, "FAST_WEBSOCKET": FAST_WEBSOCKET,
-    "LAZY_COLOURS": LAZY_COLOURS,
+    "TEMP_DATA": TEMP_DATA, "FAST_WEBSOCKET": FAST_WEBSOCKET, "LAZY_COLOURS": LAZY_COLOURS,
 }

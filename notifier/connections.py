@@ -144,7 +144,7 @@ class PerPeerLimit(WrappingFactory[_Counted]):
     """The public listener's factory when ``[public] max_connections_per_ip``
     is set: at most *limit* connections at once from one peer address;
     another is cut as soon as it is accepted. Each is counted once, at
-    accept, whatever protocol the front hands it to later."""
+    accept, whatever protocol its connection hands it to later."""
 
     protocol = _Counted
 

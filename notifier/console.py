@@ -11,13 +11,12 @@ from __future__ import annotations
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-from twisted.web import server
-
 from notifier.answers import error_answer
 from notifier.errors import MethodNotAllowed, NotFound
+from notifier.http.request import Request
 
 #: Headers of every answer under /console/ (X-Content-Type-Options is every
-#: answer's: notifier.httpserver.NOSNIFF).
+#: answer's: notifier.http.request.NOSNIFF).
 HEADERS = {
     b"content-security-policy": (b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
                                  b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
@@ -53,7 +52,7 @@ class Console:
         folder = files("notifier").joinpath("static/console")
         self.files = _read(folder) if folder.is_dir() else {}
 
-    def render(self, request: server.Request, path: list[bytes]) -> bytes:
+    def render(self, request: Request, path: list[bytes]) -> bytes:
         """Answer *request* for ``/console/`` followed by *path*."""
         for header, value in HEADERS.items():
             request.setHeader(header, value)

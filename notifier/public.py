@@ -1,8 +1,9 @@
 """The public listener: subscribing on every transport, ``/last``, health.
 
-Plain twisted.web resources: a long-poll or an SSE stream is a request per
-delivery, and routing it through a general-purpose framework cost more than
-everything else it does. A request for a center already live on this node
+Plain handlers of the listener's requests (notifier.http.request): a
+long-poll or an SSE stream is a request per delivery, and routing it
+through a general-purpose framework cost more than everything else it
+does. A request for a center already live on this node
 is answered without a Deferred where it can be; anything that needs the
 store goes the asynchronous way. Every refusal is the documented JSON error.
 
@@ -24,10 +25,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web import resource, server
-from twisted.web.iweb import IRequest
 
-from notifier.answers import answer_later, error_answer, json_answer, jsonp_answer
+from notifier.answers import error_answer, json_answer, jsonp_answer
 from notifier.auth import grants, member, subscriber_claims
 from notifier.centers import Centers
 from notifier.config import Config
@@ -41,6 +40,7 @@ from notifier.errors import (
     Unauthorized,
     Unavailable,
 )
+from notifier.http.request import Request
 from notifier.hub import CURSOR, Hub
 from notifier.model import Grant
 from notifier.names import CENTER_NAME, PUBLISHER_NAME
@@ -51,10 +51,9 @@ log = Logger()
 
 CALLBACK = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII)
 MAX_LONGPOLL_TIMEOUT = 120
-NOT_DONE_YET: int = server.NOT_DONE_YET
 
 
-def _arg(request: IRequest, name: bytes) -> str | None:
+def _arg(request: Request, name: bytes) -> str | None:
     values: list[bytes] | None = request.args.get(name)
     if not values:
         return None
@@ -100,7 +99,7 @@ def _centers(segment: str) -> tuple[str, ...]:
     return names
 
 
-def _callback(request: IRequest) -> str | None:
+def _callback(request: Request) -> str | None:
     callback = _arg(request, b"callback")
     if callback is not None and not CALLBACK.match(callback):
         raise BadRequest("callback must be a JavaScript identifier path", code="invalid_callback")
@@ -110,7 +109,7 @@ def _callback(request: IRequest) -> str | None:
 #: Serves an admitted request for its hubs (one per center of the URL): the
 #: request, the hubs, and what the token it was admitted with grants
 #: (``None``: public centers only).
-Serve = Callable[[server.Request, Sequence[Hub], "Grant | None"], Any]
+Serve = Callable[[Request, Sequence[Hub], "Grant | None"], Any]
 
 #: At most this many centers on one connection (docs/protocol.rst: Many centers on one connection).
 MAX_CENTERS = 32
@@ -123,32 +122,30 @@ def _no_center(center: str) -> NotFound:
     return NotFound(f"no center {center!r}", code="no_such_center")
 
 
-class _Leaf(resource.Resource, ABC):
-    """A leaf answering only the methods it names, with JSON refusals."""
+class _Leaf(ABC):
+    """A path answering only the methods it names, with JSON refusals."""
 
-    isLeaf = True
     methods: tuple[bytes, ...] = (b"GET", b"HEAD")
 
-    def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves Resource.__init__ unannotated
-
-    def render(self, request: server.Request) -> Any:
+    def serve(self, request: Request, parts: list[bytes]) -> Any:
+        """The answer to *request*, whose path's segments after this leaf's
+        own are *parts*."""
         if request.method not in self.methods:
             request.setHeader(b"allow", b", ".join(self.methods))
             method = request.method.decode("latin-1")
             return error_answer(request, MethodNotAllowed(f"{method} is not allowed here"))
         try:
-            return self.answer(request)
+            return self.answer(request, parts)
         except NotifierError as e:
             return error_answer(request, e)
 
     @abstractmethod
-    def answer(self, request: server.Request) -> Any:
+    def answer(self, request: Request, parts: list[bytes]) -> Any:
         """The answer to a request of one of ``methods``."""
 
 
 class _Health(_Leaf):
-    def answer(self, request: server.Request) -> bytes:
+    def answer(self, request: Request, parts: list[bytes]) -> bytes:
         return json_answer(request, {"status": "ok"})
 
 
@@ -160,7 +157,7 @@ class _Script(_Leaf):
         self.script = files("notifier").joinpath("static/notifier.js").read_bytes()
         self.etag = b'"' + hashlib.sha256(self.script).hexdigest()[:32].encode() + b'"'
 
-    def answer(self, request: server.Request) -> bytes:
+    def answer(self, request: Request, parts: list[bytes]) -> bytes:
         request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
         request.setHeader(b"cache-control", b"public, max-age=3600")
         request.setHeader(b"access-control-allow-origin", b"*")
@@ -174,29 +171,31 @@ class _Script(_Leaf):
 class _NoSuchPath(_Leaf):
     methods = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")
 
-    def answer(self, request: server.Request) -> bytes:
+    def answer(self, request: Request, parts: list[bytes]) -> bytes:
         raise NotFound("no such path", code="no_such_path")
 
 
-class PublicApp(resource.Resource):
-    """The root of the public listener."""
+class PublicApp:
+    """The public listener's app: its paths, by their first segment."""
 
     def __init__(self, publishers: Publishers, centers: Centers, config: Config, clock: IReactorTime,
                  websockets: websocket.NotifierFactory) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves Resource.__init__ unannotated
         self.closing = False
         #: Ends private subscriptions when their tokens expire.
         self.deadlines = TokenDeadlines(clock)
         websockets.deadlines = self.deadlines
-        self.putChild(b"sub", Subscriptions(self, publishers, centers, config, clock, websockets))
-        self.putChild(b"healthz", _Health())
-        self.putChild(b"notifier.js", _Script())
+        self.subscriptions = Subscriptions(self, publishers, centers, config, clock, websockets)
+        self.paths: dict[bytes, _Leaf] = {
+            b"sub": self.subscriptions, b"healthz": _Health(), b"notifier.js": _Script(),
+        }
+        self.elsewhere = _NoSuchPath()
 
-    def getChild(self, path: bytes, request: IRequest) -> resource.Resource:
-        return _NoSuchPath()
-
-    def resource(self) -> resource.Resource:
-        return self
+    def serve(self, request: Request) -> Any:
+        segments = request.segments
+        leaf = self.paths.get(segments[0])
+        if leaf is None or len(segments) > 1 and leaf is not self.subscriptions:
+            return self.elsewhere.serve(request, segments)
+        return leaf.serve(request, segments[1:])
 
 
 class Subscriptions(_Leaf):
@@ -207,7 +206,6 @@ class Subscriptions(_Leaf):
 
     def __init__(self, root: PublicApp, publishers: Publishers, centers: Centers, config: Config,
                  clock: IReactorTime, websockets: websocket.NotifierFactory) -> None:
-        super().__init__()
         self.root = root
         self.publishers = publishers
         self.centers = centers
@@ -229,7 +227,7 @@ class Subscriptions(_Leaf):
         """Requests without ``Origin`` come from no browser: they are allowed."""
         return origin is None or self._any_origin or origin in self._origins
 
-    def _cors(self, request: IRequest) -> None:
+    def _cors(self, request: Request) -> None:
         origin = request.getHeader(b"origin")
         if origin is None:
             return
@@ -242,9 +240,7 @@ class Subscriptions(_Leaf):
 
     # dispatch
 
-    def answer(self, request: server.Request) -> Any:
-        parts = request.postpath
-        assert parts is not None  # the resource traversal that led here set it
+    def answer(self, request: Request, parts: list[bytes]) -> Any:
         last = len(parts) == 3 and parts[2] == b"last"
         if len(parts) != 2 and not last:
             raise NotFound("no such path", code="no_such_path")
@@ -274,14 +270,15 @@ class Subscriptions(_Leaf):
         if count == 1:
             hub = self.centers.loaded(publisher, segment)
             if hub is not None and not hub.center.private:
-                return self._finish(request, self._admitted(request, (hub,), serve, last, None))
+                return self._admitted(request, (hub,), serve, last, None)
         else:
-            hubs = [self.centers.loaded(publisher, name) for name in names]
-            if all(hub is not None and not hub.center.private for hub in hubs):
-                return self._finish(request, self._admitted(request, hubs, serve, last, None))  # type: ignore[arg-type]  # none is None
-        return self._finish(request, Deferred.fromCoroutine(self._find(request, publisher, names, serve, last)))
+            found = [self.centers.loaded(publisher, name) for name in names]
+            hubs = [hub for hub in found if hub is not None and not hub.center.private]
+            if len(hubs) == count:
+                return self._admitted(request, hubs, serve, last, None)
+        return Deferred.fromCoroutine(self._find(request, publisher, names, serve, last))
 
-    async def _find(self, request: server.Request, publisher: str, names: tuple[str, ...], serve: Serve,
+    async def _find(self, request: Request, publisher: str, names: tuple[str, ...], serve: Serve,
                     last: bool) -> Any:
         """The asynchronous way: a center not live here yet, or a private one."""
         if not PUBLISHER_NAME.match(publisher):
@@ -315,7 +312,7 @@ class Subscriptions(_Leaf):
             return await result
         return result
 
-    def _admitted(self, request: server.Request, hubs: Sequence[Hub], serve: Serve, last: bool,
+    def _admitted(self, request: Request, hubs: Sequence[Hub], serve: Serve, last: bool,
                   grant: Grant | None) -> Any:
         limit = self.config.subscribers.max_per_center
         if not last and limit:
@@ -326,14 +323,9 @@ class Subscriptions(_Leaf):
                                       code="center_full")
         return serve(request, hubs, grant)
 
-    @staticmethod
-    def _finish(request: server.Request, result: Any) -> Any:
-        """Answer with *result*: bytes now, or a Deferred's bytes later."""
-        return answer_later(request, result) if isinstance(result, Deferred) else result
-
     # transports
 
-    def _websocket_checked(self, request: IRequest, count: int) -> Serve:
+    def _websocket_checked(self, request: Request, count: int) -> Serve:
         fmt = _arg(request, b"format")
         if fmt is not None and fmt not in websocket.FORMATS:
             raise BadRequest("format must be raw or json", code="invalid_format")
@@ -348,35 +340,35 @@ class Subscriptions(_Leaf):
         cursors = _cursors(_arg(request, b"since"), count)
         websockets = self.websockets
 
-        def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
+        def serve(request: Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
             return websocket.serve(websockets, request, hubs, fmt, cursors, grant)
 
         return serve
 
-    def _event_stream_checked(self, request: IRequest, count: int) -> Serve:
+    def _event_stream_checked(self, request: Request, count: int) -> Serve:
         # A browser reconnecting by itself sends the last id it saw in
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
         cursors = _cursors(last_event_id.decode("latin-1") if last_event_id else _arg(request, b"since"), count)
         serve_streams = self.event_streams.serve
 
-        def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Deferred[bytes]:
+        def serve(request: Request, hubs: Sequence[Hub], grant: Grant | None) -> Deferred[bytes]:
             return serve_streams(request, hubs, cursors, grant)
 
         return serve
 
-    def _longpoll_checked(self, request: IRequest, count: int) -> Serve:
+    def _longpoll_checked(self, request: Request, count: int) -> Serve:
         callback = _callback(request)
         cursors = _cursors(_arg(request, b"since"), count)
         timeout = self._timeout(request)
         serve_polls = self.longpolls.serve
 
-        def serve(request: server.Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
+        def serve(request: Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
             return serve_polls(request, hubs, cursors, timeout, callback, grant)
 
         return serve
 
-    def _timeout(self, request: IRequest) -> float:
+    def _timeout(self, request: Request) -> float:
         value = _arg(request, b"timeout")
         if value is None:
             return self.config.subscribers.longpoll_timeout
@@ -388,7 +380,7 @@ class Subscriptions(_Leaf):
             raise BadRequest(f"timeout must be 0 to {MAX_LONGPOLL_TIMEOUT} seconds", code="invalid_timeout")
         return timeout
 
-    def _last(self, request: IRequest, hubs: Sequence[Hub], grant: Grant | None) -> bytes:
+    def _last(self, request: Request, hubs: Sequence[Hub], grant: Grant | None) -> bytes:
         hub = hubs[0]
         callback = _callback(request)
         request.setHeader(b"cache-control", b"no-store")

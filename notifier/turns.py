@@ -1,9 +1,9 @@
 """What is left for the end of the reactor's turn, done in one delayed call.
 
 Two kinds of work wait for the end of a turn: the HTTP answers written
-during it (``Sender``\\ s: the HTTP channel's and the api listener's
-front's, notifier.batching, sent together, one wake-up of a client serving
-several), and the hubs' fan-out steps (notifier.centers: one slice of
+during it (``Sender``\\ s: the connections of a listener that answers at
+the end of the turn, notifier.http.connection and notifier.batching, sent
+together, one wake-up of a client serving several), and the hubs' fan-out steps (notifier.centers: one slice of
 subscribers each). The answers go first: a publisher's answer that waited
 behind a fan-out slice would hold back its next publish, and with it what
 the next batch gathers (fan-out to 1,000 subscribers under load measured

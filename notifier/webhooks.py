@@ -152,7 +152,7 @@ def refusal(host: str) -> str | None:
 
 
 @implementer(IBodyProducer)
-class _Body:
+class BytesBody:
     """A request body held in memory, written at once."""
 
     def __init__(self, data: bytes) -> None:
@@ -383,7 +383,7 @@ class Sender:
         uri = url.encode("ascii") if url.isascii() else URL.from_text(url).to_uri().to_text().encode("ascii")
         sent = Headers({name: [value] for name, value in headers.items()})
         try:
-            response: IResponse = await agent.request(b"POST", uri, sent, _Body(body))
+            response: IResponse = await agent.request(b"POST", uri, sent, BytesBody(body))
         except Exception:
             if any(connection.full for connection in made):
                 raise TooLarge(f"the answer's head is over {ANSWER_BYTES} bytes") from None

@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from notifier.httpserver import QuietSite
+from notifier.http.connection import HttpConnection, HttpSite
 from tests.support import sleep, until
 
 # HTTP on raw sockets
@@ -133,10 +133,12 @@ def get_request(path: str, *headers: str) -> bytes:
 
 def expect_raw_error(status: int, headers: dict[bytes, bytes], body: bytes, expected: int | None = None,
                   code: str | None = None) -> dict[str, Any]:
-    """The documented error: JSON ``{"error", "message"}`` with a 4xx status."""
+    """The documented error: JSON ``{"error", "message"}`` with the
+    *expected* status, else a 4xx one."""
     if expected is not None:
         assert status == expected, (status, body)
-    assert 400 <= status < 500, (status, body)
+    else:
+        assert 400 <= status < 500, (status, body)
     assert headers.get(b"content-type", b"").startswith(b"application/json"), (status, headers, body)
     error = json.loads(body)
     assert set(error) == {"error", "message"} and all(isinstance(v, str) for v in error.values()), error
@@ -180,21 +182,22 @@ async def upload(port: int, head: str, total: int, chunked: bool = False,
     return parse_response(bytes(client.data))
 
 @contextlib.contextmanager
-def body_kept(site: QuietSite) -> Iterator[list[int]]:
-    """The most body bytes any request on *site* held at once, as a one-item list."""
+def body_kept(site: HttpSite) -> Iterator[list[int]]:
+    """The most body bytes any request on *site* held at once, as a one-item
+    list (counted on the connections *site* makes meanwhile)."""
     kept = [0]
-    base = site.requestFactory
 
-    class Recording(base):  # type: ignore[misc, valid-type]
-        def handleContentChunk(self, data: bytes) -> None:
-            super().handleContentChunk(data)
-            kept[0] = max(kept[0], self.content.tell())
+    class Recording(HttpConnection):
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            if self.reading is not None:
+                kept[0] = max(kept[0], self.reading.content.tell())
 
-    site.requestFactory = Recording
+    site.buildProtocol = lambda addr: Recording(site, addr)  # type: ignore[method-assign]
     try:
         yield kept
     finally:
-        site.requestFactory = base
+        del site.buildProtocol
 
 # WebSocket on raw sockets
 

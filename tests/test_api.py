@@ -1,6 +1,7 @@
-"""The api listener's Klein app in memory: publisher API, operator API, metrics, health.
+"""The api listener in memory: publisher API, operator API, metrics, health.
 
-Every request goes through ``treq.testing.StubTreq``; the store is a
+Every request goes through treq to the listener's site over an in-memory
+connection (``tests.support.memory.SiteTreq``); the store is a
 ``MemoryStore`` whose calls complete at once, so every answer is ready as
 soon as the in-memory connection is flushed and no reactor runs.
 """
@@ -668,8 +669,8 @@ def test_metrics_are_prometheus_text(api, site):
 
 
 def _raw_exchange(api: Api, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.0 exchange with the api listener's Site over an in-memory transport."""
-    site = api_site(api.app, api.config, api.clock)
+    """One HTTP/1.0 exchange with the api listener's site over an in-memory transport."""
+    site = api_site(api.app, api.config, api.clock, turn=api.turn)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8081))
     transport = StringTransport()
     channel.makeConnection(transport)

@@ -20,7 +20,6 @@ import pytest
 import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
@@ -37,6 +36,7 @@ from notifier.model import Center, Publisher
 from notifier.presence import LocalDirectory, Presence
 from notifier.public import PublicApp
 from notifier.publishers import MAX_UNKNOWN, PUBLISHER_TTL
+from notifier.sites import public_site
 from notifier.transports.websocket import websocket_factory
 from notifier.unknown import UnknownNames
 from tests.memory_store import MemoryStore
@@ -54,6 +54,7 @@ from tests.support import (
     signature_header,
     signed_headers,
 )
+from tests.support.memory import SiteTreq
 
 # 1. A store URL in a configuration error: its scheme and hosts, nothing else
 
@@ -323,13 +324,14 @@ def test_a_token_without_exp_is_invalid_and_one_with_a_finite_exp_holds():
 
 
 class Listener:
-    """The public app over the centers of an in-memory Api."""
+    """The public listener over the centers of an in-memory Api."""
 
     def __init__(self) -> None:
         self.api = Api()
         self.auth = self.api.add_publisher("site")
         factory = websocket_factory(65536, self.api.centers.dropped)
-        self.http = StubTreq(PublicApp(self.api.publishers, self.api.centers, self.api.config, self.api.clock, factory))
+        app = PublicApp(self.api.publishers, self.api.centers, self.api.config, self.api.clock, factory)
+        self.http = SiteTreq(public_site(app, self.api.config, self.api.clock, turn=self.api.turn), self.api.clock)
 
     def get(self, path: str) -> tuple[int, Any]:
         d = self.http.get("http://127.0.0.1:8080" + path)

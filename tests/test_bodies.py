@@ -20,12 +20,11 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
-from twisted.web.http_headers import Headers
-from twisted.web.resource import Resource
 from zope.interface import provider
 
-from notifier.front import Front, FrontSite, Plain
-from notifier.httpserver import QuietSite
+from notifier.http.connection import HttpConnection, HttpSite
+from notifier.http.request import Request
+from notifier.turns import EndOfTurn
 from tests.raw import RawClient, complete, connect, expect_raw_error, parse_response
 from tests.support import (
     make_center,
@@ -38,7 +37,6 @@ from tests.support import (
     subscriber_token,
     until,
 )
-from tests.support.front import recording
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -62,17 +60,14 @@ def expect_error(data: bytes, status: int, code: str) -> dict[bytes, bytes]:
     return headers
 
 
-class _Echo(Resource):
+class _Echo:
     """Answers a request with its body; 401 for one whose body was refused."""
 
-    isLeaf = True
-
-    def render(self, request: Any) -> bytes:
-        if getattr(request, "body_refused", False):
+    def serve(self, request: Request) -> bytes:
+        if request.body_refused:
             request.setResponseCode(401)
             return b"refused"
-        request.content.seek(0)
-        return b"got " + request.content.read()
+        return b"got " + request.body()
 
 
 def _connected(protocol: Any) -> StringTransport:
@@ -93,32 +88,34 @@ def _drip(protocol: Any, clock: Clock, transport: StringTransport, seconds: floa
         clock.advance(0.5)
 
 
-def _posting(through: str) -> tuple[Clock, Any, StringTransport]:
-    """A connection of a site whose bodies have 3 s, read by the front or
-    by twisted.web: its clock, its protocol and its transport."""
+def _site(clock: Clock, timeout: float = 60, **kwargs: Any) -> HttpSite:
+    return HttpSite(_Echo(), clock, turn=EndOfTurn(clock), max_body_bytes=1000, timeout=timeout, **kwargs)
+
+
+def _posting(chunked: bool = False) -> tuple[Clock, Any, StringTransport]:
+    """A connection of a site whose bodies have 3 s: its clock, its
+    protocol and its transport."""
     clock = Clock()
-    resource = _Echo()
-    site = FrontSite(resource, Plain(b"POST", b"/", resource, max_body=1000), reactor=clock, timeout=60)
+    site = _site(clock)
     site.body_timeout = 3
-    protocol = site.buildProtocol(PEER) if through == "the front" else QuietSite.buildProtocol(site, PEER)
+    protocol = site.buildProtocol(PEER)
     return clock, protocol, _connected(protocol)
 
 
-@pytest.mark.parametrize("through", ["twisted.web", "the front"])
-def test_a_drip_fed_body_is_cut_at_its_deadline(through: str) -> None:
-    clock, protocol, transport = _posting(through)
-    protocol.dataReceived(head("POST", "/x", "Content-Length: 1000"))
+@pytest.mark.parametrize("framing", ["Content-Length: 1000", "Transfer-Encoding: chunked"])
+def test_a_drip_fed_body_is_cut_at_its_deadline(framing: str) -> None:
+    clock, protocol, transport = _posting()
+    protocol.dataReceived(head("POST", "/x", framing))
+    if framing.startswith("Transfer"):
+        protocol.dataReceived(b"3e8\r\n")
     _drip(protocol, clock, transport, 10)  # each byte well within the idle timeout
     assert transport.disconnecting and clock.seconds() <= 4, clock.seconds()
     expect_error(transport.value(), 408, "body_timeout")
-    if through == "the front":
-        assert isinstance(protocol, Front) and protocol.channel is None
     protocol.connectionLost(connectionDone)
 
 
-@pytest.mark.parametrize("through", ["twisted.web", "the front"])
-def test_a_body_in_time_is_read_and_the_deadline_is_for_bodies_only(through: str) -> None:
-    clock, protocol, transport = _posting(through)
+def test_a_body_in_time_is_read_and_the_deadline_is_for_bodies_only() -> None:
+    clock, protocol, transport = _posting()
     protocol.dataReceived(head("POST", "/x", "Content-Length: 4"))
     _drip(protocol, clock, transport, 1)  # two bytes, then the rest in time
     protocol.dataReceived(b"yz")
@@ -129,12 +126,10 @@ def test_a_body_in_time_is_read_and_the_deadline_is_for_bodies_only(through: str
     protocol.connectionLost(connectionDone)
 
 
-@pytest.mark.parametrize("through", ["twisted.web", "the front"])
-def test_a_stalled_body_is_cut_at_the_idle_timeout_if_that_comes_first(through: str) -> None:
+def test_a_stalled_body_is_cut_at_the_idle_timeout_if_that_comes_first() -> None:
     clock = Clock()
-    resource = _Echo()
-    site = FrontSite(resource, Plain(b"POST", b"/", resource, max_body=1000), reactor=clock, timeout=2)
-    protocol = site.buildProtocol(PEER) if through == "the front" else QuietSite.buildProtocol(site, PEER)
+    site = _site(clock, timeout=2)
+    protocol = site.buildProtocol(PEER)
     transport = _connected(protocol)
     protocol.dataReceived(head("POST", "/x", "Content-Length: 1000"))
     clock.advance(1)
@@ -149,12 +144,11 @@ def test_a_stalled_body_is_cut_at_the_idle_timeout_if_that_comes_first(through: 
 # 100 Continue once the credentials hold (unit)
 
 
-def _gated(verdict: Deferred[bool]) -> QuietSite:
-    def gate(method: bytes, target: bytes, headers: Headers, length: int | None,
-             in_hand: bool) -> tuple[int, Deferred[bool]]:
+def _gated(verdict: Deferred[bool]) -> HttpSite:
+    def gate(request: Request, length: int | None, in_hand: bool) -> tuple[int, Deferred[bool]]:
         return 1000, verdict
 
-    return QuietSite(_Echo(), body_gate=gate, reactor=Clock())
+    return _site(Clock(), body_gate=gate)
 
 
 def test_100_continue_waits_for_the_verdict_on_the_credentials() -> None:
@@ -211,11 +205,18 @@ async def _sent(port: int, data: bytes) -> RawClient:
 
 
 @contextlib.contextmanager
-def fronts_of(site: FrontSite) -> Iterator[list[Front]]:
-    """The fronts *site* makes meanwhile."""
+def connections_of(site: HttpSite) -> Iterator[list[HttpConnection]]:
+    """The connections *site* makes meanwhile."""
     build = site.buildProtocol
+    made: list[HttpConnection] = []
+
+    def record(addr: Any) -> HttpConnection:
+        made.append(build(addr))
+        return made[-1]
+
+    site.buildProtocol = record  # type: ignore[method-assign]
     try:
-        yield recording(site)
+        yield made
     finally:
         site.buildProtocol = build  # type: ignore[method-assign]
 
@@ -243,8 +244,8 @@ async def test_a_body_on_a_get_or_head_of_the_public_listener_is_refused_at_once
 
 DRIPS = {
     "public listener": ("public", head("POST", "/sub/site/news", "Content-Length: 1000")),
-    "api listener, twisted.web": ("api", head("POST", "/api/v1/messages", "{auth}", "Content-Length: 1000")),
-    "api listener, the front": ("api", head("POST", TARGET, "{auth}", "Content-Length: 1000")),
+    "api listener, through Klein": ("api", head("POST", "/api/v1/messages", "{auth}", "Content-Length: 1000")),
+    "api listener, a publish": ("api", head("POST", TARGET, "{auth}", "Content-Length: 1000")),
 }
 
 
@@ -256,7 +257,7 @@ async def test_a_drip_fed_body_is_cut_on_both_listeners(quick: Any, case: str) -
     listener, data = DRIPS[case]
     site = daemon.service.public_port.factory if listener == "public" else daemon.service.api_port.factory
     port = daemon.public_port if listener == "public" else _api_port(daemon)
-    with fronts_of(site) as fronts:
+    with connections_of(site) as made:
         client = await _sent(port, data.replace(b"{auth}", basic(*auth).encode()))
         started = time.monotonic()
         for _ in range(40):  # a byte every 0.1 s: well within the idle timeout, every time
@@ -267,7 +268,7 @@ async def test_a_drip_fed_body_is_cut_on_both_listeners(quick: Any, case: str) -
     assert client.done, "the drip-fed body was never cut"
     assert time.monotonic() - started < 3.5
     expect_error(bytes(client.data), 408, "body_timeout")
-    assert (fronts[0].channel is None) is case.endswith("the front")
+    assert len(made) == 1  # one connection, cut
 
 
 BAD = {
@@ -279,9 +280,9 @@ BAD = {
     "a wrong admin token": lambda auth: "Authorization: Bearer wrong",
 }
 FRAMINGS = {
-    "the front": "Content-Length: 60000",
-    "twisted.web": "Content-Length: 100000000",
-    "twisted.web, chunked": "Transfer-Encoding: chunked",
+    "within the bound": "Content-Length: 60000",
+    "over the bound": "Content-Length: 100000000",
+    "chunked": "Transfer-Encoding: chunked",
 }
 
 
@@ -295,15 +296,12 @@ async def test_bad_credentials_are_answered_before_the_body_and_without_100_cont
     daemon, auth = quick
     headers = [BAD[bad](auth), FRAMINGS[framing]] + (["Expect: 100-continue"] if expect else [])
     target = "/admin/v1/publishers" if bad == "a wrong admin token" else TARGET
-    with fronts_of(daemon.service.api_port.factory) as fronts:
-        client = await _sent(_api_port(daemon), head("POST", target, *headers))
-        assert await client.wait_closed(2), bytes(client.data)  # answered and closed, the body never sent
+    client = await _sent(_api_port(daemon), head("POST", target, *headers))
+    assert await client.wait_closed(2), bytes(client.data)  # answered and closed, the body never sent
     answer = expect_error(bytes(client.data), 401, "missing_credentials" if bad == "no credentials"
                           else "stale_signature" if bad == "a stale signature" else "bad_credentials")
     assert answer[b"connection"] == b"close"
     assert not bytes(client.data).startswith(b"HTTP/1.1 100 ")
-    # Expect: 100-continue, or another route, is twisted.web's.
-    assert (fronts[0].channel is None) is (framing == "the front" and not expect and target == TARGET)
 
 
 @pytest.mark.integration

@@ -4,31 +4,23 @@ gives the same answers the public way, and no other module borrows."""
 
 from __future__ import annotations
 
-import json
+import sys
 from typing import Any
 
 import autobahn.twisted.websocket
 import autobahn.util
 import autobahn.websocket.protocol
-import pytest
 from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
 from twisted.internet import abstract, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
-from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
-from twisted.web import http, server
-from twisted.web.http_headers import Headers
-from twisted.web.resource import Resource
 
-from notifier import compat, front, httpserver
-from notifier.front import FrontSite, Plain
-from notifier.httpserver import Channel, QuietSite
+from notifier import compat
 from notifier.transports import pacing, websocket
 from notifier.transports.websocket import WebSocketSubscriber, websocket_factory
 from tests import fence
 from tests.fence import borrowings
-from tests.raw import parse_response
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
@@ -37,17 +29,77 @@ PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
 def test_no_module_but_compat_touches_another_library_s_private_names() -> None:
+    walked = {name for name, _ in fence._modules()}
+    # The HTTP layer is walked too: its request is made on twisted.web's.
+    assert {"notifier.http.connection", "notifier.http.request", "notifier.http.web"} <= walked, walked
     assert borrowings() == []
 
 
-def test_the_walk_sees_each_kind_of_borrowing(monkeypatch: Any) -> None:
-    # compat.py itself, not exempt: every kind the walk knows is there.
+def test_the_walk_sees_each_kind_of_borrowing_in_compat(monkeypatch: Any) -> None:
+    # compat.py itself, not exempt: the kinds it has are found there.
     monkeypatch.setattr(fence, "ALLOWED", set())
     found = {line.split(": ", 1)[1] for line in borrowings() if line.startswith("notifier/compat.py:")}
-    assert {"http_headers._nameEncoder",  # off a library's module
-            "reads ._tempDataBuffer", "reads ._command",  # off a library's object
+    assert {"reads ._tempDataBuffer", "reads ._wskey",  # off a library's object
             "names _tempDataBuffer", "names _perMessageCompress",  # by name
             "sets _module.hltype"} <= found, found  # patched into a library's module
+
+
+#: A package that borrows in every way the walk knows, each line the kind
+#: it is reported as.
+PROBE = {
+    "from twisted.web.http import _QUEUED_SENTINEL": "from twisted.web.http import _QUEUED_SENTINEL",
+    "ENCODER = http_headers._nameEncoder": "http_headers._nameEncoder",
+    "    http.NOT_FOUND = 404": "sets http.NOT_FOUND",
+    "    _optimisticEagerReadSize = 1": "Channel sets _optimisticEagerReadSize",
+    "    def _send100Continue(self) -> None:": "Channel overrides _send100Continue",
+    "        self._respondToBadRequestAndDisconnect()": "Channel uses _respondToBadRequestAndDisconnect",
+    "    return channel._command": "reads ._command",
+    '    return getattr(channel, "_dataBuffer")': "names _dataBuffer",
+}
+PROBE_SOURCE = """\
+from twisted.web import http, http_headers
+from twisted.web.http import _QUEUED_SENTINEL
+
+ENCODER = http_headers._nameEncoder
+
+
+def patch() -> None:
+    http.NOT_FOUND = 404
+
+
+class Channel(http.HTTPChannel):
+    _optimisticEagerReadSize = 1
+
+    def _send100Continue(self) -> None:
+        self._respondToBadRequestAndDisconnect()
+
+
+def command(channel: http.HTTPChannel) -> bytes:
+    return channel._command
+
+
+def buffered(channel: http.HTTPChannel) -> object:
+    return getattr(channel, "_dataBuffer")
+"""
+
+
+def test_the_walk_sees_each_kind_of_borrowing(monkeypatch: Any, tmp_path: Any) -> None:
+    # A module's every way of borrowing, in a package the walk is pointed at
+    # (what notifier no longer does, such as overriding a private method of
+    # twisted.web's HTTP channel, is still found).
+    package = tmp_path / "fence_probe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "borrows.py").write_text(PROBE_SOURCE)
+    lines = PROBE_SOURCE.splitlines()
+    expected = {f"fence_probe/borrows.py:{lines.index(line) + 1}: {kind}" for line, kind in PROBE.items()}
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(fence, "PACKAGE", package)
+    try:
+        assert set(borrowings()) == expected
+    finally:
+        for name in ("fence_probe.borrows", "fence_probe"):
+            sys.modules.pop(name, None)
 
 
 # Each borrowing holds with the installed versions
@@ -66,36 +118,6 @@ def test_twisted_s_write_buffers() -> None:
     assert compat.temp_data(descriptor) == [b"abc", b"de"]
     assert compat.temp_data_length(descriptor) == 5
     assert issubclass(tcp.Connection, abstract.FileDescriptor)
-
-
-@pytest.mark.parametrize("name", [b"access-control-allow-origin", b"content-type", b"x-request-id", b"etag",
-                                  b"www-authenticate", b"content-md5", b"notifier-cursor"])
-def test_header_names_as_twisted_web_writes_them(name: bytes) -> None:
-    assert compat.header_name(name) == compat._public_header_name(name)
-
-
-def test_an_http_channel_s_request_line_and_buffer() -> None:
-    channel = http.HTTPChannel()
-    channel.timeOut = None
-    channel.makeConnection(StringTransport())
-    channel.dataReceived(b"PUT /where?x=1 HTTP/1.1\r\nHost: here\r\nCont")
-    assert compat.request_line(channel) == (b"PUT", b"/where?x=1")
-    assert compat.request_method(channel) == b"PUT"
-    assert compat.line_buffer(channel) == b"Cont"
-    assert not compat.transport_waits(channel) and not compat.pipelined_too_much(channel)
-    channel.pauseProducing()  # as the transport does when its buffer is full
-    assert compat.transport_waits(channel)
-    assert isinstance(channel._optimisticEagerReadSize, int) and channel._dataBuffer == []
-
-
-def test_the_overridden_methods_are_twisted_s_own() -> None:
-    for cls, name in ((http.HTTPChannel, "_send100Continue"), (http.HTTPChannel, "_respondToBadRequestAndDisconnect"),
-                      (server.Request, "_handleStar")):
-        assert callable(getattr(cls, name)), name
-        assert name in vars(compat.ChannelHooks if cls is http.HTTPChannel else compat.RequestHooks), name
-    # Twisted calls them where notifier expects it.
-    assert "_send100Continue" in http.HTTPChannel.allHeadersReceived.__code__.co_names
-    assert "_handleStar" in server.Request.process.__code__.co_names
 
 
 def test_autobahn_s_connection_setup_and_opening() -> None:
@@ -149,116 +171,6 @@ def test_without_twisted_s_write_buffers_writes_go_through_twisted(monkeypatch: 
     assert sock.sent == [] and compat.temp_data(connection) == [b"frame"]
     connection.doWrite()  # what the reactor does once the socket takes more
     assert b"".join(sock.sent) == b"frame"
-
-
-class _Answers(Resource):
-    """Answers as the public and api handlers do: headers of theirs, JSON."""
-
-    isLeaf = True
-
-    def render(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"access-control-allow-origin", b"*")
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"notifier-cursor", b"e-1")
-        request.content.seek(0)
-        body = request.content.read()
-        return json.dumps({"path": request.path.decode(), "body": body.decode()}).encode()
-
-
-LONG_POLL = b"GET /sub/site/news?timeout=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://a.example\r\n\r\n"
-PUBLISH = b"POST /api/v1/centers/news/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello"
-
-
-def _answer(protocol: Any, data: bytes, site: Any) -> bytes:
-    transport = StringTransport(peerAddress=PEER)
-    protocol.makeConnection(transport)
-    protocol.dataReceived(data)
-    site.turn.run()
-    site.reactor.advance(0)
-    protocol.connectionLost(connectionDone)
-    head, _, body = transport.value().partition(b"\r\n\r\n")
-    return b"\r\n".join(line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")) + b"\r\n\r\n" + body
-
-
-@pytest.mark.parametrize("request_bytes, plain", [
-    (LONG_POLL, Plain(b"GET", b"/sub/", _Answers())),
-    (PUBLISH, Plain(b"POST", b"/api/v1/centers/", _Answers(), max_body=1000)),
-])
-def test_the_front_answers_as_twisted_web_without_twisted_s_header_names(
-        monkeypatch: Any, request_bytes: bytes, plain: Plain) -> None:
-    site = FrontSite(plain.resource, plain, reactor=Clock(), timeout=60)
-    fast = _answer(site.buildProtocol(PEER), request_bytes, site)
-    web = _answer(QuietSite.buildProtocol(site, PEER), request_bytes, site)
-    monkeypatch.setattr(front, "header_name", compat._public_header_name)
-    monkeypatch.setattr(front, "_CANONICAL", {})
-    public = _answer(site.buildProtocol(PEER), request_bytes, site)
-    assert fast == web == public
-    assert parse_response(fast)[0] == 200 and b"Access-Control-Allow-Origin: *\r\n" in fast
-
-
-def test_without_the_channel_s_head_a_body_is_read_then_answered(monkeypatch: Any) -> None:
-    asked: list[tuple[bytes, bytes]] = []
-
-    def gate(method: bytes, target: bytes, headers: Headers, length: int | None, in_hand: bool) -> Any:
-        asked.append((method, target))
-        return 1000, None
-
-    def answer() -> bytes:
-        site = QuietSite(_Answers(), body_gate=gate, reactor=Clock())
-        return _answer(site.buildProtocol(PEER), PUBLISH, site)
-
-    fast = answer()
-    assert asked == [(b"POST", b"/api/v1/centers/news/messages")]
-    monkeypatch.setattr(httpserver, "EARLY_GATE", False)
-    assert answer() == fast and len(asked) == 1  # read, not asked about first
-
-
-def test_without_the_channel_s_pacing_pipelined_requests_are_answered_alike(monkeypatch: Any) -> None:
-    def answer() -> tuple[int, bytes]:
-        """How many of three pipelined requests are answered while the
-        client reads nothing, and every answer once it reads."""
-        site = QuietSite(_Answers(), reactor=Clock())
-        protocol = site.buildProtocol(PEER)
-        transport = StringTransport(peerAddress=PEER)
-        protocol.makeConnection(transport)
-        protocol.pauseProducing()  # as the transport does when its client reads nothing
-        protocol.dataReceived(PUBLISH * 3)
-        site.turn.run()
-        while_waiting = transport.value().count(b"HTTP/1.1 200 OK")
-        protocol.resumeProducing()
-        site.turn.run()
-        site.reactor.advance(0)
-        site.turn.run()
-        protocol.connectionLost(connectionDone)
-        return while_waiting, b"\r\n".join(line for line in transport.value().split(b"\r\n")
-                                           if not line.startswith(b"Date: "))
-
-    waited, fast = answer()
-    assert waited == 1 and fast.count(b"HTTP/1.1 200 OK") == 3  # the rest once the client reads
-    monkeypatch.setattr(httpserver, "transport_waits", compat._never)
-    monkeypatch.setattr(httpserver, "pipelined_too_much", compat._never)
-    waited, slow = answer()
-    assert waited == 3 and slow == fast  # twisted.web answers on, the same answers
-
-
-def test_without_the_hooks_twisted_web_answers_its_own_way() -> None:
-    # A channel and a request as they are when Twisted's names are gone:
-    # twisted.web's answers, not notifier's JSON ones.
-    bare_channel = type("BareChannel", (Channel,), {
-        "_send100Continue": http.HTTPChannel._send100Continue,
-        "_respondToBadRequestAndDisconnect": http.HTTPChannel._respondToBadRequestAndDisconnect})
-    bare_request = type("BareRequest", (httpserver.BoundedRequest,), {"_handleStar": server.Request._handleStar})
-    site = QuietSite(_Answers(), reactor=Clock())
-    site.requestFactory = bare_request
-    site.protocol = bare_channel  # type: ignore[assignment]
-    ours = QuietSite(_Answers(), reactor=Clock())
-    star = b"DELETE * HTTP/1.1\r\nHost: x\r\n\r\n"
-    assert parse_response(_answer(site.buildProtocol(PEER), star, site))[0] == 405
-    assert b"not_allowed" in _answer(ours.buildProtocol(PEER), star, ours)
-    expect = PUBLISH.replace(b"Content-Length", b"Expect: 100-continue\r\nContent-Length")
-    bare, json_ = _answer(site.buildProtocol(PEER), expect, site), _answer(ours.buildProtocol(PEER), expect, ours)
-    assert bare == json_ and bare.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
 
 
 HANDSHAKE = {b"host": b"127.0.0.1", b"upgrade": b"websocket", b"connection": b"Upgrade",

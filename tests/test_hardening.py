@@ -13,7 +13,7 @@ import gc
 import json
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import pytest
@@ -22,12 +22,13 @@ from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.task import Clock, LoopingCall
-from twisted.web.http_headers import Headers
 
 from notifier.api import ApiApp
 from notifier.config import ConfigError, parse_config
 from notifier.deadlines import TokenDeadlines
 from notifier.errors import BadRequest
+from notifier.http.connection import HttpConnection
+from notifier.http.request import Request
 from notifier.idempotency import IdempotencyKeys
 from notifier.names import check_center_name
 from notifier.replay import SignatureMemory
@@ -609,16 +610,23 @@ def test_configuration_errors_never_show_a_password(url):
     assert "URL" in str(caught.value) or "scheme" in str(caught.value)
 
 
+def _head(method: bytes, target: bytes, authorization: bytes | None = None) -> Request:
+    """A request as the api listener's connection has it once its head is read."""
+    fields = [(b"Authorization", authorization)] if authorization is not None else []
+    return Request(cast(HttpConnection, None), method, target, {k.lower(): v for k, v in fields}, fields)
+
+
 def test_the_api_gate_bounds_each_route():
     config = parse_config('[centers]\nmax_message_bytes = 1000\n[api]\nadmin_token = "t"\n')
     api = ApiApp.__new__(ApiApp)
     api.config = config
-    assert api.body_gate(b"POST", b"/admin/v1/publishers", Headers({b"authorization": [b"Bearer t"]}))[0] == 65536
-    assert api.body_gate(b"POST", b"/admin/v1/publishers", Headers({b"authorization": [b"Bearer x"]}))[0] == 0
-    assert api.body_gate(b"GET", b"/metrics", Headers())[0] == 0
-    assert api.body_gate(b"POST", b"/api/v1/centers/news/messages", Headers())[0] == 0
+    assert api.body_gate(_head(b"POST", b"/admin/v1/publishers", b"Bearer t"))[0] == 65536
+    assert api.body_gate(_head(b"POST", b"/admin/v1/publishers", b"Bearer x"))[0] == 0
+    assert api.body_gate(_head(b"GET", b"/metrics"))[0] == 0
+    assert api.body_gate(_head(b"POST", b"/api/v1/centers/news/messages"))[0] == 0
+    assert api.body_gate(_head(b"POST", b"/api/v1/messages", b"Basic eA=="), 10, True)[0] == 16 * 1024 * 1024
     # A body that came whole with its head is read: the handler refuses it if need be.
-    assert api.body_gate(b"POST", b"/api/v1/centers/news/messages", Headers(), 10, True) == (1000, None)
+    assert api.body_gate(_head(b"POST", b"/api/v1/centers/news/messages"), 10, True) == (1000, None)
 
 
 def test_token_deadlines_share_one_timer_and_skip_who_left():

@@ -36,7 +36,7 @@ from tests.support import (
     until,
     websocket,
 )
-from tests.support.front import recording
+from tests.support.http import recording
 
 #: The most bytes of envelopes in a long-poll answer of history
 #: (docs/protocol.rst: Long-poll), and the JSON around them at most.
@@ -225,13 +225,13 @@ async def test_public_connections_inherit_a_bounded_send_buffer() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("through", ["front", "twisted.web"])
 @pytest_twisted.ensureDeferred
-async def test_an_idle_connection_with_data_queued_is_cut_not_left_closing(through: str) -> None:
+async def test_an_idle_connection_with_data_queued_is_cut_not_left_closing() -> None:
     async with running() as daemon:
         auth = await setup_site(daemon)
         await published(daemon, auth, "x" * 60000)
-        site = public_site(daemon.service.public, daemon.service.config, reactor, timeout=0.5)
+        site = public_site(daemon.service.public, daemon.service.config, reactor,
+                           turn=daemon.service.api_port.factory.turn, timeout=0.5)
         fronts = recording(site)
         listening = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         port = listening.getHost().port
@@ -241,8 +241,7 @@ async def test_an_idle_connection_with_data_queued_is_cut_not_left_closing(throu
             await until(lambda: fronts, 5, "the connection")
             # The kernel takes the whole answer: nothing stays in Twisted's buffer.
             fronts[0].transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-            extra = ("TE: trailers",) if through == "twisted.web" else ()  # a header the front leaves to twisted.web
-            client.send(get_request("/sub/site/news/last", *extra).replace(b"Connection: close\r\n", b""))
+            client.send(get_request("/sub/site/news/last").replace(b"Connection: close\r\n", b""))
             await until(lambda: any(sent > 0 for _, sent in server_sockets(port)), 5, "the answer to be queued")
             await until(lambda: not fronts[0].transport.connected, 10, "the idle connection to end")
             # Cut: no socket left in FIN-WAIT-1 (04) or closing with its data.
@@ -272,8 +271,7 @@ async def test_connections_from_one_address_are_limited_each_counted_once() -> N
     async with running(public={"max_connections_per_ip": 3}) as daemon:
         await setup_site(daemon)
         port = daemon.public_port
-        # One of each: taken over by Autobahn from the front, handed to
-        # twisted.web (HTTP/1.0), and kept by the front.
+        # One of each: a WebSocket, an event stream, and an idle connection.
         ws = await websocket(daemon.ws + "/sub/site/news", port)
         stream = await event_source(port, "/sub/site/news")
         idle = await connect(port)
@@ -281,7 +279,7 @@ async def test_connections_from_one_address_are_limited_each_counted_once() -> N
         assert await refused.wait_closed(5) and not refused.data
         # Counted, each writes to its connection itself: straight to the socket.
         subscribers = list(daemon.service.centers.loaded("site", "news").subscribers)
-        transports = [getattr(s, "transport", None) or s.request.channel.transport for s in subscribers]
+        transports = [getattr(s, "transport", None) or s.request.transport for s in subscribers]
         assert len(transports) == 2 and all(isinstance(transport, tcp.Server) for transport in transports)
         ws.close()
         await ws.closed

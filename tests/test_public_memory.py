@@ -1,5 +1,6 @@
-"""The public listener in memory: its resources through StubTreq, time
-through a Clock, the api of the same centers to publish. No socket.
+"""The public listener in memory: its site through treq over in-memory
+connections (SiteTreq), time through a Clock, the api of the same centers
+to publish. No socket.
 
 Long-poll waiting and timing out, SSE streaming and ending, ``/last`` and
 JSONP, CORS, and the refusals, as a browser sees them.

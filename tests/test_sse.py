@@ -1,39 +1,92 @@
 """The SSE transport's entry point (``EventStreams.serve``) and its frames,
 in memory: the headers, the head of a stream, its backlog and live events,
-one center or several, and its end. No socket, time through a Clock."""
+one center or several, its end, and the cut of a client too slow. A
+listener's connection over a StringTransport, time through a Clock."""
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.web import server
-from twisted.web.test.requesthelper import DummyChannel
+from twisted.internet.testing import StringTransport
 
 from notifier.deadlines import TokenDeadlines
+from notifier.http.connection import HttpSite
+from notifier.http.request import Request
 from notifier.hub import Batch, Hub
 from notifier.model import Center, Grant, Message
 from notifier.presence import join_item
 from notifier.transports import sse
+from notifier.turns import EndOfTurn
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+class Transport(StringTransport):
+    """A connection's transport that says whether it was cut."""
+
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+def dechunk(data: bytes) -> tuple[bytes, bool]:
+    """The body of a chunked answer so far, and whether it ended."""
+    body = []
+    while data:
+        size, _, rest = data.partition(b"\r\n")
+        length = int(size, 16)
+        if length == 0:
+            return b"".join(body), True
+        body.append(rest[:length])
+        assert rest[length:length + 2] == b"\r\n", data
+        data = rest[length + 2:]
+    return b"".join(body), False
 
 
 class Stream:
-    """A request served by ``EventStreams.serve``: what it was sent."""
+    """A request a listener's connection read, served by
+    ``EventStreams.serve``: what it was sent."""
 
     def __init__(self, hubs: list[Hub], cursors: list[str | None], clock: Clock,
-                 grant: Grant | None = None) -> None:
-        self.timeouts: list[object] = []
-        channel = DummyChannel()
-        channel.setTimeout = self.timeouts.append  # type: ignore[attr-defined]
-        self.request = server.Request(channel)
-        self.request.method, self.request.clientproto = b"GET", b"HTTP/1.1"
-        self.written: list[bytes] = []
-        self.request.write = self.written.append  # type: ignore[method-assign]
+                 grant: Grant | None = None, send_buffer_bytes: int = 65536) -> None:
         self.dropped: list[Hub] = []
-        streams = sse.EventStreams(65536, self.dropped.append, TokenDeadlines(clock))
-        self.done = streams.serve(self.request, hubs, cursors, grant)
+        streams = sse.EventStreams(send_buffer_bytes, self.dropped.append, TokenDeadlines(clock))
+
+        class App:
+            @staticmethod
+            def serve(request: Request) -> object:
+                self.request = request
+                self.done = streams.serve(request, hubs, cursors, grant)
+                return self.done
+
+        self.site = HttpSite(App(), clock, turn=EndOfTurn(clock), timeout=60)
+        self.connection = self.site.buildProtocol(PEER)
+        self.transport = Transport(peerAddress=PEER)
+        self.connection.makeConnection(self.transport)
+        self.connection.dataReceived(b"GET /sub/site/news HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                     b"Accept: text/event-stream\r\n\r\n")
+        self.clock = clock
+        self._sent = 0
+
+    @property
+    def head(self) -> list[bytes]:
+        """The answer's status line and header lines, without its date."""
+        head = self.transport.value().partition(b"\r\n\r\n")[0]
+        return [line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")]
+
+    @property
+    def body(self) -> tuple[bytes, bool]:
+        """The stream sent since ``clear``, and whether it ended."""
+        return dechunk(self.transport.value().partition(b"\r\n\r\n")[2][self._sent:])
 
     @property
     def text(self) -> str:
-        return b"".join(self.written).decode()
+        return self.body[0].decode()
+
+    def clear(self) -> None:
+        self._sent = len(self.transport.value().partition(b"\r\n\r\n")[2])
 
 
 def make_hub(clock: Clock, name: str = "news") -> Hub:
@@ -50,16 +103,35 @@ def test_a_stream_has_its_headers_its_head_then_live_events_until_its_center_end
     clock = Clock()
     hub = make_hub(clock)
     stream = Stream([hub], [None], clock)
-    assert list(stream.request.responseHeaders.getAllRawHeaders()) == [
-        (b"Content-Type", [b"text/event-stream; charset=utf-8"]), (b"Cache-Control", [b"no-cache"]),
-        (b"X-Accel-Buffering", [b"no"])]
-    assert stream.timeouts == [None]  # the connection is the stream's: no idle timeout
+    status, server, *headers = stream.head
+    assert status == b"HTTP/1.1 200 OK" and server.startswith(b"Server: notifier/")
+    assert headers == [b"Content-Type: text/event-stream; charset=utf-8", b"Cache-Control: no-cache",
+                       b"X-Accel-Buffering: no", b"Transfer-Encoding: chunked", b"X-Content-Type-Options: nosniff"]
     assert stream.text == "retry: 2000\nid: enews-0\n\n"
+    # The connection is the stream's: no idle timeout while it is answered.
+    for _ in range(60):
+        clock.advance(60)
+    assert not stream.transport.disconnecting
     publish(hub, "two\nlines")
     assert stream.text.endswith("id: enews-1\nevent: message\ndata: two\ndata: lines\n\n")
-    assert hub.subscribers and not stream.done.called
+    assert hub.subscribers and not stream.done.called and not stream.body[1]
     hub.close("deleted")
     assert stream.done.called and not hub.subscribers
+    assert stream.body[1] and not stream.transport.disconnecting  # the answer ended, the connection stays
+    assert stream.connection.timer is not None  # idle again, until its next request
+
+
+def test_a_stream_whose_client_reads_nothing_is_cut_once_too_far_behind() -> None:
+    clock = Clock()
+    hub = make_hub(clock)
+    stream = Stream([hub], [None], clock, send_buffer_bytes=1000)
+    stream.connection.pauseProducing()  # as the transport does when its buffer is full
+    stream.clear()
+    publish(hub, "x" * 600)
+    assert stream.text == "" and not stream.transport.aborted  # waiting, within its bound
+    publish(hub, "y" * 600)
+    assert stream.transport.aborted and stream.dropped == [hub] and not hub.subscribers
+    assert stream.text == ""  # nothing more was sent
 
 
 def test_a_stream_from_a_cursor_says_whether_it_resumed_then_sends_the_backlog() -> None:
@@ -79,7 +151,7 @@ def test_a_stream_of_several_centers_sends_envelopes_with_compound_ids() -> None
     stream = Stream([a, b], [None, None], clock)
     assert stream.text == ('retry: 2000\nid: ea-0,eb-0\n\n'
                            'event: recovery\ndata: {"recovered": true, "lost": []}\n\n')
-    stream.written.clear()
+    stream.clear()
     publish(b, "x")
     assert stream.text == ('id: ea-0,eb-1\nevent: message\n'
                            'data: {"id": "eb-1", "center": "b", "data": "x", "ts": 0.0}\n\n')

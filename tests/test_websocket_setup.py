@@ -24,6 +24,7 @@ from notifier.hub import Hub
 from notifier.model import Center
 from notifier.sites import public_site
 from notifier.transports.websocket import WebSocketSubscriber, bound, websocket_factory
+from notifier.turns import EndOfTurn
 from tests.raw import client_frame, close_code, connect, raw_websocket, server_frames
 from tests.support import running, setup_site, until
 
@@ -90,8 +91,8 @@ async def test_the_configuration_is_formatted_only_for_a_debug_line_logged(monke
 
 
 KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
-#: Opening handshakes, as sent: what the front opens on itself, and what it
-#: leaves to Autobahn; either way the answer is Autobahn's, to the byte.
+#: Opening handshakes, as sent: what the subscriber opens on itself, and what
+#: it leaves to Autobahn; either way the answer is Autobahn's, to the byte.
 HANDSHAKES = {
     "a browser's": [b"Origin: http://127.0.0.1:8080", KEY, b"Sec-WebSocket-Version: 13"],
     "no origin": [KEY, b"Sec-WebSocket-Version: 13"],
@@ -120,7 +121,7 @@ async def _opening(port: int, extra: list[bytes], connection: bytes = b"Upgrade"
 
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
-async def test_the_front_opens_as_autobahn_would_or_leaves_it_to_autobahn(monkeypatch: Any) -> None:
+async def test_the_subscriber_opens_as_autobahn_would_or_leaves_it_to_autobahn(monkeypatch: Any) -> None:
     async with running() as daemon:
         await setup_site(daemon)
         cases = [(name, extra, b"Upgrade") for name, extra in HANDSHAKES.items()]
@@ -129,13 +130,13 @@ async def test_the_front_opens_as_autobahn_would_or_leaves_it_to_autobahn(monkey
         opened: list[bool] = []
 
         def autobahn_only(self: WebSocketSubscriber, headers: Any, rest: bytes) -> bool:
-            opened.append(self.plain_key(headers) is not None)  # what the front would have done
+            opened.append(self.plain_key(headers) is not None)  # what it would have done itself
             return False
 
         monkeypatch.setattr(WebSocketSubscriber, "open_at_once", autobahn_only)
         theirs = {name: await _opening(daemon.public_port, extra, connection) for name, extra, connection in cases}
     assert ours == theirs
-    # The plain ones were opened by the front, the others left to Autobahn.
+    # The plain ones were opened by the subscriber itself, the others left to Autobahn.
     assert opened == [True, True, False, True, True, False, False, False, False, True]
     opened_answer = ours["a browser's"]
     assert opened_answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
@@ -243,7 +244,7 @@ async def test_tcp_nodelay_comes_from_the_listening_socket(monkeypatch: Any) -> 
             return client, made
 
         client, made = await subscriber(daemon.public_port)
-        assert made.transport not in calls  # (twisted.web's channels set it too)
+        assert made.transport not in calls
         assert made.transport.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         # Its details, made when asked, are those Autobahn makes.
         local = client.local_port
@@ -252,7 +253,7 @@ async def test_tcp_nodelay_comes_from_the_listening_socket(monkeypatch: Any) -> 
         client.client.transport.loseConnection()
         await until(lambda: not hub("site", "news").subscribers, 5, "the subscriber to leave")
 
-        site = public_site(daemon.service.public, daemon.service.config, reactor)
+        site = public_site(daemon.service.public, daemon.service.config, reactor, turn=EndOfTurn(reactor))
         listening = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         try:
             client, made = await subscriber(listening.getHost().port)

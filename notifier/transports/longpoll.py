@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.web.iweb import IRequest
 
 from notifier.answers import jsonp_answer
 from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
 from notifier.errors import NotFound, Unauthorized
+from notifier.http.request import Request
 from notifier.hub import Batch, Hub, Prepared, interleave
 from notifier.model import Grant, Member, Message
 from notifier.transports.ordering import InOrder, held_back
@@ -210,7 +210,7 @@ def _small_answer(answer: tuple[bytes, str]) -> bool:
     return len(answer[0]) <= MEMO_BYTES
 
 
-def answered(request: IRequest, cursor: str, payload: bytes, callback: str | None) -> bytes:
+def answered(request: Request, cursor: str, payload: bytes, callback: str | None) -> bytes:
     """A long-poll's answer: its *payload*, as JSONP for a *callback*, and
     the cursor to poll on from."""
     # Where to go on from, even when the body's last_id is null (a
@@ -232,7 +232,7 @@ class LongPolls:
         #: The most bytes of envelopes an answer of history holds.
         self.answer_bytes = answer_bytes
 
-    def serve(self, request: IRequest, hubs: Sequence[Hub], cursors: Sequence[str | None], timeout: float,
+    def serve(self, request: Request, hubs: Sequence[Hub], cursors: Sequence[str | None], timeout: float,
               callback: str | None, grant: Grant | None) -> bytes | Deferred[bytes]:
         """Answer a poll of *hubs* from their *cursors* (``None``: live only):
         now with what they have after them, else with their first live
@@ -260,7 +260,7 @@ class LongPolls:
                                    lambda: self._backlog_body(hub, start, end, recovered), _small_answer)
         return answered(request, cursor, payload, callback)
 
-    def _serve_many(self, request: IRequest, hubs: Sequence[Hub], cursors: Sequence[str | None],
+    def _serve_many(self, request: Request, hubs: Sequence[Hub], cursors: Sequence[str | None],
                     timeout: float, callback: str | None, grant: Grant | None) -> bytes | Deferred[bytes]:
         """A long-poll on several centers: what any of them has after its
         entry of the compound cursor, else the first live messages of any."""

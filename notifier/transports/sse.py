@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import ITCPTransport
-from twisted.web.iweb import IRequest
-from twisted.web.server import Request
 
 from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
+from notifier.http.request import Answering, Request
 from notifier.hub import Batch, Hub, Opening, Prepared
 from notifier.model import Grant, Message
 from notifier.presence import Item
@@ -29,7 +26,7 @@ RETRY_MS = 2000
 _LINES = re.compile(r"\r\n|\r|\n")
 
 
-def start_response(request: IRequest, cache_control: bytes = b"no-cache") -> None:
+def start_response(request: Answering, cache_control: bytes = b"no-cache") -> None:
     """Make *request*'s answer an event stream: its type, never cached,
     never buffered by a proxy (nginx's ``X-Accel-Buffering``)."""
     request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
@@ -151,8 +148,7 @@ class EventStream(StreamingSubscriber):
 
     def _cut_slow(self) -> None:
         # Nothing more can reach a client this far behind: cut the connection.
-        # (A TCP transport; Twisted types a channel's only as an ITransport.)
-        cast(ITCPTransport, self.request.channel.transport).abortConnection()
+        self.request.abort()
 
 
 class MultiEventStream(EventStream):
@@ -204,7 +200,6 @@ class EventStreams:
         only): done when a hub ends the stream; until the *grant* of a
         private center's token expires, if given (``None``: public centers)."""
         start_response(request)
-        request.channel.setTimeout(None)
         if len(hubs) == 1:
             stream = EventStream(request, self.send_buffer_bytes, self.dropped)
             stream.attach(hubs[0], cursors[0], grant, self.deadlines)

@@ -18,7 +18,6 @@ from types import FunctionType
 from typing import Any
 
 import txaio
-from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
@@ -30,8 +29,7 @@ from notifier.connections import unsent
 from notifier.deadlines import TokenDeadlines
 from notifier.envelope import envelope_json
 from notifier.errors import NotifierError
-from notifier.front import PlainRequest
-from notifier.httpserver import raw_error_response
+from notifier.http.request import Request, refusal
 from notifier.hub import Hub, Opening
 from notifier.model import Grant, Message
 from notifier.presence import Item
@@ -44,7 +42,7 @@ _KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")
 _ORIGIN = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
 _WS_MAGIC = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-#: Whether a handshake the front read is answered here (notifier.compat.FAST_WEBSOCKET).
+#: Whether a handshake the public listener read is answered here (notifier.compat.FAST_WEBSOCKET).
 FAST_OPEN = compat.FAST_WEBSOCKET
 
 GOING_AWAY = 1001
@@ -145,9 +143,6 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types its transport
     start: tuple[Sequence[Hub], Sequence[str | None], Grant | None] | None = None
     #: The payload of the ping not answered yet; only its pong counts.
     _ping: bytes | None = None
-    #: Whether twisted.web's HTTP channel is the connection's producer (a
-    #: handshake the front read has none).
-    http_producer = True
 
     @property
     def dropped(self) -> Callable[[Hub], None]:  # type: ignore[override]
@@ -167,7 +162,7 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types its transport
 
     def open_at_once(self, headers: Mapping[bytes, bytes], rest: bytes) -> bool:
         """Answer the opening handshake of *headers* (a ``GET`` over HTTP/1.1
-        that the public listener's front read and admitted, its header names
+        that the public listener read and admitted, its header names
         lower-cased) and open, as Autobahn's ``processHandshake`` and
         ``succeedHandshake`` do, when it is the plain RFC 6455 one browsers
         send: version 13, a well-formed key, ``Connection: Upgrade``, a
@@ -221,15 +216,12 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types its transport
         """A handshake Autobahn refuses (no key, an unknown version) is
         answered with the documented JSON error too, not a bare status line."""
         error = NotifierError(reason, code="bad_handshake", status=code)
-        self.sendData(raw_error_response(error, [(name.encode(), value.encode())
+        self.sendData(refusal(error, [(name.encode(), value.encode())
                                                  for name, value in responseHeaders or ()]))
 
     def onOpen(self) -> None:
         assert self.start is not None
-        # From now on the connection pauses and resumes us (when it came
-        # through twisted.web, instead of its HTTP channel).
-        if self.http_producer:
-            self.unregisterProducer()
+        # From now on the connection pauses and resumes us.
         self.registerProducer(self, True)
         hubs, cursors, grant = self.start
         if len(hubs) == 1:
@@ -396,12 +388,8 @@ def bound(factory: NotifierFactory, hubs: Sequence[Hub], fmt: str, cursors: Sequ
     return _BoundFactory(factory, factory.subscriber_class(FORMATS[fmt]), hubs, cursors, grant)
 
 
-def serve(factory: NotifierFactory, request: Any, hubs: Sequence[Hub], fmt: str, cursors: Sequence[str | None],
-          grant: Grant | None) -> Any:
+def serve(factory: NotifierFactory, request: Request, hubs: Sequence[Hub], fmt: str,
+          cursors: Sequence[str | None], grant: Grant | None) -> int:
     """Hand an admitted upgrade *request* to a subscriber of *factory*
     (``bound``): the connection is the subscriber's from its handshake on."""
-    subscriber = bound(factory, hubs, fmt, cursors, grant)
-    if isinstance(request, PlainRequest):  # read by the front: the head as it came
-        return request.take_over(subscriber)
-    request.channel.setTimeout(None)  # the connection is the subscriber's now
-    return WebSocketResource(subscriber).render(request)
+    return request.take_over(bound(factory, hubs, fmt, cursors, grant))

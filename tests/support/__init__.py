@@ -8,8 +8,8 @@
 - ``tls``: a self-signed certificate for listeners on loopback.
 
 All of them are re-exported here: ``from tests.support import X`` works as
-it did when the harness was one module. What the tests of the fronts and of
-the PHP client share (``front``, ``php``) is imported from its module."""
+it did when the harness was one module. What the tests of the PHP client
+share (``php``) is imported from its module."""
 
 from __future__ import annotations
 

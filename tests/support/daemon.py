@@ -96,7 +96,7 @@ def server_side(daemon: Daemon, local_port: int, center: str = "news") -> Any:
     hub = daemon.service.centers.loaded("site", center)
     assert hub is not None
     for subscriber in hub.subscribers:
-        transport = getattr(subscriber, "transport", None) or subscriber.request.channel.transport
+        transport = getattr(subscriber, "transport", None) or subscriber.request.transport
         if transport.getPeer().port == local_port:
             return subscriber
     raise AssertionError(f"no subscriber for the client on port {local_port}")
@@ -109,7 +109,7 @@ def small_send_buffer(subscriber: Any) -> None:
     even toward a peer that reads nothing, which would swallow most of what a
     test publishes before the daemon's own buffering is ever involved.
     """
-    transport = getattr(subscriber, "transport", None) or subscriber.request.channel.transport
+    transport = getattr(subscriber, "transport", None) or subscriber.request.transport
     transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
 
 

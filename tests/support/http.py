@@ -121,3 +121,17 @@ def subscriber_token(secret: str, *, lifetime: float | None = 60, key: str | Non
     if lifetime is not None:
         claims["exp"] = int(time.time() + lifetime)
     return jwt.encode(claims, (key if key is not None else secret).encode("utf-8"), algorithm="HS256")
+
+
+def recording(site: Any) -> list[Any]:
+    """The connections *site* (a listener's factory) makes from now on."""
+    made: list[Any] = []
+    build = site.buildProtocol
+
+    def record(addr: Any) -> Any:
+        protocol = build(addr)
+        made.append(protocol)
+        return protocol
+
+    site.buildProtocol = record
+    return made

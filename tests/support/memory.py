@@ -1,6 +1,6 @@
-"""The api listener's app in memory (a MemoryStore, a Clock, StubTreq), the
-public app over the same centers, a node's domain objects, and a subscriber
-as a hub sees it."""
+"""The api listener in memory (a MemoryStore, a Clock, treq over in-memory
+connections to its site), the public listener over the same centers, a
+node's domain objects, and a subscriber as a hub sees it."""
 
 from __future__ import annotations
 
@@ -9,24 +9,34 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from treq.testing import StubTreq
+import treq
+from treq.client import HTTPClient
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.test import iosim
+from twisted.web.client import Agent
+from twisted.web.iweb import IAgent
+from zope.interface import implementer
 
 from notifier.api import ApiApp
 from notifier.backends.interfaces import Broker, Store
 from notifier.backends.local import LocalBroker
 from notifier.centers import Centers, new_epoch, sweep
 from notifier.config import CentersConfig, parse_config
+from notifier.http.connection import HttpSite
 from notifier.hub import Batch, Hub, Watcher
 from notifier.metrics import Metrics
 from notifier.model import Message
 from notifier.public import PublicApp
 from notifier.publishers import Outboxes, Publishers
 from notifier.publishing import BrokerEvents, Publishing
+from notifier.sites import api_site, public_site
 from notifier.stats import Stats
 from notifier.transports.websocket import websocket_factory
 from notifier.turns import EndOfTurn
+from notifier.webhooks import BytesBody
 from tests.memory_store import MemoryStore
 from tests.support.daemon import ADMIN_TOKEN, config_text
 from tests.support.http import basic
@@ -34,6 +44,62 @@ from tests.support.waiting import result_of
 
 #: The in-memory clock starts here, so that times in answers are recognisable.
 START = 1_700_000_000.25
+
+
+@implementer(IAgent)
+class _SiteAgent:
+    """An agent whose every request goes to *site* over a connection in
+    memory (Twisted's iosim), the site's time being *clock*."""
+
+    def __init__(self, site: HttpSite, clock: Clock) -> None:
+        self.site = site
+        self.clock = clock
+        self.reactor = MemoryReactorClock()
+        self.agent = Agent(reactor=self.reactor)
+        self.pumps: list[iosim.IOPump] = []
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Any:
+        d = self.agent.request(method, uri, headers, bodyProducer)
+        host, port, factory, _, _ = self.reactor.tcpClients.pop()
+        server_address = IPv4Address("TCP", "127.0.0.1", port)
+        client_address = IPv4Address("TCP", "127.0.0.1", 31337)
+        server = self.site.buildProtocol(client_address)
+        server_transport = iosim.FakeTransport(server, isServer=True, hostAddress=server_address,
+                                               peerAddress=client_address)
+        client = factory.buildProtocol(None)
+        client_transport = iosim.FakeTransport(client, isServer=False, hostAddress=client_address,
+                                               peerAddress=server_address)
+        self.pumps.append(iosim.connect(server, server_transport, client, client_transport, greet=False))
+        self.flush()
+        return d
+
+    def flush(self) -> None:
+        """Carry what each side wrote, and what the site answers at the end
+        of the turn, until nothing moves."""
+        for _ in range(50):
+            moved = False
+            for pump in self.pumps:
+                moved = pump.pump() or moved
+            self.clock.advance(0)
+            moved = any(pump.pump() for pump in self.pumps) or moved
+            if not moved:
+                break
+        self.pumps = [p for p in self.pumps if not (p.clientIO.disconnected and p.serverIO.disconnected)]
+
+
+class SiteTreq(HTTPClient):
+    """treq, its requests answered by a listener's site in memory."""
+
+    def __init__(self, site: HttpSite, clock: Clock) -> None:
+        self.site_agent = _SiteAgent(site, clock)
+        super().__init__(self.site_agent, data_to_body_producer=BytesBody)
+
+    def flush(self) -> None:
+        self.site_agent.flush()
+
+    content = staticmethod(treq.content)
+    text_content = staticmethod(treq.text_content)
+    json_content = staticmethod(treq.json_content)
 
 
 @attrs.frozen
@@ -123,7 +189,7 @@ class Api:
         self.metrics = Metrics(self.publishers, self.centers, self.stats, self.clock)
         self.app = ApiApp(self.publishers, self.centers, self.publishing, self.config, self.clock, self.metrics,
                           first_use=self.broker.first_use)
-        self.http = StubTreq(self.app.resource())
+        self.http = SiteTreq(api_site(self.app, self.config, self.clock, turn=self.turn), self.clock)
 
     def request(
         self, method: str, path: str, body: bytes | str | None = None, *,
@@ -240,7 +306,8 @@ class Listener:
         assert self.api.put_center(self.auth, "news").status == 201
         factory = websocket_factory(65536, self.api.centers.dropped)
         self.app = PublicApp(self.api.publishers, self.api.centers, self.api.config, self.api.clock, factory)
-        self.http = StubTreq(self.app)
+        self.http = SiteTreq(public_site(self.app, self.api.config, self.api.clock, turn=self.api.turn),
+                             self.api.clock)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Any:
         """The Deferred response of a GET (not flushed)."""
