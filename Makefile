@@ -83,7 +83,7 @@ lint: $(TEST_STAMP)
 # The console's screenshots in docs/, taken again by its tests in Chromium
 # (otherwise they take them into a temporary folder).
 screenshots: $(TEST_STAMP) test-tools
-	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_console.py
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/http/test_console.py
 
 # The documentation site (docs/), built as it is published: any warning fails.
 docs: $(DOCS_STAMP)

@@ -9,7 +9,7 @@ framed and read):
 
 - ``notifier``: the daemon's layer, ``notifier.http.connection``: an
   ``HttpConnection`` of an ``HttpSite`` configured as each listener's
-  (notifier.sites: the public one's 4 KiB body bound and bodiless ``GET``,
+  (notifier.http.listeners: the public one's 4 KiB body bound and bodiless ``GET``,
   the api one's 64 KiB bound, a ``body_gate`` and answers at the end of the
   turn), on a ``StringTransport``, its clock a ``Clock``, its turn an
   ``EndOfTurn``. Included: the parser's callbacks, the head's bounds, the
@@ -91,10 +91,10 @@ from twisted.internet.testing import StringTransport
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from notifier.end_of_turn import EndOfTurn
 from notifier.http.connection import HttpConnection, HttpSite
+from notifier.http.listeners import PUBLIC_MAX_BODY
 from notifier.http.request import NOT_DONE_YET, Request
-from notifier.sites import PUBLIC_MAX_BODY
-from notifier.turns import EndOfTurn
 
 try:
     import h11
@@ -180,7 +180,7 @@ def _gate(request: Request, length: int | None, in_hand: bool) -> tuple[int, Non
 
 
 def notifier_site(listener: str) -> tuple[HttpSite, _App, Clock]:
-    """An ``HttpSite`` set up as the listener's (notifier.sites)."""
+    """An ``HttpSite`` set up as the listener's (notifier.http.listeners)."""
     app, clock = _App(), Clock()
     turn = EndOfTurn(clock)
     if listener == "public":

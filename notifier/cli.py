@@ -23,8 +23,8 @@ from twisted.internet import defer, task
 from notifier.backends.configured import open_backend
 from notifier.backends.sqlite import SQLiteStore
 from notifier.config import Config, ConfigError, load_config
-from notifier.errors import NotifierError
-from notifier.publishers import Publishers
+from notifier.domain.errors import NotifierError
+from notifier.domain.publishers import Publishers
 
 STARTER = """\
 # notifier configuration; every key is optional (see etc/notifier.toml for all of them).

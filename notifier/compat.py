@@ -68,7 +68,7 @@ def fell_back() -> None:
 # -- Twisted: a connection's bytes not sent yet --------------------------------
 
 #: ``FileDescriptor._tempDataBuffer`` and ``_tempDataLen``: what ``write``
-#: took since its buffer was last joined (notifier.transports.pacing.send_now
+#: took since its buffer was last joined (notifier.transports.backpressure.send_now
 #: writes to the socket only when nothing waits; unsent, the tail's bound).
 TEMP_DATA = _holds("write buffers", lambda: (
     (probe := abstract.FileDescriptor(reactor=object())) is not None  # type: ignore[arg-type]
@@ -89,7 +89,7 @@ def temp_data_length(transport: object) -> int:
 #: What Autobahn's ``WebSocketProtocol._connectionMade`` sets the same on
 #: every server connection, while no timings are tracked and the opening
 #: handshake has no timer (its UTF-8 validator is made when first used);
-#: tests/test_websocket_setup.py compares them with what Autobahn sets.
+#: tests/transports/test_websocket_setup.py compares them with what Autobahn sets.
 CONNECTING: dict[str, object] = {
     "_perMessageCompress": None, "trackedTimings": None, "data": b"", "triggered": False,
     "state": WebSocketServerProtocol.STATE_CONNECTING, "send_state": WebSocketServerProtocol.SEND_STATE_GROUND,

@@ -15,7 +15,7 @@ from typing import Any
 from attrs import field, fields, frozen
 from twisted.internet import endpoints
 
-from notifier.names import CENTER_NAME
+from notifier.domain.names import CENTER_NAME
 
 
 class ConfigError(Exception):

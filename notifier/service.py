@@ -18,25 +18,25 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from notifier.api import ApiApp
 from notifier.backends.configured import open_backend, presence_directory
 from notifier.backends.interfaces import Broker, BrokerHandler, Store
 from notifier.backends.redis.presence import REFRESH
-from notifier.centers import Centers, sweep
 from notifier.config import Config, StoreConfig
-from notifier.connections import SEND_BUFFER, PerPeerLimit, bound_send_buffer
-from notifier.errors import NotifierError
-from notifier.heartbeat import heartbeat_service
-from notifier.hub import Subscriber
-from notifier.metrics import Metrics
-from notifier.presence import Presence
-from notifier.public import PublicApp
-from notifier.publishers import Publishers, webhook_destination
-from notifier.publishing import BrokerEvents, Publishing
-from notifier.sites import api_site, public_site
-from notifier.stats import Stats
+from notifier.domain.centers import Centers, sweep
+from notifier.domain.errors import NotifierError
+from notifier.domain.hub import Subscriber
+from notifier.domain.presence import Presence
+from notifier.domain.publishers import Publishers, webhook_destination
+from notifier.domain.publishing import BrokerEvents, Publishing
+from notifier.domain.stats import Stats
+from notifier.end_of_turn import EndOfTurn
+from notifier.http.api import ApiApp
+from notifier.http.listeners import api_site, public_site
+from notifier.http.metrics import Metrics
+from notifier.http.public import PublicApp
+from notifier.sockets import SEND_BUFFER, PerPeerLimit, bound_send_buffer
+from notifier.transports.heartbeat import heartbeat_service
 from notifier.transports.websocket import send_at_once, websocket_factory
-from notifier.turns import EndOfTurn
 from notifier.webhooks import Webhooks
 
 log = Logger()
@@ -54,7 +54,7 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     node = secrets.token_hex(8)
     stats = Stats(started=reactor.seconds())
     # One end of the turn for the hubs' fan-out and both listeners' answers:
-    # the answers of a turn go out before its fan-out steps (notifier.turns).
+    # the answers of a turn go out before its fan-out steps (notifier.end_of_turn).
     turn = EndOfTurn(reactor)
     webhooks = Webhooks(config.webhooks, reactor, stats, partial(webhook_destination, store))
     # Presence, every hub's watcher, looks a center's live hub up in the
@@ -159,7 +159,7 @@ class NotifierService(MultiService):
         self.state = state
         self.public = public
         self.api = api
-        self._ports: dict[str, KeptPort] = {}
+        self._ports: dict[str, PortKeepingEndpoint] = {}
 
     @property
     def ready(self) -> defer.Deferred[None]:
@@ -180,7 +180,7 @@ class NotifierService(MultiService):
         ``unix:``, ``systemd:``...), its connections' ``SO_SNDBUF`` set to
         *send_buffer* if given; failing to listen fails the start."""
         listener = strports.service(description, factory, reactor=reactor)
-        kept = self._ports[name] = KeptPort(listener.endpoint, send_buffer)
+        kept = self._ports[name] = PortKeepingEndpoint(listener.endpoint, send_buffer)
         listener.endpoint = kept
         listener.setServiceParent(self)
 
@@ -211,7 +211,7 @@ def with_backlog(description: str, backlog: int) -> str:
 
 
 @implementer(IStreamServerEndpoint)
-class KeptPort:
+class PortKeepingEndpoint:
     """An endpoint that keeps the port it listens on, to be asked its address."""
 
     def __init__(self, endpoint: IStreamServerEndpoint, send_buffer: int | None = None) -> None:

@@ -58,9 +58,9 @@ from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from notifier.config import WebhooksConfig
-from notifier.errors import BadRequest, NotifierError
-from notifier.model import WEBHOOK_EVENTS, Publisher, Webhook
-from notifier.stats import Stats
+from notifier.domain.errors import BadRequest, NotifierError
+from notifier.domain.model import WEBHOOK_EVENTS, Publisher, Webhook
+from notifier.domain.stats import Stats
 
 log = Logger()
 

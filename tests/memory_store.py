@@ -1,11 +1,11 @@
 """A dict-backed Store whose calls complete at once: for in-memory HTTP tests.
 
-It passes the same contract tests as the real stores (tests/test_store.py).
+It passes the same contract tests as the real stores (tests/backends/test_store.py).
 """
 
 from __future__ import annotations
 
-from notifier.model import Center, Publisher, Webhook
+from notifier.domain.model import Center, Publisher, Webhook
 
 
 class MemoryStore:

@@ -33,9 +33,9 @@ import sys
 from twisted.internet import defer, task
 from notifier.backends.configured import open_backend
 from notifier.config import load_config
-from notifier.centers import Centers
-from notifier.stats import Stats
-from notifier.turns import EndOfTurn
+from notifier.domain.centers import Centers
+from notifier.domain.stats import Stats
+from notifier.end_of_turn import EndOfTurn
 
 async def run(reactor, path, publisher, names):
     config = load_config(path)

@@ -17,7 +17,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import MemoryReactor, StringTransport
 
 from notifier import compat
-from notifier.transports import pacing, websocket
+from notifier.transports import backpressure, websocket
 from notifier.transports.websocket import WebSocketSubscriber, websocket_factory
 from tests import fence
 from tests.fence import borrowings
@@ -163,11 +163,11 @@ def _tcp() -> tuple[tcp.Connection, FakeSocket]:
 
 def test_without_twisted_s_write_buffers_writes_go_through_twisted(monkeypatch: Any) -> None:
     connection, sock = _tcp()
-    pacing.send_now(connection, b"frame")
+    backpressure.send_now(connection, b"frame")
     assert sock.sent == [b"frame"]  # straight to the socket
-    monkeypatch.setattr(pacing, "FAST_SEND", False)
+    monkeypatch.setattr(backpressure, "FAST_SEND", False)
     connection, sock = _tcp()
-    pacing.send_now(connection, b"frame")
+    backpressure.send_now(connection, b"frame")
     assert sock.sent == [] and compat.temp_data(connection) == [b"frame"]
     connection.doWrite()  # what the reactor does once the socket takes more
     assert b"".join(sock.sent) == b"frame"

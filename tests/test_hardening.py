@@ -23,16 +23,16 @@ from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.task import Clock, LoopingCall
 
-from notifier.api import ApiApp
 from notifier.config import ConfigError, parse_config
-from notifier.deadlines import TokenDeadlines
-from notifier.errors import BadRequest
+from notifier.domain.errors import BadRequest
+from notifier.domain.idempotency import IdempotencyKeys
+from notifier.domain.names import check_center_name
+from notifier.domain.signatures import SignatureMemory
+from notifier.domain.token_deadlines import TokenDeadlines
+from notifier.http.api import ApiApp
 from notifier.http.connection import HttpConnection
 from notifier.http.request import Request
-from notifier.idempotency import IdempotencyKeys
-from notifier.names import check_center_name
-from notifier.replay import SignatureMemory
-from notifier.transports.pacing import STALLED_BEATS
+from notifier.transports.backpressure import STALLED_BEATS
 from notifier.transports.websocket import JsonSubscriber
 from tests.raw import (
     body_kept,
@@ -660,7 +660,7 @@ def test_connections_per_address_count_an_ipv6_client_by_its_64_network() -> Non
     from twisted.internet.address import IPv4Address, IPv6Address
     from twisted.internet.protocol import Factory, Protocol
 
-    from notifier.connections import PerPeerLimit, peer_of
+    from notifier.sockets import PerPeerLimit, peer_of
 
     assert peer_of("192.0.2.7") == "192.0.2.7"
     assert peer_of("2001:db8:1:2:aaaa::1") == peer_of("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"

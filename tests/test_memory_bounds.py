@@ -22,10 +22,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from notifier.config import CentersConfig, ConfigError, WebhooksConfig, parse_config
-from notifier.hub import Hub
-from notifier.idempotency import IdempotencyKeys
-from notifier.model import Center, Publisher, Webhook
-from notifier.retention import Retention, message_bytes
+from notifier.domain.hub import Hub
+from notifier.domain.idempotency import IdempotencyKeys
+from notifier.domain.model import Center, Publisher, Webhook
+from notifier.domain.retention import Retention, message_bytes
 from notifier.webhooks import Webhooks
 from tests.redis_server import RedisServer
 from tests.support import (

@@ -68,7 +68,7 @@ MARKER = re.compile(r"^\.\. example-(?P<kind>exchange|websocket): (?P<label>.+)$
 WEBHOOK_MARKER = re.compile(r"^\.\. example-webhook: (?P<label>.+)$")
 HTTP_BLOCK = ".. code-block:: http"
 FRAMES_BLOCK = ".. code-block:: javascript"
-#: A position, as notifier.hub.CURSOR has it.
+#: A position, as notifier.domain.hub.CURSOR has it.
 POSITION = re.compile(r"([A-Za-z0-9._~-]{1,64})-([0-9]{1,18})\Z")
 #: Response headers that say nothing about the protocol.
 TRANSIENT_HEADERS = {"date", "server", "content-length", "transfer-encoding", "connection"}
@@ -520,7 +520,7 @@ def test_every_example_webhook_is_signed_with_the_examples_secret():
 def _codes_and_statuses() -> dict[str, set[int]]:
     """Every error code the package sets, with the statuses it comes with
     where the source says (an error class's own, or ``status=``)."""
-    errors = ast.parse((PACKAGE / "errors.py").read_text(encoding="utf-8"))
+    errors = ast.parse((PACKAGE / "domain" / "errors.py").read_text(encoding="utf-8"))
     classes: dict[str, tuple[int, str]] = {}
     for node in ast.walk(errors):
         if isinstance(node, ast.ClassDef):
@@ -544,7 +544,7 @@ def _codes_and_statuses() -> dict[str, set[int]]:
                     statuses.add(status.value)
                 elif name in classes:
                     statuses.add(classes[name][0])
-                elif name == "_bad":  # notifier.auth's refusals are Unauthorized
+                elif name == "_bad":  # notifier.domain.credentials's refusals are Unauthorized
                     statuses.add(401)
             elif isinstance(node, ast.FunctionDef):  # a default code= of a helper
                 arguments = node.args.args[-len(node.args.defaults):] if node.args.defaults else []

@@ -4,7 +4,7 @@ Request signing, private centers and their tokens on every transport,
 origins, tokens kept out of logs, all-or-nothing batches, Idempotency-Key,
 TLS listeners, and secrets kept out of answers and readable by their owner
 only. Signatures and tokens are computed here, independently of
-``notifier.auth``.
+``notifier.domain.credentials``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from twisted.logger import eventAsJSON, eventAsText, formatEvent, globalLogPubli
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
-from notifier.centers import Centers
-from notifier.idempotency import IdempotencyKeys
+from notifier.domain.centers import Centers
+from notifier.domain.idempotency import IdempotencyKeys
 from tests.support import (
     ADMIN_TOKEN,
     SCHEME,

@@ -1,4 +1,4 @@
-"""The end of the reactor's turn (notifier.turns): the answers written in
+"""The end of the reactor's turn (notifier.end_of_turn): the answers written in
 it go out before the hubs' fan-out steps run, all in one delayed call."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from notifier.config import parse_config
+from notifier.end_of_turn import EndOfTurn
 from notifier.service import make_service
-from notifier.turns import EndOfTurn
 from tests.support import config_text
 
 

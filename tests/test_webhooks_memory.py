@@ -22,9 +22,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from notifier.config import WebhooksConfig
-from notifier.errors import BadRequest
-from notifier.model import Publisher, Webhook
-from notifier.stats import Stats
+from notifier.domain.errors import BadRequest
+from notifier.domain.model import Publisher, Webhook
+from notifier.domain.stats import Stats
 from notifier.webhooks import ANSWER_BYTES, Refused, Sender, TimedOut, Webhooks, refusal, signature, webhook_of
 
 EVERY = ("center_occupied", "center_vacated", "member_joined", "member_left")

@@ -16,7 +16,7 @@ from notifier.backends.redis.presence import RedisDirectory
 from notifier.backends.redis.store import RedisStore
 from notifier.backends.sqlite import MEMORY, SQLiteStore
 from notifier.config import StoreConfig
-from notifier.presence import Directory, LocalDirectory
+from notifier.domain.presence import Directory, LocalDirectory
 
 
 def open_backend(config: StoreConfig, reactor: IReactorTime) -> tuple[Store, Broker]:

@@ -4,7 +4,7 @@
 Each center's messages are kept in the store's SQLite file (the
 ``streams`` and ``log`` tables), with the ``Idempotency-Key``\\ s of
 the publishes that made them. A publish is numbered at once, on the
-reactor, and handed to the journal (``notifier.journal``): a process of its
+reactor, and handed to the journal (``notifier.backends.journal``): a process of its
 own, started with the daemon, which writes the publishes that arrive
 together in one transaction. The publish is answered, and its messages
 reach the hubs, only once that transaction is committed: nothing is
@@ -36,12 +36,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from notifier.backends.interfaces import Arrival, BrokerHandler, Publication, Published, Stream
+from notifier.backends.journal import frame, unframe
 from notifier.backends.local import LocalBroker
 from notifier.backends.shielding import shielded
-from notifier.errors import Unavailable
-from notifier.idempotency import KEY_TTL, fingerprint, ids_of
-from notifier.journal import frame, unframe
-from notifier.model import Center
+from notifier.domain.errors import Unavailable
+from notifier.domain.idempotency import KEY_TTL, fingerprint, ids_of
+from notifier.domain.model import Center
 
 log = Logger()
 
@@ -143,7 +143,7 @@ class JournalProcess(ProcessProtocol):
         theirs, ours = os.pipe()
         try:
             self.reactor.spawnProcess(
-                self, sys.executable, [sys.executable, "-m", "notifier.journal", self.path, self.synchronous],
+                self, sys.executable, [sys.executable, "-m", "notifier.backends.journal", self.path, self.synchronous],
                 env=os.environ.copy(), childFDs={0: theirs, 1: "r", 2: 2})
         except BaseException:
             os.close(ours)

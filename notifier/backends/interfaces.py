@@ -2,7 +2,7 @@
 
 A ``Store`` keeps publishers and centers; a ``Broker`` numbers published
 messages and carries them (and changes) to every node. A broker reports
-what arrives through a ``BrokerHandler`` (notifier.publishing.BrokerEvents);
+what arrives through a ``BrokerHandler`` (notifier.domain.publishing.BrokerEvents);
 it never reaches into the centers or their hubs.
 """
 
@@ -12,7 +12,7 @@ from typing import NamedTuple, Protocol
 
 from attrs import frozen
 
-from notifier.model import Center, Publisher, Webhook
+from notifier.domain.model import Center, Publisher, Webhook
 
 #: One retained message of a stream: ``(seq, ts, data)``.
 Retained = tuple[int, float, str]

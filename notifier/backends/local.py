@@ -10,9 +10,9 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 
 from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published, Stream
-from notifier.idempotency import IdempotencyKeys, fingerprint, ids_of, kept_ids
-from notifier.model import Center
-from notifier.replay import SIGNATURE_WINDOW, SignatureMemory
+from notifier.domain.idempotency import IdempotencyKeys, fingerprint, ids_of, kept_ids
+from notifier.domain.model import Center
+from notifier.domain.signatures import SIGNATURE_WINDOW, SignatureMemory
 
 
 class LocalBroker:

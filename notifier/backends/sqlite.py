@@ -19,7 +19,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from twisted.enterprise import adbapi
 
-from notifier.model import Center, Publisher, Webhook
+from notifier.domain.model import Center, Publisher, Webhook
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS publishers (
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     url       TEXT NOT NULL,
     events    TEXT NOT NULL
 );
--- Durable history (notifier.journal): a stream per center and epoch, and
+-- Durable history (notifier.backends.journal): a stream per center and epoch, and
 -- the log of their messages, appended in the order they were committed.
 -- The log has no index of its own: the journal keeps where each stream's
 -- messages are in memory, read from the log when it starts. A stream whose

@@ -9,7 +9,7 @@ hold, a body where none belongs), deadlines on a head and a body, an idle
 timeout, pipelined requests answered one at a time (and no more read while
 the client does not read the answers), and answers sent in one send each,
 at the end of the reactor's turn where the site says so
-(notifier.batching). A WebSocket upgrade admitted by the app is handed to
+(notifier.http.batching). A WebSocket upgrade admitted by the app is handed to
 its protocol with the head and what followed it.
 
 Every refusal is the documented JSON error (docs/protocol.rst: Error
@@ -33,13 +33,13 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from notifier.answers import error_answer
-from notifier.batching import AnswersAtEndOfTurn
-from notifier.connections import close_lingering, unsent
-from notifier.errors import BadRequest, MethodNotAllowed, NotifierError
+from notifier.domain.errors import BadRequest, MethodNotAllowed, NotifierError
+from notifier.end_of_turn import EndOfTurn
+from notifier.http.answers import error_answer
+from notifier.http.batching import AnswersAtEndOfTurn
 from notifier.http.request import NOT_DONE_YET, Request, refusal
-from notifier.transports.pacing import send_now
-from notifier.turns import EndOfTurn
+from notifier.sockets import close_lingering, unsent
+from notifier.transports.backpressure import send_now
 
 log = Logger()
 

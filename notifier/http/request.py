@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString, parse_qs
 
 from notifier import __version__
-from notifier.errors import NotifierError
+from notifier.domain.errors import NotifierError
 
 if TYPE_CHECKING:
     from notifier.http.connection import HttpConnection
@@ -34,7 +34,7 @@ SERVER = b"Server: notifier/" + __version__.encode() + b"\r\n"
 
 
 class Answering(Protocol):
-    """What the answers of notifier.answers set on a request: this module's
+    """What the answers of notifier.http.answers set on a request: this module's
     ``Request``, or the twisted.web request Klein's handlers are given
     (notifier.http.web)."""
 

@@ -113,6 +113,7 @@ class KleinSeam:
 
     def serve(self, request: Request) -> int:
         channel = WebChannel(request, self.site)
+        # Twisted leaves server.Request's methods unannotated.
         web = channel.web = WebRequest(channel, parsePOSTFormSubmission=False)  # type: ignore[no-untyped-call]
         for name, value in request.fields:
             web.requestHeaders.addRawHeader(name, value)

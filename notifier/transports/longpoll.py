@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from notifier.answers import jsonp_answer
-from notifier.deadlines import TokenDeadlines
-from notifier.envelope import envelope_json
-from notifier.errors import NotFound, Unauthorized
+from notifier.domain.errors import NotFound, Unauthorized
+from notifier.domain.hub import Batch, Hub, Prepared, interleave
+from notifier.domain.model import Grant, Member, Message
+from notifier.domain.token_deadlines import TokenDeadlines
+from notifier.http.answers import jsonp_answer
 from notifier.http.request import Request
-from notifier.hub import Batch, Hub, Prepared, interleave
-from notifier.model import Grant, Member, Message
+from notifier.transports.envelope import envelope_json
 from notifier.transports.ordering import InOrder, held_back
 
 #: The most bytes of envelopes a long-poll answer of history holds (one

@@ -15,7 +15,7 @@ import heapq
 import math
 from collections.abc import Sequence
 
-from notifier.hub import Batch, Hub, Prepared
+from notifier.domain.hub import Batch, Hub, Prepared
 
 
 def _order(prepared: Prepared) -> int:

@@ -2,7 +2,7 @@
 
 ``EventStreams.serve`` opens the stream of an admitted request; the frames
 (``event``, ``named_event``, ``comment``, ...) are those of every event
-stream the daemon writes, the console's tail (notifier.tail) too.
+stream the daemon writes, the console's tail (notifier.http.console_tail) too.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 from twisted.internet.defer import Deferred
 
-from notifier.deadlines import TokenDeadlines
-from notifier.envelope import envelope_json
+from notifier.domain.hub import Batch, Hub, Opening, Prepared
+from notifier.domain.model import Grant, Message
+from notifier.domain.presence import Item
+from notifier.domain.token_deadlines import TokenDeadlines
 from notifier.http.request import Answering, Request
-from notifier.hub import Batch, Hub, Opening, Prepared
-from notifier.model import Grant, Message
-from notifier.presence import Item
+from notifier.transports.envelope import envelope_json
 from notifier.transports.streaming import StreamingSubscriber
 
 #: How long a browser waits before reconnecting, in milliseconds.
@@ -100,7 +100,7 @@ def item_event(item: Item) -> bytes:
 
 class EventStream(StreamingSubscriber):
     """A subscriber whose messages are written to a streaming response; the
-    streaming producer of that response (notifier.transports.pacing)."""
+    streaming producer of that response (notifier.transports.backpressure)."""
 
     transport_name = "sse"
     encode = staticmethod(event)

@@ -15,12 +15,12 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 
-from notifier.deadlines import TokenDeadlines
-from notifier.hub import Batch, Hub, Opening, Prepared, interleave
-from notifier.model import Grant, Message
-from notifier.presence import Item
+from notifier.domain.hub import Batch, Hub, Opening, Prepared, interleave
+from notifier.domain.model import Grant, Message
+from notifier.domain.presence import Item
+from notifier.domain.token_deadlines import TokenDeadlines
+from notifier.transports.backpressure import Paced
 from notifier.transports.ordering import InOrder
-from notifier.transports.pacing import Paced
 
 
 class StreamingSubscriber(Paced):
@@ -106,7 +106,7 @@ class StreamingSubscriber(Paced):
             batch = taken
         self._pace(batch.joined(self.encode))
 
-    # presence (notifier.presence)
+    # presence (notifier.domain.presence)
 
     #: Whether presence items reach this subscriber.
     tells_presence = False

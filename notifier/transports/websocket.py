@@ -25,15 +25,15 @@ from autobahn.websocket.utf8validator import Utf8Validator
 
 from notifier import compat
 from notifier.compat import NO_DELAY, FastWebSocket
-from notifier.connections import unsent
-from notifier.deadlines import TokenDeadlines
-from notifier.envelope import envelope_json
-from notifier.errors import NotifierError
+from notifier.domain.errors import NotifierError
+from notifier.domain.hub import Hub, Opening
+from notifier.domain.model import Grant, Message
+from notifier.domain.presence import Item
+from notifier.domain.token_deadlines import TokenDeadlines
 from notifier.http.request import Request, refusal
-from notifier.hub import Hub, Opening
-from notifier.model import Grant, Message
-from notifier.presence import Item
-from notifier.transports.pacing import send_now
+from notifier.sockets import unsent
+from notifier.transports.backpressure import send_now
+from notifier.transports.envelope import envelope_json
 from notifier.transports.streaming import StreamingSubscriber
 
 #: A Sec-WebSocket-Key as Autobahn takes it: 16 bytes in base64.
@@ -132,7 +132,7 @@ def _as_attribute(value: object) -> object:
 class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types its transport details twice
         StreamingSubscriber, FastWebSocket, WebSocketServerProtocol):
     """A subscriber, and the streaming producer of its own connection
-    (notifier.transports.pacing); dropped with 4408 when too far behind."""
+    (notifier.transports.backpressure); dropped with 4408 when too far behind."""
 
     transport_name = "websocket"
     factory: NotifierFactory
@@ -354,7 +354,7 @@ def websocket_factory(send_buffer_bytes: int, dropped: Callable[[Hub], None],
         failByDrop=False,
         echoCloseCodeReason=True,  # a client's close code comes back (RFC 6455 5.5.1)
         perMessageCompressionAccept=lambda offers: None,  # prepared frames need it off
-        autoPingInterval=0,  # one sweeping heartbeat instead (notifier.heartbeat)
+        autoPingInterval=0,  # one sweeping heartbeat instead (notifier.transports.heartbeat)
         # No timer per connection for its opening handshake: a connection is
         # handed over with its whole request head (the listeners bound how
         # long a head may take), which Autobahn answers in the same call.

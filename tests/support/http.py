@@ -1,6 +1,6 @@
 """The HTTP API as a publisher and an operator call it, over real sockets,
 and the credentials, computed from the documentation rather than by
-notifier.auth."""
+notifier.domain.credentials."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def expect_json_error(status: int, body: Any, expected: int, code: str | None = 
     return body
 
 
-# credentials, computed from the documentation rather than by notifier.auth
+# credentials, computed from the documentation rather than by notifier.domain.credentials
 
 
 def sign(secret: str, method: str, target: str, timestamp: int | str, body: bytes) -> str:

@@ -20,22 +20,22 @@ from twisted.web.client import Agent
 from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
-from notifier.api import ApiApp
 from notifier.backends.interfaces import Broker, Store
 from notifier.backends.local import LocalBroker
-from notifier.centers import Centers, new_epoch, sweep
 from notifier.config import CentersConfig, parse_config
+from notifier.domain.centers import Centers, new_epoch, sweep
+from notifier.domain.hub import Batch, Hub, Watcher
+from notifier.domain.model import Message
+from notifier.domain.publishers import Outboxes, Publishers
+from notifier.domain.publishing import BrokerEvents, Publishing
+from notifier.domain.stats import Stats
+from notifier.end_of_turn import EndOfTurn
+from notifier.http.api import ApiApp
 from notifier.http.connection import HttpSite
-from notifier.hub import Batch, Hub, Watcher
-from notifier.metrics import Metrics
-from notifier.model import Message
-from notifier.public import PublicApp
-from notifier.publishers import Outboxes, Publishers
-from notifier.publishing import BrokerEvents, Publishing
-from notifier.sites import api_site, public_site
-from notifier.stats import Stats
+from notifier.http.listeners import api_site, public_site
+from notifier.http.metrics import Metrics
+from notifier.http.public import PublicApp
 from notifier.transports.websocket import websocket_factory
-from notifier.turns import EndOfTurn
 from notifier.webhooks import BytesBody
 from tests.memory_store import MemoryStore
 from tests.support.daemon import ADMIN_TOKEN, config_text
@@ -161,7 +161,7 @@ class Node:
         self.events = BrokerEvents(self.centers, self.publishers, self.outboxes)
 
     async def sweep(self) -> list[tuple[str, str]]:
-        """The service's periodic sweep (``notifier.centers.sweep``)."""
+        """The service's periodic sweep (``notifier.domain.centers.sweep``)."""
         return await sweep(self.publishers, self.centers)
 
 

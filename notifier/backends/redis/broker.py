@@ -23,10 +23,10 @@ from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Pub
 from notifier.backends.redis.client import Redis, Script
 from notifier.backends.redis.keys import Keys
 from notifier.backends.shielding import shielded
-from notifier.errors import NotFound, Unavailable
-from notifier.idempotency import fingerprint, reused, same
-from notifier.model import Center
-from notifier.replay import SIGNATURE_WINDOW
+from notifier.domain.errors import NotFound, Unavailable
+from notifier.domain.idempotency import fingerprint, reused, same
+from notifier.domain.model import Center
+from notifier.domain.signatures import SIGNATURE_WINDOW
 
 log = Logger()
 

@@ -33,7 +33,7 @@ from zope.interface import implementer
 from notifier.backends.redis.addresses import Address, RedisAddress, SentinelAddress
 from notifier.backends.redis.liveness import Liveness
 from notifier.backends.redis.sentinel import Master, Sentinels
-from notifier.errors import Unavailable
+from notifier.domain.errors import Unavailable
 
 __all__ = ["Redis", "RedisAddress", "Script", "SentinelAddress"]
 

@@ -1,4 +1,4 @@
-"""Presence for every node sharing one Redis (notifier.presence.Directory).
+"""Presence for every node sharing one Redis (notifier.domain.presence.Directory).
 
 Per center (``P`` = ``notifier:``, then the center's path): ``P
 members:{path}`` a sorted set of ``uid\\nnode`` by expiry, one entry per
@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from notifier.backends.redis.client import RETRY_MAX, Redis, Script
 from notifier.backends.redis.keys import PREFIX, Keys
-from notifier.presence import Info
+from notifier.domain.presence import Info
 
 #: Seconds a node's entries live unless it says them again.
 NODE_TTL = 15.0

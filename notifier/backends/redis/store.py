@@ -12,7 +12,7 @@ import json
 
 from notifier.backends.redis.client import Redis, Script
 from notifier.backends.redis.keys import Keys
-from notifier.model import Center, Publisher, Webhook
+from notifier.domain.model import Center, Publisher, Webhook
 
 ADD_CENTER = Script.named("add_center")
 REMOVE_CENTER = Script.named("remove_center")

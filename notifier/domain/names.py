@@ -1,0 +1,36 @@
+"""The naming rules (docs/protocol.rst: The publisher API) for publishers and centers."""
+
+from __future__ import annotations
+
+import re
+
+from notifier.domain.errors import BadRequest
+
+PUBLISHER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
+#: ``.`` and ``..`` are not names: no browser can reach them in a URL.
+CENTER_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._:@~-]{1,200}\Z")
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Whether *pattern* names *name*: exactly, or, ending in ``*``, as its beginning."""
+    if pattern.endswith("*"):
+        return name.startswith(pattern[:-1])
+    return pattern == name
+
+
+def check_publisher_name(name: str) -> str:
+    if not isinstance(name, str) or not PUBLISHER_NAME.match(name):
+        raise BadRequest(
+            "a publisher name is 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit",
+            code="invalid_publisher_name",
+        )
+    return name
+
+
+def check_center_name(name: str) -> str:
+    if not isinstance(name, str) or not CENTER_NAME.match(name):
+        raise BadRequest(
+            "a center name is 1 to 200 of A-Z, a-z, 0-9 and . _ : @ ~ -, other than . and ..",
+            code="invalid_center_name",
+        )
+    return name

@@ -1,0 +1,475 @@
+"""The api listener: the publisher API, the operator API, metrics, health."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+
+from notifier.config import Config
+from notifier.domain.centers import Centers
+from notifier.domain.credentials import (
+    SignedRequest,
+    admin_granted,
+    bad_credentials,
+    check_admin,
+    publisher_credentials_from,
+)
+from notifier.domain.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    NotifierError,
+    TooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from notifier.domain.model import Center
+from notifier.domain.names import check_center_name
+from notifier.domain.presence import Presence
+from notifier.domain.publishers import Publishers
+from notifier.domain.publishing import Publishing
+from notifier.domain.signatures import IDEMPOTENT
+from notifier.http.answers import install_error_handlers, json_answer, now_or_later, published_answer
+from notifier.http.console import Console
+from notifier.http.console_tail import Tail
+from notifier.http.metrics import Metrics
+from notifier.http.request import Answering, Reading, Request
+from notifier.http.web import KleinSeam, WebRequest
+from notifier.webhooks import webhook_json, webhook_of
+
+TEXT_TYPES = (b"application/json", b"application/xml")
+MAX_JSON_BODY = 64 * 1024  # request bodies other than messages
+MAX_BATCH = 10_000  # messages in one batch
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def max_body_bytes(config: Config) -> int:
+    """The largest body the api listener keeps: a batch of large messages."""
+    return max(16 * 1024 * 1024, 4 * config.centers.max_message_bytes + MAX_JSON_BODY)
+
+
+def is_publish(path: list[bytes]) -> bool:
+    """Whether the segments of *path* are those of ``/api/v1/centers/{center}/messages``."""
+    return len(path) == 5 and path[0] == b"api" and path[1] == b"v1" and path[2] == b"centers" \
+        and path[4] == b"messages"
+
+
+def _is_text(content_type: bytes | None) -> bool:
+    if content_type is None:
+        return True
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return (
+        kind.startswith(b"text/") or kind in TEXT_TYPES
+        or kind.endswith(b"+json") or kind.endswith(b"+xml")
+    )
+
+
+def _read(request: Reading) -> bytes:
+    """The whole request body; 413 if the connection discarded it as too large."""
+    if request.body_too_large:
+        raise TooLarge("the request body is too large")
+    return request.body()
+
+
+def _json_object(data: bytes, *, required: bool, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    if len(data) > limit:
+        raise TooLarge(f"the body is larger than {limit} bytes")
+    if not data.strip():
+        if required:
+            raise BadRequest("a JSON object is required", code="invalid_json")
+        return {}
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(value, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_json")
+    return value
+
+
+def _center_options(body: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in ("private", "presence"):
+            if not isinstance(value, bool):
+                raise BadRequest(f"{key} must be true or false", code="invalid_center_options")
+        elif key in ("history", "ttl"):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100_000_000:
+                raise BadRequest(f"{key} must be a non-negative integer", code="invalid_center_options")
+            if key == "history" and value > 100_000:
+                raise BadRequest("history must be at most 100000", code="invalid_center_options")
+        else:
+            raise BadRequest(f"unknown center option {key!r}", code="invalid_center_options")
+        options[key] = value
+    return options
+
+
+class ApiApp:
+    app = Klein()
+    install_error_handlers(app)
+
+    def __init__(self, publishers: Publishers, centers: Centers, publishing: Publishing, config: Config,
+                 clock: IReactorTime, metrics: Metrics, *,
+                 first_use: Callable[[str, str, int], Awaitable[bool]],
+                 presence: Presence | None = None) -> None:
+        self.publishers = publishers
+        self.centers = centers
+        self.publishing = publishing
+        #: Whether a verified signature is used for the first time (``Broker.first_use``).
+        self.first_use = first_use
+        self.node_presence = presence
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+
+    async def _publisher(self, request: Reading) -> tuple[str, bytes]:
+        """The authenticated publisher's name, and the request body it signed.
+
+        Every refusal of credentials naming no publisher, a wrong secret or
+        a wrong signature is the same (docs/security.rst).
+        """
+        credentials = publisher_credentials_from([request.getHeader(b"authorization") or b""])
+        now = self.clock.seconds()
+        credentials.check_time(now)
+        publisher = await self.publishers.publisher(credentials.publisher)
+        if request.body_refused:
+            raise bad_credentials()  # looked up as the head came in (body_gate)
+        body = _read(request)
+        credentials.verify(publisher, request.method, request.uri, body, now)
+        assert publisher is not None
+        if isinstance(credentials, SignedRequest) and request.method not in IDEMPOTENT \
+                and not await self.first_use(publisher.name, credentials.signature, credentials.timestamp):
+            raise Unauthorized("this signed request was accepted before; sign each request anew",
+                               code="replayed_signature")
+        return publisher.name, body
+
+    def body_gate(self, request: Request, length: int | None = None,
+                  in_hand: bool = False) -> tuple[int, Deferred[bool] | None]:
+        """How much of a request's body to read, decided from its head
+        (notifier.http.connection): each route's own bound, and no body at
+        all for credentials that cannot hold, looked up first. With
+        *in_hand* only the bound is asked, no look-up: the connection asks
+        so at every head with a body, and again, for the verdict, only of
+        a body that did not come whole with its head (one in hand is read:
+        the handler checks the credentials before using it)."""
+        path = request.segments
+        method = request.method
+        authorization = [request.getHeader(b"authorization") or b""]
+        if path[:2] == [b"admin", b"v1"]:
+            if admin_granted(authorization[0], self.config.api.admin_token):
+                return MAX_JSON_BODY, None
+            return 0, succeed(False)
+        if path[:2] != [b"api", b"v1"]:
+            return 0, None
+        if method == b"POST" and is_publish(path):
+            limit = self.config.centers.max_message_bytes
+        elif method == b"POST" and path[2:] == [b"messages"]:
+            limit = max_body_bytes(self.config)
+        else:
+            limit = MAX_JSON_BODY
+        if in_hand:
+            return limit, None
+        try:
+            credentials = publisher_credentials_from(authorization)
+            credentials.check_time(self.clock.seconds())
+            if isinstance(credentials, SignedRequest):
+                # A signature covers the body: known only once it is in, for
+                # any publisher, so that no answer tells which exist.
+                return limit, None
+            looked_up = now_or_later(self.publishers.publisher(credentials.publisher))
+        except Exception:
+            return 0, succeed(False)  # the handler answers why (401, or 503 for a store away)
+        if isinstance(looked_up, Deferred):
+            return limit, looked_up.addCallback(credentials.may_hold)
+        return limit, succeed(credentials.may_hold(looked_up))
+
+    def _message(self, request: Reading, body: bytes) -> str:
+        """The text of a single message's request: a text type, within the size."""
+        if not _is_text(request.getHeader(b"content-type")):
+            raise UnsupportedMediaType("messages are text: text/*, application/json or application/xml")
+        return self._text(body)
+
+    def _text(self, data: bytes) -> str:
+        limit = self.config.centers.max_message_bytes
+        if len(data) > limit:
+            raise TooLarge(f"a message is at most {limit} bytes")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the message is not UTF-8 text", code="invalid_encoding") from None
+
+    @staticmethod
+    def _idempotency_key(request: Reading) -> str | None:
+        key = request.getHeader(b"idempotency-key")
+        if key is None:
+            return None
+        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise BadRequest(f"Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} bytes", code="invalid_idempotency_key")
+        decoded: str = key.decode("latin-1")
+        return decoded
+
+    def _admin(self, request: Reading) -> None:
+        check_admin(request.getHeader(b"authorization"), self.config.api.admin_token)
+
+    async def _center(self, center: Center, last_ts: bool = False) -> dict[str, Any]:
+        """The center object (docs/protocol.rst: The publisher API); with *last_ts*, as
+        the operator sees it, also when its latest message was published
+        (if this node holds it)."""
+        hub = self.centers.loaded(center.publisher, center.name)
+        described = {
+            "name": center.name,
+            "path": center.path,
+            "private": center.private,
+            "presence": center.presence,
+            "history": self.config.centers.history if center.history is None else center.history,
+            "ttl": self.config.centers.idle_ttl if center.ttl is None else center.ttl,
+            "subscribers": len(hub.subscribers) if hub is not None else 0,
+            "last_id": hub.last_id if hub is not None else None,
+            "created": center.created,
+        }
+        if center.presence:
+            described["members"] = len(await self._members(center))
+        if last_ts:
+            latest = hub.latest if hub is not None else None
+            described["last_ts"] = latest.ts if latest is not None else None
+        return described
+
+    async def _members(self, center: Center) -> list[tuple[str, Any]]:
+        presence = self.node_presence
+        return [] if presence is None else await presence.members(center.path)
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request: WebRequest) -> bytes:
+        return json_answer(request, {"status": "ok"})
+
+    # publisher API
+
+    @app.route("/api/v1/centers", methods=["GET"])
+    async def list_centers(self, request: WebRequest) -> bytes:
+        publisher, _ = await self._publisher(request)
+        centers = await self.centers.list_centers(publisher)
+        return json_answer(request, {"centers": [await self._center(c) for c in centers]})
+
+    @app.route("/api/v1/centers/<center>", methods=["PUT"])
+    async def create_center(self, request: WebRequest, center: str) -> bytes:
+        publisher, body = await self._publisher(request)
+        return await self._made(request, publisher, center, body)
+
+    async def _made(self, request: WebRequest, publisher: str, center: str, body: bytes,
+                    last_ts: bool = False) -> bytes:
+        """``PUT`` a center: 201 and the center made, or 200 and the one there was."""
+        options = _center_options(_json_object(body, required=False))
+        made, created = await self.centers.create_center(publisher, center, **options)
+        return json_answer(request, await self._center(made, last_ts=last_ts), 201 if created else 200)
+
+    @app.route("/api/v1/centers/<center>", methods=["GET"])
+    async def get_center(self, request: WebRequest, center: str) -> bytes:
+        publisher, _ = await self._publisher(request)
+        hub = await self.centers.hub(publisher, center)
+        return json_answer(request, await self._center(hub.center))
+
+    @app.route("/api/v1/centers/<center>/presence", methods=["GET"])
+    async def presence(self, request: WebRequest, center: str) -> bytes:
+        publisher, _ = await self._publisher(request)
+        hub = await self.centers.hub(publisher, center)
+        if not hub.center.presence:
+            raise BadRequest(f"center {center!r} does not track presence", code="no_presence")
+        members = await self._members(hub.center)
+        return json_answer(request, {"count": len(members),
+                                     "members": [{"uid": uid, "info": info} for uid, info in members]})
+
+    @app.route("/api/v1/webhook", methods=["PUT"])
+    async def set_webhook(self, request: WebRequest) -> bytes:
+        publisher, body = await self._publisher(request)
+        webhook = webhook_of(_json_object(body, required=True))
+        await self.publishers.set_webhook(publisher, webhook)
+        return json_answer(request, webhook_json(webhook))
+
+    @app.route("/api/v1/webhook", methods=["GET"])
+    async def get_webhook(self, request: WebRequest) -> bytes:
+        publisher, _ = await self._publisher(request)
+        webhook = await self.publishers.get_webhook(publisher)
+        if webhook is None:
+            raise NotFound("no webhook is set", code="no_webhook")
+        return json_answer(request, webhook_json(webhook))
+
+    @app.route("/api/v1/webhook", methods=["DELETE"])
+    async def delete_webhook(self, request: WebRequest) -> bytes:
+        publisher, _ = await self._publisher(request)
+        await self.publishers.remove_webhook(publisher)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/api/v1/centers/<center>", methods=["DELETE"])
+    async def delete_center(self, request: WebRequest, center: str) -> bytes:
+        publisher, _ = await self._publisher(request)
+        await self.centers.delete_center(publisher, center)
+        request.setResponseCode(204)
+        return b""
+
+    async def publish_message(self, request: Request, center: str) -> bytes:
+        """``POST /api/v1/centers/{center}/messages``, the one request a
+        site makes most, answered without the router (ApiRoot)."""
+        publisher, body = await self._publisher(request)
+        text = self._message(request, body)
+
+        key = self._idempotency_key(request)
+        message_id, reached, fresh = await self.publishing.publish(publisher, center, text, key)
+        # A retry is told the first publish's id, and nothing is delivered.
+        return published_answer(request, message_id, reached, 201 if fresh else 200)
+
+    @app.route("/api/v1/messages", methods=["POST"])
+    async def publish_batch(self, request: WebRequest) -> bytes:
+        publisher, body = await self._publisher(request)
+        document = _json_object(body, required=True, limit=len(body))
+        entries = document.get("messages")
+        if set(document) != {"messages"} or not isinstance(entries, list) or not entries:
+            raise BadRequest('the body must be {"messages": [{"center": ..., "data": ...}, ...]}',
+                             code="invalid_batch")
+        if len(entries) > MAX_BATCH:
+            raise TooLarge(f"a batch holds at most {MAX_BATCH} messages")
+        named: set[str] = set()  # centers whose names held already: each checked once
+        batch = [self._batch_entry(i, entry, named) for i, entry in enumerate(entries)]
+
+        ids, fresh = await self.publishing.publish_batch(publisher, batch, self._idempotency_key(request))
+        return json_answer(request, {"ids": ids}, 201 if fresh else 200)
+
+    def _batch_entry(self, index: int, entry: Any, named: set[str]) -> tuple[str, str]:
+        if not isinstance(entry, dict) or len(entry) != 2 or "center" not in entry or "data" not in entry:
+            raise BadRequest(f'messages[{index}] must be {{"center": ..., "data": ...}}', code="invalid_batch")
+        center, data = entry["center"], entry["data"]
+        if not isinstance(center, str) or not isinstance(data, str):
+            raise BadRequest(f"messages[{index}]: center and data are strings", code="invalid_batch")
+        try:
+            if center not in named:
+                check_center_name(center)
+                named.add(center)
+            # ASCII text is valid and as long in UTF-8: encoded only otherwise.
+            size = len(data) if data.isascii() else len(data.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise BadRequest(f"messages[{index}]: data is not valid text", code="invalid_encoding") from None
+        except NotifierError as e:
+            raise BadRequest(f"messages[{index}]: {e.message}", code=e.code) from None
+        if size > self.config.centers.max_message_bytes:
+            raise TooLarge(f"messages[{index}] is larger than {self.config.centers.max_message_bytes} bytes")
+        return center, data
+
+    # operator API
+
+    @app.route("/admin/v1/publishers", methods=["POST"])
+    async def add_publisher(self, request: WebRequest) -> bytes:
+        self._admin(request)
+        body = _json_object(_read(request), required=True)
+        name = body.get("name")
+        if set(body) != {"name"} or not isinstance(name, str):
+            raise BadRequest('the body must be {"name": "<publisher name>"}', code="invalid_publisher")
+        publisher = await self.publishers.add_publisher(name)
+        return json_answer(request, {"name": publisher.name, "secret": publisher.secret}, 201)
+
+    @app.route("/admin/v1/publishers", methods=["GET"])
+    async def list_publishers(self, request: WebRequest) -> bytes:
+        self._admin(request)
+        publishers = await self.publishers.list_publishers()
+        return json_answer(request, {"publishers": [
+            {"name": p.name, "created": p.created, "centers": count} for p, count in publishers
+        ]})
+
+    @app.route("/admin/v1/publishers/<name>/rotate", methods=["POST"])
+    async def rotate(self, request: WebRequest, name: str) -> bytes:
+        self._admin(request)
+        publisher = await self.publishers.rotate_secret(name)
+        return json_answer(request, {"name": publisher.name, "secret": publisher.secret})
+
+    @app.route("/admin/v1/publishers/<name>", methods=["DELETE"])
+    async def remove_publisher(self, request: WebRequest, name: str) -> bytes:
+        self._admin(request)
+        await self.publishers.remove_publisher(name)
+        request.setResponseCode(204)
+        return b""
+
+    # the operator's view of a publisher's centers (docs/console.rst)
+
+    async def _owner(self, name: str) -> str:
+        if await self.publishers.publisher(name) is None:
+            raise NotFound(f"no publisher {name!r}", code="no_such_publisher")
+        return name
+
+    @app.route("/admin/v1/publishers/<name>/centers", methods=["GET"])
+    async def admin_centers(self, request: WebRequest, name: str) -> bytes:
+        self._admin(request)
+        centers = await self.centers.list_centers(await self._owner(name))
+        return json_answer(request, {"centers": [await self._center(c, last_ts=True) for c in centers]})
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["PUT"])
+    async def admin_create_center(self, request: WebRequest, name: str, center: str) -> bytes:
+        self._admin(request)
+        return await self._made(request, await self._owner(name), center, _read(request), last_ts=True)
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["DELETE"])
+    async def admin_delete_center(self, request: WebRequest, name: str, center: str) -> bytes:
+        self._admin(request)
+        await self.centers.delete_center(await self._owner(name), center)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>/messages", methods=["POST"])
+    async def admin_publish(self, request: WebRequest, name: str, center: str) -> bytes:
+        """A test message from the console, as its publisher would send it."""
+        self._admin(request)
+        text = self._message(request, _read(request))
+        await self._owner(name)
+        message_id, reached, _ = await self.publishing.publish(name, center, text)
+        return published_answer(request, message_id, reached, 201)
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>/tail", methods=["GET"])
+    async def admin_tail(self, request: WebRequest, name: str, center: str) -> None:
+        """The live tail of a center (notifier.http.console_tail): done when it ends,
+        having answered by itself (Klein then leaves the request be)."""
+        self._admin(request)
+        hub = await self.centers.hub(await self._owner(name), center)
+        members = await self._members(hub.center) if hub.center.presence else None
+        if self.centers.loaded(name, center) is not hub:
+            raise NotFound(f"no center {center!r}", code="no_such_center")  # deleted meanwhile
+        tail = Tail(request, hub, self.clock)
+        tail.start(members)
+        await tail.ended
+
+    @app.route("/admin/v1/stats", methods=["GET"])
+    async def stats(self, request: WebRequest) -> bytes:
+        self._admin(request)
+        return json_answer(request, await self.metrics.stats())
+
+    @app.route("/metrics", methods=["GET"])
+    async def prometheus(self, request: WebRequest) -> bytes:
+        self._admin(request)
+        body, content_type = await self.metrics.exposition()
+        answering: Answering = request
+        answering.setHeader(b"content-type", content_type.encode())
+        return body
+
+
+class ApiRoot:
+    """The api listener's app: a publish goes straight to its handler, the
+    console's files to the console, everything else through the Klein
+    router (notifier.http.web: the one seam where Klein begins)."""
+
+    def __init__(self, api: ApiApp) -> None:
+        self.api = api
+        self.router = KleinSeam(api.app.resource())
+        self.console = Console()
+
+    def serve(self, request: Request) -> Any:
+        path = request.segments
+        if path[0] == b"console":
+            return self.console.render(request, path[1:])
+        if is_publish(path):
+            if request.method != b"POST":
+                request.setHeader(b"allow", b"POST")
+                raise MethodNotAllowed(f"{request.method.decode('latin-1')} is not allowed here")
+            return now_or_later(self.api.publish_message(request, path[3].decode("utf-8")))
+        return self.router.serve(request)

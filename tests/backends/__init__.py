@@ -1,0 +1,1 @@
+"""The backends' tests (notifier.backends)."""

@@ -1,0 +1,1 @@
+"""The HTTP layer's and the listeners' tests (notifier.http)."""

@@ -1,0 +1,1 @@
+"""The transports' tests (notifier.transports)."""
