@@ -60,6 +60,11 @@ SINGLE = frozenset({b"host", b"content-length", b"transfer-encoding", b"authoriz
                     b"upgrade", b"origin", b"expect", b"idempotency-key", b"last-event-id",
                     b"sec-websocket-key", b"sec-websocket-version"})
 
+#: Bytes given to the parser at a time: it stops at a request to answer
+#: before reading further (at most one step ahead of the answers).
+FEED_STEP = 4096
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
 BAD_REQUEST = NotifierError("malformed HTTP request", code="bad_request")
 HEAD_TOO_LARGE = NotifierError(f"the request head is larger than {MAX_HEAD} bytes or {MAX_FIELDS} fields",
                                code="head_too_large", status=431)
@@ -184,6 +189,10 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
         self.head_by = 0.0
         self.body_by = 0.0
         self._serving = False
+        #: A request whose 100 Continue waits for the answers before it.
+        self._expecting: Request | None = None
+        self._framing = 0
+        self._chunks = 0
 
     def connectionMade(self) -> None:
         transport: Any = self.transport  # TCP or TLS: a consumer too
@@ -248,26 +257,32 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
             self._read_or_not()
 
     def _feed(self, data: bytes) -> None:
-        if self.reading is None and self.in_message:
-            # A head still coming: llhttp keeps a field not yet whole, so its
-            # bound is kept here too, whatever the fields' callbacks saw.
-            self._head_fed += len(data)
-            if self._head_fed > MAX_HEAD:
-                self._refuse(HEAD_TOO_LARGE)
-                self._arm()
-                self._serve_ready()
-                return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self.stopped = True
-            self.upgraded = data[upgrade.args[0]:]
-        except httptools.HttpParserCallbackError as e:
-            if not isinstance(e.__context__, _Stop):
-                log.failure("reading a request failed", Failure(e.__context__ or e))
-                self._refuse(BAD_REQUEST)
-        except httptools.HttpParserError:
-            self._refuse(BAD_REQUEST)
+        while data:
+            piece, data = (data[:FEED_STEP], data[FEED_STEP:]) if len(data) > FEED_STEP else (data, b"")
+            if self.reading is not None:
+                if self._length is None:
+                    self._framing += len(piece)  # chunk sizes and trailers; on_body takes the data off
+            elif self.in_message:
+                # A head still coming: llhttp keeps a field not yet whole, so
+                # its bound is kept here too (a step's slack: the piece may
+                # hold what follows the head), whatever the callbacks saw.
+                self._head_fed += len(piece)
+                if self._head_fed > MAX_HEAD + FEED_STEP:
+                    self._refuse(HEAD_TOO_LARGE)
+                    break
+            self._parse(piece)
+            if self.reading is not None and self._framing > MAX_HEAD + 64 * self._chunks:
+                self._refuse(HEAD_TOO_LARGE)  # a chunked body's framing or trailer past any reason
+            if data and self.ready and not self.stopped:
+                self._serve_ready()  # those answered at once let reading go on
+            if data and (self.stopped or self.ready or self.gated or self.current is not None or self.blocked):
+                # Something waits to be answered: what follows is read after.
+                if self.upgraded is not None:
+                    self.upgraded += data
+                elif not self.stopped:
+                    self.pending = data + self.pending
+                    self._hold_if(len(self.pending))
+                break
         reading = self.reading
         if reading is not None:
             # A body still coming: its deadline runs from the end of its head.
@@ -282,6 +297,19 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
             self._arm()
         self._serve_ready()
 
+    def _parse(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.stopped = True
+            self.upgraded = data[upgrade.args[0]:]
+        except httptools.HttpParserCallbackError as e:
+            if not isinstance(e.__context__, _Stop):
+                log.failure("reading a request failed", Failure(e.__context__ or e))
+                self._refuse(BAD_REQUEST)
+        except httptools.HttpParserError:
+            self._refuse(BAD_REQUEST)
+
     def _refuse(self, error: NotifierError) -> None:
         """Stop reading: *error* is the answer after those of the requests
         read before, and the connection closes."""
@@ -294,6 +322,7 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
     def on_message_begin(self) -> None:
         self.in_message = True
         self.head_by = self.body_by = 0.0  # set once known to be needed (_feed)
+        self._framing = self._chunks = 0
         self._url = []
         self._fields = []
         self._head_size = 0
@@ -306,6 +335,8 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
             self._stop(HEAD_TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.reading is not None:
+            return  # a trailer field, after a chunked body: never read as a header
         fields = self._fields
         fields.append((name, value))
         self._head_size += len(name) + len(value) + 4
@@ -342,6 +373,8 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
             raise _Stop()
         if coding is not None and coding.strip().lower() != b"chunked":
             self._stop(NOT_CHUNKED)
+        if length != 0 and parser.should_upgrade():
+            self._stop(BAD_REQUEST)  # llhttp would leave its body unread, taken for another protocol's
         self.reading = request
         self._received = 0
         self._asked = False
@@ -377,7 +410,11 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
                 headers[key] = given + b", " + value
         return headers
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_body(self, body: bytes) -> None:
+        self._framing -= len(body)
         request = self.reading
         if request is None or request.body_too_large or request.body_refused:
             return
@@ -437,11 +474,17 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
         if self.pending and not self.blocked and self.current is None and not self._serving:
             data, self.pending = self.pending, b""
             self._feed(data)
+        if self.held and self.current is None and not self.ready and len(self.pending) <= MAX_PIPELINED:
+            self.held = False  # it held the body's bytes while the verdict was awaited
+            self._read_or_not()
 
     def _continue(self, request: Request) -> None:
         if self.reading is request and request.clientproto == b"HTTP/1.1" \
                 and (request.getHeader(b"expect") or b"").lower() == b"100-continue":
-            self._queue(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.current is None and not self.ready:
+                self._queue(CONTINUE)
+            else:  # after the answers before it (answered)
+                self._expecting = request
 
     def _unread(self, request: Request, error: NotifierError | None) -> None:
         """Answer *request* from its head, its body unread (refused, too
@@ -529,6 +572,10 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
                 self._queue(data)
             else:
                 send_now(self.transport, data)
+        if self._expecting is not None and not self.ready:
+            if self._expecting is self.reading:
+                self._queue(CONTINUE)
+            self._expecting = None
         if request.close or self.upgraded is not None and not self.ready:  # the upgrade not taken over
             self.closing = True
             self.pending = b""
@@ -567,10 +614,9 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
         self.closing = True
         self._queue(refusal(error))
         self.send_queued()
-        if self.unread is not None:
-            close_lingering(self.transport, self.site.reactor)
-        else:
-            self._close()
+        # Its client may be sending still: what it sends is read and dropped
+        # a while, so that the refusal is not lost to a reset.
+        close_lingering(self.transport, self.site.reactor)
 
     def register(self, producer: Any) -> None:
         """*producer* (a stream) is told when the client reads nothing."""
@@ -693,6 +739,9 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
         self.abort()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closing = True  # what waits to be read or answered goes with it
+        self.pending = b""
+        self.upgraded = None
         self._no_timer()
         self._drop_queued()
         if self.abort_call is not None:

@@ -19,6 +19,7 @@ from typing import Any
 from twisted.internet.interfaces import IAddress
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, getChildForRequest
 
@@ -82,7 +83,11 @@ class WebChannel:
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:
         fields = [(name, value) for name, values in headers.getAllRawHeaders() for value in values
                   if name.lower() not in (b"server", b"date")]
-        self.request.start(int(code), fields)
+        status = int(code)
+        if self.request.clientproto == b"HTTP/1.0" and not headers.hasHeader(b"content-length") \
+                and status not in NO_BODY_CODES and self.request.method != b"HEAD":
+            self.request.close = True  # not chunked on HTTP/1.0: the answer ends with the connection
+        self.request.start(status, fields)
 
     def write(self, data: bytes) -> None:
         self.request.send_raw(data)
