@@ -66,6 +66,7 @@ FEED_STEP = 4096
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 BAD_REQUEST = NotifierError("malformed HTTP request", code="bad_request")
+NO_HOST = NotifierError("an HTTP/1.1 request has a Host header", code="bad_request")
 HEAD_TOO_LARGE = NotifierError(f"the request head is larger than {MAX_HEAD} bytes or {MAX_FIELDS} fields",
                                code="head_too_large", status=431)
 SLOW_HEAD = NotifierError("the request head came too slowly", code="header_timeout", status=408)
@@ -362,6 +363,8 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             self._stop(BAD_REQUEST)  # HTTP/0.9 (a request line alone) is not read
+        if version == "1.1" and b"host" not in headers:
+            self._stop(NO_HOST)  # RFC 9112: a request of HTTP/1.1 names its host
         request = Request(self, parser.get_method(), uri, headers, self._fields, version == "1.0")
         if not parser.should_keep_alive():
             request.close = True

@@ -471,12 +471,12 @@ def test_a_stream_registered_while_the_client_reads_nothing_starts_paused() -> N
 
 def test_a_head_of_exactly_its_bound_is_read_one_byte_more_is_431() -> None:
     # The bound counts the target and each field's name and value, and 4 for ": " and CRLF.
-    value = "v" * (MAX_HEAD - len("/") - len("X") - 4)
+    value = "v" * (MAX_HEAD - len("/") - len("Host") - len("x") - 4 - len("X") - 4)
     wired = Wired()
-    wired.send(get("/", f"X: {value}", host=False))
+    wired.send(get("/", f"X: {value}"))
     assert wired.take().startswith(b"HTTP/1.1 200 OK\r\n")
     wired = Wired()
-    wired.send(get("/", f"X: {value}v", host=False))
+    wired.send(get("/", f"X: {value}v"))
     assert wired.sent() == refused(b"431 Request Header Fields Too Large", "head_too_large",
                                    f"the request head is larger than {MAX_HEAD} bytes or {MAX_FIELDS} fields")
     assert wired.closed and wired.app.requests == []
@@ -489,7 +489,7 @@ def test_a_target_past_the_bound_is_431_before_the_head_ends() -> None:
 
 
 def test_as_many_fields_as_the_bound_are_read_one_more_is_431() -> None:
-    fields = [f"X-{n}: v" for n in range(MAX_FIELDS)]
+    fields = ["Host: x"] + [f"X-{n}: v" for n in range(MAX_FIELDS - 1)]
     wired = Wired()
     wired.send(get("/", *fields, host=False))
     assert len(wired.app.requests[0].fields) == MAX_FIELDS
@@ -1341,3 +1341,13 @@ def test_an_answer_through_klein_without_a_length_ends_an_http_1_0_connection() 
     head, _, body = wired.sent().partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\nConnection: close\r\n") and body == b"some"
     assert wired.closed  # else its client could not tell where the answer ends
+
+
+def test_an_http_1_1_request_without_host_is_400_one_of_http_1_0_is_read() -> None:
+    wired = Wired()
+    wired.send(get("/a", host=False))
+    assert wired.sent() == refused(b"400 Bad Request", "bad_request", "an HTTP/1.1 request has a Host header")
+    assert wired.app.requests == []
+    wired = Wired()
+    wired.send(get("/a", version="HTTP/1.0", host=False))
+    assert wired.sent() == answer(b"GET /a|", close=True)
