@@ -249,8 +249,12 @@ class Request:
         *headers* as given, its body sent with ``send_raw`` as it framed it."""
         self.startedWriting = True
         self.code = code
+        out = self._out
         for name, value in headers:
-            self._out[name.lower()] = (name, value)
+            key = name.lower()
+            while key in out:  # a field given more than once (Set-Cookie): each is sent
+                key += b"+"
+            out[key] = (name, value)
         self.connection.stream(self.head())
 
     def send_raw(self, data: bytes) -> None:

@@ -1351,3 +1351,18 @@ def test_an_http_1_1_request_without_host_is_400_one_of_http_1_0_is_read() -> No
     wired = Wired()
     wired.send(get("/a", version="HTTP/1.0", host=False))
     assert wired.sent() == answer(b"GET /a|", close=True)
+
+
+def test_a_field_klein_gives_twice_is_sent_twice() -> None:
+    later = _Later()
+    seam: Any = KleinSeam(later)
+    wired = Wired(seam)
+    wired.send(get("/x"))
+    (web,) = later.requests
+    web.responseHeaders.setRawHeaders(b"set-cookie", [b"a=1", b"b=2"])
+    web.setHeader(b"content-length", b"2")
+    web.write(b"ok")
+    web.finish()
+    wired.advance(0)
+    head = wired.sent().partition(b"\r\n\r\n")[0]
+    assert b"\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n" in head, head
