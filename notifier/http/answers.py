@@ -24,6 +24,8 @@ log = Logger()
 T = TypeVar("T")
 
 JSON = b"application/json"
+#: The answer to whatever failed unexpectedly (logged, never shown).
+INTERNAL_ERROR = NotifierError("the server failed to answer", code="internal_error", status=500)
 
 
 def json_answer(request: Answering, body: Any, status: int = 200) -> bytes:
@@ -162,4 +164,4 @@ def install_error_handlers(app: Klein) -> None:
     def unexpected(self: object, request: IRequest, failure: Failure) -> bytes:
         log.failure("unexpected error answering {method} {path}", failure,
                     method=request.method, path=request.path)
-        return error_answer(request, NotifierError("the server failed to answer", code="internal_error", status=500))
+        return error_answer(request, INTERNAL_ERROR)

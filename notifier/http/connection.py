@@ -35,7 +35,7 @@ from zope.interface import implementer
 
 from notifier.domain.errors import BadRequest, MethodNotAllowed, NotifierError
 from notifier.end_of_turn import EndOfTurn
-from notifier.http.answers import error_answer
+from notifier.http.answers import INTERNAL_ERROR, error_answer
 from notifier.http.batching import AnswersAtEndOfTurn
 from notifier.http.request import NOT_DONE_YET, Request, refusal
 from notifier.sockets import close_lingering, unsent
@@ -528,8 +528,7 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
             body = error_answer(request, e)
         except Exception:
             log.failure("unexpected error answering {path}", path=request.path)
-            body = error_answer(request, NotifierError("the server failed to answer", code="internal_error",
-                                                       status=500))
+            body = error_answer(request, INTERNAL_ERROR)
         if isinstance(body, bytes):
             request.answer(body)
         elif isinstance(body, Deferred):
@@ -571,10 +570,7 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
         if self.transport is None:
             return
         if data:
-            if self.site.at_end_of_turn or self._queued:
-                self._queue(data)
-            else:
-                send_now(self.transport, data)
+            self.stream(data)
         if self._expecting is not None and not self.ready:
             if self._expecting is self.reading:
                 self._queue(CONTINUE)
@@ -790,7 +786,7 @@ def answer_later(request: Request, result: Deferred[Any]) -> None:
             error = cast(NotifierError, failure.value)
         else:
             log.failure("unexpected error answering {path}", failure, path=request.path)
-            error = NotifierError("the server failed to answer", code="internal_error", status=500)
+            error = INTERNAL_ERROR
         if request.startedWriting:  # a stream already begun can only be ended
             request.finish()
             return

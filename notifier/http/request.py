@@ -229,11 +229,14 @@ class Request:
                 self.setHeader(b"transfer-encoding", b"chunked")
             else:
                 self.close = True  # the answer ends with the connection
-            self.connection.stream(self.head() + (b"%x\r\n%s\r\n" % (len(data), data) if self._chunked and data
-                                                  else data))
+            self.connection.stream(self.head() + self._framed(data))
             return
         if data:
-            self.connection.stream(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+            self.connection.stream(self._framed(data))
+
+    def _framed(self, data: bytes) -> bytes:
+        """*data* as the stream sends it: a chunk (none for no data)."""
+        return b"%x\r\n%s\r\n" % (len(data), data) if self._chunked and data else data
 
     def finish(self) -> None:
         """End the answer (a stream, or an empty body)."""
