@@ -13,11 +13,16 @@ COMPAT_STAMP  := $(COMPAT_VENV)/.installed
 # What `make run` needs, and what the test targets need besides (the [test] extra).
 STAMP      := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
-# The in-memory suite: no sockets, processes, Redis, browser or PHP.
-UNIT := not integration and not redis and not browser and not php
+# The in-memory suite: no sockets, processes, Redis, browser, PHP or Node.js.
+UNIT := not integration and not redis and not browser and not php and not node
+# The stock JavaScript clients the tests run (pusher-js, laravel-echo, the
+# pusher Node library), pinned in tests/js/package-lock.json: installed into
+# tests/js/node_modules again whenever the lock changes.
+JS_DIR   := tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
 
 # command -> Debian package, installed by `make test` when the command is missing
-TEST_TOOLS := chromium=chromium php=php-cli redis-server=redis-server
+TEST_TOOLS := chromium=chromium php=php-cli redis-server=redis-server node=nodejs npm=npm
 
 .PHONY: venv run test test-unit test-compat lint docs screenshots test-tools clean
 
@@ -59,7 +64,12 @@ test-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: $(TEST_STAMP) test-tools lint docs test-compat
+# `npm ci`: exactly what the lock holds, node_modules made anew.
+$(JS_STAMP): $(JS_DIR)/package-lock.json $(JS_DIR)/package.json | test-tools
+	npm ci --prefix $(JS_DIR) --no-audit --no-fund
+	touch $@
+
+test: $(TEST_STAMP) test-tools $(JS_STAMP) lint docs test-compat
 	$(BIN)/python -m pytest
 
 test-unit: $(TEST_STAMP)
@@ -91,7 +101,8 @@ docs: $(DOCS_STAMP)
 	@echo "docs: open docs/_build/html/index.html"
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) run *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache docs/_build
+	rm -rf $(VENV) $(COMPAT_VENV) run *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache docs/_build \
+	  $(JS_DIR)/node_modules
 
 # `make bench`: notifier against Nchan (one nginx worker) on loopback, with
 # the benchmark of bench/: a Go load generator (bench/loadgen, built here with
@@ -99,6 +110,8 @@ clean:
 # starts each server from its profile (bench/targets); the goals, method and
 # latest table are in docs/performance.rst.
 #   make bench REPEAT=1 SCENARIOS="ws1k sse"   subset, one run per target
+#   make bench SCENARIOS="ws1k pusher1k"       notifier's Pusher face (/app/{key}) against its native
+#                                              WebSocket: pusher10k, pusher1k, pusher-idle (notifier only)
 #   make bench PYPY=1                          notifier on PyPy as a third target (bench/pypy_venv.sh)
 #   make bench UPDATE_DOCS=1                   write the table into docs/performance.rst
 #   make bench SCALE=0.1                       smoke run with a tenth of the messages

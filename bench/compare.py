@@ -8,7 +8,9 @@ fresh server), the single-publish scenario with `harness.py run` per target
 batch publishing with bench/batch_publish.py; then reads every RESULT the
 harness wrote (results.jsonl under --out) and prints one table: one row per
 goal of the performance issue, with notifier's figure, Nchan's, the ratio, the
-goal and whether it is met. See docs/performance.rst.
+goal and whether it is met; then notifier's Pusher face (the pusher*
+scenarios, notifier only, each right after its native counterpart with the
+same counts) over its native WebSocket. See docs/performance.rst.
 
     python3 bench/compare.py [--repeat 3] [--scenarios ws1k,sse] [--pypy] [--out DIR]
 
@@ -47,9 +49,14 @@ DOCS_END = ".. bench-results-end"
 
 
 class Scenario:
-    def __init__(self, key, kind, args, title, scale_flag="-m"):
+    """A scenario: its loadgen arguments; native_of, for a scenario of
+    notifier's Pusher face, is the native scenario it is compared with (it
+    runs against notifier's targets only: Nchan does not speak Pusher)."""
+
+    def __init__(self, key, kind, args, title, scale_flag="-m", native_of=None):
         self.key, self.kind, self.args, self.title = key, kind, args, title
         self.scale_flag = scale_flag
+        self.native_of = native_of
 
     def loadgen_args(self, scale: float) -> list[str]:
         return scaled(self.args, self.scale_flag, scale)
@@ -64,10 +71,28 @@ def scaled(args: list[str], flag: str, scale: float) -> list[str]:
     return out
 
 
-# The scenarios, in the order they run.
+# The scenarios, in the order they run; each Pusher one right after its
+# native counterpart, with the same counts: only the subscribers' protocol
+# differs (the loadgen's --transport pusher: /app/KEY, one public channel
+# per center, published to through the same API).
+PUSHER = ["--transport", "pusher"]
 SCENARIOS = [
     Scenario("ws10k", "fanout", ["-n", "10000", "-m", "150"], "WebSocket fan-out, N=10,000"),
+    Scenario(
+        "pusher10k",
+        "fanout",
+        ["-n", "10000", "-m", "150", *PUSHER],
+        "Pusher WebSocket fan-out, N=10,000 (notifier only)",
+        native_of="ws10k",
+    ),
     Scenario("ws1k", "fanout", ["-n", "1000", "-m", "1500"], "WebSocket fan-out, N=1,000"),
+    Scenario(
+        "pusher1k",
+        "fanout",
+        ["-n", "1000", "-m", "1500", *PUSHER],
+        "Pusher WebSocket fan-out, N=1,000 (notifier only)",
+        native_of="ws1k",
+    ),
     Scenario(
         "rate",
         "fanout",
@@ -82,6 +107,13 @@ SCENARIOS = [
         "Long-poll fan-out, N=1,000",
     ),
     Scenario("idle", "idle", ["-n", "10000", "--hold", "10s"], "Idle WebSocket memory, N=10,000"),
+    Scenario(
+        "pusher-idle",
+        "idle",
+        ["-n", "10000", "--hold", "10s", *PUSHER],
+        "Idle Pusher connections' memory, N=10,000, each subscribed (notifier only)",
+        native_of="idle",
+    ),
     Scenario(
         "publish", "publish", ["--centers", "100", "-c", "8"], "Single publishes, 8 publishers, 100 centers"
     ),
@@ -478,6 +510,179 @@ GOALS = [
 ]
 
 
+class PusherGoal:
+    """One row of the Pusher table: the figure at path in a Pusher scenario
+    over the same figure of its native counterpart (Scenario.native_of),
+    for the same target in the same run; op None: shown, no goal."""
+
+    def __init__(self, label, scenario, path, fmt, op, bound, goal_text, summary=""):
+        self.label, self.scenario, self.path, self.fmt = label, scenario, path, fmt
+        self.op, self.bound, self.goal_text, self.summary = op, bound, goal_text, summary
+
+
+PUSHER_GOALS = [
+    PusherGoal(
+        "Pusher fan-out N=10,000, deliveries/s",
+        "pusher10k",
+        "deliveries_per_s",
+        "{:,.0f}",
+        ">=",
+        0.9,
+        "≥ 0.9×",
+        "Pusher fan-out to 10k",
+    ),
+    PusherGoal(
+        "Pusher fan-out N=10,000, server CPU µs/delivery",
+        "pusher10k",
+        "server.cpu_us_per_delivery",
+        "{:.2f}",
+        None,
+        None,
+        "",
+    ),
+    PusherGoal(
+        "Pusher connections opened/s, N=10,000 (with subscribe)",
+        "pusher10k",
+        "connects_per_s",
+        "{:,.0f}",
+        None,
+        None,
+        "",
+    ),
+    PusherGoal(
+        "Pusher fan-out N=1,000, deliveries/s",
+        "pusher1k",
+        "deliveries_per_s",
+        "{:,.0f}",
+        ">=",
+        0.9,
+        "≥ 0.9×",
+        "Pusher fan-out to 1k",
+    ),
+    PusherGoal(
+        "Pusher fan-out N=1,000, server CPU µs/delivery",
+        "pusher1k",
+        "server.cpu_us_per_delivery",
+        "{:.2f}",
+        None,
+        None,
+        "",
+    ),
+    PusherGoal(
+        "Idle Pusher memory, KiB/conn (PSS)",
+        "pusher-idle",
+        "server.pss_per_conn_kib",
+        "{:.2f}",
+        "<=",
+        1.2,
+        "≤ 1.2×",
+        "Pusher idle memory",
+    ),
+]
+
+
+def is_pusher(result: dict) -> bool:
+    return result.get("transport") == "pusher"
+
+
+def loss_counts(runs: list[dict]) -> tuple[int, int]:
+    return (sum(int(r.get("lost") or 0) for r in runs), sum(int(r.get("duplicated") or 0) for r in runs))
+
+
+def pusher_rows(
+    results: dict[str, Collected], targets: list[str]
+) -> tuple[list[list[str]], list[str], list[dict]]:
+    """The Pusher table (notifier's Pusher face over its native WebSocket,
+    target by target), its summary lines, and a machine-readable copy."""
+    rows, lines, data = [], [], []
+    notifiers = [t for t in targets if t != BASELINE]
+    for g in PUSHER_GOALS:
+        if g.scenario not in results:
+            continue
+        native_key = BY_KEY[g.scenario].native_of
+        for t in notifiers:
+            v = median([r for r in results[g.scenario].kept if r.get("target") == t], g.path)
+            base = median([r for r in results.get(native_key, Collected()).kept if r.get("target") == t], g.path)
+            ratio = v / base if v is not None and base else None
+            errors = scenario_errors(results[g.scenario], t)
+            if g.op is None and v is None:
+                continue  # a figure shown only: none here
+            if g.op is None:
+                met = ""
+            elif v is None:
+                met = "no data"
+            elif ratio is None:
+                met = f"no native figure ({native_key})"
+            else:
+                met = "met" if check(g.op, ratio, g.bound) else "NOT MET"
+            if met == "met" and errors:
+                met = "NOT MET (errors)"
+            suffix = f" [{t}]" if len(notifiers) > 1 else ""
+            rows.append([g.label + suffix, fmt(g.fmt, v), fmt(g.fmt, base), fmt("{:.2f}×", ratio), g.goal_text, met])
+            if g.summary:
+                per = " per connection" if g.scenario.endswith("idle") else ""
+                told = f"{ratio:.2f}× native{per}" if ratio is not None else "no ratio"
+                lines.append(f"{g.summary}{suffix}: {told} (goal {g.goal_text}: {met})")
+            data.append(
+                {
+                    "goal": g.label,
+                    "target": t,
+                    "scenario": g.scenario,
+                    "native_scenario": native_key,
+                    "figure": g.path,
+                    "value": v,
+                    "native": base,
+                    "ratio": ratio,
+                    "op": g.op,
+                    "bound": g.bound,
+                    "result": met,
+                    "errors": errors,
+                }
+            )
+    # zero loss and duplicates in every Pusher fan-out run, as for the native ones
+    for t in notifiers:
+        runs = [
+            r
+            for c in results.values()
+            for r in c.all
+            if r.get("target") == t and r.get("scenario") == "fanout" and is_pusher(r)
+        ]
+        if not runs:
+            continue
+        native = [
+            r
+            for c in results.values()
+            for r in c.all
+            if r.get("target") == t and r.get("scenario") == "fanout" and not is_pusher(r)
+        ]
+        lost, dup = loss_counts(runs)
+        nlost, ndup = loss_counts(native)
+        met = "met" if lost == 0 and dup == 0 else "NOT MET"
+        suffix = f" [{t}]" if len(notifiers) > 1 else ""
+        rows.append(
+            [
+                "Lost / duplicated deliveries, all runs" + suffix,
+                f"{lost} / {dup} ({len(runs)} runs)",
+                f"{nlost} / {ndup} ({len(native)} runs)",
+                "",
+                "0 / 0",
+                met,
+            ]
+        )
+        lines.append(f"Pusher lost / duplicated deliveries{suffix}: {lost} / {dup} in {len(runs)} runs ({met})")
+        data.append(
+            {
+                "goal": "Pusher: zero loss and duplicates",
+                "target": t,
+                "lost": lost,
+                "duplicated": dup,
+                "runs": len(runs),
+                "result": met,
+            }
+        )
+    return rows, lines, data
+
+
 def check(op: str, value: float, bound: float) -> bool:
     return value >= bound if op == ">=" else value <= bound
 
@@ -533,7 +738,7 @@ def goal_rows(results: dict[str, Collected], targets: list[str]) -> tuple[list[l
             r
             for c in results.values()
             for r in c.all
-            if r.get("target") == t and r.get("scenario") == "fanout"
+            if r.get("target") == t and r.get("scenario") == "fanout" and not is_pusher(r)
         ]
         base_runs = [
             r
@@ -694,6 +899,12 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown scenario(s) {unknown}; known: {', '.join(BY_KEY)}")
     scenarios = [s for s in SCENARIOS if s.key in chosen]
+    for sc in scenarios:
+        if sc.native_of and sc.native_of not in chosen:
+            log(
+                f"note: {sc.key} is compared with notifier's figures from {sc.native_of}, "
+                "which is not selected: its rows will have no ratio"
+            )
     if "batch" in chosen and "publish" not in chosen:
         log(
             "note: batch publishing is compared with Nchan's figure from the publish scenario, "
@@ -736,13 +947,15 @@ def main(argv=None) -> int:
                 if not wait_ports_free(ports, args.port_wait):
                     c.failures.append("ports in use")
                     continue
+                # a Pusher scenario: notifier's targets only (Nchan has no Pusher face)
+                run_targets = targets[1:] if sc.native_of else targets
                 cmd = [
                     sys.executable,
                     bench_py,
                     "compare",
                     sc.kind,
                     "--targets",
-                    ",".join(targets),
+                    ",".join(run_targets),
                     "--repeat",
                     str(args.repeat),
                     "--out",
@@ -752,7 +965,7 @@ def main(argv=None) -> int:
                     *sc.loadgen_args(args.scale),
                 ]
                 run_harness(
-                    cmd, os.path.join(sub, "results.jsonl"), per_run_limit * args.repeat * len(targets), c
+                    cmd, os.path.join(sub, "results.jsonl"), per_run_limit * args.repeat * len(run_targets), c
                 )
             elif sc.kind == "publish":
                 # different -m per target, so `harness.py run` per target, interleaved like compare does
@@ -797,9 +1010,11 @@ def main(argv=None) -> int:
         log("interrupted: the table covers what ran")
 
     rows, data = goal_rows(results, [names[t] for t in targets])
+    prows, plines, pdata = pusher_rows(results, [names[t] for t in targets])
     info = machine_info(args.pypy)
     header = ["Goal", "notifier", "Nchan 1w", "ratio", "goal", "result"]
     table = rst_table(header, rows) if rows else "(no results)"
+    pheader = ["Pusher face vs native WebSocket", "Pusher", "native", "ratio", "goal", "result"]
     extra = notes(results, args)
     stamp = started.strftime("%Y-%m-%d %H:%M %Z")
     block = [
@@ -810,6 +1025,14 @@ def main(argv=None) -> int:
     ]
     block += [f"- {k}: {v}" for k, v in info] + [""]
     block += [table, ""]
+    if prows:
+        block += [
+            "notifier's Pusher face (``/app/{key}``, protocol 7) against its native WebSocket, "
+            "same target, counts and run:",
+            "",
+        ]
+        block += [f"- {line}" for line in plines] + [""]
+        block += [rst_table(pheader, prows), ""]
     block += ["Notes:", ""] + [f"- {n}" for n in extra] + [""] if extra else []
 
     print()
@@ -824,6 +1047,7 @@ def main(argv=None) -> int:
                 "scale": args.scale,
                 "machine": dict(info),
                 "goals": data,
+                "pusher": pdata,
                 "notes": extra,
             },
             f,
@@ -840,7 +1064,7 @@ def main(argv=None) -> int:
     if args.update_docs:
         update_docs(args.update_docs, "\n".join(block))
     # the goals are reported, not enforced: exit 0 whenever there is a table
-    return 0 if rows else 2
+    return 0 if rows or prows else 2
 
 
 def update_docs(path: str, block: str) -> None:

@@ -11,7 +11,9 @@ or the path of a ``.toml`` file. A profile says how to start the server
 (``[server] cmd``, ``ready_url``, ``stop_signal``), which configuration files
 to render into the run's directory (``[files]``, templates with ``${var}``),
 which HTTP calls to make once it answers (``[[setup]]``, e.g. creating a
-publisher and capturing its secret) and which URLs the load generator uses
+publisher and capturing its secret and its Pusher app's key: ``capture``
+maps a variable to a field of the JSON answer, a dotted path for a nested
+one, ``pusher.key``) and which URLs the load generator uses
 (``[loadgen] args``). Variables: the profile's ``[vars]``, ``run`` (a fresh
 directory per run), ``dir`` (the profile's own), ``bench`` (this folder),
 ``nofile`` (the file limit), and what ``[[setup]]`` captured.
@@ -203,7 +205,10 @@ class Server:
             if step.get("capture"):
                 answer = json.loads(body)
                 for var, field in step["capture"].items():
-                    self.env[var] = str(answer[field])
+                    value = get(answer, field)  # a dotted path: "pusher.key"
+                    if value is None:
+                        raise RuntimeError(f"set-up {step['url']}: no {field!r} in the answer {body[:200]!r}")
+                    self.env[var] = str(value)
 
     def tail(self, lines: int = 15) -> str:
         try:

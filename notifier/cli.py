@@ -1,6 +1,6 @@
 """The ``notifier`` command: operating a store offline, and setting up.
 
-``notifier publisher add|list|rotate|remove`` use the same publishers and store
+``notifier publisher add|show|list|rotate|remove`` use the same publishers and store
 as the daemon, run to completion under ``task.react``; a running daemon sees
 the change within a few seconds. ``notifier config init|howto`` write a
 starting configuration and say how to use it. ``notifier store restored``
@@ -24,6 +24,7 @@ from notifier.backends.configured import open_backend
 from notifier.backends.sqlite import SQLiteStore
 from notifier.config import Config, ConfigError, load_config
 from notifier.domain.errors import NotifierError
+from notifier.domain.model import Publisher
 from notifier.domain.publishers import Publishers
 
 STARTER = """\
@@ -52,12 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     publisher = nouns.add_parser("publisher", help="publishing accounts", parents=[common])
     verbs = publisher.add_subparsers(dest="verb", required=True)
     for verb, text in (
-        ("add", "add a publisher and print its secret (shown only this once)"),
+        ("add", "add a publisher and print its secret (shown only this once), then its Pusher app id and key"),
+        ("show", "print a publisher: its centers, when it was made, its Pusher app (never its secret)"),
         ("rotate", "give a publisher a new secret and print it"),
         ("remove", "remove a publisher and all its centers"),
     ):
         verbs.add_parser(verb, help=text, parents=[common]).add_argument("name")
-    verbs.add_parser("list", help="list publishers (never their secrets)", parents=[common])
+    verbs.add_parser("list", help="list publishers, as show does each", parents=[common])
 
     store = nouns.add_parser("store", help="the SQLite store", parents=[common])
     verbs = store.add_subparsers(dest="verb", required=True)
@@ -82,7 +84,11 @@ async def _publisher(reactor: Any, config: Config, args: argparse.Namespace, out
     try:
         if args.verb == "add":
             publisher = await publishers.add_publisher(args.name)
+            # The first line as it always was, "NAME SECRET", for the scripts that read it.
             print(f"{publisher.name} {publisher.secret}", file=out)
+            print(f"app_id={publisher.app_id} key={publisher.key}", file=out)
+        elif args.verb == "show":
+            print(_shown(*await publishers.described(args.name), config), file=out)
         elif args.verb == "rotate":
             publisher = await publishers.rotate_secret(args.name)
             print(f"{publisher.name} {publisher.secret}", file=out)
@@ -90,12 +96,20 @@ async def _publisher(reactor: Any, config: Config, args: argparse.Namespace, out
             await publishers.remove_publisher(args.name)
         else:
             for publisher, centers in await publishers.list_publishers():
-                print(f"{publisher.name}\tcenters={centers}\tcreated={publisher.created:.0f}", file=out)
+                print(_shown(publisher, centers, config), file=out)
     except NotifierError as e:
         print(f"notifier: {e.message}", file=sys.stderr)
         raise SystemExit(1) from None
     finally:
         await store.close()
+
+
+def _shown(publisher: Publisher, centers: int, config: Config) -> str:
+    """One line of ``publisher show`` and ``list``: tab-separated, never the secret."""
+    client_events = publisher.relays_client_events(config.pusher.client_events)
+    chosen = "" if publisher.client_events is not None else " (default)"
+    return (f"{publisher.name}\tcenters={centers}\tcreated={publisher.created:.0f}\tapp_id={publisher.app_id}"
+            f"\tkey={publisher.key}\tclient_events={str(client_events).lower()}{chosen}")
 
 
 async def _restored(reactor: Any, config: Config, out: TextIO) -> None:

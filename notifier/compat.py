@@ -15,6 +15,7 @@ The versions the suite runs with are in ``constraints.txt`` (newest) and
 
 from __future__ import annotations
 
+import dis
 import inspect
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -234,7 +235,37 @@ if LAZY_COLOURS:
         _module.hltype = _hltype_if_logged  # type: ignore[attr-defined]
         _module.hlval = _hlval_if_logged  # type: ignore[attr-defined]
 
+
+# -- Autobahn: what it sets on a connection for each message it reads -----
+
+#: The attributes Autobahn sets on a connection as it reads a client's
+#: message: a connection that reads them (a Pusher one) keeps them as slots,
+#: so that its ``__dict__`` stays as small as that of a connection reading
+#: none (notifier.pusher.connection). Each must be one Autobahn assigns.
+_MESSAGE_NAMES = (
+    "_isMessageCompressed", "current_frame_masker", "frame_length", "frame_data", "message_data",
+    "message_data_total_length", "message_is_binary", "utf8validateIncomingCurrentMessage", "utf8validateLast",
+)
+
+
+def _assigned(cls: type) -> set[str]:
+    """The attribute names the methods of *cls* store on ``self``."""
+    names: set[str] = set()
+    for method in vars(cls).values():
+        code = getattr(method, "__code__", None)
+        if code is not None:
+            names.update(instruction.argval for instruction in dis.get_instructions(code)
+                         if instruction.opname == "STORE_ATTR")
+    return names
+
+
+MESSAGE_SLOTS_HOLD = _holds("message state as slots", lambda: set(_MESSAGE_NAMES) <= _assigned(WebSocketProtocol))
+#: Those names, or none when Autobahn no longer sets them all (then they are
+#: plain attributes, as Autobahn makes them).
+MESSAGE_SLOTS: tuple[str, ...] = _MESSAGE_NAMES if MESSAGE_SLOTS_HOLD else ()
+
 #: The flags above, by name (tests/test_compat.py turns each off).
 FLAGS: Mapping[str, bool] = {
     "TEMP_DATA": TEMP_DATA, "FAST_WEBSOCKET": FAST_WEBSOCKET, "LAZY_COLOURS": LAZY_COLOURS,
+    "MESSAGE_SLOTS_HOLD": MESSAGE_SLOTS_HOLD,
 }

@@ -196,6 +196,26 @@ class WebhooksConfig:
 
 
 @frozen
+class PusherConfig:
+    """The Pusher Channels face (docs/pusher.rst)."""
+
+    #: Whether the ``/app/{key}`` (public) and ``/apps/{app_id}`` (api) routes are served.
+    enabled: bool = _key(True, bool)
+    #: Whether client events (``client-*``) are relayed, for every publisher.
+    client_events: bool = _key(False, bool)
+    #: Events in one ``batch_events`` request at most.
+    max_batch: int = _key(10, int, _between(1, 1000))
+    #: Characters of an event name at most.
+    max_event_name: int = _key(200, int, _between(1, 10_000))
+    #: Bytes of an event's data at most (``[centers] max_message_bytes`` wins if smaller).
+    max_event_bytes: int = _key(10_240, int, _between(1, 64 * 1024 * 1024))
+    #: Seconds of silence after which a client pings, told to every client.
+    activity_timeout: int = _key(120, int, _between(1, 3600))
+    #: Client events a connection may send per second.
+    client_event_rate: int = _key(10, int, _between(1, 10_000))
+
+
+@frozen
 class Config:
     public: PublicConfig = PublicConfig()
     api: ApiConfig = ApiConfig()
@@ -204,6 +224,7 @@ class Config:
     subscribers: SubscribersConfig = SubscribersConfig()
     presence: PresenceConfig = PresenceConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    pusher: PusherConfig = PusherConfig()
 
 
 def _section(name: str, cls: type, table: Any) -> Any:

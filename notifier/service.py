@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application import strports
 from twisted.application.internet import TimerService
@@ -24,7 +25,6 @@ from notifier.backends.redis.presence import REFRESH
 from notifier.config import Config, StoreConfig
 from notifier.domain.centers import Centers, sweep
 from notifier.domain.errors import NotifierError
-from notifier.domain.hub import Subscriber
 from notifier.domain.presence import Presence
 from notifier.domain.publishers import Publishers, webhook_destination
 from notifier.domain.publishing import BrokerEvents, Publishing
@@ -34,6 +34,8 @@ from notifier.http.api import ApiApp
 from notifier.http.listeners import api_site, public_site
 from notifier.http.metrics import Metrics
 from notifier.http.public import PublicApp
+from notifier.pusher.api import PusherApi
+from notifier.pusher.face import PusherFace, pusher_factory
 from notifier.sockets import SEND_BUFFER, PerPeerLimit, bound_send_buffer
 from notifier.transports.heartbeat import heartbeat_service
 from notifier.transports.websocket import send_at_once, websocket_factory
@@ -72,11 +74,25 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     metrics = Metrics(publishers, centers, stats, reactor, node, store_kind(config.store), presence)
     api = ApiApp(publishers, centers, publishing, config, reactor, metrics, first_use=broker.first_use,
                  presence=presence)
-    state = StateService(store, broker, events, centers, reactor, config.subscribers.drain_seconds)
+    face = None
+    if config.pusher.enabled:
+        face = PusherFace(publishers, centers, config, reactor, pusher_factory(config, centers.dropped),
+                          lambda event: announced(broker, event), node, closing=lambda: public.closing,
+                          webhook_event=webhooks.event)
+        public.serve_pusher(face)
+        api.pusher = PusherApi(face, publishers, centers, publishing, config, reactor, presence)
+        events.pusher = face.remote
+        metrics.pusher = face
+        publishers.apps = face
+    state = StateService(store, broker, events, centers, reactor, config.subscribers.drain_seconds,
+                         face.every_connection if face is not None else None)
     daemon = NotifierService(config, state, public, api, publishers=publishers, centers=centers,
-                             publishing=publishing, presence=presence, webhooks=webhooks, stats=stats)
+                             publishing=publishing, presence=presence, webhooks=webhooks, stats=stats,
+                             pusher=face)
     state.setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     heartbeat_service(centers, reactor, config.subscribers.ping_interval).setServiceParent(daemon)
+    if face is not None:
+        _timer(face.heartbeat, config.subscribers.ping_interval, reactor, daemon)
     expiry = TimerService(EXPIRY_SWEEP, ExpirySweep(publishers, centers, state).sweep)
     expiry.clock = reactor
     expiry.setServiceParent(daemon)
@@ -146,7 +162,7 @@ class NotifierService(MultiService):
 
     def __init__(self, config: Config, state: StateService, public: PublicApp, api: ApiApp, *,
                  publishers: Publishers, centers: Centers, publishing: Publishing, presence: Presence,
-                 webhooks: Webhooks, stats: Stats) -> None:
+                 webhooks: Webhooks, stats: Stats, pusher: PusherFace | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.config = config
         #: The node's domain objects, as wired (for the tests' and tools' eyes).
@@ -156,6 +172,8 @@ class NotifierService(MultiService):
         self.presence = presence
         self.webhooks = webhooks
         self.stats = stats
+        #: The Pusher face, when served.
+        self.pusher = pusher
         self.state = state
         self.public = public
         self.api = api
@@ -237,13 +255,15 @@ class StateService(Service):
     and the store."""
 
     def __init__(self, store: Store, broker: Broker, handler: BrokerHandler, centers: Centers, reactor: Any,
-                 drain_seconds: float) -> None:
+                 drain_seconds: float, connections: Callable[[], Iterable[Closing]] | None = None) -> None:
         self.store = store
         self.broker = broker
         self.handler = handler
         self.centers = centers
         self.reactor = reactor
         self.drain_seconds = drain_seconds
+        #: Connections that are not a hub's subscribers (a Pusher connection), closed by the drain too.
+        self.connections = connections
         self.opened = False
         self.ready: defer.Deferred[None] = defer.Deferred()
 
@@ -274,12 +294,21 @@ class StateService(Service):
         for hub in self.centers.hubs():  # the console's tails: told, and ended
             for observer in tuple(hub.observers):
                 observer.close("shutdown")
-        await drain(list(self.centers.subscribers()), self.drain_seconds, self.reactor)
+        subscribers: dict[Closing, None] = dict.fromkeys(self.centers.subscribers())
+        if self.connections is not None:
+            subscribers.update(dict.fromkeys(self.connections()))
+        await drain(list(subscribers), self.drain_seconds, self.reactor)
         await self.broker.stop()
         await self.store.close()
 
 
-async def drain(subscribers: list[Subscriber], spread: float, clock: IReactorTime) -> None:
+class Closing(Protocol):
+    """What a drain closes: a subscriber, or a connection holding several (a Pusher one)."""
+
+    def close(self, reason: str) -> None: ...
+
+
+async def drain(subscribers: list[Closing], spread: float, clock: IReactorTime) -> None:
     """Close every subscriber, spread evenly over *spread* seconds."""
     count = len(subscribers)
     if not count:
@@ -293,7 +322,7 @@ async def drain(subscribers: list[Subscriber], spread: float, clock: IReactorTim
     await deferLater(clock, spread + CLOSE_GRACE, lambda: None)
 
 
-def _close_all(subscribers: list[Subscriber]) -> None:
+def _close_all(subscribers: list[Closing]) -> None:
     for subscriber in subscribers:
         subscriber.close("shutdown")
 

@@ -59,7 +59,7 @@ from zope.interface import implementer
 
 from notifier.config import WebhooksConfig
 from notifier.domain.errors import BadRequest, NotifierError
-from notifier.domain.model import WEBHOOK_EVENTS, Publisher, Webhook
+from notifier.domain.model import PUSHER_WEBHOOK_EVENTS, WEBHOOK_EVENTS, WEBHOOK_FORMATS, Publisher, Webhook
 from notifier.domain.stats import Stats
 
 log = Logger()
@@ -78,9 +78,13 @@ LOG_EVERY = 60.0
 
 def webhook_of(body: Any) -> Webhook:
     """The webhook a ``PUT /api/v1/webhook`` body describes (400 if it describes none)."""
-    if not isinstance(body, dict) or set(body) - {"url", "events"}:
-        raise BadRequest('expected {"url": "http(s)://...", "events": [...]}', code="invalid_webhook")
-    url, events = body.get("url"), body.get("events")
+    if not isinstance(body, dict) or set(body) - {"url", "events", "format"}:
+        raise BadRequest('expected {"url": "http(s)://...", "events": [...], "format"?: "notifier" | "pusher"}',
+                         code="invalid_webhook")
+    url, events, kind = body.get("url"), body.get("events"), body.get("format", "notifier")
+    if kind not in WEBHOOK_FORMATS:
+        raise BadRequest(f"format is one of: {', '.join(WEBHOOK_FORMATS)}", code="invalid_webhook")
+    known = tuple(PUSHER_WEBHOOK_EVENTS) if kind == "pusher" else WEBHOOK_EVENTS
     if not isinstance(url, str) or len(url) > MAX_URL:
         raise BadRequest("url must be an http or https URL", code="invalid_webhook")
     try:
@@ -94,15 +98,50 @@ def webhook_of(body: Any) -> Webhook:
         raise BadRequest("url must not hold a user or password: the signature authenticates",
                          code="invalid_webhook")
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
-        raise BadRequest(f"events must be a list of: {', '.join(WEBHOOK_EVENTS)}", code="invalid_webhook")
-    unknown = sorted(set(events) - set(WEBHOOK_EVENTS))
+        raise BadRequest(f"events must be a list of: {', '.join(known)}", code="invalid_webhook")
+    unknown = sorted(set(events) - set(known))
     if unknown:
-        raise BadRequest(f"unknown events {unknown}; known: {', '.join(WEBHOOK_EVENTS)}", code="invalid_webhook")
-    return Webhook(url, tuple(dict.fromkeys(events)))
+        raise BadRequest(f"unknown events {unknown}; known: {', '.join(known)}", code="invalid_webhook")
+    return Webhook(url, tuple(dict.fromkeys(events)), kind)
 
 
 def webhook_json(webhook: Webhook) -> dict[str, Any]:
-    return {"url": webhook.url, "events": list(webhook.events)}
+    described: dict[str, Any] = {"url": webhook.url, "events": list(webhook.events)}
+    if webhook.format != "notifier":  # notifier's own format is what a webhook always was
+        described["format"] = webhook.format
+    return described
+
+
+#: The node's event names as Pusher names them.
+PUSHER_NAMES = {ours: theirs for theirs, ours in PUSHER_WEBHOOK_EVENTS.items()}
+
+
+def pusher_event(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as a Pusher webhook tells it."""
+    told: dict[str, Any] = {"name": PUSHER_NAMES[event["name"]], "channel": event["center"]}
+    if "uid" in event:
+        told["user_id"] = event["uid"]
+    for key in ("event", "data", "socket_id", "user_id"):
+        if key in event:
+            told[key] = event[key]
+    return told
+
+
+def request_of(webhook: Webhook, owner: Publisher, batch: list[dict[str, Any]], request_id: str,
+               now: float) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a request telling *batch*, in the webhook's
+    format, signed with the publisher's secret as that format signs."""
+    headers = {"Content-Type": "application/json", "User-Agent": "notifier-webhook",
+               "Notifier-Webhook-Id": request_id}
+    if webhook.format == "pusher":
+        body = json.dumps({"time_ms": int(now * 1000), "events": [pusher_event(event) for event in batch]},
+                          ensure_ascii=False).encode()
+        headers["X-Pusher-Key"] = owner.key
+        headers["X-Pusher-Signature"] = hmac.new(owner.secret.encode(), body, hashlib.sha256).hexdigest()
+        return body, headers
+    body = json.dumps({"events": batch}, ensure_ascii=False).encode()
+    headers["Notifier-Signature"] = signature(owner.secret, int(now), body)
+    return body, headers
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -468,14 +507,10 @@ class Outbox:
         first = clock.seconds()
         attempt = 0
         while True:
-            wanted = set(webhook.events)
-            batch = [event for event in taken if event["name"] in wanted]
+            batch = [event for event in taken if webhook.wants(event["name"])]
             if not batch:
                 return True
-            body = json.dumps({"events": batch}, ensure_ascii=False).encode()
-            headers = {"Content-Type": "application/json", "User-Agent": "notifier-webhook",
-                       "Notifier-Webhook-Id": request_id,
-                       "Notifier-Signature": signature(owner.secret, int(clock.seconds()), body)}
+            body, headers = request_of(webhook, owner, batch, request_id, clock.seconds())
             try:
                 status = await webhooks.post(webhook.url, body, headers, webhooks.config.timeout)
                 failure = None if 200 <= status < 300 else f"HTTP {status}"
@@ -531,7 +566,7 @@ class Webhooks:
         """Queue an event for *publisher*'s site (if it wants it)."""
         known = self._known.get(publisher)
         if known is not None and self.clock.seconds() - known[2] < WEBHOOK_TTL and (
-                known[0] is None or name not in known[0].events):
+                known[0] is None or not known[0].wants(name)):
             return  # no webhook, or not for this event
         outbox = self.outboxes.get(publisher)
         if outbox is None:

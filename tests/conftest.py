@@ -1,6 +1,7 @@
 import pytest_twisted
 
 from tests.browser import Browser
+from tests.redis_server import RedisServer
 from tests.support import start_daemon
 
 
@@ -21,3 +22,14 @@ async def chromium():
     await browser.start()
     yield browser
     await browser.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def redis(tmp_path):
+    """A redis-server of the test's own, started and stopped by it."""
+    server = RedisServer(tmp_path / "redis")
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()

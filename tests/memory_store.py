@@ -5,12 +5,18 @@ It passes the same contract tests as the real stores (tests/backends/test_store.
 
 from __future__ import annotations
 
+from attrs import evolve
+
 from notifier.domain.model import Center, Publisher, Webhook
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.publishers: dict[str, Publisher] = {}
+        #: The names of the publishers by app id, and by key.
+        self.app_ids: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
+        self.last_app_id = 0
         self.centers: dict[tuple[str, str], Center] = {}
         self.webhooks: dict[str, Webhook] = {}
         self.closed = False
@@ -25,13 +31,26 @@ class MemoryStore:
         return True  # it cannot tell who changed it: look again every time
 
     async def add_publisher(self, publisher: Publisher) -> bool:
-        if publisher.name in self.publishers:
+        if publisher.name in self.publishers or publisher.app_id in self.app_ids or publisher.key in self.keys:
             return False
         self.publishers[publisher.name] = publisher
+        self.app_ids[publisher.app_id] = self.keys[publisher.key] = publisher.name
         return True
+
+    async def next_app_id(self) -> str:
+        self.last_app_id += 1
+        return str(self.last_app_id)
 
     async def get_publisher(self, name: str) -> Publisher | None:
         return self.publishers.get(name)
+
+    async def get_publisher_by_app_id(self, app_id: str) -> Publisher | None:
+        name = self.app_ids.get(app_id)
+        return None if name is None else self.publishers[name]
+
+    async def get_publisher_by_key(self, key: str) -> Publisher | None:
+        name = self.keys.get(key)
+        return None if name is None else self.publishers[name]
 
     async def list_publishers(self) -> list[tuple[Publisher, int]]:
         return [
@@ -43,12 +62,21 @@ class MemoryStore:
         publisher = self.publishers.get(name)
         if publisher is None:
             return False
-        self.publishers[name] = Publisher(name, secret, publisher.created)
+        self.publishers[name] = evolve(publisher, secret=secret)
+        return True
+
+    async def set_client_events(self, name: str, client_events: bool | None) -> bool:
+        publisher = self.publishers.get(name)
+        if publisher is None:
+            return False
+        self.publishers[name] = evolve(publisher, client_events=client_events)
         return True
 
     async def remove_publisher(self, name: str) -> bool:
-        if self.publishers.pop(name, None) is None:
+        publisher = self.publishers.pop(name, None)
+        if publisher is None:
             return False
+        del self.app_ids[publisher.app_id], self.keys[publisher.key]
         for key in [key for key in self.centers if key[0] == name]:
             del self.centers[key]
         self.webhooks.pop(name, None)

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 NOTIFIER = BIN / "notifier"
 SECRET = re.compile(r"[A-Za-z0-9_-]{43,}\Z")
+#: What ``publisher add`` prints after "NAME SECRET": the publisher's Pusher app.
+PUSHER_APP = re.compile(r"app_id=([0-9]{1,20}) key=([a-z0-9]{20})\Z")
 
 #: Creates centers for a publisher in the store of a configuration, through the centers.
 MAKE_CENTERS = """
@@ -86,13 +88,20 @@ def publisher(verb: str, *args: str, setup) -> subprocess.CompletedProcess[str]:
 
 
 def added(name: str, setup) -> str:
+    return added_app(name, setup)[0]
+
+
+def added_app(name: str, setup) -> tuple[str, str, str]:
+    """The secret, app id and key printed by ``publisher add``."""
     result = publisher("add", name, setup=setup)
     assert result.returncode == 0, result.stderr
-    [line] = result.stdout.splitlines()
+    line, app = result.stdout.splitlines()
     shown, secret = line.split(" ")
     assert shown == name
     assert SECRET.match(secret), secret
-    return secret
+    pusher = PUSHER_APP.match(app)
+    assert pusher is not None, app
+    return secret, pusher[1], pusher[2]
 
 
 def listed(setup) -> dict[str, int]:
@@ -135,6 +144,27 @@ def test_list_shows_names_and_center_counts_and_never_a_secret(setup):
 
 def test_list_of_an_empty_store(setup):
     assert listed(setup) == {}
+
+
+def test_add_show_and_list_print_the_pusher_app_and_rotate_keeps_it(setup):
+    secret, app_id, key = added_app("site", setup)
+    other_secret, other_app_id, other_key = added_app("other", setup)
+    assert int(other_app_id) > int(app_id) and other_key != key
+    expected = f"site\tcenters=0\tcreated=\\d+\tapp_id={app_id}\tkey={key}\tclient_events=false \\(default\\)"
+    shown = publisher("show", "site", setup=setup)
+    assert shown.returncode == 0, shown.stderr
+    assert re.fullmatch(expected + "\n", shown.stdout), shown.stdout
+    assert secret not in shown.stdout
+    result = publisher("list", setup=setup)
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["other", "site"]
+    assert re.fullmatch(expected, lines[1]), lines
+    assert f"app_id={other_app_id}\tkey={other_key}" in lines[0]
+    assert secret not in result.stdout and other_secret not in result.stdout
+    assert publisher("rotate", "site", setup=setup).returncode == 0
+    assert publisher("show", "site", setup=setup).stdout == shown.stdout
+    unknown = publisher("show", "nobody", setup=setup)
+    assert unknown.returncode == 1 and "nobody" in unknown.stderr and unknown.stdout == ""
 
 
 def test_rotate_prints_a_different_secret(setup):
@@ -181,7 +211,7 @@ def test_a_bad_name_is_refused(setup, name):
     assert listed(setup) == {}
 
 
-@pytest.mark.parametrize("verb", ["remove", "rotate"])
+@pytest.mark.parametrize("verb", ["remove", "rotate", "show"])
 def test_an_unknown_publisher_is_refused(setup, verb):
     added("other", setup)
     result = publisher(verb, "nobody", setup=setup)

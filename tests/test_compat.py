@@ -219,3 +219,10 @@ def test_a_fallback_is_logged_at_start(monkeypatch: Any) -> None:
     compat.fell_back()
     assert len(said) == 1
 
+
+
+def test_autobahn_s_message_state_is_what_its_methods_assign() -> None:
+    from notifier.pusher.connection import PusherConnection
+
+    assert set(compat.MESSAGE_SLOTS) <= compat._assigned(WebSocketProtocol)
+    assert set(compat.MESSAGE_SLOTS) <= set(PusherConnection.__slots__)

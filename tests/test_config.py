@@ -74,6 +74,15 @@ timeout = 5                                # seconds a site has to answer
 retry_for = 600                            # seconds a request is retried, then given up
 max_queue = 10000                          # events waiting per publisher; more drop the oldest
 allow_private = true                       # loopback, private, link-local addresses allowed
+
+[pusher]
+enabled = true                             # the /app/ and /apps/ routes
+client_events = false                      # every app's default
+max_batch = 10                             # events in one batch_events request
+max_event_name = 200                       # characters
+max_event_bytes = 10240                    # bytes of an event's data
+activity_timeout = 120                     # seconds, told to clients
+client_event_rate = 10                     # client events per second per connection
 """
 
 #: A value for every key, each different from its default and valid.
@@ -93,6 +102,8 @@ VALID: dict[str, dict[str, Any]] = {
     "presence": {"leave_grace": 0.5},
     "webhooks": {"batch_seconds": 0.25, "timeout": 2, "retry_for": 30, "max_queue": 100,
                  "allow_private": False},
+    "pusher": {"enabled": False, "client_events": True, "max_batch": 20, "max_event_name": 100,
+               "max_event_bytes": 2048, "activity_timeout": 30, "client_event_rate": 5},
 }
 
 

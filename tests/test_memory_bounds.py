@@ -358,7 +358,7 @@ def test_removing_a_publisher_frees_its_hubs_keys_and_cached_credentials():
 
 def test_removing_a_publisher_drops_its_webhook_events_waiting():
     async def find(publisher: str) -> tuple[Webhook | None, Publisher | None]:
-        return Webhook("https://example.org/hook", ("center_occupied",)), Publisher(publisher, "s", 0.0)
+        return Webhook("https://example.org/hook", ("center_occupied",)), Publisher(publisher, "s", 0.0, "1", "k" * 20)
 
     async def send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         return await Deferred()  # the site never answers

@@ -119,7 +119,7 @@ async def test_the_offline_command_changes_a_running_daemon_without_a_restart(tm
 
         code, out, err = await command("publisher", "add", "offline", "--config", str(config), cwd=tmp_path)
         assert code == 0, err
-        name, secret = out.split()
+        name, secret = out.splitlines()[0].split()  # then its Pusher app id and key
         assert name == "offline"
         auth = ("offline", secret)
 

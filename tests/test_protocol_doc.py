@@ -222,6 +222,9 @@ def same_cursor(documented: str, actual: str, mapping: Mapping, where: str) -> N
 
 #: String values that differ from run to run whatever happens.
 VOLATILE = {"node"}
+#: A publisher's Pusher app id and key (``"pusher"``): made with it, so
+#: only of the documented form.
+PUSHER_APP = {"app_id": re.compile(r"[0-9]{1,20}\Z"), "key": re.compile(r"[a-z0-9]{20}\Z")}
 
 
 def same_json(documented: Any, actual: Any, mapping: Mapping, where: str) -> None:
@@ -238,6 +241,9 @@ def same_json(documented: Any, actual: Any, mapping: Mapping, where: str) -> Non
                     mapping.publishers[documented["name"]] = value
             elif key in VOLATILE:
                 assert isinstance(actual[key], str), f"{where}.{key}: {actual[key]!r}"
+            elif key in PUSHER_APP and where.endswith(".pusher"):
+                assert isinstance(actual[key], str) and PUSHER_APP[key].match(actual[key]), \
+                    f"{where}.{key}: {actual[key]!r}"
             else:
                 same_json(value, actual[key], mapping, f"{where}.{key}")
     elif isinstance(documented, list):

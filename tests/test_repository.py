@@ -144,7 +144,7 @@ def test_no_test_module_imports_another() -> None:
 
 
 #: The markers of the tests ``make test-unit`` leaves out (the Makefile's UNIT).
-NOT_UNIT = ("integration", "redis", "browser", "php")
+NOT_UNIT = ("integration", "redis", "browser", "php", "node")
 
 #: Counts the suite's tests by marker, collecting them in a pytest of its own.
 _COUNT = """
@@ -168,7 +168,7 @@ sys.exit(code)
 
 def test_the_in_memory_tests_are_most_of_the_suite() -> None:
     # make test-unit runs them in seconds: at least 60 % of all tests.
-    assert re.search(r'^UNIT := not integration and not redis and not browser and not php$',
+    assert re.search(r"^UNIT := not integration and not redis and not browser and not php and not node$",
                      (ROOT / "Makefile").read_text(), re.M), "the Makefile's UNIT is NOT_UNIT"
     ran = subprocess.run([sys.executable, "-c", _COUNT, str(ROOT / "tests"), *NOT_UNIT], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)

@@ -886,7 +886,7 @@ async def test_secrets_stay_out_of_answers_and_logs_and_the_store_is_private(tmp
                 status, body = await daemon.admin("GET", target)
                 assert status == 200, (target, body)
                 seen.append(body if isinstance(body, bytes) else json.dumps(body).encode())
-            assert json.loads(seen[0])["publishers"][0].keys() == {"name", "created", "centers"}
+            assert json.loads(seen[0])["publishers"][0].keys() == {"name", "created", "centers", "pusher"}
             for answer in seen:
                 for secret in secrets:
                     assert secret.encode() not in answer

@@ -29,7 +29,7 @@ from notifier.webhooks import ANSWER_BYTES, Refused, Sender, TimedOut, Webhooks,
 
 EVERY = ("center_occupied", "center_vacated", "member_joined", "member_left")
 FIRST = Webhook("https://one.example/hook", EVERY)
-OWNER = Publisher("site", "s" * 43, 0.0)
+OWNER = Publisher("site", "s" * 43, 0.0, "1", "k" * 20)
 
 
 class Place:
@@ -76,7 +76,7 @@ def test_each_retry_goes_where_the_webhook_is_then_signed_with_the_secret_then()
     place.webhook = Webhook("https://two.example/hook", EVERY)
     _next_attempt(clock)
     assert [url for url, _, _ in site.requests] == [FIRST.url, "https://two.example/hook"]
-    place.owner = Publisher("site", "t" * 43, 0.0)  # rotated
+    place.owner = Publisher("site", "t" * 43, 0.0, "1", "k" * 20)  # rotated
     place.webhook = Webhook("https://three.example/hook", ("member_joined",))
     _next_attempt(clock)
     url, body, headers = site.requests[-1]

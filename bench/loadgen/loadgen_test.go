@@ -28,6 +28,11 @@ type mockServer struct {
 	published int
 	jsonWS    bool
 	chunked   bool
+	// Pusher endpoint (/app/KEY): pongs is how many pusher:pong it got;
+	// pusherBatch > 1 writes that many events in one write (several
+	// frames in one read).
+	pongs       int
+	pusherBatch int
 }
 
 func newMock() *mockServer {
@@ -60,6 +65,8 @@ var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return
 
 func (m *mockServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
+	case strings.HasPrefix(r.URL.Path, "/app/"):
+		m.pusher(w, r, strings.TrimPrefix(r.URL.Path, "/app/"))
 	case strings.HasPrefix(r.URL.Path, "/sub/"):
 		m.subscribe(w, r, strings.TrimPrefix(r.URL.Path, "/sub/"))
 	case strings.HasPrefix(r.URL.Path, "/pub/"):
@@ -179,6 +186,95 @@ func (m *mockServer) subscribe(w http.ResponseWriter, r *http.Request, center st
 		w.WriteHeader(204)
 	case <-r.Context().Done():
 	}
+}
+
+// pusher serves Pusher protocol 7 to the app of key "k3y": a public
+// channel per center, its messages sent as events "message"; it pings
+// each connection once, and sends one event of another channel and one
+// frame of the protocol it does not expect.
+func (m *mockServer) pusher(w http.ResponseWriter, r *http.Request, key string) {
+	c, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	if key != "k3y" || r.URL.Query().Get("protocol") != "7" {
+		c.WriteMessage(websocket.TextMessage, []byte(`{"event":"pusher:error","data":{"code":4001,"message":"no such app"}}`))
+		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4001, "no such app"))
+		return
+	}
+	c.WriteMessage(websocket.TextMessage, []byte(`{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":120}"}`))
+	var sub struct {
+		Event string `json:"event"`
+		Data  struct {
+			Channel string `json:"channel"`
+		} `json:"data"`
+	}
+	if err := c.ReadJSON(&sub); err != nil || sub.Event != "pusher:subscribe" || sub.Data.Channel == "" {
+		return
+	}
+	channel := sub.Data.Channel
+	ch := m.attach(channel)
+	defer m.detach(channel, ch)
+	go func() { // count the pongs, ignore the rest
+		for {
+			_, p, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if strings.Contains(string(p), `"pusher:pong"`) {
+				m.mu.Lock()
+				m.pongs++
+				m.mu.Unlock()
+			}
+		}
+	}()
+	quoted, _ := json.Marshal(channel)
+	c.WriteMessage(websocket.TextMessage, []byte(`{"event":"pusher_internal:subscription_succeeded","channel":`+string(quoted)+`,"data":"{}"}`))
+	c.WriteMessage(websocket.TextMessage, []byte(`{"event":"pusher:ping","data":"{}"}`))
+	c.WriteMessage(websocket.TextMessage, []byte(`{"event":"message","channel":"elsewhere","data":"B1 x"}`))
+	c.WriteMessage(websocket.TextMessage, []byte(`{"event":"pusher:cache_miss","channel":`+string(quoted)+`}`))
+	event := func(b []byte) []byte {
+		data, _ := json.Marshal(string(b))
+		return []byte(`{"event":"message","channel":` + string(quoted) + `,"data":` + string(data) + `}`)
+	}
+	for b := range ch {
+		if m.pusherBatch <= 1 {
+			if err := c.WriteMessage(websocket.TextMessage, event(b)); err != nil {
+				return
+			}
+			continue
+		}
+		// several frames in one write, as the server's batches are
+		buf := serverFrame(event(b))
+		for k := 1; k < m.pusherBatch; k++ {
+			select {
+			case b2 := <-ch:
+				buf = append(buf, serverFrame(event(b2))...)
+				continue
+			default:
+			}
+			break
+		}
+		if _, err := c.UnderlyingConn().Write(buf); err != nil {
+			return
+		}
+	}
+}
+
+// serverFrame is an unmasked text frame of p.
+func serverFrame(p []byte) []byte {
+	n := len(p)
+	var b []byte
+	switch {
+	case n < 126:
+		b = []byte{0x81, byte(n)}
+	case n < 1<<16:
+		b = []byte{0x81, 126, byte(n >> 8), byte(n)}
+	default:
+		b = []byte{0x81, 127, 0, 0, 0, 0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	}
+	return append(b, p...)
 }
 
 func (m *mockServer) answerLP(w http.ResponseWriter, msgs [][]byte, next int) {
@@ -400,5 +496,162 @@ func TestTheWindowCountsEachMessageOnce(t *testing.T) {
 	e.forgive(4, 5) // only b/1 is left in flight among the first four
 	if e.forgiven != 3 {
 		t.Fatalf("forgiven %d, want 3", e.forgiven)
+	}
+}
+
+func TestParsePusherFrame(t *testing.T) {
+	for _, c := range []struct {
+		in                   string
+		ok                   bool
+		event, channel, data string
+		dataString           bool
+	}{
+		{`{"event":"message","channel":"bench-1","data":"B1 abc 0 1 2 ...."}`, true, "message", "bench-1", "B1 abc 0 1 2 ....", true},
+		// members in any order, with spaces
+		{` { "data" : "x" , "channel":"c", "event" :"e" } `, true, "e", "c", "x", true},
+		// escapes are undone
+		{`{"event":"e","channel":"c","data":"a\"b\\c\n\u00e9\/"}`, true, "e", "c", "a\"b\\c\n\u00e9/", true},
+		{`{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":120}"}`, true,
+			"pusher:connection_established", "", `{"socket_id":"1.2","activity_timeout":120}`, true},
+		// data not a string (a client event's object): kept raw
+		{`{"event":"client-x","channel":"private-c","data":{"a":[1,"}",{"b":null}]},"user_id":"7"}`, true,
+			"client-x", "private-c", `{"a":[1,"}",{"b":null}]}`, false},
+		// other members skipped, whatever their type
+		{`{"n":1.5e3,"t":true,"o":{"data":"no"},"event":"e","data":"yes"}`, true, "e", "", "yes", true},
+		{`{"event":"pusher:cache_miss","channel":"c"}`, true, "pusher:cache_miss", "c", "", false},
+		{`{"event":"e","data":"unterminated}`, false, "", "", "", false},
+		{`{"event":"e","data":"x"`, false, "", "", "", false},
+		{`{"event":"e","data":"x"} trailing`, false, "", "", "", false},
+		{`{"data":"no event"}`, false, "", "", "", false},
+		{`{"event":1}`, false, "", "", "", false},
+		{`{"event":"e",}`, false, "", "", "", false},
+		{`{"event":"e","data":}`, false, "", "", "", false},
+		{`{"event":"e","data":"raw` + "\n" + `newline"}`, false, "", "", "", false},
+		{`["event","e"]`, false, "", "", "", false},
+		{`B1 abc 0 1 2 ....`, false, "", "", "", false},
+		{``, false, "", "", "", false},
+	} {
+		f, ok := parsePusherFrame([]byte(c.in))
+		if ok != c.ok {
+			t.Errorf("%s: ok %v, want %v", c.in, ok, c.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if string(f.event) != c.event || string(f.channel) != c.channel || string(f.data) != c.data || f.dataString != c.dataString {
+			t.Errorf("%s: event %q channel %q data %q (string %v)", c.in, f.event, f.channel, f.data, f.dataString)
+		}
+	}
+}
+
+func TestPusherFrameOfABenchMessageIsReadInPlace(t *testing.T) {
+	cfg := &config{size: 128, messages: 10, window: 64}
+	e := newEngine(cfg, "abcd1234", []string{"bench-a", "bench-b"})
+	body := e.makeBody(nil, 1, 3, time.Now().UnixNano())
+	frame := []byte(`{"event":"message","channel":"bench-b","data":"` + string(body) + `"}`)
+	f, ok := parsePusherFrame(frame)
+	if !ok || string(f.data) != string(body) || &f.data[0] != &frame[len(frame)-len(body)-2] {
+		t.Fatalf("data %q not a slice of the frame", f.data)
+	}
+	if n := testing.AllocsPerRun(100, func() { parsePusherFrame(frame) }); n != 0 {
+		t.Errorf("%v allocations per frame", n)
+	}
+	var st stats
+	c := &streamConn{s: e.newSub(1), pusher: true, fd: -1}
+	e.onPusher(&st, c, frame, time.Now().UnixNano())
+	e.onPusher(&st, c, []byte(`{"event":"message","channel":"bench-a","data":"`+string(body)+`"}`), 0)
+	e.onPusher(&st, c, []byte(`{"event":"pusher:error","data":{"code":null,"message":"x"}}`), 0)
+	e.onPusher(&st, c, []byte(`not json`), 0)
+	if st.lat.n != 1 || st.unexpected != 3 || c.s.dup != 0 {
+		t.Errorf("latency n %d, unexpected %d, dup %d; want 1, 3, 0", st.lat.n, st.unexpected, c.s.dup)
+	}
+}
+
+func TestMaskedFrameRoundTrip(t *testing.T) {
+	for _, n := range []int{0, 5, 125, 126, 300, 70000} {
+		p := []byte(strings.Repeat("x", n))
+		b := maskedFrame(1, p)
+		op, fin, payload, used, ok := splitFrame(b)
+		if !ok || op != 1 || !fin || used != len(b) || string(payload) != string(p) || b[1]&0x80 == 0 {
+			t.Errorf("n %d: op %d fin %v used %d/%d ok %v", n, op, fin, used, len(b), ok)
+		}
+		if _, _, _, _, ok := splitFrame(b[:len(b)-1]); ok && n > 0 {
+			t.Errorf("n %d: an incomplete frame was taken whole", n)
+		}
+	}
+}
+
+func pusherArgs(srv *httptest.Server, key string, extra ...string) []string {
+	base := strings.Replace(srv.URL, "http://", "ws://", 1)
+	return append([]string{"--transport", "pusher",
+		"--pusher-url", base + "/app/" + key + "?protocol=7&client=loadgen&version=1"}, extra...)
+}
+
+func TestFanoutPusher(t *testing.T) {
+	// one event at a time, then several frames in one write
+	for _, batch := range []int{1, 8} {
+		t.Run(strconv.Itoa(batch), func(t *testing.T) {
+			m := newMock()
+			m.pusherBatch = batch
+			srv := httptest.NewServer(m)
+			defer srv.Close()
+			res := runOK(t, testConfig(t, srv, "fanout", pusherArgs(srv, "k3y",
+				"-n", "20", "-m", "200", "--centers", "3", "--size", "300")...))
+			checkClean(t, res, 20, 200, 7*67+7*67+6*66)
+			// each connection: an event of another channel and a pusher:cache_miss
+			if res.Unexpected != 40 {
+				t.Errorf("unexpected %d, want 40", res.Unexpected)
+			}
+			if res.Transport != "pusher" || res.Frame != "pusher" {
+				t.Errorf("transport %q frame %q", res.Transport, res.Frame)
+			}
+			time.Sleep(100 * time.Millisecond)
+			m.mu.Lock()
+			pongs := m.pongs
+			m.mu.Unlock()
+			if pongs != 20 {
+				t.Errorf("%d pusher:pong, want 20 (one per pusher:ping)", pongs)
+			}
+		})
+	}
+}
+
+func TestPusherLossAndDuplicates(t *testing.T) {
+	m := newMock()
+	m.dupEvery = 10
+	m.dropEvery = 7
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "fanout", pusherArgs(srv, "k3y", "-n", "5", "-m", "70", "--window", "0")...))
+	if res.Expected != 350 || res.Lost != 50 || res.Duplicated != 30 || res.Deliveries != 300 {
+		t.Errorf("expected %d lost %d duplicated %d deliveries %d; want 350, 50, 30, 300",
+			res.Expected, res.Lost, res.Duplicated, res.Deliveries)
+	}
+}
+
+func TestIdlePusher(t *testing.T) {
+	m := newMock()
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	res := runOK(t, testConfig(t, srv, "idle", pusherArgs(srv, "k3y", "-n", "30", "--hold", "200ms")...))
+	if res.SubsConnected != 30 || res.ConnectedAtEnd != 30 || res.ServerCounted != 30 {
+		t.Errorf("connected %d, at end %d, counted %d", res.SubsConnected, res.ConnectedAtEnd, res.ServerCounted)
+	}
+}
+
+func TestPusherRefusedApp(t *testing.T) {
+	m := newMock()
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	cfg := testConfig(t, srv, "fanout", pusherArgs(srv, "wrong", "-n", "3", "-m", "5")...)
+	res, code := run(cfg)
+	if code == 0 || res.SubsConnected != 0 || res.ConnectFailed != 3 {
+		t.Fatalf("code %d connected %d failed %d", code, res.SubsConnected, res.ConnectFailed)
+	}
+	for k := range res.Errors {
+		if !strings.Contains(k, "pusher:error") || !strings.Contains(k, "4001") {
+			t.Errorf("error %q does not tell the server's pusher:error", k)
+		}
 	}
 }

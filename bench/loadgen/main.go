@@ -24,6 +24,7 @@ import (
 type config struct {
 	scenario     string
 	subURL       string
+	pusherURL    string
 	pubURL       string
 	pubMethod    string
 	createURL    string
@@ -94,6 +95,7 @@ func parseArgs(args []string) *config {
 	}
 	fs := flag.NewFlagSet("loadgen "+cfg.scenario, flag.ContinueOnError)
 	fs.StringVar(&cfg.subURL, "sub-url", "", "subscribe URL template (ws://...), {center} is replaced")
+	fs.StringVar(&cfg.pusherURL, "pusher-url", "", "Pusher app URL (ws://HOST:PORT/app/KEY?protocol=7...) of --transport pusher: each connection subscribes to the channel named after its center")
 	fs.StringVar(&cfg.pubURL, "pub-url", "", "publish URL template")
 	fs.StringVar(&cfg.pubMethod, "pub-method", "POST", "publish method")
 	fs.StringVar(&cfg.createURL, "create-url", "", "optional URL called once per center before subscribing")
@@ -101,7 +103,7 @@ func parseArgs(args []string) *config {
 	fs.StringVar(&cfg.countURL, "count-url", "", "optional JSON URL giving a center's subscriber count")
 	fs.StringVar(&cfg.countField, "count-field", "subscribers", "field of the --count-url answer")
 	fs.StringVar(&cfg.auth, "auth", "", "basic:USER:PASS for create, publish and count requests")
-	fs.StringVar(&cfg.transport, "transport", "ws", "ws, sse or longpoll")
+	fs.StringVar(&cfg.transport, "transport", "ws", "ws, sse, longpoll or pusher (WebSocket, Pusher protocol 7 on --pusher-url)")
 	fs.StringVar(&cfg.frame, "frame", "raw", "raw (a frame is the message), json (its data field, or its messages' data) or any (every message body found in the frame, e.g. multiplexed frames)")
 	fs.StringVar(&cfg.lpFormat, "lp-format", "raw", "long-poll protocol: raw (Last-Modified/Etag) or json (since=, messages)")
 	fs.StringVar(&cfg.center, "center", "", "base center name (default bench-<random>)")
@@ -142,10 +144,12 @@ func parseArgs(args []string) *config {
 	}
 	switch cfg.transport {
 	case "ws", "sse", "longpoll":
+	case "pusher":
+		cfg.frame = "pusher" // each frame is an event whose data is the message
 	default:
-		usage("--transport is ws, sse or longpoll")
+		usage("--transport is ws, sse, longpoll or pusher")
 	}
-	if cfg.frame != "raw" && cfg.frame != "json" && cfg.frame != "any" {
+	if cfg.frame != "raw" && cfg.frame != "json" && cfg.frame != "any" && cfg.transport != "pusher" {
 		usage("--frame is raw, json or any")
 	}
 	if cfg.lpFormat != "raw" && cfg.lpFormat != "json" {
@@ -166,7 +170,7 @@ func parseArgs(args []string) *config {
 	}
 	switch cfg.scenario {
 	case "fanout", "idle":
-		if cfg.subURL == "" {
+		if cfg.subURL == "" && cfg.transport != "pusher" {
 			usage(cfg.scenario + " needs --sub-url")
 		}
 		if cfg.n < 1 {
@@ -175,8 +179,11 @@ func parseArgs(args []string) *config {
 		if cfg.scenario == "fanout" && cfg.pubURL == "" {
 			usage("fanout needs --pub-url")
 		}
-		if cfg.scenario == "idle" && cfg.transport != "ws" {
-			usage("idle uses WebSocket subscribers only (--transport ws)")
+		if cfg.scenario == "idle" && cfg.transport != "ws" && cfg.transport != "pusher" {
+			usage("idle uses WebSocket subscribers only (--transport ws or pusher)")
+		}
+		if cfg.transport == "pusher" && cfg.pusherURL == "" {
+			usage("--transport pusher needs --pusher-url")
 		}
 	case "publish":
 		if cfg.pubURL == "" {
@@ -184,7 +191,7 @@ func parseArgs(args []string) *config {
 		}
 		cfg.n = 0
 	}
-	for _, u := range []string{cfg.subURL, cfg.pubURL, cfg.createURL, cfg.countURL} {
+	for _, u := range []string{cfg.subURL, cfg.pusherURL, cfg.pubURL, cfg.createURL, cfg.countURL} {
 		if u == "" {
 			continue
 		}

@@ -314,12 +314,16 @@ func (rs *runState) connect() {
 	crand.Read(ob[:])
 	octet := 1 + int(ob[0])%250
 	targets := make([]*target, len(rs.names))
-	scheme := ""
-	if cfg.transport != "ws" {
+	scheme, subURL := "", cfg.subURL
+	switch cfg.transport {
+	case "pusher":
+		subURL = cfg.pusherURL // {center}, if any, is replaced; the channel is the center
+	case "ws":
+	default:
 		scheme = "http"
 	}
 	for i, n := range rs.names {
-		targets[i], _ = parseTarget(cfg.subURL, n, scheme)
+		targets[i], _ = parseTarget(subURL, n, scheme)
 	}
 	loopback4 := !strings.HasPrefix(targets[0].addr, "[")
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.connTimeout)
@@ -392,7 +396,11 @@ func (rs *runState) connect() {
 					}
 				} else {
 					var c *streamConn
-					c, err = dialStream(ctx, t, src, cfg.transport == "sse", timeout)
+					channel := ""
+					if cfg.transport == "pusher" {
+						channel = rs.names[s.center]
+					}
+					c, err = dialStream(ctx, t, src, cfg.transport == "sse", channel, timeout)
 					if err == nil {
 						c.s = s
 						pi := idx % len(rs.pollers)

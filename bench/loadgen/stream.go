@@ -20,6 +20,7 @@ type streamConn struct {
 	fd      int
 	s       *sub
 	sse     bool
+	pusher  bool // a Pusher protocol subscriber (pusher.go)
 	pending []byte
 	closed  bool
 
@@ -75,8 +76,9 @@ func readHead(c net.Conn) (int, map[string]string, []byte, error) {
 }
 
 // dialStream connects one subscriber, does the WebSocket or SSE handshake
-// and hands back a non-blocking raw socket.
-func dialStream(ctx context.Context, t *target, src net.IP, sse bool, timeout time.Duration) (*streamConn, error) {
+// (and, when channel is set, the Pusher protocol's opening and the
+// subscription to channel) and hands back a non-blocking raw socket.
+func dialStream(ctx context.Context, t *target, src net.IP, sse bool, channel string, timeout time.Duration) (*streamConn, error) {
 	d := net.Dialer{Timeout: timeout}
 	if src != nil {
 		d.LocalAddr = &net.TCPAddr{IP: src}
@@ -126,6 +128,12 @@ func dialStream(ctx context.Context, t *target, src net.IP, sse bool, timeout ti
 		}
 		if h["sec-websocket-accept"] != accept {
 			return nil, fmt.Errorf("bad Sec-WebSocket-Accept")
+		}
+		if channel != "" {
+			if sc.pending, err = pusherSubscribe(c, rest, channel); err != nil {
+				return nil, err
+			}
+			sc.pusher = true
 		}
 	}
 	tc := c.(*net.TCPConn)
@@ -310,7 +318,7 @@ func (c *streamConn) onData(p *poller, b []byte, now int64) {
 		switch op := b0 & 0x0f; op {
 		case 1, 2:
 			if fin {
-				p.e.onFrame(&p.st, c.s, payload, now)
+				c.frame(p, payload, now)
 			} else {
 				c.frag = append(c.frag[:0], payload...)
 				c.fragActive = true
@@ -319,7 +327,7 @@ func (c *streamConn) onData(p *poller, b []byte, now int64) {
 			if c.fragActive {
 				c.frag = append(c.frag, payload...)
 				if fin {
-					p.e.onFrame(&p.st, c.s, c.frag, now)
+					c.frame(p, c.frag, now)
 					c.fragActive = false
 				}
 			}
@@ -341,6 +349,15 @@ out:
 		c.pending = c.pending[:n]
 	} else if len(data) > 0 {
 		c.pending = append(c.pending[:0], data...)
+	}
+}
+
+// frame accounts one whole message of a WebSocket.
+func (c *streamConn) frame(p *poller, payload []byte, now int64) {
+	if c.pusher {
+		p.e.onPusher(&p.st, c, payload, now)
+	} else {
+		p.e.onFrame(&p.st, c.s, payload, now)
 	}
 }
 

@@ -41,7 +41,7 @@ from notifier.backends.local import LocalBroker
 from notifier.backends.shielding import shielded
 from notifier.domain.errors import Unavailable
 from notifier.domain.idempotency import KEY_TTL, fingerprint, ids_of
-from notifier.domain.model import Center
+from notifier.domain.model import MESSAGE_EVENT, Center
 
 log = Logger()
 
@@ -322,7 +322,7 @@ class DurableBroker(LocalBroker):
         return await shielded(Deferred.fromCoroutine(self._once(publisher, publications, key)))
 
     async def _once(self, publisher: str, publications: list[Publication], key: str) -> Published:
-        asked = fingerprint((p.center, p.data) for p in publications)
+        asked = fingerprint((p.center, p.data, p.event) for p in publications)
         published, fresh = await self.keys.once(
             publisher, key, lambda: self._committed(publications, (publisher, key, asked)), asked)
         return published if fresh else Published(ids_of(published), False)
@@ -334,14 +334,19 @@ class DurableBroker(LocalBroker):
         ts = self.clock.seconds()
         latest = self._latest
         arrivals = []
-        rows = []
-        for publisher, center, data, epoch, seq, history, _ in publications:
+        rows: list[tuple[Any, ...]] = []
+        for publisher, center, data, epoch, seq, history, _, event, exclude in publications:
             path = (publisher, center)
             given = latest.get(path)
             seq = (given[1] if given is not None and given[0] == epoch and given[1] > seq else seq) + 1
             latest[path] = (epoch, seq)
-            arrivals.append(Arrival(publisher, center, epoch, seq, ts, data))
-            rows.append((publisher, center, epoch, seq, ts, data, history))
+            arrivals.append(Arrival(publisher, center, epoch, seq, ts, data, event, exclude))
+            # The event goes in the row only when it is not the default
+            # (notifier.backends.journal); what the message skips, never.
+            if event == MESSAGE_EVENT:
+                rows.append((publisher, center, epoch, seq, ts, data, history))
+            else:
+                rows.append((publisher, center, epoch, seq, ts, data, history, event))
         ids = tuple(arrival.id for arrival in arrivals)
         row = None if key is None else (key[0], key[1], ts, json.dumps({"ids": ids, "fingerprint": key[2]}))
         # The hubs get what was committed even when the publisher is gone
@@ -360,7 +365,7 @@ class DurableBroker(LocalBroker):
             latest = self._latest
             arrived = self.handler.message_arrived if self.handler is not None else None
             for arrival in arrivals:
-                publisher, center, epoch, seq, _, _ = arrival
+                publisher, center, epoch, seq, _, _, _, _ = arrival
                 path = (publisher, center)
                 if latest.get(path) == (epoch, seq):
                     del latest[path]  # nothing after it waits: the hub's seq is the latest again

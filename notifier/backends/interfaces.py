@@ -12,10 +12,15 @@ from typing import NamedTuple, Protocol
 
 from attrs import frozen
 
-from notifier.domain.model import Center, Publisher, Webhook
+from notifier.domain.model import MESSAGE_EVENT, Center, Publisher, Webhook
 
-#: One retained message of a stream: ``(seq, ts, data)``.
-Retained = tuple[int, float, str]
+#: One retained message of a stream: ``(seq, ts, data)``, or ``(seq, ts,
+#: data, event)`` for a message of an event of its own: a message of the
+#: default event (``"message"``) is kept as it was before events were, at
+#: no cost. What a message was to skip (``exclude``) is not kept: it names
+#: a connection, and a subscriber given retained history is a connection
+#: made since.
+Retained = tuple[int, float, str] | tuple[int, float, str, str]
 
 
 @frozen
@@ -32,7 +37,8 @@ class Publication(NamedTuple):
     """A message for a center live on this node, with what a broker needs
     of that center's hub: its position (epoch and latest seq), how many
     messages it retains, and after how many idle seconds it expires (0:
-    never). A tuple: one is made for every message published."""
+    never); then its event, and the connection it skips (``Message``). A
+    tuple: one is made for every message published."""
 
     publisher: str
     center: str
@@ -41,6 +47,14 @@ class Publication(NamedTuple):
     seq: int
     history: int
     ttl: int
+    event: str = MESSAGE_EVENT
+    exclude: str | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Whether it is of the default event and skips no connection: what
+        a broker carries of it is then what it carried before events were."""
+        return self.event == MESSAGE_EVENT and self.exclude is None
 
     @property
     def path(self) -> str:
@@ -49,7 +63,8 @@ class Publication(NamedTuple):
 
 class Arrival(NamedTuple):
     """A message published to a center, numbered: what a node applies to
-    its hub of that center. A tuple: one is made for every message."""
+    its hub of that center, its event and the connection it skips
+    included (``Message``). A tuple: one is made for every message."""
 
     publisher: str
     center: str
@@ -57,6 +72,8 @@ class Arrival(NamedTuple):
     seq: int
     ts: float
     data: str
+    event: str = MESSAGE_EVENT
+    exclude: str | None = None
 
     @property
     def id(self) -> str:
@@ -107,18 +124,35 @@ class Store(Protocol):
         broker answers ``False``)."""
 
     async def add_publisher(self, publisher: Publisher) -> bool:
-        """Add *publisher*; ``False`` (and nothing changed) if the name exists."""
+        """Add *publisher*; ``False`` (and nothing changed) if its name, its
+        app id or its key is another publisher's."""
+
+    async def next_app_id(self) -> str:
+        """An app id for a publisher about to be added: the next number of
+        a counter kept in the store, which only goes up, so that no two
+        publishers are ever given the same one, even one removed since and
+        one made after."""
 
     async def get_publisher(self, name: str) -> Publisher | None: ...
+
+    async def get_publisher_by_app_id(self, app_id: str) -> Publisher | None:
+        """The publisher whose app id is *app_id* (an index, not a scan)."""
+
+    async def get_publisher_by_key(self, key: str) -> Publisher | None:
+        """The publisher whose key is *key* (an index, not a scan)."""
 
     async def list_publishers(self) -> list[tuple[Publisher, int]]:
         """Every publisher by name, with its number of centers."""
 
     async def set_secret(self, name: str, secret: str) -> bool:
-        """Replace the secret; ``False`` if there is no such publisher."""
+        """Replace the secret (the app id and key stay); ``False`` if there is no such publisher."""
+
+    async def set_client_events(self, name: str, client_events: bool | None) -> bool:
+        """Set ``Publisher.client_events``; ``False`` if there is no such publisher."""
 
     async def remove_publisher(self, name: str) -> bool:
-        """Remove the publisher and its centers; ``False`` if unknown."""
+        """Remove the publisher and its centers; ``False`` if unknown. Its
+        app id and key no longer find it; its app id is never given again."""
 
     async def add_center(self, center: Center, limit: int = 0) -> tuple[Center, bool] | None:
         """Add *center* unless it exists; the stored center and whether it is
@@ -181,7 +215,8 @@ class Broker(Protocol):
         """Tell every node of a change made here: ``{"type":
         "center_deleted", "publisher", "center"}``, ``{"type":
         "publisher_added", "publisher"}``, ``{"type":
-        "publisher_changed", "publisher"}`` or ``{"type":
+        "publisher_changed", "publisher"}`` (its secret; with ``"change":
+        "settings"``, only its settings, ``client_events``) or ``{"type":
         "publisher_removed", "publisher"}``."""
 
     def forget(self, publisher: str) -> None:

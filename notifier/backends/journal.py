@@ -19,14 +19,21 @@ Requests and their answers:
 
 ``("write", rows, key)``
     *rows*: ``(publisher, center, epoch, seq, ts, data, keep)`` of each
-    message, *keep* the number of messages its center retains; *key*:
+    message, *keep* the number of messages its center retains, and
+    ``event`` after it, ``(publisher, center, epoch, seq, ts, data, keep,
+    event)``, for a message of an event other than the default
+    (``"message"``): a message of the default event costs what it did
+    before events were, and its ``event`` column is NULL. *key*:
     ``(publisher, key, at, ids_json)`` of an ``Idempotency-Key``, or
     ``None``. Answered ``("ok",)``, or ``("failed", episode, reason)``: once
     a write has failed, every write after it fails with the same episode
     (a string naming the failure) until a ``("rewind",)``: their numbers
     were given after the failed ones.
 ``("load", publisher, center, epoch, history)``
-    ``("ok", None)`` or ``("ok", (epoch, seq, retained))``: see ``load``.
+    ``("ok", None)`` or ``("ok", (epoch, seq, retained))``: see ``load``;
+    each of *retained* is ``(seq, ts, data)``, or ``(seq, ts, data,
+    event)`` for a message of an event of its own
+    (``notifier.backends.interfaces.Retained``).
 ``("keys", oldest)``
     ``("ok", [(publisher, key, at, ids_json), ...])``, oldest first.
 ``("forget", publisher, center_or_None)``
@@ -53,8 +60,10 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-#: Rows in one INSERT statement at most (five parameters each).
+#: Rows in one INSERT statement at most (``COLUMNS`` parameters each).
 ROWS_PER_STATEMENT = 200
+#: The columns of the log each message fills (``Journal.insert``).
+COLUMNS = 6
 #: Messages past their history are removed from the log this many at a time.
 DELETE_EVERY = 256
 #: Seconds an ``Idempotency-Key`` is kept (as ``notifier.domain.idempotency.KEY_TTL``).
@@ -245,10 +254,11 @@ class Journal:
             return ("error", str(e))
 
     def load(self, cursor: sqlite3.Cursor, publisher: str, center: str, epoch: str,
-             history: int | None) -> tuple[str, int, list[tuple[int, float, str]]] | None:
+             history: int | None) -> tuple[str, int, list[tuple[Any, ...]]] | None:
         """Where the stream of a center stands on disk: its epoch, latest
         seq, and its last *history* messages (all, with ``None``) as ``(seq,
-        ts, data)``, oldest first; the stream of *epoch*, or of the latest
+        ts, data)``, or ``(seq, ts, data, event)`` for one of an event of its
+        own, oldest first; the stream of *epoch*, or of the latest
         epoch when *epoch* is empty (a center stored before epochs were).
         ``None`` when there is none. Streams of other epochs are what a
         deletion left behind: they go."""
@@ -263,12 +273,12 @@ class Journal:
         if chosen is None:
             return None
         ids = list(chosen.ids if history is None else chosen.ids[len(chosen.ids) - history:] if history else [])
-        rows: list[tuple[int, float, str]] = []
+        rows: list[tuple[Any, ...]] = []
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
-            cursor.execute(f"SELECT seq, ts, data FROM log WHERE id IN ({','.join('?' * len(part))}) ORDER BY id",
-                           part)
-            rows += cursor.fetchall()
+            cursor.execute(
+                f"SELECT seq, ts, data, event FROM log WHERE id IN ({','.join('?' * len(part))}) ORDER BY id", part)
+            rows += [row[:3] if row[3] is None else row for row in cursor.fetchall()]
         return chosen.name[2], chosen.last, rows
 
     def drop(self, cursor: sqlite3.Cursor, streams: list[Stream]) -> None:
@@ -339,7 +349,8 @@ class Journal:
         known = self.streams
         id = self.next_id
         for _, rows, key in writes:
-            for publisher, center, epoch, seq, ts, data, keep in rows:
+            for row in rows:
+                publisher, center, epoch, seq, ts, data, keep = row[:7]
                 name = (publisher, center, epoch)
                 stream = known.get(name) or made.get(name)
                 if stream is None:
@@ -351,7 +362,7 @@ class Journal:
                     # (committed by one that ended, say): refused, and the
                     # daemon catches up from the file.
                     raise Conflict(f"{publisher}/{center} is at {epoch}-{latest}, not {epoch}-{seq - 1}")
-                values += (id, stream.id, seq, ts, data)
+                values += (id, stream.id, seq, ts, data, row[7] if len(row) > 7 else None)
                 if entry is None:
                     added[stream] = ([id], seq, keep)
                 else:
@@ -421,16 +432,17 @@ class Journal:
         return stream
 
     def insert(self, cursor: sqlite3.Cursor, values: list[Any]) -> None:
-        """Append the messages whose columns are *values*, five by five, in
-        as few statements as may be."""
-        per = ROWS_PER_STATEMENT * 5
+        """Append the messages whose columns are *values*, ``COLUMNS`` at a
+        time, in as few statements as may be."""
+        per = ROWS_PER_STATEMENT * COLUMNS
         for start in range(0, len(values), per):
             chunk = values[start:start + per]
-            rows = len(chunk) // 5
+            rows = len(chunk) // COLUMNS
             sql = self.statements.get(rows)
             if sql is None:
                 sql = self.statements[rows] = (
-                    "INSERT INTO log (id, stream, seq, ts, data) VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * rows))
+                    "INSERT INTO log (id, stream, seq, ts, data, event) VALUES "
+                    + ",".join(["(?, ?, ?, ?, ?, ?)"] * rows))
             cursor.execute(sql, chunk)
 
 

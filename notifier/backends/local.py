@@ -37,7 +37,7 @@ class LocalBroker:
         if key is None:
             return self._numbered(publications)
         published, fresh = await self.keys.once(publisher, key, lambda: self._now(publications),
-                                                fingerprint((p.center, p.data) for p in publications))
+                                                fingerprint((p.center, p.data, p.event) for p in publications))
         return published if fresh else Published(ids_of(published), False)
 
     async def _now(self, publications: list[Publication]) -> Published:
@@ -53,7 +53,7 @@ class LocalBroker:
             key = (publication.publisher, publication.center)
             seq = latest[key] = latest.get(key, publication.seq) + 1
             arrivals.append(Arrival(publication.publisher, publication.center, publication.epoch,
-                                    seq, ts, publication.data))
+                                    seq, ts, publication.data, publication.event, publication.exclude))
         return Published(tuple(arrival.id for arrival in arrivals), True, tuple(arrivals))
 
     async def announce(self, event: dict[str, str]) -> None:

@@ -4,6 +4,11 @@ Every query runs on adbapi's single worker thread, never on the reactor. The
 file is created readable by its owner only: it holds the publishers' secrets.
 Another process (the offline command) may change the file while a daemon
 runs; SQLite's ``data_version`` tells the daemon so (``changed``).
+
+A publisher's Pusher app id is the next number of the ``app_ids`` counter
+(``next_app_id``), which only goes up; app ids and keys are each kept
+unique by an index. A file made before publishers had them is given the
+columns when it is opened, and each publisher in it an app id and a key.
 """
 
 from __future__ import annotations
@@ -20,13 +25,25 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from twisted.enterprise import adbapi
 
 from notifier.domain.model import Center, Publisher, Webhook
+from notifier.domain.publishers import new_key
 
 SCHEMA = """
+-- app_id and key are NULL only in a row of a file made before they were
+-- kept, until the file is opened (PUBLISHER_COLUMNS_ADDED).
 CREATE TABLE IF NOT EXISTS publishers (
-    name    TEXT PRIMARY KEY,
-    secret  TEXT NOT NULL,
-    created REAL NOT NULL
+    name          TEXT PRIMARY KEY,
+    secret        TEXT NOT NULL,
+    created       REAL NOT NULL,
+    app_id        TEXT,
+    key           TEXT,
+    client_events INTEGER
 );
+-- The last app id given (next_app_id): never lowered, so never given twice.
+CREATE TABLE IF NOT EXISTS app_ids (
+    id   INTEGER PRIMARY KEY CHECK (id = 0),
+    last INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO app_ids (id, last) VALUES (0, 0);
 CREATE TABLE IF NOT EXISTS centers (
     publisher TEXT NOT NULL REFERENCES publishers(name) ON DELETE CASCADE,
     name      TEXT NOT NULL,
@@ -55,12 +72,15 @@ CREATE TABLE IF NOT EXISTS streams (
     epoch     TEXT NOT NULL,
     UNIQUE (publisher, center, epoch)
 );
+-- A message's event is NULL for the default, "message": named only when
+-- it is another.
 CREATE TABLE IF NOT EXISTS log (
     id     INTEGER PRIMARY KEY,
     stream INTEGER NOT NULL,
     seq    INTEGER NOT NULL,
     ts     REAL NOT NULL,
-    data   TEXT NOT NULL
+    data   TEXT NOT NULL,
+    event  TEXT
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     publisher TEXT NOT NULL,
@@ -96,6 +116,18 @@ CENTER_COLUMNS = "publisher, name, private, history, ttl, created, epoch, presen
 #: Columns added since the first schema, with their definitions: a file
 #: made before them gets them when it is opened.
 ADDED_COLUMNS = {"epoch": "TEXT NOT NULL DEFAULT ''", "presence": "INTEGER NOT NULL DEFAULT 0"}
+PUBLISHER_COLUMNS = "name, secret, created, app_id, key, client_events"
+#: The same for the publishers.
+PUBLISHER_COLUMNS_ADDED = {"app_id": "TEXT", "key": "TEXT", "client_events": "INTEGER"}
+#: Made once the columns are there: what keeps app ids and keys unique,
+#: and finds a publisher by either.
+PUBLISHER_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS publishers_app_id ON publishers (app_id);
+CREATE UNIQUE INDEX IF NOT EXISTS publishers_key ON publishers (key);
+"""
+#: The same for the log of durable history (the messages of a file made
+#: before events were are of the default event: NULL).
+ADDED_LOG_COLUMNS = {"event": "TEXT"}
 
 MEMORY = ":memory:"
 
@@ -106,6 +138,17 @@ T = TypeVar("T")
 def _prepare(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA foreign_keys = ON")
     connection.execute("PRAGMA busy_timeout = 5000")
+
+
+def _publisher(row: tuple[Any, ...]) -> Publisher:
+    name, secret, created, app_id, key, client_events = row
+    return Publisher(name, secret, created, app_id, key, None if client_events is None else bool(client_events))
+
+
+def _next_app_id(cursor: sqlite3.Cursor) -> str:
+    cursor.execute("UPDATE app_ids SET last = last + 1")
+    cursor.execute("SELECT last FROM app_ids")
+    return str(cursor.fetchone()[0])
 
 
 def _center(row: tuple[Any, ...]) -> Center:
@@ -206,13 +249,22 @@ class SQLiteStore:
             # before anything secret is written.
             os.chmod(self.path, 0o600)
         cursor.executescript(SCHEMA + CHANGE_TRIGGERS)
-        cursor.execute("PRAGMA table_info(centers)")
+        for table, added in (("centers", ADDED_COLUMNS), ("publishers", PUBLISHER_COLUMNS_ADDED)):
+            cursor.execute(f"PRAGMA table_info({table})")
+            present = {column[1] for column in cursor.fetchall()}
+            for column, definition in added.items():
+                if column not in present:
+                    cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        cursor.executescript(PUBLISHER_INDEXES)
+        cursor.execute("PRAGMA table_info(log)")
         present = {column[1] for column in cursor.fetchall()}
-        for column, definition in ADDED_COLUMNS.items():
+        for column, definition in ADDED_LOG_COLUMNS.items():
             if column not in present:
-                cursor.execute(f"ALTER TABLE centers ADD COLUMN {column} {definition}")
+                cursor.execute(f"ALTER TABLE log ADD COLUMN {column} {definition}")
         if self.path != MEMORY:
             cursor.execute("PRAGMA journal_mode = WAL")
+        # Last: its writes begin a transaction, which WAL mode is not set in.
+        _give_app_ids(cursor)
 
     async def close(self) -> None:
         self._pool.close()
@@ -231,25 +283,44 @@ class SQLiteStore:
         return await self._interact(_new_epochs)
 
     async def add_publisher(self, publisher: Publisher) -> bool:
-        added = await self._changes("INSERT OR IGNORE INTO publishers (name, secret, created) VALUES (?, ?, ?)",
-                                    (publisher.name, publisher.secret, publisher.created))
+        # OR IGNORE: a name, app id or key taken is no error, but False.
+        added = await self._changes(
+            f"INSERT OR IGNORE INTO publishers ({PUBLISHER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (publisher.name, publisher.secret, publisher.created, publisher.app_id, publisher.key,
+             None if publisher.client_events is None else int(publisher.client_events)))
         return added == 1
 
+    async def next_app_id(self) -> str:
+        return await self._interact(_next_app_id)
+
     async def get_publisher(self, name: str) -> Publisher | None:
-        rows = await self._query(
-            "SELECT name, secret, created FROM publishers WHERE name = ?", (name,)
-        )
-        return Publisher(*rows[0]) if rows else None
+        return await self._publisher_where("name", name)
+
+    async def get_publisher_by_app_id(self, app_id: str) -> Publisher | None:
+        return await self._publisher_where("app_id", app_id)
+
+    async def get_publisher_by_key(self, key: str) -> Publisher | None:
+        return await self._publisher_where("key", key)
+
+    async def _publisher_where(self, column: str, value: str) -> Publisher | None:
+        """The publisher whose *column* (``name``, ``app_id`` or ``key``: each unique, and indexed) is *value*."""
+        rows = await self._query(f"SELECT {PUBLISHER_COLUMNS} FROM publishers WHERE {column} = ?", (value,))
+        return _publisher(rows[0]) if rows else None
 
     async def list_publishers(self) -> list[tuple[Publisher, int]]:
+        columns = ", ".join(f"p.{column}" for column in PUBLISHER_COLUMNS.split(", "))
         rows = await self._query(
-            "SELECT p.name, p.secret, p.created, COUNT(c.name) FROM publishers p"
+            f"SELECT {columns}, COUNT(c.name) FROM publishers p"
             " LEFT JOIN centers c ON c.publisher = p.name GROUP BY p.name ORDER BY p.name"
         )
-        return [(Publisher(name, secret, created), count) for name, secret, created, count in rows]
+        return [(_publisher(row[:-1]), row[-1]) for row in rows]
 
     async def set_secret(self, name: str, secret: str) -> bool:
         return await self._changes("UPDATE publishers SET secret = ? WHERE name = ?", (secret, name)) == 1
+
+    async def set_client_events(self, name: str, client_events: bool | None) -> bool:
+        value = None if client_events is None else int(client_events)
+        return await self._changes("UPDATE publishers SET client_events = ? WHERE name = ?", (value, name)) == 1
 
     async def remove_publisher(self, name: str) -> bool:
         return await self._changes("DELETE FROM publishers WHERE name = ?", (name,)) == 1
@@ -311,16 +382,40 @@ class SQLiteStore:
         cursor.execute("SELECT 1 FROM publishers WHERE name = ?", (publisher,))
         if cursor.fetchone() is None:
             return False
+        # Notifier's format keeps its events as the list it always was;
+        # another format keeps them in an object that names it.
+        events: Any = list(webhook.events)
+        if webhook.format != "notifier":
+            events = {"format": webhook.format, "events": events}
         cursor.execute("INSERT OR REPLACE INTO webhooks (publisher, url, events) VALUES (?, ?, ?)",
-                       (publisher, webhook.url, json.dumps(list(webhook.events))))
+                       (publisher, webhook.url, json.dumps(events)))
         return True
 
     async def get_webhook(self, publisher: str) -> Webhook | None:
         rows = await self._query("SELECT url, events FROM webhooks WHERE publisher = ?", (publisher,))
-        return Webhook(rows[0][0], tuple(json.loads(rows[0][1]))) if rows else None
+        if not rows:
+            return None
+        events = json.loads(rows[0][1])
+        if isinstance(events, dict):
+            return Webhook(rows[0][0], tuple(events["events"]), events["format"])
+        return Webhook(rows[0][0], tuple(events))
 
     async def remove_webhook(self, publisher: str) -> bool:
         return await self._changes("DELETE FROM webhooks WHERE publisher = ?", (publisher,)) == 1
+
+
+def _give_app_ids(cursor: sqlite3.Cursor) -> None:
+    """Give each publisher stored before app ids and keys were kept an app
+    id (oldest first) and a key."""
+    cursor.execute("SELECT name, app_id IS NULL, key IS NULL FROM publishers"
+                   " WHERE app_id IS NULL OR key IS NULL ORDER BY created, name")
+    for name, no_app_id, no_key in cursor.fetchall():
+        if no_app_id:
+            cursor.execute("UPDATE publishers SET app_id = ? WHERE name = ?", (_next_app_id(cursor), name))
+        while no_key:
+            # A key another publisher has (never) is made again.
+            cursor.execute("UPDATE OR IGNORE publishers SET key = ? WHERE name = ?", (new_key(), name))
+            no_key = cursor.rowcount == 0
 
 
 def _new_epochs(cursor: sqlite3.Cursor) -> int:

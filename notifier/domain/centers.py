@@ -272,7 +272,7 @@ class Centers:
             # one (its deletion was missed), which the broker tells.
             self._catch_up(hub)
         elif arrival.seq == hub.seq + 1:
-            hub.deliver(hub.append(arrival.data, arrival.seq, arrival.ts))
+            hub.deliver(hub.append(arrival.data, arrival.seq, arrival.ts, arrival.event, arrival.exclude))
         elif arrival.seq > hub.seq:
             self._catch_up(hub)  # some went missing on the way: the broker has them
         # else had already
@@ -315,8 +315,11 @@ class Centers:
                 # and are told.
                 self.drop_hub(*key, "shutdown")
                 return
-            for seq, ts, data in missed:
-                hub.deliver(hub.append(data, seq, ts))
+            # As retained, with their events; without what each was to
+            # skip, which a stream does not keep: a connection skipping
+            # one of these is sent it.
+            for entry in missed:
+                hub.deliver(hub.append_retained(entry))
         for arrival in arrived:
             self._apply(hub, arrival)
 

@@ -41,7 +41,7 @@ def bad_credentials() -> Unauthorized:
 
 #: Checked in place of a publisher that does not exist, so that refusing an
 #: unknown publisher takes as long as refusing a wrong secret.
-_NOBODY = Publisher("", "x" * 43, 0.0)
+_NOBODY = Publisher("", "x" * 43, 0.0, "", "")
 
 
 @frozen

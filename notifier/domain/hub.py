@@ -15,14 +15,15 @@ import heapq
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import count, islice
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from attrs import define, field
 from twisted.logger import Logger
 
-from notifier.domain.model import Center, Member, Message
+from notifier.backends.interfaces import Retained
+from notifier.domain.model import MESSAGE_EVENT, Center, Member, Message
 from notifier.domain.retention import Retention, message_bytes
 
 log = Logger()
@@ -132,6 +133,15 @@ class Watcher(Protocol):
 
 def _at_once(call: Callable[[], object]) -> None:
     call()
+
+
+def counted_bytes(message: Message) -> int:
+    """What a retained message counts against the bounds of retention: its
+    text, and the name of its event when it has one of its own (the
+    default's is one string for every message)."""
+    if message.event == MESSAGE_EVENT:
+        return message_bytes(message.data)
+    return message_bytes(message.data) + message_bytes(message.event)
 
 
 #: Subscribers written to per reactor turn by one fan-out. Between two
@@ -264,12 +274,15 @@ class Hub:
             index += len(items)
         return items[index].order if 0 <= index < len(items) else math.inf
 
-    def append(self, data: str, seq: int | None = None, ts: float | None = None) -> Prepared:
+    def append(self, data: str, seq: int | None = None, ts: float | None = None,
+               event: str = MESSAGE_EVENT, exclude: str | None = None) -> Prepared:
         """Retain *data* with the next id, or with *seq* and *ts* given by a
-        shared store (which must be the next in order)."""
+        shared store (which must be the next in order), as a message of
+        *event* that skips the connection *exclude* (``Message``)."""
         self._seq = self._seq + 1 if seq is None else seq
         now = self.touched = self.clock()
-        message = Message(f"{self.epoch}-{self._seq}", self.center.name, data, now if ts is None else ts)
+        message = Message(f"{self.epoch}-{self._seq}", self.center.name, data, now if ts is None else ts,
+                          event, exclude)
         prepared = Prepared(message)
         # What was kept answers by position in the retained messages, which
         # a full history has just moved by one.
@@ -279,16 +292,16 @@ class Hub:
             return prepared
         # A running sum of the bytes retained: one step per message, whatever
         # is kept (the deque drops its oldest itself once ``history`` long).
-        added = message_bytes(data)
+        added = counted_bytes(message)
         if len(retained) == self.history:
-            added -= message_bytes(retained[0].message.data)
+            added -= counted_bytes(retained[0].message)
         elif not retained and self.account is not None:
             self.account.retaining(self, prepared)
         retained.append(prepared)
         total = self._bytes + added
         if total > self.max_bytes > 0:
             while total > self.max_bytes and len(retained) > 1:
-                dropped = message_bytes(retained.popleft().message.data)
+                dropped = counted_bytes(retained.popleft().message)
                 total -= dropped
                 added -= dropped
         self._bytes = total
@@ -298,6 +311,11 @@ class Hub:
             if account.bytes > account.bound:
                 account.shed(prepared)
         return prepared
+
+    def append_retained(self, entry: Retained) -> Prepared:
+        """Retain a message as a shared store retained it (``append``)."""
+        number, ts, data, *named = entry
+        return self.append(data, number, ts, named[0] if named else MESSAGE_EVENT)
 
     @property
     def retained_bytes(self) -> int:
@@ -313,7 +331,7 @@ class Hub:
 
     def drop_oldest(self) -> None:
         """Drop the oldest retained message (its publisher's centers retain too much)."""
-        size = message_bytes(self._retained.popleft().message.data)
+        size = counted_bytes(self._retained.popleft().message)
         self._bytes -= size
         self._memo.clear()
         if self.account is not None:
@@ -334,13 +352,13 @@ class Hub:
         self._bytes = 0
         self._memo.clear()
 
-    def restore(self, epoch: str, seq: int, retained: list[tuple[int, float, str]]) -> None:
+    def restore(self, epoch: str, seq: int, retained: Iterable[Retained]) -> None:
         """Start from a shared store's state: its epoch, its latest seq, and
-        the ``(seq, ts, data)`` it retains, oldest first."""
+        the messages it retains, oldest first (their events with them)."""
         self.epoch = epoch
         self._forget_retained()
-        for number, ts, data in retained:
-            self.append(data, number, ts)
+        for entry in retained:
+            self.append_retained(entry)
         self._seq = self._sent = seq
         self._memo.clear()
 

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from notifier.domain.errors import Conflict
+from notifier.domain.model import MESSAGE_EVENT
 
 T = TypeVar("T")
 
@@ -30,14 +31,23 @@ MAX_TOTAL_BYTES = 512 * 1024 * 1024
 ENTRY_BYTES = 450
 
 
-def fingerprint(messages: Iterable[tuple[str, str]]) -> str:
-    """What a publish asks, ``(center, data)`` in order, as 32 hex digits:
-    the same key with another fingerprint is another request."""
+def fingerprint(messages: Iterable[tuple[str, str] | tuple[str, str, str]]) -> str:
+    """What a publish asks, ``(center, data)`` or ``(center, data, event)``
+    in order, as 32 hex digits: the same key with another fingerprint is
+    another request. A message of the default event counts as it did
+    before events were, so that a key kept then still answers its retry."""
     digest = hashlib.blake2b(digest_size=16)
-    for center, data in messages:
+    for message in messages:
+        center, data = message[0], message[1]
         encoded = data.encode("utf-8", "surrogatepass")
         digest.update(b"%d:%s\0%d:" % (len(center), center.encode("utf-8", "surrogatepass"), len(encoded)))
         digest.update(encoded)
+        if len(message) == 3 and message[2] != MESSAGE_EVENT:
+            # After the data, whose length is given: never read as the
+            # next message, whose first byte is a digit.
+            named = message[2].encode("utf-8", "surrogatepass")
+            digest.update(b"\0%d:" % len(named))
+            digest.update(named)
     return digest.hexdigest()
 
 

@@ -1,4 +1,5 @@
-"""The naming rules (docs/protocol.rst: The publisher API) for publishers and centers."""
+"""The naming rules (docs/protocol.rst: The publisher API) for publishers,
+centers and the events of messages."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from notifier.domain.errors import BadRequest
 
 PUBLISHER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
 #: ``.`` and ``..`` are not names: no browser can reach them in a URL.
-CENTER_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._:@~-]{1,200}\Z")
+#: ``=``, ``,`` and ``;`` are there for Pusher's channel names (notifier.pusher).
+CENTER_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._:@~=,;-]{1,200}\Z")
+#: An event name (docs/protocol.rst: Events): 1 to 200 characters, none a
+#: control character (C0, DEL, C1), so that it goes as it is on an SSE
+#: ``event:`` line, which a line break would end; none a lone surrogate,
+#: which no UTF-8 carries (a JSON string may hold one).
+EVENT_NAME = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{1,200}\Z")
 
 
 def matches(pattern: str, name: str) -> bool:
@@ -30,7 +37,14 @@ def check_publisher_name(name: str) -> str:
 def check_center_name(name: str) -> str:
     if not isinstance(name, str) or not CENTER_NAME.match(name):
         raise BadRequest(
-            "a center name is 1 to 200 of A-Z, a-z, 0-9 and . _ : @ ~ -, other than . and ..",
+            "a center name is 1 to 200 of A-Z, a-z, 0-9 and . _ : @ ~ = , ; -, other than . and ..",
             code="invalid_center_name",
         )
+    return name
+
+
+def check_event_name(name: object) -> str:
+    if not isinstance(name, str) or not EVENT_NAME.match(name):
+        raise BadRequest("an event name is 1 to 200 characters of UTF-8 text, none a control character",
+                         code="invalid_event")
     return name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred, succeed
@@ -28,11 +28,11 @@ from notifier.domain.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from notifier.domain.model import Center
-from notifier.domain.names import check_center_name
+from notifier.domain.model import MESSAGE_EVENT, Center, Publisher
+from notifier.domain.names import check_center_name, check_event_name
 from notifier.domain.presence import Presence
 from notifier.domain.publishers import Publishers
-from notifier.domain.publishing import Publishing
+from notifier.domain.publishing import BatchItem, Publishing
 from notifier.domain.signatures import IDEMPOTENT
 from notifier.http.answers import install_error_handlers, json_answer, now_or_later, published_answer
 from notifier.http.console import Console
@@ -42,10 +42,15 @@ from notifier.http.request import Answering, Reading, Request
 from notifier.http.web import KleinSeam, WebRequest
 from notifier.webhooks import webhook_json, webhook_of
 
+if TYPE_CHECKING:
+    from notifier.pusher.api import PusherApi
+
 TEXT_TYPES = (b"application/json", b"application/xml")
 MAX_JSON_BODY = 64 * 1024  # request bodies other than messages
 MAX_BATCH = 10_000  # messages in one batch
 MAX_IDEMPOTENCY_KEY = 255
+#: The first segments of Pusher's HTTP API (notifier.pusher.api).
+PUSHER_PATHS = frozenset({b"apps", b"users"})
 
 
 def max_body_bytes(config: Config) -> int:
@@ -74,6 +79,19 @@ def _read(request: Reading) -> bytes:
     if request.body_too_large:
         raise TooLarge("the request body is too large")
     return request.body()
+
+
+def _event(request: Reading) -> str:
+    """The event a single publish names in its ``Notifier-Event`` header
+    (``"message"`` without one): 400 ``invalid_event`` unless it is one
+    (``notifier.domain.names.EVENT_NAME``)."""
+    given = request.getHeader(b"notifier-event")
+    if given is None:
+        return MESSAGE_EVENT
+    try:
+        return check_event_name(given.decode("utf-8"))
+    except UnicodeDecodeError:
+        return check_event_name(None)  # refused, as any name that is not one
 
 
 def _json_object(data: bytes, *, required: bool, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
@@ -123,6 +141,8 @@ class ApiApp:
         #: Whether a verified signature is used for the first time (``Broker.first_use``).
         self.first_use = first_use
         self.node_presence = presence
+        #: Pusher's HTTP API on ``/apps/``, when served (notifier.pusher.api).
+        self.pusher: PusherApi | None = None
         self.config = config
         self.clock = clock
         self.metrics = metrics
@@ -164,6 +184,9 @@ class ApiApp:
             if admin_granted(authorization[0], self.config.api.admin_token):
                 return MAX_JSON_BODY, None
             return 0, succeed(False)
+        if path[0] in PUSHER_PATHS and self.pusher is not None:
+            # Signed with the body: read whole, then checked (notifier.pusher.api).
+            return self.pusher.body_limit(), None
         if path[:2] != [b"api", b"v1"]:
             return 0, None
         if method == b"POST" and is_publish(path):
@@ -317,9 +340,9 @@ class ApiApp:
         site makes most, answered without the router (ApiRoot)."""
         publisher, body = await self._publisher(request)
         text = self._message(request, body)
-
+        event = _event(request)
         key = self._idempotency_key(request)
-        message_id, reached, fresh = await self.publishing.publish(publisher, center, text, key)
+        message_id, reached, fresh = await self.publishing.publish(publisher, center, text, key, event=event)
         # A retry is told the first publish's id, and nothing is delivered.
         return published_answer(request, message_id, reached, 201 if fresh else 200)
 
@@ -339,9 +362,11 @@ class ApiApp:
         ids, fresh = await self.publishing.publish_batch(publisher, batch, self._idempotency_key(request))
         return json_answer(request, {"ids": ids}, 201 if fresh else 200)
 
-    def _batch_entry(self, index: int, entry: Any, named: set[str]) -> tuple[str, str]:
-        if not isinstance(entry, dict) or len(entry) != 2 or "center" not in entry or "data" not in entry:
-            raise BadRequest(f'messages[{index}] must be {{"center": ..., "data": ...}}', code="invalid_batch")
+    def _batch_entry(self, index: int, entry: Any, named: set[str]) -> BatchItem:
+        if not isinstance(entry, dict) or "center" not in entry or "data" not in entry \
+                or len(entry) != (3 if "event" in entry else 2):
+            raise BadRequest(f'messages[{index}] must be {{"center": ..., "data": ...}}, and may have "event"',
+                             code="invalid_batch")
         center, data = entry["center"], entry["data"]
         if not isinstance(center, str) or not isinstance(data, str):
             raise BadRequest(f"messages[{index}]: center and data are strings", code="invalid_batch")
@@ -357,6 +382,11 @@ class ApiApp:
             raise BadRequest(f"messages[{index}]: {e.message}", code=e.code) from None
         if size > self.config.centers.max_message_bytes:
             raise TooLarge(f"messages[{index}] is larger than {self.config.centers.max_message_bytes} bytes")
+        if "event" in entry:
+            try:
+                return center, data, check_event_name(entry["event"])
+            except NotifierError as e:
+                raise BadRequest(f"messages[{index}]: {e.message}", code=e.code) from None
         return center, data
 
     # operator API
@@ -369,15 +399,43 @@ class ApiApp:
         if set(body) != {"name"} or not isinstance(name, str):
             raise BadRequest('the body must be {"name": "<publisher name>"}', code="invalid_publisher")
         publisher = await self.publishers.add_publisher(name)
-        return json_answer(request, {"name": publisher.name, "secret": publisher.secret}, 201)
+        return json_answer(request, {"name": publisher.name, "secret": publisher.secret,
+                                     "pusher": self._pusher_app(publisher)}, 201)
 
     @app.route("/admin/v1/publishers", methods=["GET"])
     async def list_publishers(self, request: WebRequest) -> bytes:
         self._admin(request)
         publishers = await self.publishers.list_publishers()
-        return json_answer(request, {"publishers": [
-            {"name": p.name, "created": p.created, "centers": count} for p, count in publishers
-        ]})
+        return json_answer(request, {"publishers": [self._described(p, count) for p, count in publishers]})
+
+    @app.route("/admin/v1/publishers/<name>", methods=["GET"])
+    async def get_publisher(self, request: WebRequest, name: str) -> bytes:
+        self._admin(request)
+        return json_answer(request, self._described(*await self.publishers.described(name)))
+
+    @app.route("/admin/v1/publishers/<name>", methods=["PATCH"])
+    async def change_publisher(self, request: WebRequest, name: str) -> bytes:
+        """Its settings: only ``{"pusher": {"client_events": true, false or
+        null}}`` (``null``: as ``[pusher] client_events`` says)."""
+        self._admin(request)
+        body = _json_object(_read(request), required=True)
+        pusher = body.get("pusher")
+        if set(body) != {"pusher"} or not isinstance(pusher, dict) or set(pusher) != {"client_events"} \
+                or not (pusher["client_events"] is None or isinstance(pusher["client_events"], bool)):
+            raise BadRequest('the body must be {"pusher": {"client_events": true, false or null}}',
+                             code="invalid_publisher")
+        await self.publishers.set_client_events(name, pusher["client_events"])
+        return json_answer(request, self._described(*await self.publishers.described(name)))
+
+    def _described(self, publisher: Publisher, centers: int) -> dict[str, Any]:
+        """A publisher as operators see it (never its secret)."""
+        return {"name": publisher.name, "created": publisher.created, "centers": centers,
+                "pusher": self._pusher_app(publisher)}
+
+    def _pusher_app(self, publisher: Publisher) -> dict[str, Any]:
+        """What a Pusher library is configured with (and whether client events are relayed, in effect)."""
+        return {"app_id": publisher.app_id, "key": publisher.key,
+                "client_events": publisher.relays_client_events(self.config.pusher.client_events)}
 
     @app.route("/admin/v1/publishers/<name>/rotate", methods=["POST"])
     async def rotate(self, request: WebRequest, name: str) -> bytes:
@@ -422,8 +480,9 @@ class ApiApp:
         """A test message from the console, as its publisher would send it."""
         self._admin(request)
         text = self._message(request, _read(request))
+        event = _event(request)
         await self._owner(name)
-        message_id, reached, _ = await self.publishing.publish(name, center, text)
+        message_id, reached, _ = await self.publishing.publish(name, center, text, event=event)
         return published_answer(request, message_id, reached, 201)
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>/tail", methods=["GET"])
@@ -467,6 +526,8 @@ class ApiRoot:
         path = request.segments
         if path[0] == b"console":
             return self.console.render(request, path[1:])
+        if path[0] in PUSHER_PATHS and self.api.pusher is not None:
+            return self.api.pusher.serve(request)
         if is_publish(path):
             if request.method != b"POST":
                 request.setHeader(b"allow", b"POST")

@@ -57,7 +57,7 @@ ABORT_SECONDS = 15.0
 #: Fields a request may give once only: given twice, the request is refused
 #: (a proxy and this server could read different values).
 SINGLE = frozenset({b"host", b"content-length", b"transfer-encoding", b"authorization", b"content-type",
-                    b"upgrade", b"origin", b"expect", b"idempotency-key", b"last-event-id",
+                    b"upgrade", b"origin", b"expect", b"idempotency-key", b"notifier-event", b"last-event-id",
                     b"sec-websocket-key", b"sec-websocket-version"})
 
 #: Bytes given to the parser at a time: it stops at a request to answer

@@ -8,12 +8,13 @@ it occupied, nor a member of it; nor does a new secret of its publisher
 end it, as it ends the subscriptions of a private center.
 
     event: hello          data: {"center", "position"}
-    id: <id> / event: message / data: {"id", "center", "data", "ts"}
+    id: <id> / event: message / data: {"id", "center", "data", "ts"}, and "event" when not "message"
     event: members|join|leave   data: the presence item
     event: end            data: {"reason"}   (the center deleted, the daemon stopping)
 
-in the frames of the SSE transport (notifier.transports.sse), a multiplexed
-stream's events of envelopes, each message encoded once for both; with a
+in the frames of the SSE transport (notifier.transports.sse), a ``format=json``
+stream's events of envelopes (every message a ``message`` event, its own
+event named in its envelope), each message encoded once for both; with a
 comment line every ``KEEP_ALIVE`` seconds. A tail that falls more than
 ``MAX_BUFFER`` bytes behind is ended: it is a view, not a delivery.
 """

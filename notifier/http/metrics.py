@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,7 +16,10 @@ from notifier.domain.presence import Presence
 from notifier.domain.publishers import Publishers
 from notifier.domain.stats import Stats
 
-TRANSPORTS = ("websocket", "sse", "longpoll")
+if TYPE_CHECKING:
+    from notifier.pusher.face import PusherFace
+
+TRANSPORTS = ("websocket", "sse", "longpoll", "pusher")
 
 
 class _Snapshot:
@@ -45,6 +48,8 @@ class Metrics:
         #: This daemon's id among the nodes of a shared store, and the kind of store.
         self.node = node
         self.store = store
+        #: The Pusher face, whose connections count as ``pusher`` (each once, whatever its channels).
+        self.pusher: PusherFace | None = None
 
     def connections(self) -> Counter[tuple[str, str]]:
         """Live subscribers by ``(transport, publisher)``: connections, a
@@ -53,11 +58,17 @@ class Metrics:
         seen: set[int] = set()
         for hub in self.centers.hubs():
             for subscriber in tuple(hub.subscribers):
+                if subscriber.transport_name == "pusher":
+                    continue  # a channel of a connection counted below
                 if len(getattr(subscriber, "hubs", ())) > 1:
                     if id(subscriber) in seen:
                         continue
                     seen.add(id(subscriber))
                 counts[subscriber.transport_name, hub.center.publisher] += 1
+        if self.pusher is not None:
+            for connection in self.pusher.every_connection():
+                if connection.publisher is not None:
+                    counts["pusher", connection.publisher.name] += 1
         return counts
 
     async def stats(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -46,6 +46,9 @@ from notifier.domain.token_deadlines import TokenDeadlines
 from notifier.http.answers import error_answer, json_answer, jsonp_answer
 from notifier.http.request import Request
 from notifier.transports import longpoll, sse, websocket
+
+if TYPE_CHECKING:
+    from notifier.pusher.face import PusherFace
 
 log = Logger()
 
@@ -84,12 +87,19 @@ def _cursors(value: str | None, count: int) -> tuple[str | None, ...]:
     return tuple(_cursor(entry) if entry else None for entry in entries)
 
 
+def _own_comma(name: str) -> str:
+    """A center name as the URL gave it, decoded once: ``%2C`` in it is a
+    ``,`` of the name (a Pusher channel's), sent encoded twice (``%252C``)
+    since ``,`` and ``%2C`` separate centers. ``%`` is in no center name."""
+    return name.replace("%2C", ",").replace("%2c", ",") if "%" in name else name
+
+
 def _centers(segment: str) -> tuple[str, ...]:
     """The centers a subscription names: one, or 2 to ``MAX_CENTERS``
     distinct ones joined with ``,``."""
     if "," not in segment:
-        return (segment,)
-    names = tuple(segment.split(","))
+        return (_own_comma(segment),)
+    names = tuple(_own_comma(name) for name in segment.split(","))
     if len(names) > MAX_CENTERS:
         raise BadRequest(f"at most {MAX_CENTERS} centers on one connection", code="bad_center_list")
     if "" in names:
@@ -126,6 +136,8 @@ class _Leaf(ABC):
     """A path answering only the methods it names, with JSON refusals."""
 
     methods: tuple[bytes, ...] = (b"GET", b"HEAD")
+    #: Whether it answers paths below its own.
+    has_paths = False
 
     def serve(self, request: Request, parts: list[bytes]) -> Any:
         """The answer to *request*, whose path's segments after this leaf's
@@ -168,6 +180,19 @@ class _Script(_Leaf):
         return self.script
 
 
+class _PusherConnections(_Leaf):
+    """``/app/{key}``: a Pusher client's WebSocket (notifier.pusher.face)."""
+
+    methods = (b"GET",)
+    has_paths = True
+
+    def __init__(self, face: PusherFace) -> None:
+        self.face = face
+
+    def answer(self, request: Request, parts: list[bytes]) -> Any:
+        return self.face.serve(request, parts)
+
+
 class _NoSuchPath(_Leaf):
     methods = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")
 
@@ -190,10 +215,14 @@ class PublicApp:
         }
         self.elsewhere = _NoSuchPath()
 
+    def serve_pusher(self, face: PusherFace) -> None:
+        """Open Pusher connections on ``/app/{key}`` (notifier.pusher)."""
+        self.paths[b"app"] = _PusherConnections(face)
+
     def serve(self, request: Request) -> Any:
         segments = request.segments
         leaf = self.paths.get(segments[0])
-        if leaf is None or len(segments) > 1 and leaf is not self.subscriptions:
+        if leaf is None or len(segments) > 1 and not leaf.has_paths:
             return self.elsewhere.serve(request, segments)
         return leaf.serve(request, segments[1:])
 
@@ -203,6 +232,7 @@ class Subscriptions(_Leaf):
     (every transport), and ``.../last``."""
 
     methods = (b"GET", b"HEAD", b"OPTIONS")
+    has_paths = True
 
     def __init__(self, root: PublicApp, publishers: Publishers, centers: Centers, config: Config,
                  clock: IReactorTime, websockets: websocket.NotifierFactory) -> None:
@@ -350,10 +380,16 @@ class Subscriptions(_Leaf):
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
         cursors = _cursors(last_event_id.decode("latin-1") if last_event_id else _arg(request, b"since"), count)
+        # format=json: every message a "message" event of its envelope, for
+        # a client that cannot listen for every event name (notifier.js).
+        fmt = _arg(request, b"format")
+        if fmt is not None and fmt not in websocket.FORMATS:
+            raise BadRequest("format must be raw or json", code="invalid_format")
+        as_json = fmt == "json"
         serve_streams = self.event_streams.serve
 
         def serve(request: Request, hubs: Sequence[Hub], grant: Grant | None) -> Deferred[bytes]:
-            return serve_streams(request, hubs, cursors, grant)
+            return serve_streams(request, hubs, cursors, grant, as_json)
 
         return serve
 

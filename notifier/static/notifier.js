@@ -6,7 +6,7 @@
  *     since: null,               // a cursor to resume after (else: live messages only)
  *     transports: ["websocket", "sse", "longpoll"],   // tried in this order
  *     shared: true,              // one connection for all of the origin's tabs
- *     onMessage: function (data, message) {},         // text; {id, center, data, ts}
+ *     onMessage: function (data, message) {},         // text; {id, center, data, ts, event}
  *     onStatus: function (status, detail) {},         // see below
  *     onPresence: function (item) {}                  // presence centers: see below
  *   });
@@ -186,7 +186,8 @@
     var path = url.split("#")[0].split("?")[0];
     var last = path.slice(path.lastIndexOf("/") + 1);
     return last.split(/,|%2C/i).map(function (name) {
-      try { return decodeURIComponent(name); } catch (e) { return name; }
+      // A name's own comma (a Pusher channel's) is sent encoded twice: %252C.
+      try { return decodeURIComponent(name).replace(/%2C/gi, ","); } catch (e) { return name; }
     });
   }
 
@@ -356,6 +357,7 @@
   Subscription.prototype.receive = function (message, after) {
     if (!message || message.id === undefined) return;
     if (!this.multiplexed && !message.center) message.center = this.cursor.centers[0];
+    if (!message.event) message.event = "message";   // the envelope names any other
     var fresh = this.cursor.accept(message);
     if (after) this.cursor.merge(after);
     if (fresh) this.sink.message(message);
@@ -490,7 +492,10 @@
       setTimeout(function () { self.ended(false); });
       return function () {};
     }
-    var source = new EventSource(query(this.url, { since: this.cursor.value(), token: token }));
+    // format=json: every message a "message" event of its envelope, which
+    // names its event; an EventSource hears an event named otherwise only
+    // by a listener of that name, and the names are the publisher's.
+    var source = new EventSource(query(this.url, { format: "json", since: this.cursor.value(), token: token }));
     source.onopen = function () { opened = true; self.opened(); };
     source.addEventListener("recovery", function (event) {
       // Several centers: the stream began with an id, the starting cursor.
@@ -505,12 +510,8 @@
       });
     });
     source.addEventListener("message", function (event) {
-      if (!self.multiplexed) {
-        self.receive({ id: event.lastEventId, data: event.data });
-        return;
-      }
-      // Several centers: the data is the envelope, the id the compound
-      // cursor after it.
+      // The data is the envelope; the id its own, or, with several
+      // centers, the compound cursor after it.
       var envelope;
       try { envelope = JSON.parse(event.data); } catch (e) { return; }
       self.receive(envelope, event.lastEventId);
@@ -656,6 +657,7 @@
   };
 
   Shared.prototype.deliver = function (message) {
+    if (!message.event) message.event = "message";
     call(this.onMessage, message.data, message);
   };
 

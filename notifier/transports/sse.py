@@ -3,6 +3,13 @@
 ``EventStreams.serve`` opens the stream of an admitted request; the frames
 (``event``, ``named_event``, ``comment``, ...) are those of every event
 stream the daemon writes, the console's tail (notifier.http.console_tail) too.
+
+A message is an event of its own event's name (``event: message`` for the
+default); with ``format=json`` every message is a ``message`` event whose
+data is its envelope, which names its event (docs/protocol.rst:
+Server-Sent Events): a browser's ``EventSource`` hands an event only to
+the listeners of its name, and a client that cannot know every name
+(notifier.js) listens for ``message`` alone.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from twisted.internet.defer import Deferred
 
 from notifier.domain.hub import Batch, Hub, Opening, Prepared
-from notifier.domain.model import Grant, Message
+from notifier.domain.model import MESSAGE_EVENT, Grant, Message
 from notifier.domain.presence import Item
 from notifier.domain.token_deadlines import TokenDeadlines
 from notifier.http.request import Answering, Request
@@ -48,9 +55,10 @@ HEARTBEAT = comment("ping")
 
 
 def event(message: Message) -> bytes:
-    """One ``message`` event; a multi-line text becomes several ``data:`` lines."""
+    """One event of the message's event name (``message`` for the default);
+    a multi-line text becomes several ``data:`` lines."""
     data = "".join(f"data: {line}\n" for line in _LINES.split(message.data))
-    return f"id: {message.id}\nevent: message\n{data}\n".encode()
+    return f"id: {message.id}\nevent: {message.event}\n{data}\n".encode()
 
 
 def recovery(recovered: bool) -> bytes:
@@ -58,39 +66,61 @@ def recovery(recovered: bool) -> bytes:
 
 
 def envelope_event(message: Message) -> bytes:
-    """A multiplexed ``message`` event after its ``id:`` line (which is each
-    subscriber's own): the envelope as one line of JSON, encoded once."""
+    """A multiplexed event after its ``id:`` line (which is each
+    subscriber's own), of the message's event name: the envelope as one
+    line of JSON, encoded once."""
+    if message.event == MESSAGE_EVENT:
+        return b"\nevent: message\ndata: " + envelope_json(message).encode() + b"\n\n"
+    return b"".join((b"\nevent: ", message.event.encode(), b"\ndata: ", envelope_json(message).encode(), b"\n\n"))
+
+
+def envelope_message_event(message: Message) -> bytes:
+    """``envelope_event`` as a ``message`` event whatever the message's own
+    event, which its envelope names (``format=json``, the console's tail)."""
     return b"\nevent: message\ndata: " + envelope_json(message).encode() + b"\n\n"
+
+
+def json_event(message: Message) -> bytes:
+    """One message of a ``format=json`` stream of one center: a ``message``
+    event, its ``id:`` the message's, its data the envelope."""
+    return b"id: " + message.id.encode() + envelope_message_event(message)
 
 
 def _id_bytes(message: Message) -> bytes:
     return message.id.encode()
 
 
-def _events_in(batch: Batch, cursor: tuple[bytes, ...] | None,
-               index: dict[str, int]) -> tuple[tuple[bytes, ...], bytes]:
+#: The events of a multiplexed stream after each ``id:`` line: ``envelope_event``
+#: or ``envelope_message_event``.
+EnvelopeForm = Callable[[Message], bytes]
+
+
+def _events_in(batch: Batch, cursor: tuple[bytes, ...] | None, index: dict[str, int],
+               form: EnvelopeForm = envelope_event) -> tuple[tuple[bytes, ...], bytes]:
     """A multiplexed stream's events for *batch*, from *cursor* (*index*:
-    each center's place in it): the cursor after them, and the events,
-    each ``id:`` the compound cursor after it."""
+    each center's place in it), in the *form* of its format: the cursor
+    after them, and the events, each ``id:`` the compound cursor after it."""
     assert cursor is not None
     events: list[bytes] = []
     for prepared in batch.items:
         slot = index[prepared.message.center]
         cursor = (*cursor[:slot], prepared.form(_id_bytes), *cursor[slot + 1:])
-        events += (b"id: ", b",".join(cursor), prepared.form(envelope_event))
+        events += (b"id: ", b",".join(cursor), prepared.form(form))
     return cursor, b"".join(events)
 
 
-def _events(batch: Batch, at: tuple[tuple[bytes, ...] | None, tuple[Hub, ...]]) -> tuple[tuple[bytes, ...], bytes]:
-    """``_events_in`` for every stream of the hubs and the cursor *at*."""
-    cursor, hubs = at
-    return _events_in(batch, cursor, {hub.center.name: i for i, hub in enumerate(hubs)})
+def _events(batch: Batch, at: tuple[tuple[bytes, ...] | None, tuple[Hub, ...], EnvelopeForm]
+            ) -> tuple[tuple[bytes, ...], bytes]:
+    """``_events_in`` for every stream of the hubs, the cursor and the form *at*."""
+    cursor, hubs, form = at
+    return _events_in(batch, cursor, {hub.center.name: i for i, hub in enumerate(hubs)}, form)
 
 
 def envelope_events(batch: Batch) -> bytes:
     """*batch* as ``message`` events of envelopes, each ``id:`` its message's
     own (each message encoded once for every stream of envelopes)."""
-    return b"".join([b"id: " + prepared.form(_id_bytes) + prepared.form(envelope_event) for prepared in batch.items])
+    return b"".join([b"id: " + prepared.form(_id_bytes) + prepared.form(envelope_message_event)
+                     for prepared in batch.items])
 
 
 def item_event(item: Item) -> bytes:
@@ -169,9 +199,12 @@ class MultiEventStream(EventStream):
             b"event: recovery\ndata: ", json.dumps({"recovered": not lost, "lost": lost}).encode(), b"\n\n",
         )))
 
+    #: Its messages' events after each ``id:`` line: of their own names.
+    envelope_form = staticmethod(envelope_event)
+
     def _replayed(self, backlog: list[Prepared]) -> Iterable[bytes]:
         for prepared in backlog:
-            self._cursor, events = _events_in(Batch([prepared]), self._cursor, self._index)
+            self._cursor, events = _events_in(Batch([prepared]), self._cursor, self._index, self.envelope_form)
             yield events
 
     def deliver(self, batch: Batch) -> None:
@@ -179,8 +212,22 @@ class MultiEventStream(EventStream):
         assert in_order is not None
         taken = in_order.take(batch)
         if taken is not None:
-            self._cursor, events = taken.shared((self._cursor, self.hubs), _events)
+            self._cursor, events = taken.shared((self._cursor, self.hubs, self.envelope_form), _events)
             self._pace(events)
+
+
+class JsonEventStream(EventStream):
+    """A ``format=json`` stream of one center: every message a ``message``
+    event of its envelope, which names its event."""
+
+    encode = staticmethod(json_event)
+
+
+class JsonMultiEventStream(MultiEventStream):
+    """A ``format=json`` stream of several centers: every message a
+    ``message`` event, whatever its own event, which its envelope names."""
+
+    envelope_form = staticmethod(envelope_message_event)
 
 
 class EventStreams:
@@ -195,15 +242,18 @@ class EventStreams:
         self.deadlines = deadlines
 
     def serve(self, request: Request, hubs: Sequence[Hub], cursors: Sequence[str | None],
-              grant: Grant | None) -> Deferred[bytes]:
+              grant: Grant | None, as_json: bool = False) -> Deferred[bytes]:
         """Stream *hubs* to *request* from their *cursors* (``None``: live
-        only): done when a hub ends the stream; until the *grant* of a
-        private center's token expires, if given (``None``: public centers)."""
+        only), every message as its envelope in a ``message`` event if
+        *as_json* (``format=json``): done when a hub ends the stream; until
+        the *grant* of a private center's token expires, if given
+        (``None``: public centers)."""
         start_response(request)
         if len(hubs) == 1:
-            stream = EventStream(request, self.send_buffer_bytes, self.dropped)
+            stream = (JsonEventStream if as_json else EventStream)(request, self.send_buffer_bytes, self.dropped)
             stream.attach(hubs[0], cursors[0], grant, self.deadlines)
         else:
-            stream = MultiEventStream(request, self.send_buffer_bytes, self.dropped)
+            stream = (JsonMultiEventStream if as_json else MultiEventStream)(
+                request, self.send_buffer_bytes, self.dropped)
             stream.attach_many(hubs, cursors, grant, self.deadlines)
         return stream.done

@@ -178,8 +178,8 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types its transport
         origin = headers.get(b"origin")
         accept = base64.b64encode(hashlib.sha1(key + _WS_MAGIC).digest())
         send_now(self.transport, b"HTTP/1.1 101 Switching Protocols\r\nServer: " + self.factory.server.encode()
-                      + b"\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nNotifier-Cursor: "
-                      + self.starting_cursor() + b"\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                      + b"\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n" + self.handshake_fields()
+                      + b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         # What Autobahn's handshake leaves set on a connection it opened.
         self.websocket_version = 13
         self.websocket_protocols = []
@@ -245,6 +245,10 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types its transport
         hubs, cursors, _ = self.start
         return ",".join(hub.start_position(*hub.resume_point(cursor)[:2])
                         for hub, cursor in zip(hubs, cursors, strict=True)).encode()
+
+    def handshake_fields(self) -> bytes:
+        """The fields of its own the 101 answer carries, each ending in CRLF."""
+        return b"Notifier-Cursor: " + self.starting_cursor() + b"\r\n"
 
     def onConnect(self, request: Any) -> tuple[None, dict[str, str]]:
         # A handshake Autobahn answers (open_at_once answers the others).

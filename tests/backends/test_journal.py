@@ -142,7 +142,7 @@ def test_keys_are_written_with_their_messages_and_read_back(tmp_path):
 def test_forget_removes_what_a_deletion_left(tmp_path):
     path = _file(tmp_path)
     with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO publishers VALUES ('site', 's', 0)")
+        db.execute("INSERT INTO publishers (name, secret, created) VALUES ('site', 's', 0)")
         db.executemany("INSERT INTO centers (publisher, name, private, created, epoch) VALUES ('site', ?, 0, 0, 'e1')",
                        [("a",), ("b",), ("c",)])
     journal = Journal(path, "normal")

@@ -68,16 +68,6 @@ DELIVERY_SECONDS = 5.0
 
 
 @pytest_twisted.async_yield_fixture
-async def redis(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    try:
-        await server.start()
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest_twisted.async_yield_fixture
 async def nodes(redis):
     """``await nodes()`` starts one more daemon on the test's Redis; all are stopped after."""
     started: list[Daemon] = []
@@ -360,7 +350,7 @@ async def test_the_offline_command_on_a_redis_configuration_reaches_a_running_da
 
     code, out, err = await command("publisher", "add", "offline", "--config", str(config), cwd=tmp_path)
     assert code == 0, err
-    name, secret = out.split()
+    name, secret = out.splitlines()[0].split()  # then its Pusher app id and key
     assert name == "offline"
     auth = ("offline", secret)
     await eventually(lambda: call("PUT", f"{daemon.api}/api/v1/centers/{CENTER}", auth=auth),

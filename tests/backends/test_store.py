@@ -9,7 +9,10 @@ real reactor.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import sqlite3
 import stat
 
@@ -58,8 +61,12 @@ async def store(request, tmp_path, redis_server):
     await opened.close()
 
 
-def publisher(name: str, secret: str | None = None, created: float = 1_700_000_000.5) -> Publisher:
-    return Publisher(name, secret or f"secret-of-{name}-0123456789_abcdefghijklmnopqrstu", created)
+def publisher(name: str, secret: str | None = None, created: float = 1_700_000_000.5,
+              client_events: bool | None = None) -> Publisher:
+    """Publisher *name*, with an app id and key of its own, the same at every call."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return Publisher(name, secret or f"secret-of-{name}-0123456789_abcdefghijklmnopqrstu", created,
+                     str(int(digest[:15], 16)), digest[-20:], client_events)
 
 
 def center(owner: str, name: str, private: bool = False, history: int | None = None,
@@ -259,11 +266,105 @@ async def test_center_values_round_trip_exactly(store, private, history, ttl, cr
 
 @pytest_twisted.ensureDeferred
 async def test_publisher_values_round_trip_exactly(store):
-    original = Publisher("p-1_x", "Aa0-_" * 9, 1_700_000_000.987654)
+    original = Publisher("p-1_x", "Aa0-_" * 9, 1_700_000_000.987654, "9" * 20, "z0" * 10, True)
     await store.add_publisher(original)
-    for found in (await store.get_publisher("p-1_x"), (await store.list_publishers())[0][0]):
+    for found in (await store.get_publisher("p-1_x"), (await store.list_publishers())[0][0],
+                  await store.get_publisher_by_app_id("9" * 20), await store.get_publisher_by_key("z0" * 10)):
         assert found == original
         assert type(found.secret) is str and type(found.created) is float
+        assert type(found.app_id) is str and type(found.key) is str and found.client_events is True
+
+
+# publishers as Pusher apps
+
+
+APP_ID = re.compile(r"[0-9]{1,20}\Z")
+KEY = re.compile(r"[a-z0-9]{20}\Z")
+
+
+@pytest_twisted.ensureDeferred
+async def test_app_ids_and_keys_find_their_publisher_and_are_each_one_publisher_s(store):
+    site, other = publisher("site"), publisher("other")
+    await _with_publishers(store, "site", "other")
+    assert await store.get_publisher_by_app_id(site.app_id) == site
+    assert await store.get_publisher_by_key(site.key) == site
+    assert await store.get_publisher_by_app_id(other.app_id) == other
+    assert await store.get_publisher_by_key(other.key) == other
+    for absent in ("", "0", "12345", site.key, site.app_id + "0", " " + site.app_id):
+        assert await store.get_publisher_by_app_id(absent) is None
+    for absent in ("", site.app_id, site.key[:-1], site.key.upper()):
+        assert await store.get_publisher_by_key(absent) is None
+    # another publisher with either of site's is refused, and nothing changes
+    taken_app_id = Publisher("third", "s" * 43, 3.0, site.app_id, "t" * 20)
+    taken_key = Publisher("fourth", "s" * 43, 4.0, "4444", site.key)
+    assert await store.add_publisher(taken_app_id) is False
+    assert await store.add_publisher(taken_key) is False
+    for name in ("third", "fourth"):
+        assert await store.get_publisher(name) is None
+    assert await store.get_publisher_by_key("t" * 20) is None
+    assert await store.get_publisher_by_app_id("4444") is None
+    assert await store.get_publisher_by_app_id(site.app_id) == site
+    assert await store.get_publisher_by_key(site.key) == site
+    assert [p for p, _ in await store.list_publishers()] == [other, site]
+    # a name taken keeps its publisher's app id and key
+    assert await store.add_publisher(Publisher("site", "s" * 43, 5.0, "5555", "f" * 20)) is False
+    assert await store.get_publisher_by_app_id("5555") is None
+    assert await store.get_publisher_by_key("f" * 20) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_app_ids_only_go_up_removals_included(store):
+    given = [await store.next_app_id() for _ in range(3)]
+    assert all(APP_ID.match(app_id) for app_id in given)
+    assert [int(app_id) for app_id in given] == sorted({int(app_id) for app_id in given})
+    made = Publisher("site", "s" * 43, 1.0, await store.next_app_id(), "k" * 20)
+    assert await store.add_publisher(made) is True
+    assert await store.remove_publisher("site") is True
+    later = await store.next_app_id()
+    assert int(later) > int(made.app_id) > int(given[-1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_removed_publisher_s_app_id_and_key_find_nothing_and_are_free(store):
+    site = publisher("site")
+    await _with_publishers(store, "site", "other")
+    assert await store.remove_publisher("site") is True
+    assert await store.get_publisher_by_app_id(site.app_id) is None
+    assert await store.get_publisher_by_key(site.key) is None
+    assert await store.get_publisher_by_key(publisher("other").key) == publisher("other")
+    again = Publisher("again", "a" * 43, 2.0, site.app_id, site.key)
+    assert await store.add_publisher(again) is True
+    assert await store.get_publisher_by_app_id(site.app_id) == again
+    assert await store.get_publisher_by_key(site.key) == again
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rotated_secret_keeps_the_app_id_the_key_and_the_client_events(store):
+    await store.add_publisher(publisher("site", client_events=True))
+    assert await store.set_secret("site", "rotated") is True
+    rotated = publisher("site", "rotated", client_events=True)
+    assert await store.get_publisher("site") == rotated
+    assert await store.get_publisher_by_app_id(rotated.app_id) == rotated
+    assert await store.get_publisher_by_key(rotated.key) == rotated
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_events_are_the_publisher_s_choice_or_none(store):
+    await _with_publishers(store, "site", "other")
+    assert (await store.get_publisher("site")).client_events is None
+    for chosen in (True, False, None, False):
+        assert await store.set_client_events("site", chosen) is True
+        expected = publisher("site", client_events=chosen)
+        for found in (await store.get_publisher("site"), await store.get_publisher_by_app_id(expected.app_id),
+                      await store.get_publisher_by_key(expected.key), (await store.list_publishers())[1][0]):
+            assert found == expected
+            assert found.client_events is chosen
+        assert await store.get_publisher("other") == publisher("other")
+    assert await store.set_client_events("ghost", True) is False
+    assert await store.get_publisher("ghost") is None
+    # the secret rotated keeps the choice
+    assert await store.set_secret("site", "rotated") is True
+    assert await store.get_publisher("site") == publisher("site", "rotated", client_events=False)
 
 
 # SQLite on disk
@@ -390,6 +491,88 @@ async def test_sqlite_opens_a_file_from_before_centers_kept_their_epoch(tmp_path
         await store.close()
 
 
+#: The publishers table of a file made before publishers were Pusher apps.
+OLD_PUBLISHERS = "CREATE TABLE publishers (name TEXT PRIMARY KEY, secret TEXT NOT NULL, created REAL NOT NULL);"
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_gives_the_publishers_of_a_file_from_before_app_ids_theirs_when_it_opens(tmp_path):
+    path = tmp_path / "n.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            OLD_PUBLISHERS +
+            "CREATE TABLE centers (publisher TEXT NOT NULL REFERENCES publishers(name) ON DELETE CASCADE,"
+            " name TEXT NOT NULL, private INTEGER NOT NULL, history INTEGER, ttl INTEGER,"
+            " created REAL NOT NULL, epoch TEXT NOT NULL DEFAULT '', presence INTEGER NOT NULL DEFAULT 0,"
+            " PRIMARY KEY (publisher, name));"
+            "INSERT INTO publishers VALUES ('young', 'secret-y', 20.5);"
+            "INSERT INTO publishers VALUES ('old', 'secret-o', 10.25);"
+            "INSERT INTO publishers VALUES ('older', 'secret-oo', 1.0);"
+            "INSERT INTO centers VALUES ('old', 'news', 0, NULL, NULL, 2.0, 'e1', 0);")
+    old.close()
+    store = SQLiteStore(str(path), reactor)
+    await store.open()
+    try:
+        found = {p.name: p for p, _ in await store.list_publishers()}
+        # numbered oldest first, each with a key of its own; nothing else changed
+        assert [(name, found[name].app_id) for name in ("older", "old", "young")] == [
+            ("older", "1"), ("old", "2"), ("young", "3")]
+        assert all(KEY.match(p.key) for p in found.values())
+        assert len({p.key for p in found.values()}) == 3
+        assert [(p.secret, p.created, p.client_events) for p in (found["older"], found["old"], found["young"])] == [
+            ("secret-oo", 1.0, None), ("secret-o", 10.25, None), ("secret-y", 20.5, None)]
+        for p in found.values():
+            assert await store.get_publisher_by_app_id(p.app_id) == p
+            assert await store.get_publisher_by_key(p.key) == p
+        assert await store.get_center("old", "news") == center("old", "news", created=2.0, epoch="e1")
+        assert await store.next_app_id() == "4"
+        assert await store.add_publisher(Publisher("taken", "s" * 43, 30.0, "5", found["old"].key)) is False
+    finally:
+        await store.close()
+    again = SQLiteStore(str(path), reactor)
+    await again.open()
+    try:  # opened again: kept as they were given
+        assert {p.name: p for p, _ in await again.list_publishers()} == found
+        assert await again.next_app_id() == "5"
+    finally:
+        await again.close()
+
+
+@pytest.mark.redis
+@pytest_twisted.ensureDeferred
+async def test_redis_gives_publishers_stored_before_app_ids_theirs_at_open_or_when_read(tmp_path, redis_server):
+    store = await _make("redis", tmp_path, redis_server)
+    keys = store.keys
+    await store.redis.ready()
+    try:
+        for name, created in (("young", 1_700_000_000.987654), ("older", 20.5)):
+            record = json.dumps({"secret": f"secret-of-{name}", "created": created})
+            await store.redis.call("hset", keys.publishers, name, record)
+        await store.open()
+        older, young = await store.get_publisher("older"), await store.get_publisher("young")
+        assert (older.app_id, young.app_id) == ("1", "2")  # oldest first
+        assert young.created == 1_700_000_000.987654 and young.secret == "secret-of-young"
+        assert KEY.match(older.key) and KEY.match(young.key) and older.key != young.key
+        assert await store.get_publisher_by_key(older.key) == older
+        assert await store.get_publisher_by_app_id(young.app_id) == young
+        # one a daemon of an earlier version stores later is given them when read
+        await store.redis.call("hset", keys.publishers, "late", json.dumps({"secret": "s", "created": 30.0}))
+        listed = {p.name: p for p, _ in await store.list_publishers()}
+        assert listed["late"].app_id == "3" and KEY.match(listed["late"].key)
+        assert listed["older"] == older and listed["young"] == young
+        assert await store.get_publisher_by_key(listed["late"].key) == listed["late"]
+        await store.redis.call("hset", keys.publishers, "later", json.dumps({"secret": "s", "created": 40.0}))
+        assert await store.set_client_events("later", True) is True
+        later = await store.get_publisher("later")
+        assert later.app_id == "4" and later.client_events is True
+        assert await store.get_publisher_by_app_id("4") == later
+        assert await store.remove_publisher("later") is True
+        assert await store.get_publisher_by_app_id("4") is None
+        assert await store.get_publisher_by_key(later.key) is None
+    finally:
+        await store.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_presence_center_round_trips(store):
     await _with_publishers(store, "site")
@@ -417,8 +600,19 @@ async def test_webhooks_are_kept_per_publisher_and_go_with_it(store):
     assert await store.remove_webhook("other") is False
     assert await store.remove_publisher("site")
     assert await store.get_webhook("site") is None
-    await store.add_publisher(Publisher("site", "s" * 43, 1.0))
+    await store.add_publisher(publisher("site", "s" * 43, 1.0))
     assert await store.get_webhook("site") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_webhooks_format_is_kept(store):
+    await _with_publishers(store, "site")
+    hook = Webhook("https://site.example/pusher", ("channel_occupied", "client_event"), "pusher")
+    assert await store.set_webhook("site", hook) is True
+    assert await store.get_webhook("site") == hook
+    plain = Webhook("https://site.example/notifier", ("center_occupied",))
+    assert await store.set_webhook("site", plain) is True
+    assert await store.get_webhook("site") == plain
 
 
 @pytest_twisted.ensureDeferred

@@ -135,7 +135,7 @@ class Site:
 
 def _webhooks(clock: Clock, site: Site, **config: Any) -> Webhooks:
     hook = Webhook("https://site.example/hook", ("center_occupied", "center_vacated", "member_left"))
-    owner = Publisher("site", "s" * 43, 0.0)
+    owner = Publisher("site", "s" * 43, 0.0, "1", "k" * 20)
 
     async def find(publisher: str) -> tuple[Webhook | None, Publisher | None]:
         return (hook, owner) if publisher == "site" else (None, None)

@@ -109,7 +109,7 @@ def clock() -> Clock:
 @pytest.fixture
 def store() -> MemoryStore:
     store = MemoryStore()
-    now(store.add_publisher(Publisher("site", "secret", 1.0)))
+    now(store.add_publisher(Publisher("site", "secret", 1.0, "1", "k" * 20)))
     return store
 
 

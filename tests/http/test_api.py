@@ -25,6 +25,8 @@ from notifier.http.listeners import api_site
 from tests.support import ADMIN_TOKEN, START, Answer, Api, Recorder, basic, result_of
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_-]+\Z")
+APP_ID = re.compile(r"[0-9]{1,20}\Z")
+APP_KEY = re.compile(r"[a-z0-9]{20}\Z")
 
 
 def expect(answer: Answer, status: int) -> Any:
@@ -81,6 +83,7 @@ def test_unknown_paths_are_json_404(api, site, path):
     ("PUT", "/api/v1/centers/news/messages", {"POST"}),
     ("PUT", "/admin/v1/publishers", {"GET", "POST"}),
     ("GET", "/admin/v1/publishers/site/rotate", {"POST"}),
+    ("POST", "/admin/v1/publishers/site", {"GET", "PATCH", "DELETE"}),
     ("POST", "/admin/v1/stats", {"GET"}),
     ("POST", "/metrics", {"GET"}),
 ])
@@ -174,14 +177,14 @@ def test_put_refuses_a_huge_nested_body_without_failing(api, site):
 
 
 @pytest.mark.parametrize("name", [
-    "bad%20name", "%C3%BC", "a*b", "a%2Cb", "a%22b", "x" * 201, "a%00b", "%3Cscript%3E",
+    "bad%20name", "%C3%BC", "a*b", "a%22b", "x" * 201, "a%00b", "%3Cscript%3E",
 ])
 def test_put_refuses_invalid_center_names(api, site, name):
     expect_error(api.put_center(site, name), 400, "invalid_center_name")
     assert expect(api.request("GET", "/api/v1/centers", auth=site), 200) == {"centers": []}
 
 
-@pytest.mark.parametrize("name", ["a", "x" * 200, "A-Za-z0-9._:@~-", "user.17.inbox", "a:b@c~d"])
+@pytest.mark.parametrize("name", ["a", "x" * 200, "A-Za-z0-9._:@~=,;-", "user.17.inbox", "a:b@c~d", "private-a,b;c=d"])
 def test_put_accepts_every_valid_center_name(api, site, name):
     center = expect(api.put_center(site, name), 201)
     assert center["name"] == name
@@ -443,6 +446,8 @@ ADMIN_REQUESTS = [
     ("POST", "/admin/v1/publishers", '{"name": "newcomer"}'),
     ("GET", "/admin/v1/publishers", None),
     ("POST", "/admin/v1/publishers/site/rotate", None),
+    ("GET", "/admin/v1/publishers/site", None),
+    ("PATCH", "/admin/v1/publishers/site", '{"pusher": {"client_events": true}}'),
     ("DELETE", "/admin/v1/publishers/site", None),
     ("GET", "/admin/v1/stats", None),
     ("GET", "/metrics", None),
@@ -477,7 +482,7 @@ def test_an_empty_admin_token_refuses_everything(method, path, body):
 
 def test_add_publisher_answers_its_secret_once(api):
     body = expect(api.admin("POST", "/admin/v1/publishers", {"name": "site"}), 201)
-    assert set(body) == {"name", "secret"}
+    assert set(body) == {"name", "secret", "pusher"}
     assert body["name"] == "site"
     assert isinstance(body["secret"], str)
     assert len(body["secret"]) >= 43 and URL_SAFE.match(body["secret"])
@@ -529,10 +534,12 @@ def test_list_publishers_counts_centers_and_never_shows_secrets(api):
     body = expect(answer, 200)
     assert set(body) == {"publishers"}
     by_name = {p["name"]: p for p in body["publishers"]}
+    apps = {name: by_name[name].pop("pusher") for name in by_name}
     assert by_name == {
         "alpha": {"name": "alpha", "created": START + 3, "centers": 1},
         "beta": {"name": "beta", "created": START, "centers": 2},
     }
+    assert apps["beta"]["app_id"] != apps["alpha"]["app_id"] and apps["beta"]["key"] != apps["alpha"]["key"]
     for _, secret in (alpha, beta):
         assert secret.encode() not in answer.body
     assert b"secret" not in answer.body
@@ -605,10 +612,124 @@ def test_delete_an_unknown_publisher_is_404(api, site):
     expect(api.request("GET", "/api/v1/centers", auth=site), 200)
 
 
+# every publisher is a Pusher app
+
+
+def test_every_publisher_is_a_pusher_app_with_an_app_id_and_key_of_its_own(api):
+    added = expect(api.admin("POST", "/admin/v1/publishers", {"name": "site"}), 201)
+    app = added["pusher"]
+    assert set(app) == {"app_id", "key", "client_events"}
+    assert APP_ID.match(app["app_id"]) and APP_KEY.match(app["key"]), app
+    assert app["client_events"] is False  # [pusher] client_events, by default
+    other = expect(api.admin("POST", "/admin/v1/publishers", {"name": "other"}), 201)["pusher"]
+    assert int(other["app_id"]) > int(app["app_id"]) and other["key"] != app["key"]
+
+    answer = api.admin("GET", "/admin/v1/publishers/site")
+    assert expect(answer, 200) == {"name": "site", "created": START, "centers": 0, "pusher": app}
+    assert added["secret"].encode() not in answer.body and b"secret" not in answer.body
+    listed = expect(api.admin("GET", "/admin/v1/publishers"), 200)["publishers"]
+    assert [(p["name"], p["pusher"]) for p in listed] == [("other", other), ("site", app)]
+
+    # a rotated secret keeps them, and the publisher is found by them as it is now
+    rotated = expect(api.admin("POST", "/admin/v1/publishers/site/rotate"), 200)["secret"]
+    assert expect(api.admin("GET", "/admin/v1/publishers/site"), 200)["pusher"] == app
+    found = result_of(Deferred.fromCoroutine(api.publishers.by_key(app["key"])))
+    assert (found.name, found.secret) == ("site", rotated)
+    assert result_of(Deferred.fromCoroutine(api.publishers.by_app_id(app["app_id"]))) == found
+
+    # removed, it is found by neither; made again, it is another app
+    assert api.admin("DELETE", "/admin/v1/publishers/site").status == 204
+    assert result_of(Deferred.fromCoroutine(api.publishers.by_key(app["key"]))) is None
+    assert result_of(Deferred.fromCoroutine(api.publishers.by_app_id(app["app_id"]))) is None
+    expect_error(api.admin("GET", "/admin/v1/publishers/site"), 404, "no_such_publisher")
+    again = expect(api.admin("POST", "/admin/v1/publishers", {"name": "site"}), 201)["pusher"]
+    assert int(again["app_id"]) > int(other["app_id"]) and again["key"] != app["key"]
+
+
+def test_get_publisher_counts_its_centers_and_refuses_unknown_ones(api, site):
+    expect(api.put_center(site, "news"), 201)
+    expect(api.put_center(site, "chat"), 201)
+    assert expect(api.admin("GET", "/admin/v1/publishers/site"), 200)["centers"] == 2
+    for name in ("ghost", "SITE", "a%20b"):
+        expect_error(api.admin("GET", f"/admin/v1/publishers/{name}"), 404, "no_such_publisher")
+
+
+@pytest.mark.parametrize("default", [False, True])
+def test_client_events_are_each_publisher_s_choice_or_the_server_s(default):
+    api = Api(pusher={"client_events": default})
+    api.add_publisher("site")
+    api.add_publisher("other")
+
+    def effective(name: str) -> bool:
+        shown = expect(api.admin("GET", f"/admin/v1/publishers/{name}"), 200)["pusher"]["client_events"]
+        listed = {p["name"]: p for p in expect(api.admin("GET", "/admin/v1/publishers"), 200)["publishers"]}
+        assert listed[name]["pusher"]["client_events"] is shown
+        return shown
+
+    assert effective("site") is default
+    for chosen in (not default, default, None, not default):
+        answer = expect(api.admin("PATCH", "/admin/v1/publishers/site", {"pusher": {"client_events": chosen}}), 200)
+        assert answer == expect(api.admin("GET", "/admin/v1/publishers/site"), 200)
+        assert answer["pusher"]["client_events"] is (default if chosen is None else chosen)
+        assert effective("site") is answer["pusher"]["client_events"]
+        held = result_of(Deferred.fromCoroutine(api.publishers.by_key(answer["pusher"]["key"])))
+        assert held.client_events is chosen  # seen at once, though the copy was held a moment ago
+        assert effective("other") is default
+
+
+def test_setting_client_events_closes_nothing_and_the_secret_still_works(api, site):
+    expect(api.put_center(site, "room", {"private": True}), 201)
+    subscriber = Recorder()
+    api.hub("site", "room").subscribe(subscriber)
+    expect(api.admin("PATCH", "/admin/v1/publishers/site", {"pusher": {"client_events": True}}), 200)
+    assert subscriber.closed == []
+    assert expect(api.request("GET", "/api/v1/centers", auth=site), 200)
+    # as another node does when told of it
+    api.node.events.control({"type": "publisher_changed", "publisher": "site", "change": "settings"})
+    assert subscriber.closed == []
+    # a change of its secret there closes what its tokens admitted
+    api.node.events.control({"type": "publisher_changed", "publisher": "site"})
+    assert subscriber.closed == ["revoked"]
+
+
+def test_a_change_made_on_another_node_is_seen_once_announced(api, site):
+    key = expect(api.admin("GET", "/admin/v1/publishers/site"), 200)["pusher"]["key"]
+    assert result_of(Deferred.fromCoroutine(api.publishers.by_key(key))).client_events is None
+    assert result_of(Deferred.fromCoroutine(api.store.set_client_events("site", True)))
+    assert result_of(Deferred.fromCoroutine(api.publishers.by_key(key))).client_events is None  # held
+    api.node.events.control({"type": "publisher_changed", "publisher": "site", "change": "settings"})
+    assert result_of(Deferred.fromCoroutine(api.publishers.by_key(key))).client_events is True
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    (b"", "invalid_json"), (b"{", "invalid_json"), (b"[]", "invalid_json"),
+    (b"{}", "invalid_publisher"), (b'{"pusher": null}', "invalid_publisher"),
+    (b'{"pusher": {}}', "invalid_publisher"), (b'{"pusher": []}', "invalid_publisher"),
+    (b'{"pusher": ["client_events"]}', "invalid_publisher"),
+    (b'{"pusher": {"client_events": 1}}', "invalid_publisher"),
+    (b'{"pusher": {"client_events": 0}}', "invalid_publisher"),
+    (b'{"pusher": {"client_events": "true"}}', "invalid_publisher"),
+    (b'{"pusher": {"client_events": true, "key": "mine"}}', "invalid_publisher"),
+    (b'{"pusher": {"app_id": "1"}}', "invalid_publisher"),
+    (b'{"pusher": {"client_events": true}, "name": "other"}', "invalid_publisher"),
+    (b'{"client_events": true}', "invalid_publisher"),
+])
+def test_patch_refuses_other_bodies_and_changes_nothing(api, site, body, code):
+    before = expect(api.admin("GET", "/admin/v1/publishers/site"), 200)
+    expect_error(api.request("PATCH", "/admin/v1/publishers/site", body, admin=ADMIN_TOKEN), 400, code)
+    assert expect(api.admin("GET", "/admin/v1/publishers/site"), 200) == before
+
+
+def test_patch_of_an_unknown_publisher_is_404(api, site):
+    expect_error(api.admin("PATCH", "/admin/v1/publishers/ghost", {"pusher": {"client_events": True}}), 404,
+                 "no_such_publisher")
+    assert expect(api.admin("GET", "/admin/v1/publishers/site"), 200)["pusher"]["client_events"] is False
+
+
 def test_stats(api, site):
     other = api.add_publisher("other")
     stats = expect(api.admin("GET", "/admin/v1/stats"), 200)
-    assert stats["connections"] == {"websocket": 0, "sse": 0, "longpoll": 0}
+    assert stats["connections"] == {"websocket": 0, "sse": 0, "longpoll": 0, "pusher": 0}
     assert stats["centers"] == 0
     assert stats["messages_in"] == 0 and stats["messages_out"] == 0
     assert stats["uptime"] == 0
@@ -626,7 +747,7 @@ def test_stats(api, site):
     api.clock.advance(42.5)
 
     stats = expect(api.admin("GET", "/admin/v1/stats"), 200)
-    assert stats["connections"] == {"websocket": 3, "sse": 1, "longpoll": 1}
+    assert stats["connections"] == {"websocket": 3, "sse": 1, "longpoll": 1, "pusher": 0}
     assert stats["centers"] == 3
     assert stats["messages_in"] == 3
     assert stats["messages_out"] == 4 + 4 + 1

@@ -219,12 +219,12 @@ def test_a_publisher_added_by_another_node_or_process_is_known_at_once():
     store = CountingStore()
     node = Node(store, LocalBroker(clock), clock)
     assert result_of(Deferred.fromCoroutine(node.publishers.publisher("elsewhere"))) is None
-    result_of(Deferred.fromCoroutine(store.add_publisher(Publisher("elsewhere", "s" * 43, 0.0))))
+    result_of(Deferred.fromCoroutine(store.add_publisher(Publisher("elsewhere", "s" * 43, 0.0, "1", "k" * 20))))
     assert result_of(Deferred.fromCoroutine(node.publishers.publisher("elsewhere"))) is None  # still held unknown
     node.events.control({"type": "publisher_added", "publisher": "elsewhere"})  # another node's announcement
     assert result_of(Deferred.fromCoroutine(node.publishers.publisher("elsewhere"))).name == "elsewhere"
     assert result_of(Deferred.fromCoroutine(node.publishers.publisher("offline"))) is None
-    result_of(Deferred.fromCoroutine(store.add_publisher(Publisher("offline", "s" * 43, 0.0))))
+    result_of(Deferred.fromCoroutine(store.add_publisher(Publisher("offline", "s" * 43, 0.0, "2", "l" * 20))))
     result_of(Deferred.fromCoroutine(node.publishers.notice_changes()))  # the offline command's, seen by the sweep
     assert result_of(Deferred.fromCoroutine(node.publishers.publisher("offline"))).name == "offline"
 
@@ -290,7 +290,7 @@ def _raw_token(secret: str, payload: str) -> str:
 
 
 NOW = 1_700_000_000.0
-PUBLISHER = Publisher("site", "s" * 43, 0.0)
+PUBLISHER = Publisher("site", "s" * 43, 0.0, "1", "k" * 20)
 
 NOT_TIMES = ["Infinity", "-Infinity", "NaN", "1e309", "-1e309", "1" + "0" * 400, '"1800000000"', "true", "null",
              "[1800000000]"]

@@ -264,6 +264,11 @@ async def test_a_publisher_s_secret_is_shown_once_works_rotates_and_the_publishe
     secret = await console.text("#secret-value")
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", secret), secret
     await console.visible("tr[data-publisher=drupal-main]")
+    # each publisher's Pusher app id and key, as the API gives them
+    status, body = await daemon.admin("GET", "/admin/v1/publishers/drupal-main")
+    assert status == 200, body
+    assert await console.text("tr[data-publisher=drupal-main] td.app-id") == body["pusher"]["app_id"]
+    assert await console.text("tr[data-publisher=drupal-main] td.app-key") == body["pusher"]["key"]
     status, body = await call("GET", f"{daemon.api}/api/v1/centers", auth=("drupal-main", secret))
     assert status == 200, body
     await make_center(daemon, ("drupal-main", secret), "news")
@@ -590,3 +595,23 @@ async def test_on_a_phone_the_console_fits_the_screen(chromium, daemon):
     finally:
         await phone.close()
 
+
+@pytest_twisted.ensureDeferred
+async def test_the_tail_shows_the_event_of_a_message_that_has_one(console, daemon):
+    site = await _publisher(daemon, "drupal-main", "news")
+    await console.sign_in()
+    await console.go("#/tail/drupal-main/news", "tail")
+    await _live(console)
+    ids = []
+    for text, event in (("A-1 is 12.50", "price"), ("plain", None)):
+        headers = {"Content-Type": "text/plain", **({"Notifier-Event": event} if event else {})}
+        status, body = await call("POST", f"{daemon.api}/api/v1/centers/news/messages", raw=text.encode(),
+                                  auth=site, headers=headers)
+        assert status == 201, body
+        ids.append(body["id"])
+    await console.wait_for("document.querySelectorAll('#tail-list > li[data-kind=message]').length === 2")
+    assert [(e["id"], e["data"]) for e in await _entries(console)] == [(ids[0], "A-1 is 12.50"), (ids[1], "plain")]
+    # A message of an event of its own shows it after its id; one of the default, its id alone.
+    labels = await console.evaluate("""() => [...document.querySelectorAll('#tail-list > li[data-kind=message]')]
+        .reverse().map(li => [li.dataset.event || null, li.querySelector('.entry-id').textContent])""")
+    assert labels == [["price", f"{ids[0]} price"], [None, ids[1]]]

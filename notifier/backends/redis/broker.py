@@ -19,7 +19,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from notifier.backends.interfaces import Arrival, BrokerHandler, LiveCenter, Publication, Published, Stream
+from notifier.backends.interfaces import (
+    Arrival,
+    BrokerHandler,
+    LiveCenter,
+    Publication,
+    Published,
+    Retained,
+    Stream,
+)
 from notifier.backends.redis.client import Redis, Script
 from notifier.backends.redis.keys import Keys
 from notifier.backends.shielding import shielded
@@ -77,10 +85,10 @@ class RedisBroker:
         found = await self.redis.script(LOAD, keys, [center.name])
         if int(found[0]) == 0:
             raise _no_center(center.name)
-        retained = []
+        retained: list[Retained] = []
         for entry in found[3] or []:
-            seq, ts, data = json.loads(entry)
-            retained.append((int(seq), float(ts), data))
+            seq, ts, data, *named = json.loads(entry)  # [seq, ts, data] or, with its event, [..., event]
+            retained.append((int(seq), float(ts), data) if not named else (int(seq), float(ts), data, named[0]))
         return Stream(json.loads(found[1])["epoch"], int(found[2]), tuple(retained))
 
     async def load(self, center: Center, ttl: int) -> Stream:
@@ -114,8 +122,16 @@ class RedisBroker:
                     raise TypeError("an event is an object")
                 self._handler.control(payload)
                 return
-            publisher, center, epoch, seq, ts, data = payload
-            arrival = Arrival(publisher, center, epoch, int(seq), float(ts), data)
+            # [publisher, center, epoch, seq, ts, data], then its event and
+            # the connection it skips when it has them (lua/publish.lua).
+            publisher, center, epoch, seq, ts, data, *named = payload
+            if not named:
+                arrival = Arrival(publisher, center, epoch, int(seq), float(ts), data)
+            else:
+                event, exclude = named[0], named[1] if len(named) > 1 else None
+                if not isinstance(event, str) or not (exclude is None or isinstance(exclude, str)):
+                    raise TypeError("an event and a socket id are strings")
+                arrival = Arrival(publisher, center, epoch, int(seq), float(ts), data, event, exclude)
         except (ValueError, TypeError):
             log.warn("ignoring a malformed message on {channel}", channel=channel)
             return
@@ -135,14 +151,19 @@ class RedisBroker:
         held = self.replicas > 0
         keys = [self.keys.deadlines, self.keys.idempotency(publisher, key) if key is not None else "",
                 self.keys.held(publisher, key) if held and key is not None else ""]
-        asked = fingerprint((p.center, p.data) for p in publications) if key is not None else ""
+        asked = fingerprint((p.center, p.data, p.event) for p in publications) if key is not None else ""
+        # Six arguments a message; eight, its event and the connection it
+        # skips, when one of them has either.
+        plain = all(publication.plain for publication in publications)
         args: list[Any] = [self.keys.messages, repr(self.clock.seconds()), len(publications), KEY_TTL,
-                           "1" if held else "0", asked]
+                           "1" if held else "0", asked, 6 if plain else 8]
         for publication in publications:
             path = publication.path
             keys += [self.keys.centers(publication.publisher), self.keys.seq(path), self.keys.log(path)]
             args += [publication.publisher, publication.center, path, publication.data,
                      publication.history, publication.ttl]
+            if not plain:
+                args += [publication.event, publication.exclude or ""]
         if not held:
             status, payload = await self.redis.script(PUBLISH, keys, args)
         else:

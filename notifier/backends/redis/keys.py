@@ -1,17 +1,23 @@
 """Every name notifier uses in Redis, keys and channels.
 
 Keys (``P`` = ``notifier:``): ``P publishers`` a hash name → JSON
-``{"secret", "created"}``; ``P centers:{publisher}`` a hash center → JSON
+``{"secret", "created", "app_id", "key", "client_events"}``, ``P
+publisher_apps`` a hash app id → name, ``P publisher_keys`` a hash key →
+name, and ``P last_app_id`` the last app id given (``INCR``); ``P centers:{publisher}`` a hash center → JSON
 ``{"private", "history", "ttl", "created", "epoch"}``; per center ``P
 seq:{path}`` (its last sequence number) and ``P log:{path}`` (its retained
-messages); ``P deadlines`` a sorted set of ``{path}`` by expiry time; ``P
+messages, each JSON ``[seq, ts, data]``, or ``[seq, ts, data, event]`` for
+a message of an event other than ``"message"``); ``P deadlines`` a sorted set of ``{path}`` by expiry time; ``P
 idem:{publisher}:{key}`` a publish's ids by its ``Idempotency-Key``, and
 ``P held:{publisher}:{key}`` its messages while replicas have not confirmed
 them (``[store] replicas_ack``); ``P sig:{publisher}:{signature}`` a request signature seen; ``P webhooks`` a
 hash publisher → JSON ``{"url", "events"}``; presence (``P members:{path}``,
 ``P info:{path}``, ``P occupants:{path}``, ``P presence``: see
 notifier.backends.redis.presence). Channels, one pair
-per database (pub/sub ignores it): ``P{db}:messages`` and ``P{db}:control``.
+per database (pub/sub ignores it): ``P{db}:messages`` (each message JSON
+``[publisher, center, epoch, seq, ts, data]``, then its event and the
+connection it skips when it has them: lua/publish.lua) and
+``P{db}:control``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,21 @@ class Keys:
     @property
     def publishers(self) -> str:
         return PREFIX + "publishers"
+
+    @property
+    def publisher_apps(self) -> str:
+        """App id → publisher name."""
+        return PREFIX + "publisher_apps"
+
+    @property
+    def publisher_keys(self) -> str:
+        """Key → publisher name."""
+        return PREFIX + "publisher_keys"
+
+    @property
+    def last_app_id(self) -> str:
+        """The last app id given: only ever incremented."""
+        return PREFIX + "last_app_id"
 
     @property
     def deadlines(self) -> str:

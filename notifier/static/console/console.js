@@ -567,6 +567,9 @@
         el("td", { className: "name", attrs: { "data-label": "Name" } }, link),
         el("td", { className: "num", text: publisher.centers, attrs: { "data-label": "Centers" } }),
         created,
+        // What a Pusher library is configured with: public, so shown every time.
+        el("td", { className: "mono app-id", text: publisher.pusher?.app_id ?? "", attrs: { "data-label": "App id" } }),
+        el("td", { className: "mono app-key", text: publisher.pusher?.key ?? "", attrs: { "data-label": "Key" } }),
         el("td", {}, el("div", { className: "actions" }, centers, rotate, remove)),
       ));
     }
@@ -880,7 +883,8 @@
       note(state, "The tail ended: the center was deleted.");
       return;
     }
-    if (type === "message") arrive(state, { kind: "message", id: item.id ?? id, ts: item.ts, data: item.data });
+    // item.event: the message's event, when it is not "message"
+    if (type === "message") arrive(state, { kind: "message", id: item.id ?? id, ts: item.ts, data: item.data, event: item.event });
     else if (type === "members" || type === "join" || type === "leave") arrive(state, { kind: type, ts: Date.now() / 1000, item });
   }
 
@@ -920,8 +924,9 @@
     node.dataset.kind = entry.kind;
     const text = entry.kind === "message" ? entry.data : entry.kind === "note" ? entry.text : presenceText(entry);
     if (entry.kind === "message") node.dataset.id = entry.id;
+    if (entry.kind === "message" && entry.event) node.dataset.event = entry.event;
     if (entry.kind !== "message" && entry.kind !== "note" && entry.item.uid != null) node.dataset.uid = entry.item.uid;
-    const label = entry.kind === "message" ? entry.id : entry.kind;
+    const label = entry.kind === "message" ? (entry.event ? `${entry.id} ${entry.event}` : entry.id) : entry.kind;
     node.append(
       el("span", { className: "entry-id", text: label }),
       el("time", { className: "entry-time", text: typeof entry.ts === "number" ? formatClock(entry.ts) : "" }),
