@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from autobahn.twisted.util import peer2str
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -34,6 +35,8 @@ log = Logger()
 MAX_CHANNELS = 100
 #: What a hub keeps its channel's ``subscription_succeeded`` frame under (``Hub.memo``).
 _SUCCEEDED = object()
+#: The close code of a text message that is not UTF-8 (RFC 6455).
+INVALID_PAYLOAD = 1007
 #: The close code of a message larger than a connection takes (RFC 6455).
 MESSAGE_TOO_BIG = 1009
 
@@ -122,7 +125,7 @@ class PusherConnection(WebSocketSubscriber):
     idle Pusher connection costs about what a native one does.
     """
 
-    __slots__ = ("publisher", "refusal", "socket_id", "channels", "user_id", "_events", "_second",
+    __slots__ = ("publisher", "refusal", "number", "channels", "user_id", "_events", "_second",
                  *compat.MESSAGE_SLOTS)
 
     transport_name = "pusher"
@@ -133,9 +136,12 @@ class PusherConnection(WebSocketSubscriber):
     publisher: Publisher | None
     #: What it is told and closed with at once, when refused: code and message.
     refusal: tuple[int, str] | None
-    socket_id: str
-    #: Its channels by name (made with the first).
-    channels: dict[str, ChannelSubscription] | None
+    #: Its number on this node (0: none yet), the second part of its socket id.
+    number: int
+    #: Its channels (a list, made with the first: a connection has few,
+    #: and an idle one holds one; looked up by name only on what the
+    #: client sends).
+    channels: list[ChannelSubscription] | None
     #: The user it signed in as.
     user_id: str | None
     #: Client events in the current second, and when that second began.
@@ -145,9 +151,22 @@ class PusherConnection(WebSocketSubscriber):
     def __init__(self) -> None:
         super().__init__()
         self.publisher = self.refusal = self.channels = self.user_id = None
-        self.socket_id = ""
+        self.number = 0
         self._events, self._second = 0, 0.0
         self.message_data = None  # type: ignore[assignment]  # none being read: Autobahn types it a list
+
+    @property
+    def socket_id(self) -> str:
+        """Its socket id: the node's number and its own (made when asked:
+        a string kept for each connection would be memory held)."""
+        return f"{self.face.node_number}.{self.number}"
+
+    @property
+    def peer(self) -> str:  # type: ignore[override]
+        """The peer as Autobahn names it, made each time Autobahn asks (on
+        what the client sends): not kept with every idle connection."""
+        assert self.transport is not None
+        return peer2str(self.transport)
 
     # opening
 
@@ -164,7 +183,7 @@ class PusherConnection(WebSocketSubscriber):
             self._end(code, message)
             return
         face = self.face
-        self.socket_id = face.socket_ids()
+        self.number = face.numbered()
         face.opened(self)
         self.send(wire.established_frame(self.socket_id, face.config.activity_timeout))
 
@@ -195,7 +214,14 @@ class PusherConnection(WebSocketSubscriber):
         if incoming is None or self.state != self.STATE_OPEN or self.publisher is None:
             return
         try:
-            message = json.loads(b"".join(incoming))
+            text = b"".join(incoming).decode("utf-8")
+        except UnicodeDecodeError:
+            # What Autobahn's validator would have said (RFC 6455 8.1):
+            # checked here once, not with a validator kept per connection.
+            self.sendCloseFrame(code=INVALID_PAYLOAD, reasonUtf8=b"invalid UTF-8", isReply=False)
+            return
+        try:
+            message = json.loads(text)
         except (ValueError, RecursionError):
             self.send(wire.error_frame(None, "the message is not JSON"))
             return
@@ -245,14 +271,14 @@ class PusherConnection(WebSocketSubscriber):
             return
         channels = self.channels
         if channels is None:
-            channels = self.channels = {}
-        if channel in channels:
+            channels = self.channels = []
+        if self.channel(channel) is not None:
             return  # subscribed already (or on its way)
         if channel.startswith(wire.USER_CHANNEL):
             if self.user_id is None or channel != wire.USER_CHANNEL + self.user_id:
                 self.send(wire.subscription_error(channel, "sign in as this user first", 403))
                 return
-            channels[channel] = ChannelSubscription(self, channel, None, False)
+            channels.append(ChannelSubscription(self, channel, None, False))
             self.send(wire.event_frame("pusher_internal:subscription_succeeded", {}, channel))
             return
         if wire.CHANNEL_NAME.match(channel) is None:
@@ -275,7 +301,8 @@ class PusherConnection(WebSocketSubscriber):
             if not wire.signed(self.publisher.secret, self.publisher.key, text, data.get("auth")):
                 self.send(wire.subscription_error(channel, "invalid signature", 401))
                 return
-        placeholder = channels[channel] = ChannelSubscription(self, channel, None, kind == wire.PRESENCE)
+        placeholder = ChannelSubscription(self, channel, None, kind == wire.PRESENCE)
+        channels.append(placeholder)
         Deferred.fromCoroutine(self._attach(placeholder, kind, member)).addErrback(self._failed, channel)
 
     def _member(self, channel: str, channel_data: object) -> tuple[str, Any] | None:
@@ -301,7 +328,7 @@ class PusherConnection(WebSocketSubscriber):
         except NotifierError as e:
             self._refused(subscription, e.message, e.status)
             return
-        if self.channels is None or self.channels.get(channel) is not subscription \
+        if self.channel(channel) is not subscription \
                 or self.state != self.STATE_OPEN:
             return  # unsubscribed or gone meanwhile
         if kind == wire.PUBLIC and hub.center.private:
@@ -348,20 +375,29 @@ class PusherConnection(WebSocketSubscriber):
             self.face.cache_miss(subscription)
 
     def _refused(self, subscription: ChannelSubscription, error: str, status: int) -> None:
-        if self.channels is not None and self.channels.get(subscription.channel) is subscription:
-            del self.channels[subscription.channel]
+        if self.channels is not None and subscription in self.channels:
+            self.channels.remove(subscription)
         if self.state == self.STATE_OPEN:
             self.send(wire.subscription_error(subscription.channel, error, status))
 
     def _failed(self, failure: Any, channel: str) -> None:
         log.failure("subscribing to {channel} failed", failure, channel=channel)
-        subscription = self.channels.get(channel) if self.channels is not None else None
+        subscription = self.channel(channel)
         if subscription is not None and subscription.hub is None:
             self._refused(subscription, "the server failed to subscribe", 500)
 
+    def channel(self, name: object) -> ChannelSubscription | None:
+        """Its subscription to the channel *name*, if any (on its way included)."""
+        for subscription in self.channels or ():
+            if subscription.channel == name:
+                return subscription
+        return None
+
     def unsubscribe(self, data: dict[str, Any]) -> None:
         channel = data.get("channel")
-        subscription = self.channels.pop(channel, None) if self.channels and isinstance(channel, str) else None
+        subscription = self.channel(channel)
+        if subscription is not None and self.channels is not None:
+            self.channels.remove(subscription)
         if subscription is not None and subscription.hub is not None:
             subscription.hub.unsubscribe(subscription)
 
@@ -392,7 +428,7 @@ class PusherConnection(WebSocketSubscriber):
     # client events and users
 
     def client_event(self, event: str, channel: object, data: Any) -> None:
-        subscription = self.channels.get(channel) if self.channels and isinstance(channel, str) else None
+        subscription = self.channel(channel)
         if subscription is None or subscription.hub is None or subscription.held is not None:
             self.send(wire.error_frame(None, "client events go to a channel subscribed to"))
             return
@@ -463,14 +499,14 @@ class PusherConnection(WebSocketSubscriber):
 
     def _leave(self) -> None:
         channels, self.channels = self.channels, None
-        for subscription in (channels or {}).values():
+        for subscription in channels or ():
             if subscription.hub is not None:
                 subscription.hub.unsubscribe(subscription)
-        if self.socket_id:
+        if self.number:
             self.face.closed(self)
 
     def _drop_slow(self) -> None:
-        hubs = [subscription.hub for subscription in (self.channels or {}).values() if subscription.hub]
+        hubs = [subscription.hub for subscription in self.channels or () if subscription.hub]
         self._leave()
         if hubs:
             self.dropped(hubs[0])

@@ -45,7 +45,11 @@ def pusher_factory(config: Config, dropped: Callable[[Hub], None]) -> NotifierFa
     """The WebSocket options of Pusher connections: notifier's own, with
     client frames as large as a client event may be."""
     max_event = min(config.pusher.max_event_bytes, config.centers.max_message_bytes)
-    return websocket_factory(config.subscribers.send_buffer_bytes, dropped, max_event + FRAME_OVERHEAD)
+    factory = websocket_factory(config.subscribers.send_buffer_bytes, dropped, max_event + FRAME_OVERHEAD)
+    # A connection checks the UTF-8 of each whole message itself
+    # (PusherConnection.onMessageEnd), with no validator kept per connection.
+    factory.setProtocolOptions(utf8validateIncoming=False)
+    return factory
 
 
 class _Opening:
@@ -96,16 +100,18 @@ class PusherFace:
         #: The connections signed in, by ``(publisher, user id)``.
         self.users: dict[tuple[str, str], set[PusherConnection]] = {}
         #: This node's part of every socket id: a number of its own.
-        self._node_number = secrets.randbelow(2**31 - 1) + 1
+        self.node_number = secrets.randbelow(2**31 - 1) + 1
         self._numbers = count(1)
         self._connection_class = cast(type[PusherConnection], websockets.subscriber_class(PusherConnection))
         self._connection_class.face = self
 
     # the connections of this node
 
-    def socket_ids(self) -> str:
-        """A socket id no other connection in the cluster has."""
-        return f"{self._node_number}.{next(self._numbers)}"
+    def numbered(self) -> int:
+        """A connection's number on this node: with the node's own
+        (``node_number``), its socket id, which no other connection in the
+        cluster has."""
+        return next(self._numbers)
 
     def opened(self, connection: PusherConnection) -> None:
         self.connections.add(connection)

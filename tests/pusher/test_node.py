@@ -19,7 +19,7 @@ import pytest_twisted
 
 from tests.pusher.stock import Driver, node, node_modules
 from tests.pusher.support import App, pusher_app
-from tests.support import Daemon, running, until
+from tests.support import Daemon, running, start_daemon, until
 
 pytestmark = pytest.mark.node
 
@@ -228,3 +228,58 @@ async def test_users_sign_in_get_their_events_and_are_terminated():
         await until(lambda: set(face.users) == {(s.app.name, "bob")}, what="ann's connections let go")
         await s.site.call("sendToUser", "bob", "still", "here")
         assert (await bob.of("user_event", event="still"))["data"] == "here"  # not terminated
+
+
+@pytest.mark.redis
+@pytest_twisted.ensureDeferred
+async def test_across_two_daemons_on_redis(redis):
+    """Laravel Echo on one daemon, pusher-js on the other, the site's Node
+    library calling a third: events, presence, whispers and a user's
+    termination cross them all."""
+    sections = {"pusher": {"client_events": True}, "presence": {"leave_grace": 0.1}}
+    nodes = [await start_daemon(redis.url, **sections) for _ in range(3)]
+    drivers: list[Driver] = []
+    try:
+        app = await pusher_app(nodes[0])
+        site = Driver.start("site.mjs", appId=app.app_id, key=app.key, secret=app.secret, host="127.0.0.1",
+                            port=int(nodes[2].api.rsplit(":", 1)[1]))
+        drivers.append(site)
+        auth = f"http://127.0.0.1:{(await site.of('ready'))['port']}"
+
+        async def client(daemon: Daemon, user: str, lib: str) -> Driver:
+            driver = Driver.start("client.mjs", lib=lib, key=app.key, host="127.0.0.1",
+                                  port=daemon.public_port, auth=auth, user=user)
+            drivers.append(driver)
+            await driver.of("state", current="connected")
+            return driver
+
+        ann = await client(nodes[0], "ann", "echo")
+        bob = await client(nodes[1], "bob", "pusher-js")
+        (here,) = await _subscribed(ann, "presence-room", events=("said",))
+        assert here["members"] == [{"info": {"name": "ann"}}]
+        (seen,) = await _subscribed(bob, "presence-room")
+        assert sorted(member["id"] for member in seen["members"]) == ["ann", "bob"]
+        assert (await ann.of("joining", channel="presence-room"))["info"] == {"name": "bob"}
+
+        answer = await site.call("trigger", "presence-room", "said", {"text": "hi"})
+        assert answer.get("status") == 200, answer
+        assert (await ann.of("event", channel="presence-room", event="said"))["data"] == {"text": "hi"}
+        assert (await bob.of("event", channel="presence-room", event="said"))["data"] == {"text": "hi"}
+
+        bob.send(op="whisper", channel="presence-room", event="typing", data={"who": "bob"})
+        frame = await ann.of("frame", event="client-typing")
+        assert frame["channel"] == "presence-room"
+        assert not bob.seen("frame", event="client-typing")
+
+        bob.send(op="signin")
+        await until(lambda: any(c.user_id == "bob" for c in nodes[1].service.pusher.connections))
+        answer = await site.call("terminateUserConnections", "bob")
+        assert answer.get("status") == 200, answer
+        assert (await bob.of("error", code=4009))["code"] == 4009
+        assert (await ann.of("leaving", channel="presence-room"))["info"] == {"name": "bob"}
+    finally:
+        for driver in drivers:
+            await driver.stop()
+        for daemon in nodes:
+            if daemon.service.running:
+                await daemon.service.stopService()

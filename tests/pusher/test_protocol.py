@@ -11,7 +11,7 @@ import pytest_twisted
 
 from tests.pusher.support import PusherSocket, auth, connected, pusher_app
 from tests.raw import client_frame, close_code, raw_websocket, server_frames
-from tests.support import call, running, sleep, small_send_buffer, until
+from tests.support import call, running, sleep, small_send_buffer, until, websocket
 
 pytestmark = pytest.mark.integration
 
@@ -350,4 +350,19 @@ async def test_a_pusher_connection_holds_no_more_attributes_than_a_native_one():
         sock.send("pusher:ping", {})
         await sock.next()
         (connection,) = daemon.service.pusher.connections
-        assert len(vars(connection)) <= 24, sorted(vars(connection))
+        ws = await websocket(f"{daemon.ws}/sub/site/news", daemon.public_port)
+        hub = daemon.service.centers.loaded("site", "news")
+        (native,) = [s for s in hub.subscribers if s.transport_name == "websocket"]
+        ws.close()
+        assert len(vars(connection)) <= len(vars(native)) + 1, (sorted(vars(connection)), sorted(vars(native)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_text_message_that_is_not_utf8_closes_with_1007():
+    async with running() as daemon:
+        app = await pusher_app(daemon)
+        raw = await raw_websocket(daemon.public_port, f"/app/{app.key}?protocol=7")
+        await raw.client.wait_for(lambda data: b"connection_established" in data)
+        raw.send(client_frame(1, b'{"event": "pusher:ping", "data": "\xff"}'))
+        await raw.client.wait_for(lambda data: close_code(server_frames(bytes(data[raw.head_length:]))) is not None)
+        assert close_code(raw.frames) == 1007
