@@ -350,7 +350,11 @@ class Journal:
         id = self.next_id
         for _, rows, key in writes:
             for row in rows:
-                publisher, center, epoch, seq, ts, data, keep = row[:7]
+                if len(row) == 7:  # the default event: no slice made
+                    publisher, center, epoch, seq, ts, data, keep = row
+                    event = None
+                else:
+                    publisher, center, epoch, seq, ts, data, keep, event = row
                 name = (publisher, center, epoch)
                 stream = known.get(name) or made.get(name)
                 if stream is None:
@@ -362,7 +366,7 @@ class Journal:
                     # (committed by one that ended, say): refused, and the
                     # daemon catches up from the file.
                     raise Conflict(f"{publisher}/{center} is at {epoch}-{latest}, not {epoch}-{seq - 1}")
-                values += (id, stream.id, seq, ts, data, row[7] if len(row) > 7 else None)
+                values += (id, stream.id, seq, ts, data, event)
                 if entry is None:
                     added[stream] = ([id], seq, keep)
                 else:

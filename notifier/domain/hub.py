@@ -292,7 +292,7 @@ class Hub:
             return prepared
         # A running sum of the bytes retained: one step per message, whatever
         # is kept (the deque drops its oldest itself once ``history`` long).
-        added = counted_bytes(message)
+        added = message_bytes(data) if event == MESSAGE_EVENT else counted_bytes(message)
         if len(retained) == self.history:
             added -= counted_bytes(retained[0].message)
         elif not retained and self.account is not None:

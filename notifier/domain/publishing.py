@@ -57,14 +57,10 @@ class Publishing:
         for item in batch:
             if item[0] not in hubs:
                 hubs[item[0]] = await self._publishable(publisher, item[0])
-        entries: list[_Entry] = []
-        for item in batch:
-            if len(item) == 2:
-                entries.append((hubs[item[0]], item[1], MESSAGE_EVENT, None))
-            elif len(item) == 3:
-                entries.append((hubs[item[0]], item[1], item[2], None))
-            else:
-                entries.append((hubs[item[0]], item[1], item[2], item[3]))
+        entries: list[_Entry] = [
+            (hubs[item[0]], item[1], MESSAGE_EVENT, None) if len(item) == 2
+            else (hubs[item[0]], item[1], item[2], item[3] if len(item) == 4 else None)
+            for item in batch]
         ids, _, fresh = await self._publish(publisher, entries, key)
         return ids, fresh
 
