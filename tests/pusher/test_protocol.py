@@ -366,3 +366,21 @@ async def test_a_text_message_that_is_not_utf8_closes_with_1007():
         raw.send(client_frame(1, b'{"event": "pusher:ping", "data": "\xff"}'))
         await raw.client.wait_for(lambda data: close_code(server_frames(bytes(data[raw.head_length:]))) is not None)
         assert close_code(raw.frames) == 1007
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_answers_no_ping_is_dropped_and_one_that_does_is_kept():
+    async with running(subscribers={"ping_interval": 0.1}) as daemon:
+        app = await pusher_app(daemon)
+        alive = await connected(daemon, app)  # Autobahn's client answers pings by itself
+        await alive.subscribe("news")
+        raw = await raw_websocket(daemon.public_port, f"/app/{app.key}?protocol=7")  # answers nothing
+        await raw.client.wait_for(lambda data: b"connection_established" in data)
+        face = daemon.service.pusher
+        assert len(face.connections) == 2
+        await raw.client.wait_for(lambda data: raw.client.done, 5)
+        assert any(opcode == 9 for opcode, _ in raw.frames)  # it was pinged
+        await sleep(0.5)
+        assert len(face.connections) == 1
+        alive.send("pusher:ping", {})
+        assert (await alive.next())["event"] == "pusher:pong"
