@@ -205,8 +205,8 @@ class PusherConfig:
     client_events: bool = _key(False, bool)
     #: Events in one ``batch_events`` request at most.
     max_batch: int = _key(10, int, _between(1, 1000))
-    #: Characters of an event name at most.
-    max_event_name: int = _key(200, int, _between(1, 10_000))
+    #: Characters of an event name at most (a message's event is 200 at most).
+    max_event_name: int = _key(200, int, _between(1, 200))
     #: Bytes of an event's data at most (``[centers] max_message_bytes`` wins if smaller).
     max_event_bytes: int = _key(10_240, int, _between(1, 64 * 1024 * 1024))
     #: Seconds of silence after which a client pings, told to every client.

@@ -258,7 +258,8 @@ func (r *frameReader) next() ([]byte, error) {
 	}
 }
 
-// splitFrame reads the frame at the head of data: its opcode, FIN, payload
+// splitFrame reads the frame at the head of data (every WebSocket the load
+// generator reads, native or Pusher): its opcode, FIN, payload
 // (unmasked in place if masked) and length; ok false when incomplete.
 func splitFrame(data []byte) (op byte, fin bool, payload []byte, used int, ok bool) {
 	if len(data) < 2 {

@@ -277,45 +277,12 @@ func (c *streamConn) onData(p *poller, b []byte, now int64) {
 		data = c.pending
 	}
 	for {
-		if len(data) < 2 {
+		op, fin, payload, used, ok := splitFrame(data)
+		if !ok {
 			break
 		}
-		b0, b1 := data[0], data[1]
-		hl := 2
-		plen := int64(b1 & 0x7f)
-		switch plen {
-		case 126:
-			hl = 4
-			if len(data) < hl {
-				goto out
-			}
-			plen = int64(data[2])<<8 | int64(data[3])
-		case 127:
-			hl = 10
-			if len(data) < hl {
-				goto out
-			}
-			plen = 0
-			for k := 2; k < 10; k++ {
-				plen = plen<<8 | int64(data[k])
-			}
-		}
-		if b1&0x80 != 0 {
-			hl += 4 // a masked server frame: tolerated, unmasked below
-		}
-		if int64(len(data)) < int64(hl)+plen {
-			break
-		}
-		payload := data[hl : int64(hl)+plen]
-		if b1&0x80 != 0 {
-			key := data[hl-4 : hl]
-			for k := range payload {
-				payload[k] ^= key[k&3]
-			}
-		}
-		data = data[int64(hl)+plen:]
-		fin := b0&0x80 != 0
-		switch op := b0 & 0x0f; op {
+		data = data[used:]
+		switch op {
 		case 1, 2:
 			if fin {
 				c.frame(p, payload, now)
@@ -343,7 +310,6 @@ func (c *streamConn) onData(p *poller, b []byte, now int64) {
 			}
 		}
 	}
-out:
 	if fromPending {
 		n := copy(c.pending, data)
 		c.pending = c.pending[:n]

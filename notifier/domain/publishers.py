@@ -78,6 +78,14 @@ class PublisherHubs(Protocol):
         changed) the subscriptions of its private centers."""
 
 
+class AppChanges(Protocol):
+    """What holds a publisher's connections as an app (notifier.pusher.face):
+    told of every change, its settings included."""
+
+    def publisher_changed(self, name: str, removed: bool) -> None:
+        """*name* was *removed*, or changed (its secret, its settings)."""
+
+
 class Outboxes(Protocol):
     """The publishers' webhook outboxes on this node (notifier.webhooks)."""
 
@@ -98,7 +106,7 @@ class Publishers:
     hubs: PublisherHubs | None = None
     outboxes: Outboxes | None = None
     #: Told of every change, settings included (the Pusher face's open connections).
-    apps: PublisherHubs | None = None
+    apps: AppChanges | None = None
     make_secret: Callable[[], str] = new_secret
     make_key: Callable[[], str] = new_key
     _publishers: dict[str, tuple[Publisher, float]] = field(factory=dict)

@@ -94,7 +94,7 @@ def _event(request: Reading) -> str:
         return check_event_name(None)  # refused, as any name that is not one
 
 
-def _json_object(data: bytes, *, required: bool, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+def json_object(data: bytes, *, required: bool, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
     if len(data) > limit:
         raise TooLarge(f"the body is larger than {limit} bytes")
     if not data.strip():
@@ -286,7 +286,7 @@ class ApiApp:
     async def _made(self, request: WebRequest, publisher: str, center: str, body: bytes,
                     last_ts: bool = False) -> bytes:
         """``PUT`` a center: 201 and the center made, or 200 and the one there was."""
-        options = _center_options(_json_object(body, required=False))
+        options = _center_options(json_object(body, required=False))
         made, created = await self.centers.create_center(publisher, center, **options)
         return json_answer(request, await self._center(made, last_ts=last_ts), 201 if created else 200)
 
@@ -309,7 +309,7 @@ class ApiApp:
     @app.route("/api/v1/webhook", methods=["PUT"])
     async def set_webhook(self, request: WebRequest) -> bytes:
         publisher, body = await self._publisher(request)
-        webhook = webhook_of(_json_object(body, required=True))
+        webhook = webhook_of(json_object(body, required=True))
         await self.publishers.set_webhook(publisher, webhook)
         return json_answer(request, webhook_json(webhook))
 
@@ -349,7 +349,7 @@ class ApiApp:
     @app.route("/api/v1/messages", methods=["POST"])
     async def publish_batch(self, request: WebRequest) -> bytes:
         publisher, body = await self._publisher(request)
-        document = _json_object(body, required=True, limit=len(body))
+        document = json_object(body, required=True, limit=len(body))
         entries = document.get("messages")
         if set(document) != {"messages"} or not isinstance(entries, list) or not entries:
             raise BadRequest('the body must be {"messages": [{"center": ..., "data": ...}, ...]}',
@@ -394,7 +394,7 @@ class ApiApp:
     @app.route("/admin/v1/publishers", methods=["POST"])
     async def add_publisher(self, request: WebRequest) -> bytes:
         self._admin(request)
-        body = _json_object(_read(request), required=True)
+        body = json_object(_read(request), required=True)
         name = body.get("name")
         if set(body) != {"name"} or not isinstance(name, str):
             raise BadRequest('the body must be {"name": "<publisher name>"}', code="invalid_publisher")
@@ -418,7 +418,7 @@ class ApiApp:
         """Its settings: only ``{"pusher": {"client_events": true, false or
         null}}`` (``null``: as ``[pusher] client_events`` says)."""
         self._admin(request)
-        body = _json_object(_read(request), required=True)
+        body = json_object(_read(request), required=True)
         pusher = body.get("pusher")
         if set(body) != {"pusher"} or not isinstance(pusher, dict) or set(pusher) != {"client_events"} \
                 or not (pusher["client_events"] is None or isinstance(pusher["client_events"], bool)):

@@ -26,10 +26,12 @@ from notifier.domain.centers import Centers
 from notifier.domain.errors import NotifierError
 from notifier.domain.hub import Hub
 from notifier.domain.model import Publisher
+from notifier.domain.names import check_event_name
 from notifier.domain.presence import Presence
 from notifier.domain.publishers import Publishers
 from notifier.domain.publishing import Publishing
 from notifier.http.answers import now_or_later
+from notifier.http.api import json_object
 from notifier.http.request import Request
 from notifier.pusher import wire
 from notifier.pusher.face import PusherFace
@@ -174,13 +176,8 @@ class PusherApi:
 
     @staticmethod
     def _json(request: Request) -> dict[str, Any]:
-        try:
-            value = json.loads(request.body())
-        except (ValueError, RecursionError):
-            raise _bad("the body is not valid JSON") from None
-        if not isinstance(value, dict):
-            raise _bad("the body must be a JSON object")
-        return value
+        body = request.body()
+        return json_object(body, required=True, limit=len(body))  # refused as text by _answer
 
     def _event(self, entry: dict[str, Any], where: str = "") -> tuple[str, str, str | None]:
         """An event's name, data and socket id to exclude, checked."""
@@ -189,8 +186,10 @@ class PusherApi:
             raise _bad(f"{where}name is a string")
         if len(name) > self.config.max_event_name:
             raise Refused(413, f"{where}the event name is longer than {self.config.max_event_name} characters")
-        if any(ord(c) < 32 or ord(c) == 127 for c in name):
-            raise _bad(f"{where}the event name has control characters")
+        try:
+            check_event_name(name)  # a message's event, as any publish's
+        except NotifierError as e:
+            raise _bad(f"{where}{e.message}") from None
         if not isinstance(data, str):
             raise _bad(f"{where}data is a string")
         if len(data.encode("utf-8", "surrogatepass")) > self.max_event_bytes:
@@ -287,9 +286,14 @@ class PusherApi:
 
     # channel queries
 
+    @staticmethod
+    def _query(request: Request, name: bytes) -> str:
+        """The query parameter *name* ("" when not given)."""
+        return (request.args.get(name) or [b""])[0].decode("utf-8", "replace")
+
     def _channels(self, publisher: Publisher, request: Request) -> Any:
-        prefix = (request.args.get(b"filter_by_prefix") or [b""])[0].decode("utf-8", "replace")
-        info = self._info((request.args.get(b"info") or [b""])[0].decode("utf-8", "replace"))
+        prefix = self._query(request, b"filter_by_prefix")
+        info = self._info(self._query(request, b"info"))
         if "user_count" in info and not prefix.startswith("presence-"):
             raise _bad("info=user_count needs filter_by_prefix=presence-")
         channels: dict[str, Any] = {}
@@ -304,7 +308,7 @@ class PusherApi:
 
     async def _channel(self, publisher: Publisher, channel: str, request: Request) -> Any:
         self._channel_name(channel)
-        info = self._info((request.args.get(b"info") or [b""])[0].decode("utf-8", "replace"))
+        info = self._info(self._query(request, b"info"))
         return await self._channel_info(publisher, channel, info, everything=True)
 
     async def _channel_info(self, publisher: Publisher, channel: str, info: set[str],

@@ -52,6 +52,14 @@ def _frames(batch: Batch) -> tuple[bytes, frozenset[str]]:
     return batch.joined(wire.message_frame), _exclusions(batch)
 
 
+def _user_id(value: object) -> str | None:
+    """A user id as a site's library gives it: a string, or an integer
+    (Laravel's ids), as text; ``None`` for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
 def item_frame(item: Item) -> bytes:
     """A presence item as the Pusher frame of the channel of the same name."""
     body = item.body
@@ -311,10 +319,8 @@ class PusherConnection(WebSocketSubscriber):
             parsed = json.loads(channel_data) if isinstance(channel_data, str) else None
         except (ValueError, RecursionError):
             parsed = None
-        user_id = parsed.get("user_id") if isinstance(parsed, dict) else None
-        if isinstance(user_id, int) and not isinstance(user_id, bool):
-            user_id = str(user_id)
-        if not isinstance(user_id, str) or not user_id or len(user_id) > 200:
+        user_id = _user_id(parsed.get("user_id") if isinstance(parsed, dict) else None)
+        if user_id is None or len(user_id) > 200:
             self.send(wire.subscription_error(channel, "channel_data must be JSON with a user_id", 400))
             return None
         assert isinstance(parsed, dict)
@@ -469,10 +475,8 @@ class PusherConnection(WebSocketSubscriber):
             user = json.loads(user_data)
         except (ValueError, RecursionError):
             user = None
-        user_id = user.get("id") if isinstance(user, dict) else None
-        if isinstance(user_id, int) and not isinstance(user_id, bool):
-            user_id = str(user_id)
-        if not isinstance(user_id, str) or wire.USER_ID.match(user_id) is None:
+        user_id = _user_id(user.get("id") if isinstance(user, dict) else None)
+        if user_id is None or wire.USER_ID.match(user_id) is None:
             self._end(wire.UNAUTHORIZED, "user_data must be JSON with an id")
             return
         if self.user_id is not None:

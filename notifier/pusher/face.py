@@ -146,10 +146,7 @@ class PusherFace:
         """Whether *publisher*'s clients may send client events."""
         return publisher.relays_client_events(self.config.client_events)
 
-    # the apps (notifier.domain.publishers.Publishers.apps)
-
-    def live_publishers(self) -> set[str]:
-        return {connection.publisher.name for connection in self.connections if connection.publisher is not None}
+    # the apps (notifier.domain.publishers.AppChanges)
 
     def publisher_changed(self, name: str, removed: bool) -> None:
         """An app changed: its connections end if it was removed, else go
