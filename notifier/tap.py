@@ -36,10 +36,15 @@ class Options(usage.Options):
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     """The daemon's ``MultiService``: the state, the timers, both listeners."""
-    # The daemon makes few reference cycles but holds many long-lived
-    # objects (connections): collect the young generation less often, and
-    # leave what exists at start out of full collections, whose pauses show
-    # as delivery latency.
+    # The daemon holds many long-lived objects (connections): collect the
+    # young generation less often, and leave what exists at start out of
+    # full collections, whose pauses show as delivery latency. This holds
+    # only while a closed connection leaves no reference cycle, so that
+    # reference counting frees it at once (tests/test_connection_cycles.py):
+    # a cycle would wait for a full collection, which these thresholds
+    # make rare. Under churn (about 170 connections a second opened and
+    # closed for 150 s), the daemon's RSS stayed flat at 74 MiB; with the
+    # cycles it grew 36 MiB in the same run, and on.
     gc.freeze()
     gc.set_threshold(20_000, 50, 50)
     if reactor is None:

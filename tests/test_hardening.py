@@ -12,7 +12,7 @@ import base64
 import gc
 import json
 import time
-from types import SimpleNamespace
+import weakref
 from typing import Any, cast
 
 import jwt
@@ -632,7 +632,11 @@ def test_the_api_gate_bounds_each_route():
 def test_token_deadlines_share_one_timer_and_skip_who_left():
     clock = Clock()
     deadlines = TokenDeadlines(clock)
-    hub = SimpleNamespace(subscribers=set())
+
+    class Hub:  # the deadlines refer to it weakly
+        subscribers: set[Any] = set()
+
+    hub = Hub()
     closed: list[tuple[int, str]] = []
 
     class Subscriber:
@@ -654,6 +658,38 @@ def test_token_deadlines_share_one_timer_and_skip_who_left():
     clock.advance(10)
     assert closed == [(4, "expired"), (3, "expired"), (2, "expired"), (1, "expired")]
     assert clock.getDelayedCalls() == [] and len(deadlines) == 0
+
+
+def test_a_subscriber_that_left_is_freed_before_its_token_expires():
+    """The deadlines refer to a subscriber weakly: one that left (and its
+    connection) is freed at once, with no collection of cycles, not kept
+    until its token's time or the next sweep."""
+    clock = Clock()
+    deadlines = TokenDeadlines(clock)
+
+    class Hub:
+        def __init__(self) -> None:
+            self.subscribers: set[object] = set()
+
+    class Subscriber:
+        def close(self, reason: str) -> None:
+            raise AssertionError("a subscriber that left is not closed again")
+
+    hub, subscriber = Hub(), Subscriber()
+    hub.subscribers.add(subscriber)
+    deadlines.add(3600.0, hub, subscriber)  # type: ignore[arg-type]
+    gone = weakref.ref(subscriber)
+    hub.subscribers.discard(subscriber)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        del subscriber
+        assert gone() is None
+    finally:
+        if collecting:
+            gc.enable()
+    clock.advance(3600)
+    assert clock.getDelayedCalls() == []
 
 
 def test_connections_per_address_count_an_ipv6_client_by_its_64_network() -> None:

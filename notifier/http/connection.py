@@ -752,6 +752,7 @@ class HttpConnection(AnswersAtEndOfTurn, Protocol):
             return
         self.reading = None
         self.ready.clear()
+        self.parser = _SPENT  # it refers to this connection: no cycle left behind
         request, self.current = self.current, None
         if request is not None:
             request.gone(reason)

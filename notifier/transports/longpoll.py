@@ -104,7 +104,7 @@ class LongPoll:
     when it is answered)."""
 
     transport_name = "longpoll"
-    __slots__ = ("hub", "answer", "cursor", "_timer")
+    __slots__ = ("hub", "answer", "cursor", "_timer", "__weakref__")  # weakly in TokenDeadlines
 
     def __init__(self, hub: Hub, cursor: str | None, timeout: float, clock: IReactorTime,
                  member: Member | None = None) -> None:
@@ -156,7 +156,7 @@ class MultiLongPoll:
     answered with the body and the compound cursor after it."""
 
     transport_name = "longpoll"
-    __slots__ = ("hubs", "positions", "index", "in_order", "answer", "_timer")
+    __slots__ = ("hubs", "positions", "index", "in_order", "answer", "_timer", "__weakref__")
 
     def __init__(self, hubs: Sequence[Hub], positions: list[str], timeout: float, clock: IReactorTime,
                  member: Member | None = None, held: list[Prepared] | None = None) -> None:

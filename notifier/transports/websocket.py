@@ -22,6 +22,9 @@ from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.utf8validator import Utf8Validator
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 
 from notifier import compat
 from notifier.compat import NO_DELAY, FastWebSocket
@@ -127,6 +130,10 @@ class NotifierFactory(WebSocketServerFactory):
 def _as_attribute(value: object) -> object:
     # A function as a class attribute would be a method of each instance.
     return staticmethod(value) if isinstance(value, FunctionType) else value
+
+
+#: What a closed connection's ``is_closed`` is left as: fired, referring to nothing.
+CLOSED: Deferred[None] = succeed(None)
 
 
 class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types its transport details twice
@@ -280,6 +287,13 @@ class WebSocketSubscriber(  # type: ignore[misc]  # Autobahn types its transport
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._leave()
         self._waiting = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        # Autobahn resolves is_closed with the connection itself: a cycle
+        # that only the oldest generation's collection would free. Without
+        # it, a closed connection is freed as soon as nothing refers to it.
+        self.is_closed = CLOSED
 
     # Subscriber
 
