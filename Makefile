@@ -128,7 +128,13 @@ BENCH_TOOLS := go=golang-go \
   /usr/share/gocode/src/github.com/gorilla/websocket=golang-github-gorilla-websocket-dev \
   nginx=nginx /usr/lib/nginx/modules/ngx_nchan_module.so=libnginx-mod-nchan
 
-.PHONY: bench
+.PHONY: bench bench-centers
+
+# `make bench-centers`: the operator API paging through one publisher's
+# 100,000 centers (bench/centers_page.py; CENTERS=... for another count)
+CENTERS ?= 100000
+bench-centers: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" python3 bench/centers_page.py --centers $(CENTERS)
 
 bench: $(STAMP)
 	@for pair in $(BENCH_TOOLS); do \

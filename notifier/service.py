@@ -19,12 +19,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from notifier.backends.configured import open_backend, presence_directory
+from notifier.backends.configured import history_store, open_backend, presence_directory
 from notifier.backends.interfaces import Broker, BrokerHandler, Store
 from notifier.backends.redis.presence import REFRESH
 from notifier.config import Config, StoreConfig
 from notifier.domain.centers import Centers, sweep
 from notifier.domain.errors import NotifierError
+from notifier.domain.history import MetricsHistory
 from notifier.domain.presence import Presence
 from notifier.domain.publishers import Publishers, webhook_destination
 from notifier.domain.publishing import BrokerEvents, Publishing
@@ -71,7 +72,10 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     events = BrokerEvents(centers, publishers, webhooks, presence.remote)
     websockets = websocket_factory(config.subscribers.send_buffer_bytes, centers.dropped)
     public = PublicApp(publishers, centers, config, reactor, websockets)
-    metrics = Metrics(publishers, centers, stats, reactor, node, store_kind(config.store), presence)
+    # Sampled every second once the daemon runs; written to Redis, when
+    # shared, once the store is open (state, made below).
+    history = MetricsHistory(reactor, stats, node, cluster=history_store(broker), ready=lambda: state.opened)
+    metrics = Metrics(publishers, centers, stats, reactor, node, store_kind(config.store), presence, history)
     api = ApiApp(publishers, centers, publishing, config, reactor, metrics, first_use=broker.first_use,
                  presence=presence)
     face = None
@@ -98,6 +102,7 @@ def make_service(config: Config, reactor: Any) -> NotifierService:
     expiry.setServiceParent(daemon)
     _timer(presence.sweep, min(1.0, max(config.presence.leave_grace / 4, 0.05)), reactor, daemon)
     _timer(PresenceRefresh(presence, state).refresh, REFRESH, reactor, daemon)
+    Sampling(history).setServiceParent(daemon)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     daemon.listen("api", with_backlog(config.api.endpoint, config.api.backlog),
                   api_site(api, config, reactor, turn=turn), reactor)
     site: IProtocolFactory = public_site(public, config, reactor, turn=turn)
@@ -356,6 +361,22 @@ class ExpirySweep:
         else:
             log.failure("expiring idle centers failed", failure)
         self._failing = True
+
+
+class Sampling(Service):
+    """Samples the node's metrics history (notifier.domain.history) every
+    second while the daemon runs."""
+
+    def __init__(self, history: MetricsHistory) -> None:
+        self.history = history
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        self.history.start()
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        self.history.stop()
 
 
 class Admission(Service):

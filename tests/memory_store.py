@@ -97,6 +97,13 @@ class MemoryStore:
     async def list_centers(self, publisher: str) -> list[Center]:
         return [c for (owner, _), c in sorted(self.centers.items()) if owner == publisher]
 
+    async def page_centers(self, publisher: str, prefix: str = "", after: str | None = None,
+                           limit: int = 100) -> tuple[list[Center], int]:
+        named = [c for (owner, name), c in sorted(self.centers.items())
+                 if owner == publisher and name.startswith(prefix)]
+        later = [c for c in named if after is None or c.name > after]
+        return later[:limit], len(named)
+
     async def all_centers(self) -> list[Center]:
         return [c for _, c in sorted(self.centers.items())]
 

@@ -1,5 +1,6 @@
 """The store and the broker ``[store] url`` names (notifier.backends), and
-the presence directory that goes with the broker."""
+the presence directory and the store of the metrics history that go with
+the broker."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from notifier.backends.local import LocalBroker
 from notifier.backends.redis.addresses import parse_address
 from notifier.backends.redis.broker import RedisBroker
 from notifier.backends.redis.client import Redis
+from notifier.backends.redis.history import RedisHistory
 from notifier.backends.redis.keys import Keys
 from notifier.backends.redis.presence import RedisDirectory
 from notifier.backends.redis.store import RedisStore
 from notifier.backends.sqlite import MEMORY, SQLiteStore
 from notifier.config import StoreConfig
+from notifier.domain.history import ClusterHistory
 from notifier.domain.presence import Directory, LocalDirectory
 
 
@@ -40,3 +43,11 @@ def presence_directory(broker: Broker, reactor: IReactorTime, node: str) -> Dire
     if isinstance(broker, RedisBroker):
         return RedisDirectory(broker.redis, broker.keys, reactor, node)
     return LocalDirectory()
+
+
+def history_store(broker: Broker) -> ClusterHistory | None:
+    """Where the nodes sharing *broker* keep their metrics history: Redis;
+    none when the node is the only one (its own memory answers)."""
+    if isinstance(broker, RedisBroker):
+        return RedisHistory(broker.redis, broker.keys)
+    return None

@@ -163,6 +163,14 @@ class Store(Protocol):
 
     async def list_centers(self, publisher: str) -> list[Center]: ...
 
+    async def page_centers(self, publisher: str, prefix: str = "", after: str | None = None,
+                           limit: int = 100) -> tuple[list[Center], int]:
+        """At most *limit* of the publisher's centers whose names start
+        with *prefix*, by name, after the name *after* (``None``: from the
+        first); and how many centers start with *prefix* in all. An index,
+        not a scan: a page of a publisher's 100,000 centers costs what a
+        page of ten does (docs/protocol.rst: The operator API)."""
+
     async def all_centers(self) -> list[Center]:
         """Every center of every publisher."""
 

@@ -365,6 +365,27 @@ class SQLiteStore:
         )
         return [_center(row) for row in rows]
 
+    async def page_centers(self, publisher: str, prefix: str = "", after: str | None = None,
+                           limit: int = 100) -> tuple[list[Center], int]:
+        return await self._interact(self._page_centers, publisher, prefix, after, limit)
+
+    @staticmethod
+    def _page_centers(cursor: sqlite3.Cursor, publisher: str, prefix: str, after: str | None,
+                      limit: int) -> tuple[list[Center], int]:
+        # Names are ASCII below DEL: those starting with the prefix are the
+        # range [prefix, prefix + DEL), a range of the primary key's index.
+        low, high = prefix, prefix + "\x7f"
+        cursor.execute("SELECT COUNT(*) FROM centers WHERE publisher = ? AND name >= ? AND name < ?",
+                       (publisher, low, high))
+        total = cursor.fetchone()[0]
+        if after is not None and after >= low:
+            low_test, low = "name > ?", after
+        else:
+            low_test = "name >= ?"
+        cursor.execute(f"SELECT {CENTER_COLUMNS} FROM centers WHERE publisher = ? AND {low_test} AND name < ?"
+                       " ORDER BY name LIMIT ?", (publisher, low, high, limit))
+        return [_center(row) for row in cursor.fetchall()], total
+
     async def all_centers(self) -> list[Center]:
         rows = await self._query(
             f"SELECT {CENTER_COLUMNS} FROM centers ORDER BY publisher, name"

@@ -160,7 +160,7 @@ class Centers:
             account = self._retention[center.publisher] = Retention(self.config.max_retained_bytes_per_publisher)
         hub = self._hubs[key] = Hub(center, epoch, history, self.clock.seconds, ttl, self._schedule,
                                     watcher=self.watcher, max_bytes=self.config.max_retained_bytes,
-                                    account=account)
+                                    account=account, tally=self.stats.subscribed)
         account.hubs[center.name] = hub
         if stream is not None:
             hub.restore(stream.epoch, stream.seq, list(stream.retained))

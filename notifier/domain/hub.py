@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from notifier.backends.interfaces import Retained
 from notifier.domain.model import MESSAGE_EVENT, Center, Member, Message
 from notifier.domain.retention import Retention, message_bytes
+from notifier.domain.stats import Subscribed
 
 log = Logger()
 
@@ -228,6 +229,8 @@ class Hub:
     max_bytes: int = field(default=0, kw_only=True)
     #: What its publisher's hubs retain together (notifier.domain.retention), if told.
     account: Retention | None = field(default=None, kw_only=True)
+    #: Counts the node's subscribers by transport as they come and go, if told.
+    tally: Subscribed | None = field(default=None, kw_only=True)
     _bytes: int = field(default=0, init=False)
 
     @touched.default
@@ -470,6 +473,28 @@ class Hub:
         """The retained messages ``[start, end)`` (``resume_point``)."""
         return list(islice(self._retained, start, end))
 
+    @property
+    def retained_count(self) -> int:
+        """How many messages it retains that subscribers have been sent."""
+        return max(len(self._retained) - (self._seq - self._sent), 0)
+
+    def retained_before(self, before: str | None, limit: int) -> tuple[list[Message], bool]:
+        """At most *limit* of the retained messages subscribers have been
+        sent, newest first, those older than the message *before* (``None``:
+        from the newest); and whether older ones are retained still. An id
+        of another epoch, or older than any retained, has none before it."""
+        end = stop = self.retained_count
+        if before is not None:
+            parsed = parse_id(before)
+            if parsed is None or parsed[0] != self.epoch:
+                return [], False
+            oldest = self._seq - len(self._retained) + 1
+            stop = min(max(parsed[1] - oldest, 0), end)
+        start = max(stop - limit, 0)
+        messages = [prepared.message for prepared in islice(self._retained, start, stop)]
+        messages.reverse()
+        return messages, start > 0
+
     def attach(self, subscriber: Subscriber, cursor: str | None, member: Member | None = None) -> Opening:
         """Subscribe (as *member*, in a presence center) and return the
         backlog after *cursor*, in one step.
@@ -484,6 +509,9 @@ class Hub:
 
     def subscribe(self, subscriber: Subscriber, member: Member | None = None) -> None:
         subscribers = self.subscribers
+        tally = self.tally
+        if tally is not None and subscriber not in subscribers:
+            tally.came(subscriber)
         watcher = self.watcher
         if watcher is None:
             subscribers.add(subscriber)
@@ -499,6 +527,8 @@ class Hub:
         subscribers = self.subscribers
         if subscriber in subscribers:
             subscribers.discard(subscriber)
+            if self.tally is not None:
+                self.tally.went(subscriber)
             watcher = self.watcher
             if watcher is not None and subscriber in self.members:
                 watcher.went(self, subscriber)

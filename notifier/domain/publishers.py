@@ -150,7 +150,8 @@ class Publishers:
         publisher = await self.store.get_publisher(name)
         if publisher is None:
             raise self._no_publisher(name)
-        return publisher, len(await self.store.list_centers(name))
+        _, count = await self.store.page_centers(name, "", None, 0)
+        return publisher, count
 
     async def list_publishers(self) -> list[tuple[Publisher, int]]:
         return await self.store.list_publishers()

@@ -28,6 +28,9 @@ from notifier.domain.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from notifier.domain.history import history_query
+from notifier.domain.hub import parse_id
+from notifier.domain.listing import MAX_LIMIT, check_listing, page_centers
 from notifier.domain.model import MESSAGE_EVENT, Center, Publisher
 from notifier.domain.names import check_center_name, check_event_name
 from notifier.domain.presence import Presence
@@ -37,9 +40,10 @@ from notifier.domain.signatures import IDEMPOTENT
 from notifier.http.answers import install_error_handlers, json_answer, now_or_later, published_answer
 from notifier.http.console import Console
 from notifier.http.console_tail import Tail
-from notifier.http.metrics import Metrics
-from notifier.http.request import Answering, Reading, Request
+from notifier.http.metrics import TRANSPORTS, Metrics
+from notifier.http.request import Answering, Reading, Request, query_arg
 from notifier.http.web import KleinSeam, WebRequest
+from notifier.transports.envelope import envelope
 from notifier.webhooks import webhook_json, webhook_of
 
 if TYPE_CHECKING:
@@ -49,6 +53,10 @@ TEXT_TYPES = (b"application/json", b"application/xml")
 MAX_JSON_BODY = 64 * 1024  # request bodies other than messages
 MAX_BATCH = 10_000  # messages in one batch
 MAX_IDEMPOTENCY_KEY = 255
+#: Retained messages in a page of a center's history, when not told.
+MESSAGES_PAGE = 50
+#: Members of a presence center listed with it, at most.
+MAX_MEMBER_LIST = 1000
 #: The first segments of Pusher's HTTP API (notifier.pusher.api).
 PUSHER_PATHS = frozenset({b"apps", b"users"})
 
@@ -459,9 +467,50 @@ class ApiApp:
 
     @app.route("/admin/v1/publishers/<name>/centers", methods=["GET"])
     async def admin_centers(self, request: WebRequest, name: str) -> bytes:
+        """A page of its centers: ``?prefix=&sort=&limit=&cursor=`` (notifier.domain.listing)."""
         self._admin(request)
-        centers = await self.centers.list_centers(await self._owner(name))
-        return json_answer(request, {"centers": [await self._center(c, last_ts=True) for c in centers]})
+        sort, limit, prefix = check_listing(
+            query_arg(request, b"sort"), query_arg(request, b"limit"), query_arg(request, b"prefix"))
+        page = await page_centers(self.centers, await self._owner(name), prefix=prefix, sort=sort,
+                                  limit=limit, cursor=query_arg(request, b"cursor"))
+        return json_answer(request, {"centers": [await self._center(c, last_ts=True) for c in page.centers],
+                                     "next": page.next, "total": page.total})
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["GET"])
+    async def admin_center(self, request: WebRequest, name: str, center: str) -> bytes:
+        """A center, with its subscribers on this node by transport and, for
+        a presence center, who is there."""
+        self._admin(request)
+        hub = await self.centers.hub(await self._owner(name), center)
+        described = await self._center(hub.center, last_ts=True)
+        transports = dict.fromkeys(TRANSPORTS, 0)
+        for subscriber in tuple(hub.subscribers):
+            transports[subscriber.transport_name] = transports.get(subscriber.transport_name, 0) + 1
+        described["transports"] = transports
+        if hub.center.presence:
+            members = await self._members(hub.center)
+            described["member_list"] = [{"uid": uid, "info": info} for uid, info in members[:MAX_MEMBER_LIST]]
+        return json_answer(request, described)
+
+    @app.route("/admin/v1/publishers/<name>/centers/<center>/messages", methods=["GET"])
+    async def admin_messages(self, request: WebRequest, name: str, center: str) -> bytes:
+        """What a center retains, newest first, a page at a time:
+        ``?limit=&before=<id>``; and where it stands, for the tail's ``since``."""
+        self._admin(request)
+        limit = query_arg(request, b"limit")
+        if limit is not None and not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_LIMIT):
+            raise BadRequest(f"limit is 1 to {MAX_LIMIT}", code="invalid_query")
+        before = query_arg(request, b"before")
+        if before is not None and parse_id(before) is None:
+            raise BadRequest("before is a message id, {epoch}-{seq}", code="invalid_query")
+        hub = await self.centers.hub(await self._owner(name), center)
+        messages, older = hub.retained_before(before, int(limit) if limit is not None else MESSAGES_PAGE)
+        return json_answer(request, {
+            "messages": [envelope(message) for message in messages],
+            "position": hub.position,
+            "next": messages[-1].id if older and messages else None,
+            "retained": hub.retained_count,
+        })
 
     @app.route("/admin/v1/publishers/<name>/centers/<center>", methods=["PUT"])
     async def admin_create_center(self, request: WebRequest, name: str, center: str) -> bytes:
@@ -494,14 +543,25 @@ class ApiApp:
         members = await self._members(hub.center) if hub.center.presence else None
         if self.centers.loaded(name, center) is not hub:
             raise NotFound(f"no center {center!r}", code="no_such_center")  # deleted meanwhile
+        since = query_arg(request, b"since")
+        if since is not None and parse_id(since) is None:
+            raise BadRequest("a cursor is {epoch}-{seq}, seq being 1 to 18 ASCII digits", code="bad_cursor")
         tail = Tail(request, hub, self.clock)
-        tail.start(members)
+        tail.start(members, since)
         await tail.ended
 
     @app.route("/admin/v1/stats", methods=["GET"])
     async def stats(self, request: WebRequest) -> bytes:
         self._admin(request)
         return json_answer(request, await self.metrics.stats())
+
+    @app.route("/admin/v1/history", methods=["GET"])
+    async def history(self, request: WebRequest) -> bytes:
+        """The node's figures over time, with Redis every node's summed:
+        ``?range=5m|1h|24h&after=<t>`` (notifier.domain.history)."""
+        self._admin(request)
+        name, after = history_query(request.args)
+        return json_answer(request, await self.metrics.history.answer(name, after))
 
     @app.route("/metrics", methods=["GET"])
     async def prometheus(self, request: WebRequest) -> bytes:

@@ -7,7 +7,7 @@ subscribers, so watching a center neither counts as a subscriber nor makes
 it occupied, nor a member of it; nor does a new secret of its publisher
 end it, as it ends the subscriptions of a private center.
 
-    event: hello          data: {"center", "position"}
+    event: hello          data: {"center", "position", "recovered"}
     id: <id> / event: message / data: {"id", "center", "data", "ts"}, and "event" when not "message"
     event: members|join|leave   data: the presence item
     event: end            data: {"reason"}   (the center deleted, the daemon stopping)
@@ -16,7 +16,9 @@ in the frames of the SSE transport (notifier.transports.sse), a ``format=json``
 stream's events of envelopes (every message a ``message`` event, its own
 event named in its envelope), each message encoded once for both; with a
 comment line every ``KEEP_ALIVE`` seconds. A tail that falls more than
-``MAX_BUFFER`` bytes behind is ended: it is a view, not a delivery.
+``MAX_BUFFER`` bytes behind is ended: it is a view, not a delivery. With
+``since=<position>`` (where the center stood when the console read its
+history), the messages retained after it come first, then the live ones.
 """
 
 from __future__ import annotations
@@ -51,16 +53,23 @@ class Tail:
         #: Fires once the tail has ended (its request finished, or gone).
         self.ended: Deferred[None] = Deferred()
 
-    def start(self, members: list[tuple[str, Any]] | None) -> None:
-        """Open the stream: where the center stands, and who is there (a
-        presence center); from now on, what goes out."""
+    def start(self, members: list[tuple[str, Any]] | None, since: str | None = None) -> None:
+        """Open the stream: where the center stands, who is there (a
+        presence center), what it retains after *since* (a position the
+        console had, e.g. of the history it shows); from now on, what goes
+        out. All in one turn: nothing goes out between the retained
+        messages and the live ones."""
         request = self.request
+        hub = self.hub
         sse.start_response(request, cache_control=b"no-store")
-        hello = {"center": self.hub.center.name, "position": self.hub.position}
+        backlog, recovered = hub.retained_after(since) if since is not None else ([], True)
+        hello = {"center": hub.center.name, "position": hub.position, "recovered": recovered}
         self._write(sse.named_event("hello", json.dumps(hello)))
         if members is not None:
-            self._write(sse.item_event(members_item(self.hub.center.name, members)))
-        self.hub.observers.add(self)
+            self._write(sse.item_event(members_item(hub.center.name, members)))
+        if backlog:
+            self._write(sse.envelope_events(Batch(backlog)))
+        hub.observers.add(self)
         request.notifyFinish().addBoth(self._gone)
         self._timer = self.clock.callLater(KEEP_ALIVE, self._keep_alive)
 

@@ -1,4 +1,5 @@
-"""``/admin/v1/stats`` and ``/metrics``: one snapshot of the node, two renderings."""
+"""``/admin/v1/stats`` and ``/metrics``: one snapshot of the node, two
+renderings; and ``/admin/v1/history``, its samples over time."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.interfaces import IReactorTime
 
 from notifier.domain.centers import Centers
+from notifier.domain.history import MetricsHistory
 from notifier.domain.presence import Presence
 from notifier.domain.publishers import Publishers
 from notifier.domain.stats import Stats
@@ -39,7 +41,8 @@ class Metrics:
     """What the node counts and holds, gathered for ``/admin/v1/stats`` and ``/metrics``."""
 
     def __init__(self, publishers: Publishers, centers: Centers, stats: Stats, clock: IReactorTime,
-                 node: str = "", store: str = "sqlite", presence: Presence | None = None) -> None:
+                 node: str = "", store: str = "sqlite", presence: Presence | None = None,
+                 history: MetricsHistory | None = None) -> None:
         self.publishers = publishers
         self.centers = centers
         self.counted = stats
@@ -50,6 +53,14 @@ class Metrics:
         self.store = store
         #: The Pusher face, whose connections count as ``pusher`` (each once, whatever its channels).
         self.pusher: PusherFace | None = None
+        #: The node's samples over time (this node's own only, unless given one that shares them).
+        self.history = history if history is not None else MetricsHistory(clock, stats, node)
+        self.history.pushers = self.pusher_connections
+
+    def pusher_connections(self) -> int:
+        """The Pusher connections, as ``connections`` counts them: every
+        one the face holds is open to an app."""
+        return 0 if self.pusher is None else len(self.pusher.connections)
 
     def connections(self) -> Counter[tuple[str, str]]:
         """Live subscribers by ``(transport, publisher)``: connections, a

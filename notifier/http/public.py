@@ -44,7 +44,7 @@ from notifier.domain.names import CENTER_NAME, PUBLISHER_NAME
 from notifier.domain.publishers import Publishers
 from notifier.domain.token_deadlines import TokenDeadlines
 from notifier.http.answers import error_answer, json_answer, jsonp_answer
-from notifier.http.request import Request
+from notifier.http.request import Request, query_arg
 from notifier.transports import longpoll, sse, websocket
 
 if TYPE_CHECKING:
@@ -54,16 +54,6 @@ log = Logger()
 
 CALLBACK = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII)
 MAX_LONGPOLL_TIMEOUT = 120
-
-
-def _arg(request: Request, name: bytes) -> str | None:
-    values: list[bytes] | None = request.args.get(name)
-    if not values:
-        return None
-    try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"query parameter {name.decode()!r} is not UTF-8") from None
 
 
 def _cursor(value: str | None) -> str | None:
@@ -110,7 +100,7 @@ def _centers(segment: str) -> tuple[str, ...]:
 
 
 def _callback(request: Request) -> str | None:
-    callback = _arg(request, b"callback")
+    callback = query_arg(request, b"callback")
     if callback is not None and not CALLBACK.match(callback):
         raise BadRequest("callback must be a JavaScript identifier path", code="invalid_callback")
     return callback
@@ -324,7 +314,7 @@ class Subscriptions(_Leaf):
                 owner = await self.publishers.publisher(publisher)
                 if owner is None:
                     raise _no_center(private[0])
-                claims = subscriber_claims(_arg(request, b"token"), owner, self.clock.seconds())
+                claims = subscriber_claims(query_arg(request, b"token"), owner, self.clock.seconds())
                 for name in private:
                     if not grants(claims, name):
                         raise Unauthorized(f"the subscriber token does not grant center {name!r}",
@@ -356,7 +346,7 @@ class Subscriptions(_Leaf):
     # transports
 
     def _websocket_checked(self, request: Request, count: int) -> Serve:
-        fmt = _arg(request, b"format")
+        fmt = query_arg(request, b"format")
         if fmt is not None and fmt not in websocket.FORMATS:
             raise BadRequest("format must be raw or json", code="invalid_format")
         if count > 1:
@@ -367,7 +357,7 @@ class Subscriptions(_Leaf):
         fmt = fmt or "raw"
         if not self._origin_allowed(request.getHeader(b"origin")):
             raise Forbidden("this origin may not subscribe", code="origin_not_allowed")
-        cursors = _cursors(_arg(request, b"since"), count)
+        cursors = _cursors(query_arg(request, b"since"), count)
         websockets = self.websockets
 
         def serve(request: Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
@@ -379,10 +369,10 @@ class Subscriptions(_Leaf):
         # A browser reconnecting by itself sends the last id it saw in
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
-        cursors = _cursors(last_event_id.decode("latin-1") if last_event_id else _arg(request, b"since"), count)
+        cursors = _cursors(last_event_id.decode("latin-1") if last_event_id else query_arg(request, b"since"), count)
         # format=json: every message a "message" event of its envelope, for
         # a client that cannot listen for every event name (notifier.js).
-        fmt = _arg(request, b"format")
+        fmt = query_arg(request, b"format")
         if fmt is not None and fmt not in websocket.FORMATS:
             raise BadRequest("format must be raw or json", code="invalid_format")
         as_json = fmt == "json"
@@ -395,7 +385,7 @@ class Subscriptions(_Leaf):
 
     def _longpoll_checked(self, request: Request, count: int) -> Serve:
         callback = _callback(request)
-        cursors = _cursors(_arg(request, b"since"), count)
+        cursors = _cursors(query_arg(request, b"since"), count)
         timeout = self._timeout(request)
         serve_polls = self.longpolls.serve
 
@@ -405,7 +395,7 @@ class Subscriptions(_Leaf):
         return serve
 
     def _timeout(self, request: Request) -> float:
-        value = _arg(request, b"timeout")
+        value = query_arg(request, b"timeout")
         if value is None:
             return self.config.subscribers.longpoll_timeout
         try:

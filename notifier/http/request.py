@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString, parse_qs
 
 from notifier import __version__
-from notifier.domain.errors import NotifierError
+from notifier.domain.errors import BadRequest, NotifierError
 
 if TYPE_CHECKING:
     from notifier.http.connection import HttpConnection
@@ -319,3 +319,15 @@ class Request:
         notifications, self._notifications = self._notifications, None
         for d in notifications or ():
             d.errback(reason)
+
+
+def query_arg(request: Any, name: bytes) -> str | None:
+    """The first value of query parameter *name* of *request* (``None``
+    without one); 400 if it is not UTF-8."""
+    values: list[bytes] | None = request.args.get(name)
+    if not values:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"query parameter {name.decode()!r} is not UTF-8") from None

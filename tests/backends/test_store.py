@@ -207,6 +207,47 @@ async def test_get_list_remove_centers(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_centers_are_paged_by_name_within_a_prefix_with_their_total(store):
+    await _with_publishers(store, "site", "other")
+    names = ["user.1", "user.10", "user.2", "user", "user~", "users", "usez", "Zeta", "-dash", "uses.1", "u"]
+    for name in names:
+        await store.add_center(center("site", name))
+    await store.add_center(center("other", "user.3"))
+
+    async def walk(prefix: str, limit: int) -> list[list[str]]:
+        pages, after = [], None
+        while True:
+            page, total = await store.page_centers("site", prefix, after, limit)
+            assert total == sum(1 for name in names if name.startswith(prefix))
+            if not page:
+                return pages
+            pages.append([c.name for c in page])
+            after = page[-1].name
+
+    assert await walk("", 4) == [sorted(names)[i:i + 4] for i in range(0, len(names), 4)]
+    assert await walk("user.", 2) == [["user.1", "user.10"], ["user.2"]]
+    assert await walk("user", 10) == [["user", "user.1", "user.10", "user.2", "users", "user~"]]
+    assert await walk("nobody", 10) == []
+    # the centers themselves, as stored; a count alone with no room for any
+    assert (await store.page_centers("site", "Zeta", None, 5)) == ([center("site", "Zeta")], 1)
+    assert (await store.page_centers("site", "user", None, 0)) == ([], 6)
+    # a name to start after that sorts before the prefix starts at the prefix
+    assert [c.name for c in (await store.page_centers("site", "user.", "a", 5))[0]] == \
+        ["user.1", "user.10", "user.2"]
+    # removals and additions between pages: nothing given twice, nothing later skipped
+    first, _ = await store.page_centers("site", "", None, 3)
+    assert await store.remove_center("site", first[0].name) is True
+    await store.add_center(center("site", "aaa"))  # before the page reached: not in what follows
+    await store.add_center(center("site", "zzz"))
+    rest, total = await store.page_centers("site", "", first[-1].name, 100)
+    assert [c.name for c in rest] == sorted(set(names) | {"zzz"})[3:]
+    assert total == len(names) + 1
+    # a removed publisher has none left to page
+    assert await store.remove_publisher("site") is True
+    assert await store.page_centers("site", "", None, 10) == ([], 0)
+
+
+@pytest_twisted.ensureDeferred
 async def test_centers_of_two_publishers_never_mix(store):
     await _with_publishers(store, "a", "b")
     mine = center("a", "news", private=True, history=5, ttl=10, created=1.0)
@@ -569,6 +610,28 @@ async def test_redis_gives_publishers_stored_before_app_ids_theirs_at_open_or_wh
         assert await store.remove_publisher("later") is True
         assert await store.get_publisher_by_app_id("4") is None
         assert await store.get_publisher_by_key(later.key) is None
+    finally:
+        await store.close()
+
+
+@pytest.mark.redis
+@pytest_twisted.ensureDeferred
+async def test_redis_pages_the_centers_a_daemon_of_an_earlier_version_stored(tmp_path, redis_server):
+    """Centers stored with no sorted set of their names (as before paging)
+    are paged all the same: the set is made from the hash when it is found
+    not to match it."""
+    store = await _make("redis", tmp_path, redis_server)
+    await store.open()
+    try:
+        await _with_publishers(store, "site")
+        for name in ("b", "a"):
+            await store.add_center(center("site", name))
+        for name in ("d", "c"):  # as an earlier daemon added them: into the hash only
+            await store.redis.call("hset", store.keys.centers("site"), name, json.dumps(
+                {"private": False, "history": None, "ttl": None, "created": 1.0, "epoch": "e9"}))
+        page, total = await store.page_centers("site", "", "a", 2)
+        assert ([c.name for c in page], total) == (["b", "c"], 4)
+        assert int(await store.redis.call("zcard", store.keys.center_names("site"))) == 4
     finally:
         await store.close()
 

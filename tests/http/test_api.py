@@ -85,6 +85,7 @@ def test_unknown_paths_are_json_404(api, site, path):
     ("GET", "/admin/v1/publishers/site/rotate", {"POST"}),
     ("POST", "/admin/v1/publishers/site", {"GET", "PATCH", "DELETE"}),
     ("POST", "/admin/v1/stats", {"GET"}),
+    ("POST", "/admin/v1/history", {"GET"}),
     ("POST", "/metrics", {"GET"}),
 ])
 def test_wrong_methods_are_json_405_with_allow(api, site, method, path, allowed):
@@ -450,6 +451,7 @@ ADMIN_REQUESTS = [
     ("PATCH", "/admin/v1/publishers/site", '{"pusher": {"client_events": true}}'),
     ("DELETE", "/admin/v1/publishers/site", None),
     ("GET", "/admin/v1/stats", None),
+    ("GET", "/admin/v1/history", None),
     ("GET", "/metrics", None),
 ]
 

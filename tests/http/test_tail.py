@@ -43,7 +43,7 @@ def test_a_tail_opens_with_where_the_center_stands_and_who_is_there() -> None:
         (b"Content-Type", [b"text/event-stream; charset=utf-8"]), (b"Cache-Control", [b"no-store"]),
         (b"X-Accel-Buffering", [b"no"])]
     assert watched.sent() == (
-        b'event: hello\ndata: {"center": "room", "position": "er-0"}\n\n'
+        b'event: hello\ndata: {"center": "room", "position": "er-0", "recovered": true}\n\n'
         b'event: members\ndata: {"presence": "members", "center": "room", '
         b'"members": [{"uid": "7", "info": {"name": "Ann"}}]}\n\n')
     # an observer: no subscriber, no member

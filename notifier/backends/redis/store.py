@@ -25,6 +25,7 @@ from notifier.domain.publishers import new_key
 
 ADD_CENTER = Script.named("add_center")
 ADD_PUBLISHER = Script.named("add_publisher")
+PAGE_CENTERS = Script.named("page_centers")
 PUBLISHER_BY = Script.named("publisher_by")
 REPLACE_PUBLISHER = Script.named("replace_publisher")
 REMOVE_CENTER = Script.named("remove_center")
@@ -169,7 +170,7 @@ class RedisStore:
 
     async def remove_publisher(self, name: str) -> bool:
         keys = [self.keys.publishers, self.keys.centers(name), self.keys.deadlines, self.keys.webhooks,
-                self.keys.publisher_apps, self.keys.publisher_keys]
+                self.keys.publisher_apps, self.keys.publisher_keys, self.keys.center_names(name)]
         paths = f"{name}/"
         args = [name, self.keys.seq(paths), self.keys.log(paths), paths, self.keys.idempotency(name, "*")]
         return int(await self.redis.script(REMOVE_PUBLISHER, keys, args)) == 1
@@ -182,7 +183,8 @@ class RedisStore:
             "created": center.created, "epoch": center.epoch, "presence": center.presence,
         })
         created, stored = await self.redis.script(
-            ADD_CENTER, [self.keys.centers(center.publisher)], [center.name, record, limit])
+            ADD_CENTER, [self.keys.centers(center.publisher), self.keys.center_names(center.publisher)],
+            [center.name, record, limit])
         if int(created) == -1:
             return None
         return _center(center.publisher, center.name, stored), int(created) == 1
@@ -195,6 +197,17 @@ class RedisStore:
         records: dict[str, str] = await self.redis.call("hgetall", self.keys.centers(publisher))
         return [_center(publisher, name, records[name]) for name in sorted(records)]
 
+    async def page_centers(self, publisher: str, prefix: str = "", after: str | None = None,
+                           limit: int = 100) -> tuple[list[Center], int]:
+        # Names are ASCII below DEL: those starting with the prefix sort
+        # in [prefix, prefix + DEL).
+        low = f"({after}" if after is not None and after >= prefix else f"[{prefix}"
+        answer = await self.redis.script(
+            PAGE_CENTERS, [self.keys.centers(publisher), self.keys.center_names(publisher)],
+            [low, f"({prefix}\x7f", f"[{prefix}", limit])
+        found = iter(answer[1:])
+        return [_center(publisher, name, record) for name, record in zip(found, found, strict=True)], int(answer[0])
+
     async def all_centers(self) -> list[Center]:
         centers = []
         for publisher in sorted(await self.redis.call("hkeys", self.keys.publishers)):
@@ -203,7 +216,8 @@ class RedisStore:
 
     async def remove_center(self, publisher: str, name: str) -> bool:
         path = f"{publisher}/{name}"
-        keys = [self.keys.centers(publisher), self.keys.seq(path), self.keys.log(path), self.keys.deadlines]
+        keys = [self.keys.centers(publisher), self.keys.seq(path), self.keys.log(path), self.keys.deadlines,
+                self.keys.center_names(publisher)]
         return int(await self.redis.script(REMOVE_CENTER, keys, [name, path])) == 1
 
     async def set_webhook(self, publisher: str, webhook: Webhook) -> bool:

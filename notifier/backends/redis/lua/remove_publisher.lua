@@ -3,7 +3,8 @@
 -- Its app id and key no longer name it.
 --
 -- KEYS: publishers hash, the publisher's centers hash, deadlines, webhooks
---       hash, app ids hash (app id -> name), keys hash (key -> name)
+--       hash, app ids hash (app id -> name), keys hash (key -> name), the
+--       sorted set of its centers' names
 -- ARGV: name, then what each of its centers' seq key, log key and path
 --       start with (a center's name completes them), then the pattern of
 --       its Idempotency-Keys (a publisher made again under the name must
@@ -22,7 +23,7 @@ for _, center in ipairs(redis.call('HKEYS', KEYS[2])) do
   redis.call('DEL', ARGV[2] .. center, ARGV[3] .. center)
   redis.call('ZREM', KEYS[3], ARGV[4] .. center)
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[7])
 redis.call('HDEL', KEYS[4], ARGV[1])
 local cursor = '0'
 repeat
