@@ -140,6 +140,7 @@ async def measure(args: argparse.Namespace, api: int) -> dict:
     if status != 201:
         raise RuntimeError(f"adding the publisher: {status} {body!r}")
     secret = json.loads(body)["secret"]
+    admin.close()  # idle meanwhile: the daemon would close it
     auth = "Basic " + base64.b64encode(f"site:{secret}".encode()).decode()
     names = [f"user.{n}" for n in range(args.centers)]
     started = time.monotonic()
