@@ -18,12 +18,13 @@ from typing import Protocol
 from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from notifier.backends.interfaces import Arrival, Broker, LiveCenter, Store
 from notifier.config import CentersConfig
 from notifier.domain.errors import BadRequest, Forbidden, NotFound
-from notifier.domain.hub import Hub, Subscriber, Watcher
+from notifier.domain.hub import Hub, Subscriber, Watcher, parse_id
 from notifier.domain.model import Center
 from notifier.domain.names import CENTER_NAME, check_center_name, matches
 from notifier.domain.publishers import Publishers
@@ -276,6 +277,23 @@ class Centers:
         elif arrival.seq > hub.seq:
             self._catch_up(hub)  # some went missing on the way: the broker has them
         # else had already
+
+    async def caught_up(self, hub: Hub, cursor: str) -> None:
+        """Bring *hub* up to *cursor*, a position of its epoch past what it
+        has sent, which a subscriber resuming was given by another node
+        (``Hub.ahead``): what the broker has that this node has not seen
+        yet is applied first, and fanned out. A position the broker has
+        not reached either is left as it is (a resume from the future);
+        a broker out of reach fails as unavailable."""
+        key = (hub.center.publisher, hub.center.name)
+        parsed = parse_id(cursor)
+        if parsed is None:
+            return
+        if parsed[1] > hub.seq and key not in self._pending:
+            self._pending[key] = []
+            await self._fetch_missed(hub)
+        if hub.sent < parsed[1] <= hub.seq:  # appended: fanned out at the end of the turn
+            await deferLater(self.clock, 0, lambda: None)
 
     def _catch_up(self, hub: Hub) -> None:
         key = (hub.center.publisher, hub.center.name)

@@ -449,6 +449,12 @@ class Hub:
         # Up to date (seq == sent): nothing to send, however little is retained.
         return max(seq - oldest + 1, 0), end, True
 
+    def ahead(self, cursor: str) -> bool:
+        """Whether *cursor* is a position of this hub's epoch past what its
+        subscribers have been sent: one another node reached first."""
+        parsed = parse_id(cursor)
+        return parsed is not None and parsed[0] == self.epoch and parsed[1] > self._sent
+
     def retains(self, message_id: str) -> bool:
         """Whether the message *message_id* is retained: a resume just
         before it starts with it."""

@@ -275,31 +275,33 @@ class Subscriptions(_Leaf):
             return b""
         names = _centers(segment)
         count = len(names)
+        cursors: tuple[str | None, ...] = (None,) * count
         if last:
             if count > 1:
                 raise BadRequest("/last is the latest message of one center", code="bad_center_list")
             serve: Serve = self._last
         elif (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
-            serve = self._websocket_checked(request, count)
+            serve, cursors = self._websocket_checked(request, count)
         elif b"text/event-stream" in (request.getHeader(b"accept") or b""):
-            serve = self._event_stream_checked(request, count)
+            serve, cursors = self._event_stream_checked(request, count)
         else:
-            serve = self._longpoll_checked(request, count)
+            serve, cursors = self._longpoll_checked(request, count)
         if self.root.closing:
             raise Unavailable("the server is shutting down", code="shutting_down")
         if count == 1:
             hub = self.centers.loaded(publisher, segment)
-            if hub is not None and not hub.center.private:
+            if hub is not None and not hub.center.private and (cursors[0] is None or not hub.ahead(cursors[0])):
                 return self._admitted(request, (hub,), serve, last, None)
         else:
             found = [self.centers.loaded(publisher, name) for name in names]
             hubs = [hub for hub in found if hub is not None and not hub.center.private]
-            if len(hubs) == count:
+            if len(hubs) == count and not any(
+                    cursor is not None and hub.ahead(cursor) for hub, cursor in zip(hubs, cursors, strict=True)):
                 return self._admitted(request, hubs, serve, last, None)
-        return Deferred.fromCoroutine(self._find(request, publisher, names, serve, last))
+        return Deferred.fromCoroutine(self._find(request, publisher, names, serve, last, cursors))
 
     async def _find(self, request: Request, publisher: str, names: tuple[str, ...], serve: Serve,
-                    last: bool) -> Any:
+                    last: bool, cursors: tuple[str | None, ...]) -> Any:
         """The asynchronous way: a center not live here yet, or a private one."""
         if not PUBLISHER_NAME.match(publisher):
             raise _no_center(names[0])
@@ -321,6 +323,13 @@ class Subscriptions(_Leaf):
                                            code="invalid_token")
                 presence = any(hub.center.presence for hub in hubs)
                 grant = Grant(float(claims["exp"]), member(claims) if presence else None)
+            # A position this node has not reached (another node published
+            # after it, and the message is on its way here, or this node
+            # was cut off from the broker): catch up first, so that the
+            # resume is what it would be on that node, not "from the future".
+            for hub, cursor in zip(hubs, cursors, strict=True):
+                if cursor is not None and hub.ahead(cursor):
+                    await self.centers.caught_up(hub, cursor)
             # A hub dropped while others were looked up (a center deleted, a
             # node catching up) is looked up again: never attach to one gone.
             if all(self.centers.loaded(publisher, hub.center.name) is hub for hub in hubs):
@@ -345,7 +354,7 @@ class Subscriptions(_Leaf):
 
     # transports
 
-    def _websocket_checked(self, request: Request, count: int) -> Serve:
+    def _websocket_checked(self, request: Request, count: int) -> tuple[Serve, tuple[str | None, ...]]:
         fmt = query_arg(request, b"format")
         if fmt is not None and fmt not in websocket.FORMATS:
             raise BadRequest("format must be raw or json", code="invalid_format")
@@ -363,9 +372,9 @@ class Subscriptions(_Leaf):
         def serve(request: Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
             return websocket.serve(websockets, request, hubs, fmt, cursors, grant)
 
-        return serve
+        return serve, cursors
 
-    def _event_stream_checked(self, request: Request, count: int) -> Serve:
+    def _event_stream_checked(self, request: Request, count: int) -> tuple[Serve, tuple[str | None, ...]]:
         # A browser reconnecting by itself sends the last id it saw in
         # Last-Event-ID, on the same URL: that is newer than any since= in it.
         last_event_id = request.getHeader(b"last-event-id")
@@ -381,9 +390,9 @@ class Subscriptions(_Leaf):
         def serve(request: Request, hubs: Sequence[Hub], grant: Grant | None) -> Deferred[bytes]:
             return serve_streams(request, hubs, cursors, grant, as_json)
 
-        return serve
+        return serve, cursors
 
-    def _longpoll_checked(self, request: Request, count: int) -> Serve:
+    def _longpoll_checked(self, request: Request, count: int) -> tuple[Serve, tuple[str | None, ...]]:
         callback = _callback(request)
         cursors = _cursors(query_arg(request, b"since"), count)
         timeout = self._timeout(request)
@@ -392,7 +401,7 @@ class Subscriptions(_Leaf):
         def serve(request: Request, hubs: Sequence[Hub], grant: Grant | None) -> Any:
             return serve_polls(request, hubs, cursors, timeout, callback, grant)
 
-        return serve
+        return serve, cursors
 
     def _timeout(self, request: Request) -> float:
         value = query_arg(request, b"timeout")

@@ -571,6 +571,38 @@ async def test_a_node_cut_off_from_redis_catches_up_when_it_is_back(nodes, redis
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_position_another_node_reached_first_resumes_whole_on_a_node_behind(nodes, redis):
+    """A client given a position by one node and resuming on another that
+    has not seen it yet (the message is on its way, or the node is cut off
+    from Redis) is not told "from the future": the node catches up with
+    Redis first, or, unable to, answers 503 and the client comes back."""
+    relay = Relay(redis.port)
+    await relay.start()
+    try:
+        a = await nodes()
+        b = await nodes(f"redis://127.0.0.1:{relay.port_number}/0")
+        auth = await setup_site(a)
+        ws = await websocket(f"{b.ws}{SUB}?format=json", b.public_port)
+        await opened(ws)
+        await subscribers(b, 1)
+        await published(a, auth, "0")
+        await relay.cut()
+        meanwhile = [await published(a, auth, str(i)) for i in range(1, 4)]
+        status, body = await longpoll(b, since=meanwhile[-1])
+        assert status == 503 and body["error"] == "store_unavailable", body
+        await relay.restore()
+        status, body = await eventually(lambda: longpoll(b, since=meanwhile[-1]), lambda r: r[0] == 200,
+                                        seconds=10)
+        assert body["recovered"] is True and body["messages"] == [] and body["last_id"] == meanwhile[-1], body
+        later = await published(a, auth, "later")
+        resumed = await websocket(f"{b.ws}{SUB}?format=json&since={meanwhile[1]}", b.public_port)
+        assert (await opened(resumed))["recovered"] is True
+        assert [f["id"] for f in await frames(resumed, 2)] == [meanwhile[2], later]
+    finally:
+        await relay.cut()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_multiplexed_subscriber_gets_every_node_s_messages_and_each_center_catches_up(nodes, redis):
     relay = Relay(redis.port)
     await relay.start()
