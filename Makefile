@@ -71,6 +71,7 @@ $(JS_STAMP): $(JS_DIR)/package-lock.json $(JS_DIR)/package.json | test-tools
 
 test: $(TEST_STAMP) test-tools $(JS_STAMP) lint docs test-compat
 	$(BIN)/python -m pytest
+	$(MAKE) soak-short
 
 test-unit: $(TEST_STAMP)
 	$(BIN)/python -m pytest -m "$(UNIT)"
@@ -88,7 +89,7 @@ test-compat: $(COMPAT_STAMP)
 	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "$(UNIT)"
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check notifier tests; status=$$?; $(BIN)/mypy notifier && exit $$status
+	$(BIN)/ruff check notifier tests soak; status=$$?; $(BIN)/mypy notifier && exit $$status
 
 # The console's screenshots in docs/, taken again by its tests in Chromium
 # (otherwise they take them into a temporary folder).
@@ -152,3 +153,33 @@ bench: $(STAMP)
 	  $(if $(SCENARIOS),--scenarios "$(SCENARIOS)") $(if $(PYPY),--pypy) \
 	  $(if $(filter-out 1,$(SCALE)),--scale $(SCALE)) $(if $(UPDATE_DOCS),--update-docs docs/performance.rst) \
 	  $(if $(BENCH_OUT),--out $(BENCH_OUT)) $(if $(BENCH_OPTS),--bench-opts "$(BENCH_OPTS)")
+
+# `make soak`: load and faults at the same time, with figures (soak/; the
+# method, what is checked and the figures of a 30-minute run are in
+# docs/reliability.rst). Three daemons on Redis with Sentinel and one on a
+# durable SQLite file, all started here; subscribers of every transport
+# coming and going, publishes retried with their Idempotency-Key, and
+# faults on a schedule drawn from SEED. The report (text, and an HTML page
+# with charts) goes to OUT; the exit status is non-zero on any failed check.
+#   make soak                          30 minutes, SEED=1, report in run/soak/
+#   make soak DURATION=10m SEED=7 OUT=run/soak-7
+#   make soak-short                    2 minutes, smaller load, every fault kind,
+#                                      fails on any loss or duplicate (run/soak-short/)
+# Run it as root: the SQLite file is put on a small tmpfs of its own (else a
+# full disk is simulated with RLIMIT_FSIZE; docs/reliability.rst).
+DURATION ?= 30m
+SEED     ?= 1
+OUT      ?=
+
+.PHONY: soak soak-short soak-tools
+
+soak-tools:
+	@command -v redis-server >/dev/null 2>&1 || { echo "installing redis-server"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+soak: $(TEST_STAMP) soak-tools
+	$(BIN)/python -m soak --duration $(DURATION) --seed $(SEED) --out $(or $(OUT),run/soak)
+
+soak-short: $(TEST_STAMP) soak-tools
+	$(BIN)/python -m soak --short --seed $(SEED) --out $(or $(OUT),run/soak-short) \
+	  $(if $(filter command line,$(origin DURATION)),--duration $(DURATION))
