@@ -30,17 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor, threads
+from twisted.internet import threads
 from twisted.internet.utils import getProcessOutputAndValue
 
 from tests.process import Process
-from tests.redis_server import RedisServer, Sentinel, command
+from tests.redis_server import QUICK_SYNC, RedisServer, SentinelCluster, command, info
 from tests.relay import Relay
-from tests.support import ADMIN_TOKEN, config_text, sleep
+from tests.support import ADMIN_TOKEN, config_text
 
 SERVICE = "soak"
-#: A replica's first sync at once (Redis waits 5 s by default for more replicas).
-QUICK_SYNC = ("--repl-diskless-sync-delay", "0")
 #: Size of the file system the SQLite daemon's file is on.
 SQLITE_FS = "256m"
 
@@ -65,110 +63,18 @@ class Ports:
         raise RuntimeError("no free port below the ephemeral range")
 
 
-def info(port: int, section: str) -> dict[str, str]:
-    text = command(port, "INFO", section)
-    return dict(line.split(":", 1) for line in str(text).splitlines() if ":" in line)
-
-
-def _fields(flat: list[Any]) -> dict[str, Any]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 async def in_thread(f: Callable[..., Any], *args: Any) -> Any:
     return await threads.deferToThread(f, *args)
 
 
-class Cluster:
-    """A master, two replicas and three Sentinels watching them as ``soak``."""
+class Cluster(SentinelCluster):
+    """A master, two replicas and three Sentinels watching them as ``soak``,
+    on ports below the ephemeral range, Sentinels as quick as the soak
+    wants its failovers."""
 
     def __init__(self, folder: Path, ports: Ports, down_ms: int) -> None:
-        first = RedisServer(folder / "redis-0", port=ports.take(), args=QUICK_SYNC)
-        self.servers = [first] + [
-            RedisServer(folder / f"redis-{i}", port=ports.take(),
-                        args=(*QUICK_SYNC, "--replicaof", "127.0.0.1", str(first.port)))
-            for i in (1, 2)]
-        self.sentinels = []
-        for i in range(3):
-            sentinel = Sentinel(folder / f"sentinel-{i}", SERVICE, first.port, quorum=2, down=down_ms,
-                                failover_timeout=max(2000, 3 * down_ms))
-            self.sentinels.append(sentinel)
-
-    def name(self, port: int) -> str:
-        return next(f"redis-{i}" for i, s in enumerate(self.servers) if s.port == port)
-
-    def server(self, port: int) -> RedisServer:
-        return next(server for server in self.servers if server.port == port)
-
-    async def start(self) -> None:
-        for server in [*self.servers, *self.sentinels]:
-            await server.start()
-        await self.settled(self.servers[0].port)
-
-    async def master(self) -> int:
-        """The master's port, as the Sentinels say (the first that answers)."""
-        for sentinel in self.sentinels:
-            try:
-                reply = await in_thread(command, sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
-                return int(reply[1])
-            except (OSError, ValueError, TypeError):
-                continue
-        raise RuntimeError("no Sentinel names a master")
-
-    def _ready(self, master: int, strict: bool) -> bool:
-        for sentinel in self.sentinels:
-            state = _fields(command(sentinel.port, "SENTINEL", "MASTER", SERVICE))
-            if int(state["port"]) != master or "s_down" in state["flags"] or int(state["num-other-sentinels"]) != 2:
-                return False
-            if not strict:
-                continue
-            seen = [_fields(r) for r in command(sentinel.port, "SENTINEL", "REPLICAS", SERVICE)]
-            up = [r for r in seen if "down" not in r["flags"] and "disconnected" not in r["flags"]
-                  and r.get("master-link-status") == "ok"]
-            if len(up) < len(self.servers) - 1:
-                return False
-        if command(master, "ROLE")[0] != "master":
-            return False
-        return all(info(s.port, "replication").get("master_link_status") == "up"
-                   for s in self.servers if s.port != master)
-
-    async def settled(self, master: int, seconds: float = 60, strict: bool = True) -> None:
-        """Every Sentinel names *master* and knows the others (and, *strict*,
-        sees both replicas up: Sentinel reads a replica's state every 10 s);
-        both replicas are in sync."""
-        deadline = reactor.seconds() + seconds
-        while True:
-            try:
-                if await in_thread(self._ready, master, strict):
-                    return
-            except (OSError, KeyError, ValueError, TypeError, IndexError):
-                pass
-            if reactor.seconds() > deadline:
-                raise RuntimeError(f"the Redis servers did not settle on {master} within {seconds} s")
-            await sleep(0.2)
-
-    def _moved(self, old: int) -> int | None:
-        said = set()
-        for sentinel in self.sentinels:
-            reply = command(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
-            said.add(int(reply[1]))
-        if len(said) != 1 or old in said:
-            return None
-        [port] = said
-        return port if command(port, "ROLE")[0] == "master" else None
-
-    async def failed_over(self, old: int, seconds: float = 60) -> int:
-        """The port of the master every Sentinel names instead of *old*."""
-        deadline = reactor.seconds() + seconds
-        while True:
-            try:
-                moved = await in_thread(self._moved, old)
-            except (OSError, ValueError, TypeError, IndexError):
-                moved = None
-            if moved is not None:
-                return int(moved)
-            if reactor.seconds() > deadline:
-                raise RuntimeError(f"no failover from {old} within {seconds} s")
-            await sleep(0.1)
+        super().__init__(folder, SERVICE, 2, port=ports.take, down=down_ms,
+                         failover_timeout=max(2000, 3 * down_ms))
 
     async def restart_as_replica(self, server: RedisServer) -> None:
         """Start *server* again as a replica of the master of the moment."""

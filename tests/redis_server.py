@@ -4,7 +4,8 @@ Spawned through the reactor (never blocking it), without persistence, in a
 temporary folder; ``stop()`` and ``start()`` again keep the same port, so a
 daemon using it sees Redis go away and come back (empty). Extra arguments
 make it a replica (``--replicaof``); ``Sentinel`` is a ``redis-server
---sentinel`` watching a master, with a configuration written for it.
+--sentinel`` watching a master, with a configuration written for it, and
+``SentinelCluster`` a master, its replicas and three Sentinels.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import os
 import shutil
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 
@@ -202,6 +204,125 @@ class Sentinel(RedisServer):
         if not conf.exists():
             conf.write_text("\n".join(self.settings) + "\n")
         return [self.executable, str(conf), "--sentinel"]
+
+
+#: A replica's first sync at once (Redis waits 5 s by default for more replicas).
+QUICK_SYNC = ("--repl-diskless-sync-delay", "0")
+
+
+def info(port: int, section: str) -> dict[str, str]:
+    """A section of ``INFO``, as a dict (a short, local, blocking exchange)."""
+    text = command(port, "INFO", section)
+    return dict(line.split(":", 1) for line in str(text).splitlines() if ":" in line)
+
+
+def _fields(flat: list[Any]) -> dict[str, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class SentinelCluster:
+    """A master, *replicas* replicas of it and three Sentinels (quorum 2)
+    watching them as *service*. Every exchange with them runs in the
+    reactor's thread pool, never on the reactor thread. *port* hands out
+    the ports (a free one each, when not given)."""
+
+    def __init__(self, folder: Path, service: str, replicas: int = 2, master_args: tuple[str, ...] = (), *,
+                 port: Callable[[], int | None] = lambda: None, down: int = 600,
+                 failover_timeout: int = 2000) -> None:
+        self.service = service
+        first = RedisServer(folder / "redis-0", port=port(), args=(*QUICK_SYNC, *master_args))
+        self.servers = [first] + [
+            RedisServer(folder / f"redis-{i}", port=port(),
+                        args=(*QUICK_SYNC, "--replicaof", "127.0.0.1", str(first.port)))
+            for i in range(1, replicas + 1)]
+        self.sentinels = [Sentinel(folder / f"sentinel-{i}", service, first.port, down=down,
+                                   failover_timeout=failover_timeout) for i in range(3)]
+
+    @property
+    def url(self) -> str:
+        listed = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{listed}/{self.service}/0"
+
+    def server(self, port: int) -> RedisServer:
+        return next(server for server in self.servers if server.port == port)
+
+    def name(self, port: int) -> str:
+        return next(f"redis-{i}" for i, s in enumerate(self.servers) if s.port == port)
+
+    async def start(self) -> None:
+        for server in [*self.servers, *self.sentinels]:
+            await server.start()
+        await self.settled(self.servers[0].port)
+
+    async def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            await server.stop()
+
+    async def master(self) -> int:
+        """The master's port, as the Sentinels say (the first that answers)."""
+        for sentinel in self.sentinels:
+            try:
+                reply = await threads.deferToThread(
+                    command, sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+                return int(reply[1])
+            except (OSError, ValueError, TypeError):
+                continue
+        raise RuntimeError("no Sentinel names a master")
+
+    def _ready(self, master: int, strict: bool) -> bool:
+        for sentinel in self.sentinels:
+            state = _fields(command(sentinel.port, "SENTINEL", "MASTER", self.service))
+            if int(state["port"]) != master or "s_down" in state["flags"] or int(state["num-other-sentinels"]) != 2:
+                return False
+            if not strict:
+                continue
+            seen = [_fields(r) for r in command(sentinel.port, "SENTINEL", "REPLICAS", self.service)]
+            up = [r for r in seen if "down" not in r["flags"] and "disconnected" not in r["flags"]
+                  and r.get("master-link-status") == "ok"]
+            if len(up) < len(self.servers) - 1:
+                return False
+        if command(master, "ROLE")[0] != "master":
+            return False
+        return all(info(s.port, "replication").get("master_link_status") == "up"
+                   for s in self.servers if s.running and s.port != master)
+
+    async def settled(self, master: int, seconds: float = 60, strict: bool = True) -> None:
+        """Every Sentinel names *master* and knows the other two (and,
+        *strict*, sees every replica up: Sentinel reads a replica's state
+        every 10 s); every replica running is in sync."""
+        deadline = reactor.seconds() + seconds
+        while True:
+            try:
+                if await threads.deferToThread(self._ready, master, strict):
+                    return
+            except (OSError, KeyError, ValueError, TypeError, IndexError):
+                pass
+            if reactor.seconds() > deadline:
+                raise RuntimeError(f"the Redis servers did not settle on {master} within {seconds} s")
+            await sleep(0.1)
+
+    def _moved(self, old: int) -> int | None:
+        said = {int(command(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)[1])
+                for s in self.sentinels}
+        if len(said) != 1 or old in said:
+            return None
+        [port] = said
+        return port if command(port, "ROLE")[0] == "master" else None
+
+    async def failed_over(self, old: int, seconds: float = 60) -> int:
+        """The port of the master every Sentinel names instead of *old*,
+        once it says it is the master."""
+        deadline = reactor.seconds() + seconds
+        while True:
+            try:
+                moved = await threads.deferToThread(self._moved, old)
+            except (OSError, ValueError, TypeError, IndexError):
+                moved = None
+            if moved is not None:
+                return int(moved)
+            if reactor.seconds() > deadline:
+                raise RuntimeError(f"no failover from {old} within {seconds} s")
+            await sleep(0.1)
 
 
 def command(port: int, *args: str, timeout: float = 2) -> Any:

@@ -29,7 +29,7 @@ from notifier.backends.redis.sentinel import Sentinels
 from notifier.config import ConfigError, parse_config
 from notifier.domain.errors import Unavailable
 from tests.raw import connect
-from tests.redis_server import RedisServer, Sentinel, command
+from tests.redis_server import QUICK_SYNC, RedisServer, SentinelCluster, command, info
 from tests.relay import Relay
 from tests.support import (
     Daemon,
@@ -50,8 +50,6 @@ SUB = f"/sub/{PUBLISHER}/{CENTER}"
 LOG = f"notifier:log:{PUBLISHER}/{CENTER}"
 #: Retained per center here: every message of a test stays in the history.
 HISTORY = 5000
-#: A replica's first sync at once (Redis waits 5 s by default for more replicas).
-QUICK_SYNC = ("--repl-diskless-sync-delay", "0")
 #: A master the Sentinels cannot make a replica of the new one after a failover.
 STUBBORN = ("--rename-command", "REPLICAOF", "stubborn-replicaof", "--rename-command", "SLAVEOF", "stubborn-slaveof")
 
@@ -144,92 +142,16 @@ def test_a_subscription_that_stays_silent_is_dropped_and_one_that_answers_is_not
 # the servers
 
 
-def _fields(flat: list[Any]) -> dict[str, Any]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _info(port: int, section: str) -> dict[str, str]:
-    text = command(port, "INFO", section)
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
 def _in_sync(replica: RedisServer) -> bool:
     try:
-        return _info(replica.port, "replication").get("master_link_status") == "up"
+        return info(replica.port, "replication").get("master_link_status") == "up"
     except OSError:
         return False
 
 
-class Cluster:
-    """A master, *replicas* replicas of it and three Sentinels watching them as ``main``."""
-
-    def __init__(self, folder: Path, replicas: int, master_args: tuple[str, ...] = ()) -> None:
-        self.folder = folder
-        self.replicas = replicas
-        self.servers = [RedisServer(folder / "redis-0", args=(*QUICK_SYNC, *master_args))]
-        self.servers += [RedisServer(folder / f"redis-{i + 1}",
-                                     args=(*QUICK_SYNC, "--replicaof", "127.0.0.1", str(self.servers[0].port)))
-                         for i in range(replicas)]
-        self.sentinels = [Sentinel(folder / f"sentinel-{i}", SERVICE, self.servers[0].port) for i in range(3)]
-
-    @property
-    def url(self) -> str:
-        listed = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{listed}/{SERVICE}/0"
-
-    def server(self, port: int) -> RedisServer:
-        return next(server for server in self.servers if server.port == port)
-
-    async def start(self) -> None:
-        for server in [*self.servers, *self.sentinels]:
-            await server.start()
-        await self.settled(self.servers[0].port)
-
-    async def settled(self, master: int) -> None:
-        """Every Sentinel has *master* as the master, knows the other two,
-        and sees every replica up and in sync."""
-        def ready() -> bool:
-            for sentinel in self.sentinels:
-                state = _fields(command(sentinel.port, "SENTINEL", "MASTER", SERVICE))
-                if int(state["port"]) != master or "s_down" in state["flags"] \
-                        or int(state["num-other-sentinels"]) != 2:
-                    return False
-                seen = [_fields(r) for r in command(sentinel.port, "SENTINEL", "REPLICAS", SERVICE)]
-                up = [r for r in seen if "down" not in r["flags"] and "disconnected" not in r["flags"]
-                      and r.get("master-link-status") == "ok"]
-                if len(up) < self.replicas:
-                    return False
-            return all(_in_sync(s) for s in self.servers if s.running and s.port != master)
-
-        await eventually(lambda: defer.succeed(ready()), bool, seconds=30, every=0.1)
-
-    def master(self) -> int:
-        """The master's port, as the first Sentinel says."""
-        host, port = command(self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
-        return int(port)
-
-    async def failed_over(self, old: int, seconds: float = 20) -> int:
-        """The port of the master every Sentinel names instead of *old*,
-        once it says it is the master."""
-        def moved() -> int | None:
-            said = {int(command(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1])
-                    for s in self.sentinels}
-            if len(said) != 1 or old in said:
-                return None
-            [port] = said
-            return port if command(port, "ROLE")[0] == "master" else None
-
-        return await eventually(lambda: defer.succeed(moved()), lambda port: port is not None,
-                                seconds=seconds, every=0.1)
-
-    async def stop(self) -> None:
-        for server in [*self.sentinels, *self.servers]:
-            await server.stop()
-
-
 @pytest_twisted.async_yield_fixture
 async def cluster(tmp_path, request):
-    servers = Cluster(tmp_path, *getattr(request, "param", (1,)))
+    servers = SentinelCluster(tmp_path, SERVICE, *getattr(request, "param", (1,)))
     try:
         await servers.start()
         yield servers
@@ -389,7 +311,7 @@ async def test_publishes_and_subscriptions_go_through_two_failovers_exactly_once
 
         await each_acknowledges(5, 10)
         # 1. The master dies with publishes in flight.
-        first = cluster.master()
+        first = await cluster.master()
         await cluster.server(first).kill()
         second = await cluster.failed_over(first)
         await each_acknowledges(5, 15)  # resumed by itself, within seconds of the promotion
@@ -458,7 +380,7 @@ async def test_a_master_failed_over_alive_is_left_for_the_new_one(cluster, nodes
     status, body = await publish(a, auth, "before")
     assert status == 201, body
     assert json.loads(await ws.next())["data"] == "before"
-    first = cluster.master()
+    first = await cluster.master()
     assert command(cluster.sentinels[0].port, "SENTINEL", "FAILOVER", SERVICE) == "OK"
     # (The old master stays one: it does not know REPLICAOF.)
     second = await cluster.failed_over(first)
