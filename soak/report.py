@@ -51,6 +51,31 @@ def _quantile(values: list[float], share: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def left_idle(samples: list[dict[str, Any]], bound: float) -> dict[str, Any]:
+    """Each daemon's memory once every subscriber has left: the RSS of its
+    process of the end (it may have been restarted), at the process's
+    first sample and at the run's last, when no client is left. More than
+    *bound* MiB above the first fails: what connections held was not
+    given back."""
+    result: dict[str, Any] = {"bound": bound, "daemons": [], "failures": []}
+    last: dict[str, Any] = {}
+    for sample in samples:
+        for name, figures in sample["daemons"].items():
+            if name != "harness" and figures.get("pid") is not None and figures.get("rss") is not None:
+                last[name] = figures["pid"]
+    for name, pid in sorted(last.items()):
+        points = [(s["t"], s["daemons"][name]["rss"] / 1048576) for s in samples
+                  if s["daemons"].get(name, {}).get("pid") == pid and s["daemons"][name].get("rss") is not None]
+        (start_t, start), (end_t, end) = points[0], points[-1]
+        ok = end - start <= bound
+        result["daemons"].append({"daemon": name, "pid": pid, "from": start_t, "to": end_t,
+                                  "rss_start": start, "rss_idle": end, "ok": ok})
+        if not ok:
+            result["failures"].append(f"{name} (pid {pid}) kept {end - start:.1f} MiB more than at its start "
+                                      f"once its subscribers had left ({start:.1f} -> {end:.1f}), bound {bound:g}")
+    return result
+
+
 def flatness(samples: list[dict[str, Any]], warmup: float, bound: float, judge_span: float) -> dict[str, Any]:
     """Per daemon and per process lifetime (segments of one pid), each
     after a *warmup* of its own (from the start of the run, or from its
@@ -293,6 +318,12 @@ def text(result: dict[str, Any]) -> str:
             f"  {_f(d['fds_per_hour']):>8}{mark}"
             + (f"  journal {_f(d['journal_mib_per_hour'])} MiB/h" if d.get("journal_mib_per_hour") is not None
                else ""))
+    idle = result.get("left_idle")
+    if idle:
+        add(f"  once every subscriber had left (bound: {idle['bound']:g} MiB over the process's start):")
+        for d in idle["daemons"]:
+            add(f"    {d['daemon']:<9}{d['pid']:<9}RSS {d['rss_start']:.1f} MiB at {d['from']:.0f} s, "
+                f"{d['rss_idle']:.1f} MiB at {d['to']:.0f} s{'' if d['ok'] else '  OVER'}")
     for r in flat["redis"]:
         add(f"  Redis {r['server']}: used_memory {r['first']:.1f} -> {r['last']:.1f} MiB, "
             f"{_f(r['mib_per_hour'])} MiB/hour")

@@ -47,6 +47,9 @@ LEAVE_GRACE = 2.0
 UIDS = [f"u{i}" for i in range(24)]
 #: The bound on a daemon's RSS growth after warm-up (MiB an hour).
 RSS_BOUND = 20.0
+#: MiB a daemon may keep, once every subscriber has left, over what it had
+#: when its process started (docs/reliability.rst).
+IDLE_BOUND = 16.0
 
 
 @attrs.define
@@ -369,6 +372,10 @@ class Soak:
             await sleep(1)
         self.hooks_end = reactor.seconds()
         if self.sampler is not None:
+            # Samples of the daemons with no subscriber left (report.left_idle).
+            gone = left + 2 * self.sampler.every + 1 - reactor.seconds()
+            if gone > 0:
+                await sleep(gone)
             await self.sampler.stop()
 
     async def teardown(self) -> None:
@@ -428,6 +435,8 @@ class Soak:
         if self.metrics.harness_errors:
             failures.append(f"{len(self.metrics.harness_errors)} errors of the harness itself")
         failures += [f"flatness: {f}" for f in flat["failures"]]
+        idle = report.left_idle(samples, IDLE_BOUND)
+        failures += [f"memory: {f}" for f in idle["failures"]]
         faults = [{"at": f.at, "kind": f.kind, "target": f.target, "hold": f.hold,
                    "started": None if f.started is None else f.started - self.t0,
                    "ended": None if f.ended is None else f.ended - self.t0, "notes": f.notes}
@@ -448,7 +457,7 @@ class Soak:
             "anomalies": self.metrics.anomalies[:50], "anomaly_count": len(self.metrics.anomalies),
             "harness_errors": self.metrics.harness_errors[:50], "deaths": self.deaths,
             "final_reads_behind": self.metrics.final_reads_behind,
-            "flatness": flat, "logs": logs, "samples": samples, "aftermath": AFTERMATH,
+            "flatness": flat, "left_idle": idle, "logs": logs, "samples": samples, "aftermath": AFTERMATH,
             "webhook_events": [{**e, "ts": round(e["ts"] - self.t0, 3), "received": round(e["received"] - self.t0, 3)}
                                for e in self.webhooks.events],
             "occupancy": {center: [[round(a - self.t0, 3), round(b - self.t0, 3)] for a, b in spans]

@@ -276,3 +276,19 @@ def test_an_event_missing_is_excused_by_a_daemon_stopped_while_it_could_still_be
     # A later event was handled first: the requests go in order, so these were never sent.
     assert [(m["event"], m["from"]) for m in judged(kill_at=160.0)["missing"]] == \
         [("center_occupied", 100.0), ("center_vacated", 100.0)]
+
+
+def test_a_daemon_that_keeps_what_its_subscribers_held_fails_the_memory_check():
+    from soak.report import left_idle
+
+    def sample(t: float, rss_a: float, pid_b: int, rss_b: float) -> dict:
+        mib = 1048576
+        return {"t": t, "daemons": {"a": {"pid": 1, "rss": rss_a * mib}, "b": {"pid": pid_b, "rss": rss_b * mib},
+                                    "harness": {"pid": 9, "rss": 500 * mib}}}
+
+    # a: back near its start once the clients left; b: restarted (pid 3), then kept 30 MiB
+    samples = [sample(0, 70, 2, 70), sample(60, 90, 2, 95), sample(70, 80, 3, 68), sample(120, 75, 3, 98)]
+    judged = left_idle(samples, 16)
+    assert [(d["daemon"], d["pid"], d["rss_start"], d["rss_idle"], d["ok"]) for d in judged["daemons"]] == [
+        ("a", 1, 70, 75, True), ("b", 3, 68, 98, False)]
+    assert len(judged["failures"]) == 1 and judged["failures"][0].startswith("b (pid 3) kept 30.0 MiB")
