@@ -20,10 +20,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from notifier.backends.interfaces import Arrival, Broker, LiveCenter, Store
 from notifier.config import CentersConfig
-from notifier.domain.errors import BadRequest, Forbidden, NotFound
+from notifier.domain.errors import BadRequest, Forbidden, NotFound, Unavailable
 from notifier.domain.hub import Hub, Subscriber, Watcher, parse_id
 from notifier.domain.model import Center
 from notifier.domain.names import CENTER_NAME, check_center_name, matches
@@ -32,6 +33,11 @@ from notifier.domain.retention import Retention
 from notifier.domain.stats import Stats
 
 log = Logger()
+
+
+#: Seconds a subscriber resuming waits at most for what its node caught up
+#: with to be fanned out (a slice of a large center's subscribers a turn).
+CATCH_UP_SECONDS = 5.0
 
 
 def new_epoch() -> str:
@@ -71,6 +77,8 @@ class Centers:
     _loading: dict[tuple[str, str], list[Deferred[Hub]]] = field(factory=dict)
     #: Hubs being loaded or caught up: what arrives for them meanwhile.
     _pending: dict[tuple[str, str], list[Arrival]] = field(factory=dict)
+    #: Hubs catching up with the broker: fires with whether it answered.
+    _catching: dict[tuple[str, str], Deferred[bool]] = field(factory=dict)
     #: What each publisher's live hubs retain together (notifier.domain.retention).
     _retention: dict[str, Retention] = field(factory=dict)
     #: ``steps.step``, bound once: every hub schedules its fan-out with it.
@@ -282,26 +290,56 @@ class Centers:
         """Bring *hub* up to *cursor*, a position of its epoch past what it
         has sent, which a subscriber resuming was given by another node
         (``Hub.ahead``): what the broker has that this node has not seen
-        yet is applied first, and fanned out. A position the broker has
-        not reached either is left as it is (a resume from the future);
-        a broker out of reach fails as unavailable."""
+        yet is applied first (joining a catch-up going on, which the
+        subscriber leaving does not stop), then fanned out, a slice a turn.
+        A position the broker has not reached either is left as it is (a
+        resume from the future); a broker out of reach, that could not
+        tell, fails as unavailable."""
         key = (hub.center.publisher, hub.center.name)
         parsed = parse_id(cursor)
-        if parsed is None:
+        if parsed is None or parsed[0] != hub.epoch:
             return
-        if parsed[1] > hub.seq and key not in self._pending:
-            self._pending[key] = []
-            await self._fetch_missed(hub)
-        if hub.sent < parsed[1] <= hub.seq:  # appended: fanned out at the end of the turn
+        seq = parsed[1]
+        if seq > hub.seq:
+            waiter: Deferred[bool] = Deferred()
+
+            def told(fetched: bool) -> bool:
+                if not waiter.called:  # (cancelled when the subscriber left)
+                    waiter.callback(fetched)
+                return fetched
+
+            self._catch_up(hub).addCallback(told)
+            if not await waiter and seq > hub.seq and self._hubs.get(key) is hub:
+                raise Unavailable("the state store is unreachable: this node cannot tell where the center stands",
+                                  code="store_unavailable")
+        deadline = self.clock.seconds() + CATCH_UP_SECONDS
+        while hub.sent < seq <= hub.seq and self._hubs.get(key) is hub and self.clock.seconds() < deadline:
             await deferLater(self.clock, 0, lambda: None)
 
-    def _catch_up(self, hub: Hub) -> None:
+    def _catch_up(self, hub: Hub) -> Deferred[bool]:
+        """Catch *hub* up with the broker, in the background: fires with
+        whether the broker answered (the one going on, if there is one)."""
         key = (hub.center.publisher, hub.center.name)
-        if key in self._pending:
-            return  # already catching up
+        going = self._catching.get(key)
+        if going is not None:
+            return going
+        done: Deferred[bool] = Deferred()
+        if key in self._pending:  # being loaded: it is as new as it gets
+            done.callback(True)
+            return done
         self._pending[key] = []
-        Deferred.fromCoroutine(self._fetch_missed(hub)).addErrback(
-            lambda f: log.failure("catching up {path} failed", f, path=hub.center.path))
+        self._catching[key] = done
+
+        def failed(failure: Failure) -> bool:
+            log.failure("catching up {path} failed", failure, path=hub.center.path)
+            return False
+
+        def finished(fetched: bool) -> None:
+            del self._catching[key]
+            done.callback(fetched)
+
+        Deferred.fromCoroutine(self._fetch_missed(hub)).addCallbacks(lambda _: True, failed).addCallback(finished)
+        return done
 
     async def _fetch_missed(self, hub: Hub) -> None:
         key = (hub.center.publisher, hub.center.name)

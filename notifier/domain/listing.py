@@ -120,11 +120,13 @@ async def page_centers(centers: Centers, publisher: str, *, prefix: str = "", so
         later = [item for item in ranked if start is None or (item[0], item[1]) > start]
         found = [(-key, center) for key, _, center in heapq.nsmallest(limit + 1, later, key=_order)]
         after = None  # the unranked, if reached, from their first
+    total = None
     if len(found) <= limit:
         skip = {name for _, name, _ in ranked}
-        found.extend((None, center) for center in await _by_name(centers, publisher, prefix, after,
-                                                                 limit + 1 - len(found), skip))
-    _, total = await centers.store.page_centers(publisher, prefix, None, 0)
+        named, total = await _by_name(centers, publisher, prefix, after, limit + 1 - len(found), skip)
+        found.extend((None, center) for center in named)
+    if total is None:
+        _, total = await centers.store.page_centers(publisher, prefix, None, 0)
     page = found[:limit]
     following = None
     if len(found) > limit:
@@ -138,15 +140,17 @@ def _order(item: tuple[float, str, Center]) -> tuple[float, str]:
 
 
 async def _by_name(centers: Centers, publisher: str, prefix: str, after: str | None, wanted: int,
-                   skip: set[str]) -> list[Center]:
-    """*wanted* centers by name after *after*, none of those in *skip*."""
+                   skip: set[str]) -> tuple[list[Center], int]:
+    """*wanted* centers by name after *after*, none of those in *skip*; and
+    how many start with the prefix (``Store.page_centers``)."""
     found: list[Center] = []
+    total = 0
     while len(found) < wanted:
         asked = wanted - len(found) + min(len(skip), MAX_LIMIT)
-        rows, _ = await centers.store.page_centers(publisher, prefix, after, asked)
+        rows, total = await centers.store.page_centers(publisher, prefix, after, asked)
         found.extend(center for center in rows if center.name not in skip)
         if len(rows) < asked:
             break
         after = rows[-1].name
-    return found[:wanted]
+    return found[:wanted], total
 

@@ -539,13 +539,15 @@ class ApiApp:
         """The live tail of a center (notifier.http.console_tail): done when it ends,
         having answered by itself (Klein then leaves the request be)."""
         self._admin(request)
-        hub = await self.centers.hub(await self._owner(name), center)
-        members = await self._members(hub.center) if hub.center.presence else None
-        if self.centers.loaded(name, center) is not hub:
-            raise NotFound(f"no center {center!r}", code="no_such_center")  # deleted meanwhile
         since = query_arg(request, b"since")
         if since is not None and parse_id(since) is None:
             raise BadRequest("a cursor is {epoch}-{seq}, seq being 1 to 18 ASCII digits", code="bad_cursor")
+        hub = await self.centers.hub(await self._owner(name), center)
+        members = await self._members(hub.center) if hub.center.presence else None
+        if since is not None and hub.ahead(since):  # read on another node, ahead of this one
+            await self.centers.caught_up(hub, since)
+        if self.centers.loaded(name, center) is not hub:
+            raise NotFound(f"no center {center!r}", code="no_such_center")  # deleted meanwhile
         tail = Tail(request, hub, self.clock)
         tail.start(members, since)
         await tail.ended

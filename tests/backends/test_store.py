@@ -632,6 +632,15 @@ async def test_redis_pages_the_centers_a_daemon_of_an_earlier_version_stored(tmp
         page, total = await store.page_centers("site", "", "a", 2)
         assert ([c.name for c in page], total) == (["b", "c"], 4)
         assert int(await store.redis.call("zcard", store.keys.center_names("site"))) == 4
+        # an earlier daemon removes "b" (from the hash only) and adds "e":
+        # as many names as records, but not the same ones
+        await store.redis.call("hdel", store.keys.centers("site"), "b")
+        await store.redis.call("hset", store.keys.centers("site"), "e", json.dumps(
+            {"private": False, "history": None, "ttl": None, "created": 1.0, "epoch": "e9"}))
+        page, _ = await store.page_centers("site", "", None, 2)
+        assert [c.name for c in page] == ["a", "c"]  # "b" skipped, the page full all the same
+        page, total = await store.page_centers("site", "", "c", 5)
+        assert ([c.name for c in page], total) == (["d", "e"], 4)
     finally:
         await store.close()
 

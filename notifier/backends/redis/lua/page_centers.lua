@@ -21,15 +21,30 @@ if redis.call('ZCARD', KEYS[2]) ~= redis.call('HLEN', KEYS[1]) then
     redis.call('ZADD', KEYS[2], unpack(batch))
   end
 end
-local answer = {redis.call('ZLEXCOUNT', KEYS[2], ARGV[3], ARGV[2])}
-local limit = tonumber(ARGV[4])
-if limit > 0 then
-  for _, name in ipairs(redis.call('ZRANGEBYLEX', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, limit)) do
+-- A name left without its record (removed by a daemon from before the
+-- set was kept) is taken out of the set here, and the page read on past
+-- it; the set and the hash then differ in size, and the next page makes
+-- the set again from the hash.
+local rows = {}
+local want = tonumber(ARGV[4])
+local low = ARGV[1]
+while want > 0 do
+  local names = redis.call('ZRANGEBYLEX', KEYS[2], low, ARGV[2], 'LIMIT', 0, want)
+  for _, name in ipairs(names) do
     local record = redis.call('HGET', KEYS[1], name)
     if record then
-      answer[#answer + 1] = name
-      answer[#answer + 1] = record
+      rows[#rows + 1] = name
+      rows[#rows + 1] = record
+    else
+      redis.call('ZREM', KEYS[2], name)
     end
   end
+  if #names < want then break end
+  want = tonumber(ARGV[4]) - #rows / 2
+  low = '(' .. names[#names]
+end
+local answer = {redis.call('ZLEXCOUNT', KEYS[2], ARGV[3], ARGV[2])}
+for _, value in ipairs(rows) do
+  answer[#answer + 1] = value
 end
 return answer
