@@ -142,8 +142,11 @@ class WebhookLedger:
                 if previous is not None and previous["name"] == name:
                     entry = {"site": site, "center": center, "uid": uid or None, "event": name,
                              "ts": round(event["ts"] - t0, 2)}
-                    (verdict["excused"] if near(site, previous["ts"] - 2, event["ts"] + 2, REPEATING)
-                     else verdict["alternation"]).append(entry)
+                    # A failover may repeat an event; a daemon stopping
+                    # while the one between was waiting in it loses it.
+                    excused = near(site, previous["ts"] - 2, event["ts"] + 2, REPEATING) \
+                        or stopped_holding(site, previous["ts"])
+                    (verdict["excused"] if excused else verdict["alternation"]).append(entry)
                 previous = event
         # At least once, on the centers the harness occupied itself.
         for center, spans in self.occupancy.items():

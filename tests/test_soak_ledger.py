@@ -292,3 +292,19 @@ def test_a_daemon_that_keeps_what_its_subscribers_held_fails_the_memory_check():
     assert [(d["daemon"], d["pid"], d["rss_start"], d["rss_idle"], d["ok"]) for d in judged["daemons"]] == [
         ("a", 1, 70, 75, True), ("b", 3, 68, 98, False)]
     assert len(judged["failures"]) == 1 and judged["failures"][0].startswith("b (pid 3) kept 30.0 MiB")
+
+
+def test_an_event_out_of_turn_is_excused_when_the_one_between_was_lost_with_its_daemon() -> None:
+    def judged(stop_at: float) -> list[dict[str, object]]:
+        hooks = WebhookLedger(leave_grace=2.0)
+        first = {"name": "center_occupied", "center": "toggle", "ts": 100.0}
+        # the vacated of about 120 s was waiting in a daemon (the receiver down) ...
+        again = {"name": "center_occupied", "center": "toggle", "ts": 130.0}
+        hooks.request(101.0, "site", "id-1", "200", True, [first])
+        hooks.request(190.0, "site", "id-2", "200", True, [again])
+        return list(hooks.judge([(stop_at, stop_at + 1, "daemon-sigterm")], end=300.0)["alternation"])
+
+    # ... stopped before a later event was handled: lost with it, as documented
+    assert judged(stop_at=140.0) == []
+    # a stop long after the later one was handled does not explain it
+    assert [a["event"] for a in judged(stop_at=250.0)] == ["center_occupied"]
