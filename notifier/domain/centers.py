@@ -331,7 +331,10 @@ class Centers:
         self._catching[key] = done
 
         def failed(failure: Failure) -> bool:
-            log.failure("catching up {path} failed", failure, path=hub.center.path)
+            if failure.check(Unavailable):  # cut off from the broker: the reconnection catches up
+                log.warn("catching up {path}: {reason}", path=hub.center.path, reason=failure.getErrorMessage())
+            else:
+                log.failure("catching up {path} failed", failure, path=hub.center.path)
             return False
 
         def finished(fetched: bool) -> None:

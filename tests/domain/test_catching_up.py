@@ -87,17 +87,27 @@ def test_a_position_the_broker_has_not_reached_either_stays_from_the_future():
 
 
 def test_a_broker_out_of_reach_is_unavailable_and_the_next_resume_asks_again():
+    from twisted.logger import globalLogPublisher
+
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+
+    def logged_failures() -> list[dict]:
+        return [event for event in seen if "log_failure" in event]
+
     node, broker, hub, _ = _behind()
     resumed = ensureDeferred(node.centers.caught_up(hub, f"{hub.epoch}-5"))
     broker.asked[0].errback(Unavailable("the state store (Redis) is unreachable", code="store_unavailable"))
     failure = []
     resumed.addErrback(failure.append)
     assert failure and failure[0].check(Unavailable)
+    assert not logged_failures(), "a store out of reach is a warning, not a traceback"
     again = ensureDeferred(node.centers.caught_up(hub, f"{hub.epoch}-5"))
     assert len(broker.asked) == 2
     broker.asked[1].callback(_stream(hub, 5))
     _turns(node)
     assert again.called and hub.sent == 5
+    globalLogPublisher.removeObserver(seen.append)
 
 
 @pytest.mark.parametrize("cursor", ["other-9", "nonsense"])
