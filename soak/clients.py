@@ -107,6 +107,19 @@ def backoff(rng: random.Random, attempt: int) -> float:
     return ceiling / 2 + rng.random() * ceiling / 2
 
 
+async def _open(url: str, port: int, frame: Callable[[str], None]) -> tuple[Any, list[str]] | str:
+    """A WebSocket to *url*, its frames from now on handed to *frame*, and
+    those it had already; or why it was refused."""
+    try:
+        ws = await websocket(url, port)
+    except Exception as e:
+        return f"refused ({type(e).__name__})"
+    factory = ws.protocol.factory
+    pending = list(factory.messages.pending)
+    factory.messages = _Sink(frame)
+    return ws, pending
+
+
 def fire(d: defer.Deferred[None]) -> None:
     """Fire *d* unless it has fired already."""
     if not d.called:
@@ -405,13 +418,10 @@ class Client:
     async def _websocket(self, daemon: Daemon) -> str:
         since = self._remember_since()
         url = f"ws://127.0.0.1:{daemon.public_port}{self._path()}{self._query(format='json', since=since)}"
-        try:
-            ws = await websocket(url, daemon.public_port)
-        except Exception as e:
-            return f"refused ({type(e).__name__})"
-        factory = ws.protocol.factory
-        pending = list(factory.messages.pending)
-        factory.messages = _Sink(self._frame)
+        opened = await _open(url, daemon.public_port, self._frame)
+        if isinstance(opened, str):
+            return opened
+        ws, pending = opened
         self._opened()
         self._stop = ws.close
         if self._by_client:
@@ -626,13 +636,10 @@ class PusherClient:
 
     async def _connect(self, daemon: Daemon) -> str:
         url = f"ws://127.0.0.1:{daemon.public_port}/app/{self.site.app.key}?protocol=7&client=soak&version=1"
-        try:
-            ws = await websocket(url, daemon.public_port)
-        except Exception as e:
-            return f"refused ({type(e).__name__})"
-        factory = ws.protocol.factory
-        pending = list(factory.messages.pending)
-        factory.messages = _Sink(self._frame)
+        opened = await _open(url, daemon.public_port, self._frame)
+        if isinstance(opened, str):
+            return opened
+        ws, pending = opened
         self._ws = ws
         if self._by_client:
             ws.close()
